@@ -1,0 +1,1 @@
+"""The AAM REST service (FastAPI) and what both deployables share."""

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Make sure the services the integration tests talk to are up: Redis on 127.0.0.1:6379 and
+# PostgreSQL on 127.0.0.1:5432. Starts them when installed but stopped; never stops them.
+set -euo pipefail
+
+redis_up() { command -v redis-cli >/dev/null && redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; }
+if ! redis_up; then
+    if command -v redis-server >/dev/null; then
+        echo "services: starting redis-server on 127.0.0.1:6379"
+        mkdir -p /tmp/aam-redis
+        redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+            --dir /tmp/aam-redis --logfile /tmp/aam-redis/redis.log
+        for _ in $(seq 50); do redis_up && break; sleep 0.1; done
+    fi
+fi
+redis_up && echo "services: redis ok" || echo "services: redis not available"
+
+pg_up() { command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432; }
+if ! pg_up && command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
+    echo "services: starting PostgreSQL"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+    for _ in $(seq 50); do pg_up && break; sleep 0.2; done
+fi
+pg_up && echo "services: postgresql ok" || echo "services: postgresql not available"
