@@ -1,0 +1,83 @@
+"""The dataset summary that ``POST /datasets`` answers with (less id, name and created_at)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from skbio import TreeNode
+
+from aam_core.io.errors import preview
+from aam_core.io.metadata import align_metadata, describe
+from aam_core.io.table import zero_count_samples
+from aam_core.io.tree import missing_tips
+from aam_core.io.types import FeatureTable, Metadata
+
+
+def summarize(
+    table: FeatureTable,
+    sequences: Sequence[str],
+    *,
+    tree: TreeNode | None = None,
+    metadata: Metadata | None = None,
+    sha256: dict[str, str],
+    warnings: Iterable[str] = (),
+) -> dict[str, Any]:
+    """Counts, depths, coverage and metadata columns of validated inputs, as plain JSON types.
+
+    Metadata columns are described over the table's samples only: a sample without metadata
+    counts as missing in every column, and metadata rows for other samples are ignored.
+    """
+    notes = list(warnings)
+    depths = table.depths()
+    empty = zero_count_samples(table)
+    if empty:
+        notes.append(
+            f"{len(empty)} samples have zero reads and will be dropped by rarefaction: "
+            f"{preview(empty)}"
+        )
+    missing: list[str] = []
+    if tree is not None:
+        missing = missing_tips(tree, table.feature_ids)
+        if missing:
+            notes.append(
+                f"{len(missing)} of {table.n_features} table features are missing from the "
+                f"tree (e.g. {preview(missing)}); UniFrac cannot use them"
+            )
+    columns: list[dict[str, Any]] = []
+    n_without = 0
+    if metadata is not None:
+        frame, n_without, n_extra = align_metadata(metadata, table.sample_ids)
+        for col in metadata.columns:
+            seen = describe(col.name, col.kind, frame[col.name])
+            entry: dict[str, Any] = {
+                "name": col.name,
+                "kind": col.kind,
+                "n_missing": seen.n_missing,
+            }
+            if seen.n_classes is not None:
+                entry["n_classes"] = seen.n_classes
+            columns.append(entry)
+        if n_without:
+            notes.append(f"{n_without} of {table.n_samples} table samples have no metadata")
+        if n_extra:
+            notes.append(f"{n_extra} metadata rows match no table sample and are ignored")
+        notes.extend(metadata.warnings)
+    lengths = [len(s) for s in sequences]
+    return {
+        "n_samples": table.n_samples,
+        "n_features": table.n_features,
+        "sequence_length": {"min": min(lengths), "max": max(lengths)},
+        "sample_depth": {
+            "min": int(depths.min()),
+            "median": float(np.median(depths)),
+            "max": int(depths.max()),
+        },
+        "has_tree": tree is not None,
+        "features_missing_from_tree": len(missing),
+        "metadata_columns": columns,
+        "samples_missing_metadata": n_without,
+        "sha256": dict(sha256),
+        "warnings": notes,
+    }
