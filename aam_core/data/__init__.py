@@ -1,0 +1,1 @@
+"""Data pipeline: rarefaction, tokens, ASV selection, UniFrac, datasets and batches."""

@@ -1,0 +1,96 @@
+"""Seeded rarefaction (subsampling without replacement) and the default-depth rule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from aam_core.io.types import FeatureTable
+
+DEFAULT_DEPTH = 5000
+DROP_LIMIT_PERCENT = 10  # the default depth may drop at most this share of samples
+
+
+@dataclass(frozen=True)
+class DepthChoice:
+    depth: int
+    note: str | None  # set when the default was lowered to keep 90% of samples
+
+
+@dataclass(frozen=True, eq=False)
+class Rarefied:
+    table: FeatureTable  # only the kept samples, each with exactly ``depth`` reads
+    depth: int
+    kept_rows: np.ndarray  # int64 [n_kept]: rows of the input table
+    dropped: tuple[str, ...]  # sample IDs below the depth
+    note: str | None = None
+
+
+def choose_depth(
+    depths: np.ndarray, requested: int | None = None, *, default: int = DEFAULT_DEPTH
+) -> DepthChoice:
+    """Rarefaction depth: an explicit request always wins; else ``default`` unless that drops
+    more than 10% of samples, in which case the largest depth that keeps 90% of them."""
+    depths = np.asarray(depths, dtype=np.int64)
+    if requested is not None:
+        if requested < 1:
+            raise ValueError(f"rarefaction depth must be >= 1, got {requested}")
+        return DepthChoice(int(requested), None)
+    if depths.size == 0:
+        raise ValueError("cannot choose a rarefaction depth for a table with no samples")
+    n_below = int((depths < default).sum())
+    if n_below * 100 <= DROP_LIMIT_PERCENT * depths.size:  # integers: no rounding at 10%
+        return DepthChoice(default, None)
+    # sorted[k] with k = floor(10% of n) keeps n - k >= 90% of samples; sorted[k] + 1 would not.
+    ordered = np.sort(depths)
+    depth = max(int(ordered[DROP_LIMIT_PERCENT * depths.size // 100]), 1)
+    note = (
+        f"default depth {default} would drop {n_below} of {depths.size} samples; "
+        f"rarefied to {depth} instead (the largest depth that keeps 90% of samples)"
+    )
+    return DepthChoice(depth, note)
+
+
+def subsample_row(counts: np.ndarray, depth: int, rng: np.random.Generator) -> np.ndarray:
+    """Draw ``depth`` reads without replacement from one sample's nonzero counts."""
+    return rng.multivariate_hypergeometric(counts.astype(np.int64), depth, method="marginals")
+
+
+def sample_rng(seed: int, row: int, epoch: int = 0) -> np.random.Generator:
+    """One generator per (seed, epoch, sample row): any subset of samples reproduces."""
+    return np.random.default_rng([seed, epoch, row])
+
+
+def rarefy(
+    table: FeatureTable, depth: int | None = None, *, seed: int = 0, epoch: int = 0
+) -> Rarefied:
+    """Subsample every sample to the same depth; samples below it are dropped and listed."""
+    depths = table.depths()
+    choice = choose_depth(depths, depth)
+    kept_rows = np.flatnonzero(depths >= choice.depth).astype(np.int64)
+    dropped = tuple(table.sample_ids[i] for i in np.flatnonzero(depths < choice.depth))
+    csr = table.counts
+    parts_data: list[np.ndarray] = []
+    parts_idx: list[np.ndarray] = []
+    indptr = [0]
+    for row in kept_rows:
+        lo, hi = csr.indptr[row], csr.indptr[row + 1]
+        drawn = subsample_row(csr.data[lo:hi], choice.depth, sample_rng(seed, int(row), epoch))
+        nz = drawn > 0
+        parts_data.append(drawn[nz])
+        parts_idx.append(csr.indices[lo:hi][nz])
+        indptr.append(indptr[-1] + int(nz.sum()))
+    data = np.concatenate(parts_data) if parts_data else np.empty(0, dtype=np.int64)
+    indices = np.concatenate(parts_idx) if parts_idx else np.empty(0, dtype=np.int32)
+    counts = sp.csr_matrix(
+        (data, indices, np.asarray(indptr)), shape=(kept_rows.size, table.n_features)
+    )
+    kept = FeatureTable(
+        sample_ids=tuple(table.sample_ids[i] for i in kept_rows),
+        feature_ids=table.feature_ids,
+        counts=counts,
+        source=table.source,
+    )
+    return Rarefied(kept, choice.depth, kept_rows, dropped, choice.note)

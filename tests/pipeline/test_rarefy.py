@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from aam_core.data.rarefy import choose_depth, rarefy
+from aam_core.data.synthetic import SyntheticStudy
+from aam_core.io.types import FeatureTable
+
+
+def _table(depths: list[int]) -> FeatureTable:
+    counts = np.zeros((len(depths), 3), dtype=np.int64)
+    for i, d in enumerate(depths):
+        counts[i] = [d // 2, d - d // 2 - d // 4, d // 4]
+    return FeatureTable(
+        tuple(f"s{i}" for i in range(len(depths))),
+        ("AC", "GT", "CA"),
+        sp.csr_matrix(counts),
+    )
+
+
+def test_explicit_depth_always_wins() -> None:
+    assert choose_depth(np.array([10, 20, 30]), 25).depth == 25
+    with pytest.raises(ValueError, match="rarefaction depth must be >= 1, got 0"):
+        choose_depth(np.array([10]), 0)
+
+
+def test_default_depth_kept_when_it_drops_at_most_ten_percent() -> None:
+    depths = np.array([4999] + [6000] * 9)  # drops exactly 1 of 10
+    choice = choose_depth(depths)
+    assert choice.depth == 5000 and choice.note is None
+
+
+def test_default_lowered_to_the_depth_that_keeps_ninety_percent() -> None:
+    depths = np.array([100, 900, 1000, 1200, 1500, 2000, 2500, 3000, 4000, 6000, 7000, 8000])
+    # 9 of 12 samples are below 5000; 10% of 12 = 1.2 -> sorted index 1 -> 900 keeps 11 of 12
+    choice = choose_depth(depths)
+    assert choice.depth == 900
+    assert (depths >= choice.depth).sum() / depths.size >= 0.9
+    assert (depths >= choice.depth + 1).sum() / depths.size < 0.9  # the largest such depth
+    assert choice.note == (
+        "default depth 5000 would drop 9 of 12 samples; rarefied to 900 instead "
+        "(the largest depth that keeps 90% of samples)"
+    )
+
+
+def test_rarefied_samples_have_the_depth_and_dropped_samples_are_listed() -> None:
+    table = _table([1000, 40, 700, 999, 10])
+    result = rarefy(table, 500, seed=3)
+    assert result.dropped == ("s1", "s4")
+    assert result.table.sample_ids == ("s0", "s2", "s3")
+    assert result.kept_rows.tolist() == [0, 2, 3]
+    np.testing.assert_array_equal(result.table.depths(), [500, 500, 500])
+    # subsampling never creates reads a sample did not have
+    original = table.counts.toarray()[[0, 2, 3]]
+    assert (result.table.counts.toarray() <= original).all()
+
+
+def test_rarefaction_is_reproducible_by_seed(study: SyntheticStudy) -> None:
+    a = rarefy(study.table, 2000, seed=5).table.counts
+    b = rarefy(study.table, 2000, seed=5).table.counts
+    c = rarefy(study.table, 2000, seed=6).table.counts
+    assert (a != b).nnz == 0
+    assert (a != c).nnz > 0
+    # a new epoch is a new draw, reproducible too
+    e1 = rarefy(study.table, 2000, seed=5, epoch=1).table.counts
+    assert (e1 != a).nnz > 0
+    assert (e1 != rarefy(study.table, 2000, seed=5, epoch=1).table.counts).nnz == 0
+
+
+def test_rarefaction_is_unbiased() -> None:
+    # Without replacement, the expected reads of a feature are depth * count / total.
+    table = _table([1000])
+    draws = np.vstack([rarefy(table, 100, seed=s).table.counts.toarray()[0] for s in range(400)])
+    expected = 100 * table.counts.toarray()[0] / 1000
+    np.testing.assert_allclose(draws.mean(axis=0), expected, atol=1.0)
