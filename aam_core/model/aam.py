@@ -1,0 +1,207 @@
+"""The AAM models: ``SequenceEncoder`` (pretraining) and ``SequenceRegressor`` (a regressor or
+classifier composing a SequenceEncoder)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from aam_core.data.batching import Batch
+from aam_core.model.config import AAMConfig, ConfigError
+from aam_core.model.encoders import NucleotideEncoder, SampleEncoder
+from aam_core.model.heads import NucleotideHead, ScalarHead, TargetHead, UniFracHead
+from aam_core.model.masking import choose_hidden_slots, corrupt_nucleotides
+
+
+class Standardizer(nn.Module):
+    """Train-split mean and std of a value, kept in the state dict (and so in checkpoints)."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, size: int = 1) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(size))
+        self.register_buffer("std", torch.ones(size))
+
+    def fit(self, values: torch.Tensor) -> None:
+        """Set mean and std from ``values [n]`` or ``[n, size]`` (a constant gets std 1)."""
+        values = values.reshape(values.shape[0], -1).to(self.mean)
+        std = (
+            values.std(dim=0, unbiased=False) if values.shape[0] > 1 else torch.ones_like(self.std)
+        )
+        self.mean.copy_(values.mean(dim=0))
+        self.std.copy_(torch.where(std > 0, std, torch.ones_like(std)))
+
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self._view(self.mean, x)) / self._view(self.std, x)
+
+    def destandardize(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self._view(self.std, x) + self._view(self.mean, x)
+
+    @staticmethod
+    def _view(stat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return stat if x.ndim > 1 else stat.squeeze(0)
+
+
+@dataclass(frozen=True, eq=False)
+class Encoded:
+    asv_states: torch.Tensor  # [B, S, D]
+    embedding: torch.Tensor  # [B, D]
+    nucleotide_logits: torch.Tensor | None = None  # [n_chosen, 4]
+    nucleotide_targets: torch.Tensor | None = None  # [n_chosen] in 0..3
+
+
+@dataclass(frozen=True, eq=False)
+class ModelOutput:
+    embedding: torch.Tensor  # [B, D]
+    unifrac: torch.Tensor | None = None  # [B, B] predicted distances
+    faith_pd: torch.Tensor | None = None  # [B], standardised
+    nucleotide_logits: torch.Tensor | None = None  # [n_chosen, 4]
+    nucleotide_targets: torch.Tensor | None = None  # [n_chosen]
+    count: torch.Tensor | None = None  # [n_hidden] predicted log relative abundance
+    count_targets: torch.Tensor | None = None  # [n_hidden] true log relative abundance
+    target: torch.Tensor | None = None  # [B, out_dim]: standardised values, or class logits
+
+
+class SequenceEncoder(nn.Module):
+    """Nucleotide encoder + sample encoder + self-supervised heads (UniFrac, Faith PD,
+    masked nucleotides)."""
+
+    kind = "encoder"
+
+    def __init__(self, config: AAMConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.nucleotide = NucleotideEncoder(config.nucleotide)
+        self.sample = SampleEncoder(config.sample)
+        self.unifrac_head = UniFracHead(config.dim)
+        self.faith_head = ScalarHead(config.dim)
+        self.nucleotide_head = NucleotideHead(config.dim)
+        self.faith_norm = Standardizer(1)
+
+    def encode(
+        self,
+        batch: Batch,
+        *,
+        mask_nucleotides: bool = False,
+        hidden: torch.Tensor | None = None,
+        dedup: bool = True,
+    ) -> Encoded:
+        """Encode a batch. ``dedup=False`` encodes every real (sample, ASV) slot separately:
+        the reference path that per-batch deduplication must equal."""
+        mask = batch.mask  # [B, S]
+        if dedup:
+            tokens, index = batch.tokens, batch.asv_index  # [U, L], [B, S]
+        else:
+            tokens = batch.tokens[batch.asv_index[mask]]  # [n_slots, L]
+            index = torch.full_like(batch.asv_index, -1)
+            index[mask] = torch.arange(tokens.shape[0], device=tokens.device)
+        corruption = None
+        if mask_nucleotides:
+            corruption = corrupt_nucleotides(tokens, self.config.nucleotide_mask_fraction)
+            tokens = corruption.tokens
+        nuc = self.nucleotide(tokens)  # vectors [U, D], states [U, L, D]
+        asv_vectors = nuc.vectors[index.clamp_min(0)] * mask[..., None]  # [B, S, D]
+        out = self.sample(asv_vectors, batch.abundance, mask, hidden)
+        if corruption is None:
+            return Encoded(out.states, out.embedding)
+        logits = self.nucleotide_head(nuc.states[corruption.chosen])  # [n_chosen, 4]
+        return Encoded(out.states, out.embedding, logits, corruption.targets)
+
+    def heads(self, encoded: Encoded, active: frozenset[str]) -> ModelOutput:
+        return ModelOutput(
+            embedding=encoded.embedding,
+            unifrac=self.unifrac_head(encoded.embedding) if "unifrac" in active else None,
+            faith_pd=self.faith_head(encoded.embedding) if "faith_pd" in active else None,
+            nucleotide_logits=encoded.nucleotide_logits,
+            nucleotide_targets=encoded.nucleotide_targets,
+        )
+
+    def forward(self, batch: Batch, *, dedup: bool = True) -> ModelOutput:
+        active = self.config.loss_weights.active()
+        encoded = self.encode(
+            batch, mask_nucleotides=self.training and "nucleotide" in active, dedup=dedup
+        )
+        return self.heads(encoded, active)
+
+
+class SequenceRegressor(nn.Module):
+    """A SequenceEncoder plus masked-abundance (count) and target heads. A regressor when
+    ``config.target.task == 'regression'``, a classifier for 'classification'.
+
+    ``freeze_base=True`` freezes the encoder's parameters and keeps it in eval mode (no
+    dropout, no masking); only the target head then trains.
+    """
+
+    def __init__(
+        self, config: AAMConfig, base: SequenceEncoder | None = None, *, freeze_base: bool = False
+    ) -> None:
+        super().__init__()
+        if config.target is None:
+            raise ConfigError("a SequenceRegressor needs config.target")
+        if freeze_base and config.loss_weights.active() - {"target"}:
+            raise ConfigError(
+                "with freeze_base only loss_weights.target may be > 0: the frozen encoder "
+                "cannot learn the other tasks (and never masks its inputs)"
+            )
+        self.config = config
+        self.freeze_base = freeze_base
+        self.base = base if base is not None else SequenceEncoder(config)
+        if (
+            self.base.config.nucleotide != config.nucleotide
+            or self.base.config.sample != config.sample
+        ):
+            raise ConfigError("the base encoder's architecture differs from config's")
+        self.count_head = ScalarHead(config.dim)
+        self.target_head = TargetHead(config.dim, config.target)
+        self.target_norm = Standardizer(config.target.out_dim)
+        if freeze_base:
+            self.base.requires_grad_(False)
+            self.base.eval()
+
+    @property
+    def kind(self) -> str:
+        assert self.config.target is not None
+        return "regressor" if self.config.target.task == "regression" else "classifier"
+
+    def train(self, mode: bool = True) -> SequenceRegressor:
+        super().train(mode)
+        if self.freeze_base:
+            self.base.eval()  # dropout and masking stay off in a frozen encoder
+        return self
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def forward(self, batch: Batch, *, dedup: bool = True) -> ModelOutput:
+        active = self.config.loss_weights.active() | {"target"}
+        training = self.training and not self.freeze_base
+        hidden = None
+        if training and "count" in active:
+            hidden = choose_hidden_slots(batch.mask, self.config.count_mask_fraction)  # [B, S]
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_base):
+            encoded = self.base.encode(
+                batch,
+                mask_nucleotides=training and "nucleotide" in active,
+                hidden=hidden,
+                dedup=dedup,
+            )
+            out = self.base.heads(encoded, active)
+        count = count_targets = None
+        if hidden is not None:
+            count = self.count_head(encoded.asv_states[hidden])  # [n_hidden]
+            relative = batch.abundance[..., 1][hidden]  # [n_hidden]
+            count_targets = torch.log(relative.clamp_min(1e-12))
+        return ModelOutput(
+            embedding=out.embedding,
+            unifrac=out.unifrac,
+            faith_pd=out.faith_pd,
+            nucleotide_logits=out.nucleotide_logits,
+            nucleotide_targets=out.nucleotide_targets,
+            count=count,
+            count_targets=count_targets,
+            target=self.target_head(encoded.asv_states, batch.mask),  # [B, out_dim]
+        )

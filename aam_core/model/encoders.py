@@ -1,0 +1,88 @@
+"""Nucleotide encoder (one ASV sequence -> one vector) and sample encoder (ASVs -> sample)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from aam_core.data.tokens import PAD
+from aam_core.model.blocks import AttentionPool, Transformer
+from aam_core.model.config import NucleotideEncoderConfig, SampleEncoderConfig
+
+
+@dataclass(frozen=True, eq=False)
+class NucleotideOutput:
+    vectors: torch.Tensor  # [U, D]: one vector per encoded ASV
+    states: torch.Tensor  # [U, L, D]: per-position states (for the masked-nucleotide head)
+
+
+class NucleotideEncoder(nn.Module):
+    """Token + learned position embedding -> transformer -> attention pool -> LayerNorm."""
+
+    def __init__(self, config: NucleotideEncoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.token = nn.Embedding(config.vocab_size, config.dim, padding_idx=PAD)
+        self.position = nn.Embedding(config.max_bp, config.dim)
+        self.transformer = Transformer(
+            config.dim, config.heads, config.layers, config.ffn_mult, config.dropout
+        )
+        self.pool = AttentionPool(config.dim)
+        self.norm = nn.LayerNorm(config.dim)
+
+    def forward(self, tokens: torch.Tensor) -> NucleotideOutput:
+        _u, length = tokens.shape  # tokens: int64 [U, L]
+        if length > self.config.max_bp:
+            raise ValueError(f"sequences of {length} bp exceed max_bp={self.config.max_bp}")
+        valid = tokens != PAD  # [U, L]
+        positions = torch.arange(length, device=tokens.device)  # [L]
+        x = self.token(tokens) + self.position(positions)[None]  # [U, L, D]
+        states = self.transformer(x, valid)  # [U, L, D]
+        return NucleotideOutput(self.norm(self.pool(states, valid)), states)
+
+
+@dataclass(frozen=True, eq=False)
+class SampleOutput:
+    states: torch.Tensor  # [B, S, D]: ASV states in sample context
+    embedding: torch.Tensor  # [B, D]: sample embedding
+
+
+class SampleEncoder(nn.Module):
+    """ASV vector + Linear(abundance features) + rank-position embedding -> transformer ->
+    ASV states; attention pooling -> sample embedding.
+
+    ``hidden`` marks ASV slots whose abundance input is replaced by a learned mask vector
+    (the masked-abundance task), so the model must infer their abundance from context.
+    """
+
+    def __init__(self, config: SampleEncoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.abundance = nn.Linear(config.abundance_features, config.dim)
+        self.abundance_mask = nn.Parameter(torch.zeros(config.dim))
+        self.rank = nn.Embedding(config.token_limit, config.dim)
+        self.transformer = Transformer(
+            config.dim, config.heads, config.layers, config.ffn_mult, config.dropout
+        )
+        self.pool = AttentionPool(config.dim)
+
+    def forward(
+        self,
+        asv_vectors: torch.Tensor,
+        abundance: torch.Tensor,
+        mask: torch.Tensor,
+        hidden: torch.Tensor | None = None,
+    ) -> SampleOutput:
+        _b, s, _ = asv_vectors.shape  # asv_vectors: [B, S, D], abundance: [B, S, F], mask: [B, S]
+        if s > self.config.token_limit:
+            raise ValueError(f"{s} ASVs per sample exceed token_limit={self.config.token_limit}")
+        abundance_in = self.abundance(abundance)  # [B, S, D]
+        if hidden is not None:
+            abundance_in = torch.where(hidden[..., None], self.abundance_mask, abundance_in)
+        ranks = torch.arange(s, device=asv_vectors.device)  # [S]
+        x = asv_vectors + abundance_in + self.rank(ranks)[None]  # [B, S, D]
+        x = x * mask[..., None]  # padding slots carry nothing
+        states = self.transformer(x, mask)  # [B, S, D]
+        return SampleOutput(states, self.pool(states, mask))

@@ -1,0 +1,1 @@
+"""Training: losses, metrics, the loop, optimiser and schedule, callbacks."""

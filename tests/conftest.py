@@ -1,0 +1,41 @@
+"""Shared fixtures: a small generated study and batches of it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pytest
+
+from aam_core.data.batching import Batch, Collator, SampleDataset
+from aam_core.data.rarefy import rarefy
+from aam_core.data.synthetic import SyntheticSpec, SyntheticStudy, generate
+from aam_core.data.tokens import tokenize
+from aam_core.data.unifrac import UniFracEngine, index_branches
+
+BatchFactory = Callable[[Sequence[int]], Batch]
+
+
+@pytest.fixture(scope="session")
+def small_study() -> SyntheticStudy:
+    return generate(SyntheticSpec(n_samples=64, n_asvs=120, asvs_per_sample=20, seed=21))
+
+
+@pytest.fixture(scope="session")
+def small_dataset(small_study: SyntheticStudy) -> SampleDataset:
+    rarefied = rarefy(small_study.table, 2000, seed=0)
+    ages = small_study.metadata.loc[list(rarefied.table.sample_ids), "age"].to_numpy()
+    return SampleDataset(rarefied.table, targets=ages.astype(np.float32))
+
+
+@pytest.fixture(scope="session")
+def make_batch(small_study: SyntheticStudy, small_dataset: SampleDataset) -> BatchFactory:
+    """Batches of the small study by dataset row, with UniFrac, Faith PD and age targets."""
+    tokens = tokenize(small_study.table.feature_ids, max_bp=150)
+    engine = UniFracEngine(index_branches(small_study.tree, small_study.table.feature_ids))
+    collate = Collator(tokens, token_limit=256, engine=engine)
+
+    def factory(rows: Sequence[int]) -> Batch:
+        return collate([small_dataset[i] for i in rows])
+
+    return factory
