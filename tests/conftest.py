@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from aam_core.data.batching import Batch, Collator, SampleDataset
 from aam_core.data.rarefy import rarefy
-from aam_core.data.synthetic import SyntheticSpec, SyntheticStudy, generate
+from aam_core.data.synthetic import SyntheticSpec, SyntheticStudy, generate, write_study
 from aam_core.data.tokens import tokenize
 from aam_core.data.unifrac import UniFracEngine, index_branches
+from aam_core.io import Inputs, load_inputs
+from aam_core.train.config import RunConfig
 
 BatchFactory = Callable[[Sequence[int]], Batch]
 
@@ -39,3 +42,33 @@ def make_batch(small_study: SyntheticStudy, small_dataset: SampleDataset) -> Bat
         return collate([small_dataset[i] for i in rows])
 
     return factory
+
+
+@pytest.fixture(scope="session")
+def study_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A generated study written as real BIOM, Newick and TSV files."""
+    study = generate(SyntheticSpec(n_samples=80, n_asvs=120, asvs_per_sample=20, seed=5))
+    return write_study(study, tmp_path_factory.mktemp("study"))
+
+
+@pytest.fixture(scope="session")
+def study_inputs(study_files: dict[str, Path]) -> Inputs:
+    return load_inputs(
+        study_files["table"], tree=study_files["tree"], metadata=study_files["metadata"]
+    )
+
+
+def tiny_run(**changes: object) -> RunConfig:
+    """A fast run configuration for tests."""
+    values: dict[str, object] = {
+        "preset": "tiny",
+        "epochs": 2,
+        "batch_size": 16,
+        "lr": 3e-3,
+        "rarefaction_depth": 1500,
+        "token_limit": 64,
+        "patience": None,
+        "baseline": False,
+    }
+    values.update(changes)
+    return RunConfig(**values)  # type: ignore[arg-type]

@@ -136,10 +136,16 @@ class Collator:
         *,
         token_limit: int = 1024,
         engine: UniFracEngine | None = None,
+        distances: np.ndarray | None = None,
         target_dtype: torch.dtype = torch.float32,
     ) -> None:
+        """``distances``: a precomputed UniFrac matrix ``[n, n]`` over the dataset's rows, used
+        instead of an engine (then no Faith PD)."""
         if token_limit < 1:
             raise ValueError(f"token_limit must be >= 1, got {token_limit}")
+        if engine is not None and distances is not None:
+            raise ValueError("give an engine or precomputed distances, not both")
+        self.distances = distances
         self.tokens = tokens  # uint8 [n_features, max_bp]
         self.token_limit = token_limit
         self.engine = engine
@@ -174,6 +180,9 @@ class Collator:
         unifrac = faith = None
         if self.engine is not None:
             unifrac, faith = self.engine.unweighted_and_faith_pd(counts)
+        elif self.distances is not None:
+            rows = np.array([s.row for s in samples])
+            unifrac = torch.from_numpy(self.distances[np.ix_(rows, rows)].astype(np.float64))
         return Batch(
             tokens=torch.from_numpy(token_rows.astype(np.int64)),
             asv_index=torch.from_numpy(asv_index),

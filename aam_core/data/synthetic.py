@@ -114,7 +114,7 @@ def generate(spec: SyntheticSpec) -> SyntheticStudy:
         # Ageing shifts weight smoothly along the tree: older hosts carry more of the clades
         # at one end, younger hosts more of the other.
         ageing = np.exp(6.0 * (age / 80.0 - 0.5) * (2.0 * asv_pos - 1.0))
-        weight = base_weight * (0.3 + clade) * ageing
+        weight = base_weight * (0.3 + 2.0 * clade) * ageing
         n_present = int(np.clip(rng.poisson(spec.asvs_per_sample), 2, spec.n_asvs))
         present = rng.choice(spec.n_asvs, size=n_present, replace=False, p=weight / weight.sum())
         proportions = rng.dirichlet(weight[present] / weight[present].mean() + 0.1)

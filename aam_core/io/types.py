@@ -46,6 +46,16 @@ class FeatureTable:
             source=self.source,
         )
 
+    def subset_features(self, columns: np.ndarray) -> FeatureTable:
+        """Keep the features at ``columns`` (in that order); samples are unchanged."""
+        columns = np.asarray(columns, dtype=np.int64)
+        return FeatureTable(
+            sample_ids=self.sample_ids,
+            feature_ids=tuple(self.feature_ids[j] for j in columns),
+            counts=self.counts[:, columns].tocsr(),
+            source=self.source,
+        )
+
 
 @dataclass(frozen=True)
 class MetadataColumn:

@@ -50,17 +50,18 @@ class Standardizer(nn.Module):
 class Encoded:
     asv_states: torch.Tensor  # [B, S, D]
     embedding: torch.Tensor  # [B, D]
-    nucleotide_logits: torch.Tensor | None = None  # [n_chosen, 4]
-    nucleotide_targets: torch.Tensor | None = None  # [n_chosen] in 0..3
+    nucleotide_logits: torch.Tensor | None = None  # [U, L, 4]
+    nucleotide_targets: torch.Tensor | None = None  # [U, L]: 0..3 where masked, else IGNORE
 
 
 @dataclass(frozen=True, eq=False)
 class ModelOutput:
     embedding: torch.Tensor  # [B, D]
     unifrac: torch.Tensor | None = None  # [B, B] predicted distances
+    unifrac_z: torch.Tensor | None = None  # [B, D] the UniFrac head's projected embeddings
     faith_pd: torch.Tensor | None = None  # [B], standardised
-    nucleotide_logits: torch.Tensor | None = None  # [n_chosen, 4]
-    nucleotide_targets: torch.Tensor | None = None  # [n_chosen]
+    nucleotide_logits: torch.Tensor | None = None  # [U, L, 4]
+    nucleotide_targets: torch.Tensor | None = None  # [U, L]: 0..3 where masked, else IGNORE
     count: torch.Tensor | None = None  # [n_hidden] predicted log relative abundance
     count_targets: torch.Tensor | None = None  # [n_hidden] true log relative abundance
     target: torch.Tensor | None = None  # [B, out_dim]: standardised values, or class logits
@@ -108,13 +109,17 @@ class SequenceEncoder(nn.Module):
         out = self.sample(asv_vectors, batch.abundance, mask, hidden)
         if corruption is None:
             return Encoded(out.states, out.embedding)
-        logits = self.nucleotide_head(nuc.states[corruption.chosen])  # [n_chosen, 4]
+        logits = self.nucleotide_head(nuc.states)  # [U, L, 4]; the loss ignores unchosen
         return Encoded(out.states, out.embedding, logits, corruption.targets)
 
     def heads(self, encoded: Encoded, active: frozenset[str]) -> ModelOutput:
+        z = unifrac = None
+        if "unifrac" in active:
+            z, unifrac = self.unifrac_head(encoded.embedding)
         return ModelOutput(
             embedding=encoded.embedding,
-            unifrac=self.unifrac_head(encoded.embedding) if "unifrac" in active else None,
+            unifrac=unifrac,
+            unifrac_z=z,
             faith_pd=self.faith_head(encoded.embedding) if "faith_pd" in active else None,
             nucleotide_logits=encoded.nucleotide_logits,
             nucleotide_targets=encoded.nucleotide_targets,
@@ -198,6 +203,7 @@ class SequenceRegressor(nn.Module):
         return ModelOutput(
             embedding=out.embedding,
             unifrac=out.unifrac,
+            unifrac_z=out.unifrac_z,
             faith_pd=out.faith_pd,
             nucleotide_logits=out.nucleotide_logits,
             nucleotide_targets=out.nucleotide_targets,

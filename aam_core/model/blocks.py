@@ -28,8 +28,8 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(dim, dim)
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        n, t, d = x.shape  # x: [N, T, D], mask: [N, 1, 1, T]
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        n, t, d = x.shape  # x: [N, T, D], mask: [N, 1, 1, T] or None (no padding)
         q, k, v = self.qkv(x).view(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         y = F.scaled_dot_product_attention(  # [N, H, T, D/H]
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
@@ -52,7 +52,7 @@ class TransformerBlock(nn.Module):
         )
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         x = x + self.drop(self.attn(self.norm1(x), mask))  # [N, T, D]
         return x + self.drop(self.ffn(self.norm2(x)))  # [N, T, D]
 
@@ -66,7 +66,10 @@ class Transformer(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        mask = attention_mask(valid)  # [N, 1, 1, T]
+        # Without padding no mask is passed (cheaper SDPA on the CPU).
+        # On the GPU, checking for padding would cost a host-device sync: always pass the mask.
+        no_padding = x.device.type == "cpu" and bool(valid.all())
+        mask = None if no_padding else attention_mask(valid)  # [N, 1, 1, T]
         for block in self.blocks:
             x = block(x, mask)
         return self.norm(x)  # [N, T, D]

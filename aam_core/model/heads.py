@@ -27,8 +27,11 @@ class UniFracHead(nn.Module):
         super().__init__()
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
-        return pairwise_distances(self.proj(embedding))  # [B, B]
+    def forward(self, embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Projected embeddings ``z [B, D]`` and their distances ``[B, B]`` (under DDP the
+        loop gathers ``z`` from every GPU and compares the global batch)."""
+        z = self.proj(embedding)  # [B, D]
+        return z, pairwise_distances(z)
 
 
 class ScalarHead(nn.Module):

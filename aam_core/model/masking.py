@@ -9,12 +9,14 @@ import torch
 
 from aam_core.data.tokens import MASK, A, T
 
+IGNORE = -100  # target of a position the masked-nucleotide loss does not cover
+
 
 @dataclass(frozen=True, eq=False)
 class NucleotideCorruption:
     tokens: torch.Tensor  # int64 [U, L]: the corrupted input
     chosen: torch.Tensor  # bool [U, L]: positions the loss covers
-    targets: torch.Tensor  # int64 [n_chosen]: original base, 0..3 = A/C/G/T
+    targets: torch.Tensor  # int64 [U, L]: original base 0..3 = A/C/G/T where chosen, else IGNORE
 
 
 def corrupt_nucleotides(
@@ -31,7 +33,9 @@ def corrupt_nucleotides(
     )  # [U, L]
     corrupted = torch.where(chosen & (action < 0.8), torch.full_like(tokens, MASK), tokens)
     corrupted = torch.where(chosen & (action >= 0.8) & (action < 0.9), random_base, corrupted)
-    return NucleotideCorruption(corrupted, chosen, tokens[chosen] - A)
+    # Targets keep the full [U, L] shape (no boolean indexing): no host-device sync.
+    targets = torch.where(chosen, tokens - A, torch.full_like(tokens, IGNORE))
+    return NucleotideCorruption(corrupted, chosen, targets)
 
 
 def choose_hidden_slots(

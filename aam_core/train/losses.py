@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from aam_core.data.batching import Batch
 from aam_core.model.aam import ModelOutput, SequenceEncoder, SequenceRegressor
 from aam_core.model.config import LossWeights, TargetConfig
+from aam_core.model.masking import IGNORE
 
 
 def unifrac_loss(predicted: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
@@ -23,10 +24,16 @@ def unifrac_loss(predicted: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
 
 
 def nucleotide_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy on the chosen positions (zero when none was chosen)."""
-    if targets.numel() == 0:
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits.float(), targets)
+    """Mean cross-entropy over the chosen positions (targets other than IGNORE; zero when none
+    was chosen). Any shape ``[..., 4]`` / ``[...]``; computed without a host-device sync."""
+    flat_targets = targets.reshape(-1)  # [n]
+    total = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(),
+        flat_targets,
+        ignore_index=IGNORE,
+        reduction="sum",
+    )
+    return total / (flat_targets != IGNORE).sum().clamp_min(1)
 
 
 def masked_mse(predicted: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
@@ -56,7 +63,11 @@ def target_loss(
 @dataclass(frozen=True, eq=False)
 class LossResult:
     total: torch.Tensor  # scalar, with gradient
-    components: dict[str, float]  # unweighted value of each active component
+    components: dict[str, torch.Tensor]  # unweighted value of each active component, detached
+
+    def component_values(self) -> dict[str, float]:
+        """The components as floats (a host-device sync: call it after the step is queued)."""
+        return {name: float(value) for name, value in self.components.items()}
 
 
 def weighted_total(
@@ -72,7 +83,7 @@ def weighted_total(
             f"loss weights > 0 without predictions: {', '.join(missing) or 'all components'}"
         )
     total = torch.stack([getattr(weights, name) * parts[name].float() for name in active]).sum()
-    return LossResult(total, {name: float(parts[name].detach()) for name in active})
+    return LossResult(total, {name: parts[name].detach() for name in active})
 
 
 def compute_losses(
@@ -80,14 +91,18 @@ def compute_losses(
     output: ModelOutput,
     batch: Batch,
     class_weights: torch.Tensor | None = None,
+    unifrac_pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> LossResult:
     """The model's weighted loss on one batch (truths from the batch, standardised with the
-    model's own train-split statistics)."""
+    model's own train-split statistics). ``unifrac_pairs`` (predicted, true) replaces the
+    batch's own UniFrac pairs: under DDP, the distances of the global batch."""
     config = model.config
     active = config.loss_weights.active()
     base = model.base if isinstance(model, SequenceRegressor) else model
     parts: dict[str, torch.Tensor] = {}
-    if "unifrac" in active and output.unifrac is not None and batch.unifrac is not None:
+    if "unifrac" in active and unifrac_pairs is not None:
+        parts["unifrac"] = unifrac_loss(*unifrac_pairs)
+    elif "unifrac" in active and output.unifrac is not None and batch.unifrac is not None:
         parts["unifrac"] = unifrac_loss(output.unifrac, batch.unifrac)
     if "faith_pd" in active and output.faith_pd is not None and batch.faith_pd is not None:
         true_pd = base.faith_norm.standardize(batch.faith_pd.to(output.faith_pd.dtype))

@@ -130,10 +130,17 @@ class PretrainMetrics:
         self.faith.update(predicted, true)
 
     def update_nucleotide(self, logits: Any, targets: Any) -> None:
+        """Accuracy over the masked positions (targets < 0 mark positions not masked)."""
         y = _np(targets).astype(np.int64)
-        if y.size:
-            self.nucleotide_correct += int((_np(logits).argmax(axis=-1) == y).sum())
-            self.nucleotide_total += int(y.size)
+        chosen = y >= 0
+        if chosen.any():
+            predicted = _np(logits).argmax(axis=-1)
+            self.nucleotide_correct += int((predicted[chosen] == y[chosen]).sum())
+            self.nucleotide_total += int(chosen.sum())
+
+    def add_nucleotide_counts(self, correct: int, total: int) -> None:
+        self.nucleotide_correct += correct
+        self.nucleotide_total += total
 
     def merge(self, other: PretrainMetrics) -> None:
         self.pairs.merge(other.pairs)

@@ -24,7 +24,8 @@ def test_nucleotide_corruption_rates_and_targets() -> None:
     assert abs(masked - 0.8) < 0.02
     assert abs(unchanged - (0.1 + 0.1 / 4)) < 0.02
     assert torch.equal(out.tokens[~chosen], tokens[~chosen])
-    assert torch.equal(out.targets, original - 1)  # 0..3 = A/C/G/T
+    assert torch.equal(out.targets[chosen], original - 1)  # 0..3 = A/C/G/T
+    assert (out.targets[~chosen] == -100).all()  # ignored by the loss
 
 
 def test_hidden_slots_are_real_slots() -> None:

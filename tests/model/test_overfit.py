@@ -32,7 +32,7 @@ def test_tiny_model_overfits_a_batch_of_16(make_batch: BatchFactory, task: str) 
         optimiser.zero_grad()
         loss.total.backward()
         optimiser.step()
-        history.append(loss.components[task])
+        history.append(loss.component_values()[task])
         if history[-1] <= 0.1 * history[0]:
             break
     assert history[-1] <= 0.1 * history[0], (history[0], history[-1], len(history))

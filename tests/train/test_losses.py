@@ -81,8 +81,19 @@ def test_weighted_total_uses_every_weight_and_never_ignores_one() -> None:
     }
     result = weighted_total(weights, parts)
     assert result.total.item() == pytest.approx(2.0 * 0.3 + 0.5 * 4.0)
-    assert result.components == pytest.approx({"unifrac": 0.3, "target": 4.0})  # faith weight 0
+    assert result.component_values() == pytest.approx(
+        {"unifrac": 0.3, "target": 4.0}
+    )  # faith weight 0
     with pytest.raises(ValueError, match="loss weights > 0 without predictions: target"):
         weighted_total(weights, {"unifrac": torch.tensor(0.3)})
     relaxed = weighted_total(weights, {"unifrac": torch.tensor(0.3)}, strict=False)
     assert relaxed.total.item() == pytest.approx(0.6)
+
+
+def test_nucleotide_loss_ignores_unchosen_positions() -> None:
+    logits = torch.tensor([[[2.0, 0.0, 0.0, 0.0], [0.0, 9.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]]])
+    targets = torch.tensor([[0, -100, 3]])  # position 1 was not chosen: its logits never count
+    log_p = torch.log_softmax(logits[0], dim=-1)
+    direct = -(log_p[0, 0] + log_p[2, 3]) / 2
+    assert nucleotide_loss(logits, targets).item() == pytest.approx(direct.item(), rel=1e-6)
+    assert nucleotide_loss(logits, torch.full((1, 3), -100)).item() == 0.0
