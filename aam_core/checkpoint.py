@@ -1,0 +1,216 @@
+"""Checkpoints: one self-describing file that ``torch.load(..., weights_only=True)`` reads.
+
+A checkpoint holds a format name and version, the model kind, the full model config, the state
+dict (train-split target and Faith PD normalisers are buffers in it), class names, the
+preprocessing settings, train/validation sample counts, dataset hashes, final and best metrics
+and the library version, so a model rebuilds from the file alone. A "last" checkpoint also
+holds what exact resume needs (optimiser, scheduler, RNG states, epoch, step).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from aam_core import __version__
+from aam_core.model import AAMConfig, SequenceEncoder, SequenceRegressor
+from aam_core.model.config import ConfigError
+
+FORMAT = "aam-checkpoint"
+FORMAT_VERSION = 1
+KINDS = ("encoder", "regressor", "classifier")
+
+Model = SequenceEncoder | SequenceRegressor
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable AAM checkpoint; the message says why, naming the file."""
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Checkpoint:
+    kind: str  # encoder | regressor | classifier
+    config: AAMConfig
+    state_dict: dict[str, torch.Tensor]
+    preprocessing: dict[str, Any]  # max_bp, token_limit, truncate, rarefaction_depth
+    freeze_base: bool = False
+    target: dict[str, Any] | None = None  # column, task, classes (classifier)
+    training: dict[str, Any] = field(default_factory=dict)  # n_train, n_validation, hashes, ...
+    metrics: dict[str, Any] = field(default_factory=dict)  # final, best
+    library_version: str = __version__
+    format_version: int = FORMAT_VERSION
+    resume: dict[str, Any] | None = None
+
+    @property
+    def classes(self) -> list[str] | None:
+        return None if self.target is None else self.target.get("classes")
+
+
+def checkpoint_from_model(model: Model, **fields_: Any) -> Checkpoint:
+    kind = "encoder" if isinstance(model, SequenceEncoder) else model.kind
+    return Checkpoint(
+        kind=kind,
+        config=model.config,
+        state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()},
+        freeze_base=getattr(model, "freeze_base", False),
+        **fields_,
+    )
+
+
+def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:
+    """Write atomically: a crash never leaves a half-written file under ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "format_version": checkpoint.format_version,
+        "library_version": checkpoint.library_version,
+        "kind": checkpoint.kind,
+        "config": checkpoint.config.to_dict(),
+        "freeze_base": checkpoint.freeze_base,
+        "state_dict": checkpoint.state_dict,
+        "preprocessing": checkpoint.preprocessing,
+        "target": checkpoint.target,
+        "training": checkpoint.training,
+        "metrics": checkpoint.metrics,
+        "resume": checkpoint.resume,
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, *, name: str | None = None) -> Checkpoint:
+    """Read and validate a checkpoint. Never unpickles code: ``weights_only=True``."""
+    file = name or Path(path).name
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc), flags=re.IGNORECASE)
+        if found:  # the safe unpickler met a callable: the file would run code if trusted
+            raise CheckpointError(
+                f"{file}: refused: the file holds Python objects that would run code when "
+                f"loaded ({found.group(1)}); AAM checkpoints hold only tensors and plain values"
+            ) from None
+        raise CheckpointError(
+            f"{file}: not a readable checkpoint (truncated or corrupt file: not a PyTorch archive)"
+        ) from None
+    except Exception as exc:
+        # The legacy (non-zip) reader meets arbitrary bytes with IndexError, KeyError,
+        # UnicodeDecodeError, struct.error, ...; all mean the same thing to a user.
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise CheckpointError(
+            f"{file}: not a readable checkpoint (truncated or corrupt file: {reason})"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{file}: not an AAM checkpoint (a PyTorch file without the '{FORMAT}' header; "
+            "only checkpoints written by aam can be used)"
+        )
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{file}: invalid checkpoint format version {version!r}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{file}: checkpoint format version {version} is newer than this aam supports "
+            f"({FORMAT_VERSION}); it was written by aam {payload.get('library_version')}, "
+            f"this is aam {__version__}: upgrade aam"
+        )
+    kind = payload.get("kind")
+    if kind not in KINDS:
+        raise CheckpointError(f"{file}: unknown model kind {kind!r}; expected one of {KINDS}")
+    try:
+        config = AAMConfig.from_dict(payload["config"])
+        state = payload["state_dict"]
+        if not isinstance(state, dict) or not all(
+            isinstance(v, torch.Tensor) for v in state.values()
+        ):
+            raise CheckpointError(f"{file}: the state dict is not a mapping of tensors")
+        checkpoint = Checkpoint(
+            kind=kind,
+            config=config,
+            state_dict=state,
+            preprocessing=dict(payload["preprocessing"]),
+            freeze_base=bool(payload.get("freeze_base", False)),
+            target=payload.get("target"),
+            training=dict(payload.get("training") or {}),
+            metrics=dict(payload.get("metrics") or {}),
+            library_version=str(payload.get("library_version")),
+            format_version=version,
+            resume=payload.get("resume"),
+        )
+    except (KeyError, TypeError, ConfigError) as exc:
+        raise CheckpointError(f"{file}: incomplete or inconsistent checkpoint ({exc})") from None
+    if (kind == "encoder") != (config.target is None):
+        raise CheckpointError(f"{file}: kind {kind!r} does not match its config's target head")
+    return checkpoint
+
+
+def build_model(checkpoint: Checkpoint, *, name: str = "checkpoint") -> Model:
+    """Rebuild the model and load its weights (every key must match)."""
+    model: Model
+    if checkpoint.kind == "encoder":
+        model = SequenceEncoder(checkpoint.config)
+    else:
+        model = SequenceRegressor(checkpoint.config, freeze_base=checkpoint.freeze_base)
+    try:
+        model.load_state_dict(checkpoint.state_dict, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise CheckpointError(f"{name}: weights do not fit the stored config ({first})") from None
+    return model
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    matched: list[str]
+    missing: list[str]  # regressor keys left at their initial values
+    skipped: list[str]  # checkpoint keys not used
+
+
+def load_encoder(
+    regressor: SequenceRegressor, checkpoint: Checkpoint, *, name: str = "checkpoint"
+) -> LoadReport:
+    """Load a pretrained encoder (or the encoder part of a trained model) into a regressor's
+    base. Refuses a checkpoint whose architecture differs or where nothing matched."""
+    if checkpoint.kind == "encoder":
+        source = checkpoint.state_dict
+    else:  # fine-tune a trained model's encoder: take its base.* weights
+        source = {
+            k[len("base.") :]: v for k, v in checkpoint.state_dict.items() if k.startswith("base.")
+        }
+    if checkpoint.config.nucleotide != regressor.config.nucleotide or (
+        checkpoint.config.sample != regressor.config.sample
+    ):
+        raise CheckpointError(
+            f"{name}: its encoder architecture (dim {checkpoint.config.dim}, "
+            f"{checkpoint.config.sample.layers} sample layers, "
+            f"{checkpoint.config.nucleotide.layers} nucleotide layers) differs from the model "
+            f"being trained (dim {regressor.config.dim}, {regressor.config.sample.layers}, "
+            f"{regressor.config.nucleotide.layers})"
+        )
+    target = regressor.base.state_dict()
+    matched = [k for k, v in source.items() if k in target and target[k].shape == v.shape]
+    if not matched:
+        raise CheckpointError(f"{name}: no weight matched the encoder; is it an AAM encoder?")
+    result = regressor.base.load_state_dict({k: source[k] for k in matched}, strict=False)
+    return LoadReport(
+        matched=sorted(matched),
+        missing=sorted(result.missing_keys),
+        skipped=sorted(set(source) - set(matched)),
+    )

@@ -1,0 +1,300 @@
+"""Prediction with a trained checkpoint, applying training's preprocessing: tokens and ASV
+selection as in training, rarefaction to the training depth (when a sample is deeper; a
+shallower one gets a warning), de-standardised values, class names and probabilities for
+classifiers, optional embeddings, per-sample coverage, and optional K rarefaction passes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from aam_core.checkpoint import Checkpoint, build_model, load_checkpoint
+from aam_core.data.batching import Collator, Sample
+from aam_core.data.rarefy import sample_rng, subsample_row
+from aam_core.data.selection import select_asvs
+from aam_core.data.tokens import tokenize
+from aam_core.io.types import FeatureTable
+from aam_core.model import SequenceEncoder, SequenceRegressor
+
+
+class PredictionError(ValueError):
+    """A prediction request that cannot be served (e.g. a target from an encoder)."""
+
+
+@dataclass(frozen=True)
+class SamplePrediction:
+    sample_id: str
+    prediction: list[float] | None = None  # regressor, original units (one per output)
+    prediction_std: list[float] | None = None  # over rarefaction passes (passes > 1)
+    label: str | None = None  # classifier
+    probabilities: dict[str, float] | None = None
+    probabilities_std: dict[str, float] | None = None
+    embedding: list[float] | None = None
+    n_features: int = 0  # ASVs with reads in the sample (after rarefaction)
+    n_features_used: int = 0  # of those, the ones the model read (top token_limit)
+    fraction_reads_used: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PredictionResult:
+    kind: str
+    target: dict[str, Any] | None
+    samples: list[SamplePrediction]
+
+    def to_frame(self) -> pd.DataFrame:
+        rows = []
+        for s in self.samples:
+            row: dict[str, Any] = {"sample_id": s.sample_id}
+            if s.prediction is not None:
+                many = len(s.prediction) > 1
+                for i, v in enumerate(s.prediction):
+                    row[f"prediction_{i}" if many else "prediction"] = v
+                for i, v in enumerate(s.prediction_std or []):
+                    row[f"prediction_std_{i}" if many else "prediction_std"] = v
+            if s.label is not None:
+                row["label"] = s.label
+                for name, p in (s.probabilities or {}).items():
+                    row[f"prob_{name}"] = p
+                for name, p in (s.probabilities_std or {}).items():
+                    row[f"prob_std_{name}"] = p
+            if s.embedding is not None:
+                for i, v in enumerate(s.embedding):
+                    row[f"embedding_{i}"] = v
+            row.update(
+                n_features=s.n_features,
+                n_features_used=s.n_features_used,
+                fraction_reads_used=s.fraction_reads_used,
+                warnings="; ".join(s.warnings),
+            )
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+
+class Predictor:
+    """A loaded model ready to predict (the service keeps these in an LRU cache)."""
+
+    def __init__(self, checkpoint: Checkpoint, *, device: str | torch.device = "cpu") -> None:
+        self.checkpoint = checkpoint
+        self.device = torch.device(device)
+        self.model: SequenceEncoder | SequenceRegressor = build_model(checkpoint).to(self.device)
+        self.model.eval()
+        pre = checkpoint.preprocessing
+        self.max_bp = int(pre["max_bp"])
+        self.token_limit = int(pre["token_limit"])
+        self.truncate = bool(pre.get("truncate", False))
+        self.depth = None if pre.get("rarefaction_depth") is None else int(pre["rarefaction_depth"])
+
+    @classmethod
+    def from_path(cls, path: str | Path, *, device: str | torch.device = "cpu") -> Predictor:
+        return cls(load_checkpoint(path), device=device)
+
+    @property
+    def kind(self) -> str:
+        return self.checkpoint.kind
+
+    def memory_bytes(self) -> int:
+        tensors = [*self.model.parameters(), *self.model.buffers()]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def predict(
+        self,
+        table: FeatureTable,
+        sequences: Sequence[str],
+        *,
+        passes: int = 1,
+        seed: int = 0,
+        embeddings: bool = False,
+        batch_size: int = 64,
+    ) -> PredictionResult:
+        """Predict every sample of ``table`` (``sequences``: one DNA string per feature)."""
+        if passes < 1:
+            raise PredictionError(f"passes must be >= 1, got {passes}")
+        if self.kind == "encoder" and not embeddings:
+            raise PredictionError(
+                "this model is a pretrained encoder: it predicts no target; ask for embeddings "
+                "or use a regressor/classifier"
+            )
+        if len(sequences) != table.n_features:
+            raise PredictionError(
+                f"number of sequences ({len(sequences)}) must match number of features "
+                f"({table.n_features})"
+            )
+        tokens = tokenize(sequences, max_bp=self.max_bp, truncate=self.truncate)
+        collate = Collator(tokens, token_limit=self.token_limit)
+        outputs: list[list[dict[str, np.ndarray]]] = []  # [pass][batch]
+        coverage: list[tuple[int, int, float]] = []
+        for p in range(passes):
+            samples = [self._sample(table, row, seed, p) for row in range(table.n_samples)]
+            if p == 0:
+                coverage = [self._coverage(s) for s in samples]
+            outputs.append(
+                [
+                    self._run(collate([*samples[i : i + batch_size]]), embeddings)
+                    for i in range(0, len(samples), batch_size)
+                ]
+            )
+        return self._assemble(table, outputs, coverage)
+
+    def _sample(self, table: FeatureTable, row: int, seed: int, rarefaction_pass: int) -> Sample:
+        csr = table.counts
+        lo, hi = csr.indptr[row], csr.indptr[row + 1]
+        features, counts = csr.indices[lo:hi].astype(np.int64), csr.data[lo:hi].astype(np.int64)
+        if self.depth is not None and counts.sum() > self.depth:
+            drawn = subsample_row(counts, self.depth, sample_rng(seed, row, rarefaction_pass))
+            features, counts = features[drawn > 0], drawn[drawn > 0]
+        features, counts = select_asvs(features, counts, token_limit=len(features))
+        return Sample(row, table.sample_ids[row], features, counts)
+
+    def _coverage(self, sample: Sample) -> tuple[int, int, float]:
+        total = int(sample.counts.sum())
+        used = sample.counts[: self.token_limit]
+        fraction = float(used.sum() / total) if total else 0.0
+        return len(sample.features), len(used), fraction
+
+    @torch.no_grad()
+    def _run(self, batch: Any, embeddings: bool) -> dict[str, np.ndarray]:
+        batch = batch.to(self.device)
+        model = self.model
+        out: dict[str, np.ndarray] = {}
+        if isinstance(model, SequenceRegressor):
+            result = model(batch)
+            assert result.target is not None
+            if model.kind == "classifier":
+                out["probabilities"] = torch.softmax(result.target.float(), -1).cpu().numpy()
+            else:
+                values = model.target_norm.destandardize(result.target.float())
+                out["prediction"] = values.cpu().numpy()
+            embedding = result.embedding
+        else:
+            embedding = model.encode(batch).embedding
+        if embeddings:
+            out["embedding"] = embedding.float().cpu().numpy()
+        return out
+
+    def _assemble(
+        self,
+        table: FeatureTable,
+        outputs: list[list[dict[str, np.ndarray]]],
+        coverage: list[tuple[int, int, float]],
+    ) -> PredictionResult:
+        def stacked(key: str) -> np.ndarray | None:
+            if key not in outputs[0][0]:
+                return None
+            return np.stack([np.concatenate([b[key] for b in run]) for run in outputs])  # [K, n, .]
+
+        prediction, probabilities, embedding = (
+            stacked("prediction"),
+            stacked("probabilities"),
+            stacked("embedding"),
+        )
+        classes = self.checkpoint.classes or []
+        depths = table.depths()
+        results = []
+        for i, sample_id in enumerate(table.sample_ids):
+            warnings = []
+            if depths[i] == 0:
+                warnings.append("the sample has no reads: nothing to predict from")
+            elif self.depth is not None and depths[i] < self.depth:
+                warnings.append(
+                    f"the sample has {depths[i]} reads, fewer than the training rarefaction "
+                    f"depth ({self.depth}); predicted without rarefaction"
+                )
+            n_feat, n_used, fraction = coverage[i]
+            if n_used < n_feat:
+                warnings.append(
+                    f"only the {n_used} most abundant of {n_feat} ASVs were read (token limit)"
+                )
+            entry: dict[str, Any] = {}
+            passes = len(outputs)
+            if prediction is not None and depths[i] > 0:
+                entry["prediction"] = prediction[:, i].mean(axis=0).tolist()
+                if passes > 1:
+                    entry["prediction_std"] = prediction[:, i].std(axis=0).tolist()
+            if probabilities is not None and depths[i] > 0:
+                mean = probabilities[:, i].mean(axis=0)
+                entry["label"] = classes[int(mean.argmax())]
+                entry["probabilities"] = {c: float(v) for c, v in zip(classes, mean, strict=True)}
+                if passes > 1:
+                    std = probabilities[:, i].std(axis=0)
+                    entry["probabilities_std"] = {
+                        c: float(v) for c, v in zip(classes, std, strict=True)
+                    }
+            if embedding is not None:
+                entry["embedding"] = embedding[:, i].mean(axis=0).tolist()
+            results.append(
+                SamplePrediction(
+                    sample_id=sample_id,
+                    n_features=n_feat,
+                    n_features_used=n_used,
+                    fraction_reads_used=fraction,
+                    warnings=warnings,
+                    **entry,
+                )
+            )
+        return PredictionResult(self.kind, self.checkpoint.target, results)
+
+
+def evaluate(
+    predictor: Predictor,
+    table: FeatureTable,
+    sequences: Sequence[str],
+    metadata: Any,
+    *,
+    column: str | None = None,
+    passes: int = 1,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Metrics of a regressor or classifier on a labelled table (``metadata``: an
+    :class:`aam_core.io.Metadata`), with the same preprocessing as prediction. Samples without
+    a label, without reads or with a class the model does not know are left out and counted."""
+    from aam_core.io import align_metadata
+    from aam_core.train.metrics import ClassificationMetrics, RegressionMetrics
+
+    target = predictor.checkpoint.target
+    if predictor.kind == "encoder" or target is None:
+        raise PredictionError("an encoder has no target to evaluate; use a regressor/classifier")
+    column = column or str(target["column"])
+    if column not in [c.name for c in metadata.columns]:
+        raise PredictionError(f"column {column!r} is not in the metadata")
+    frame, _, _ = align_metadata(metadata, table.sample_ids)
+    result = predictor.predict(table, sequences, passes=passes, seed=seed)
+    skipped = {"no_label": 0, "no_reads": 0, "unknown_class": 0}
+    if predictor.kind == "classifier":
+        classes = predictor.checkpoint.classes or []
+        cls_metrics = ClassificationMetrics(len(classes))
+        for sample, label in zip(result.samples, frame[column], strict=True):
+            value = (
+                None if label is None or (isinstance(label, float) and np.isnan(label)) else label
+            )
+            if value is not None and not isinstance(value, str):
+                value = str(int(value)) if float(value).is_integer() else str(value)
+            if value is None:
+                skipped["no_label"] += 1
+            elif sample.probabilities is None:
+                skipped["no_reads"] += 1
+            elif value not in classes:
+                skipped["unknown_class"] += 1
+            else:
+                probs = [sample.probabilities[c] for c in classes]
+                cls_metrics.update(np.array([probs]), [classes.index(value)])
+        metrics = cls_metrics.compute()
+    else:
+        reg_metrics = RegressionMetrics()
+        values = frame[column].to_numpy(dtype=np.float64)
+        for sample, value in zip(result.samples, values, strict=True):
+            if not np.isfinite(value):
+                skipped["no_label"] += 1
+            elif sample.prediction is None:
+                skipped["no_reads"] += 1
+            else:
+                reg_metrics.update(np.array([sample.prediction[0]]), np.array([value]))
+        metrics = reg_metrics.compute()
+    n_used = len(result.samples) - sum(skipped.values())
+    return {"column": column, "n_samples": n_used, "skipped": skipped, "metrics": metrics}

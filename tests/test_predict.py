@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from aam_core.data.batching import Collator
+from aam_core.data.tokens import tokenize
+from aam_core.io import Inputs
+from aam_core.io.types import FeatureTable
+from aam_core.predict import PredictionError, Predictor, evaluate
+from aam_core.train.prepare import TargetSpec
+from aam_core.train.stages import run_pretrain, run_train
+from tests.conftest import tiny_run
+
+
+@pytest.fixture(scope="module")
+def trained(study_inputs: Inputs, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("runs")
+    config = tiny_run(epochs=1, token_limit=12)
+    encoder = run_pretrain(study_inputs, config, out / "pre")
+    regressor = run_train(study_inputs, TargetSpec("age", "regression"), config, out / "reg")
+    classifier = run_train(study_inputs, TargetSpec("site", "classification"), config, out / "cls")
+    assert encoder.best_checkpoint and regressor.best_checkpoint and classifier.best_checkpoint
+    return {
+        "encoder": encoder.best_checkpoint,
+        "regressor": regressor.best_checkpoint,
+        "classifier": classifier.best_checkpoint,
+    }
+
+
+def test_regression_is_de_standardised_and_rarefied(
+    trained: dict[str, Path], study_inputs: Inputs
+) -> None:
+    predictor = Predictor.from_path(trained["regressor"])
+    assert predictor.depth == 1500
+    table, seqs = study_inputs.table, study_inputs.sequences
+    result = predictor.predict(table.subset_samples(np.arange(6)), seqs)
+    # the same numbers by hand: rarefy, collate, run the model, de-standardise
+    samples = [predictor._sample(table, i, 0, 0) for i in range(6)]
+    assert all(s.counts.sum() == 1500 for s in samples)  # deeper samples were rarefied
+    batch = Collator(tokenize(seqs, max_bp=150), token_limit=12)(samples)
+    model = predictor.model
+    with torch.no_grad():
+        raw = model(batch).target
+    assert raw is not None
+    expected = (raw * model.target_norm.std + model.target_norm.mean).squeeze(-1).numpy()
+    got = np.array([s.prediction[0] for s in result.samples if s.prediction is not None])
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    ages = study_inputs.metadata.frame["age"]  # type: ignore[union-attr]
+    assert abs(got.mean() - ages.mean()) < 2 * ages.std()  # original units, not z-scores
+    first = result.samples[0]
+    assert first.n_features_used == min(first.n_features, 12)
+    kept = np.sort(samples[0].counts)[::-1][:12].sum() / 1500
+    assert first.fraction_reads_used == pytest.approx(kept)
+
+
+def test_shallow_and_empty_samples_are_flagged(
+    trained: dict[str, Path], study_inputs: Inputs
+) -> None:
+    predictor = Predictor.from_path(trained["regressor"])
+    seqs = study_inputs.sequences
+    counts = np.zeros((2, len(seqs)), dtype=np.int64)
+    counts[0, :3] = [100, 50, 20]  # 170 reads, below the training depth
+    table = FeatureTable(
+        ("shallow", "empty"), study_inputs.table.feature_ids, sp.csr_matrix(counts)
+    )
+    result = predictor.predict(table, seqs)
+    shallow, empty = result.samples
+    assert shallow.prediction is not None and shallow.fraction_reads_used == 1.0
+    assert shallow.warnings == [
+        "the sample has 170 reads, fewer than the training rarefaction depth (1500); "
+        "predicted without rarefaction"
+    ]
+    assert empty.prediction is None
+    assert empty.warnings == ["the sample has no reads: nothing to predict from"]
+
+
+def test_rarefaction_passes_give_a_spread(trained: dict[str, Path], study_inputs: Inputs) -> None:
+    predictor = Predictor.from_path(trained["regressor"])
+    table = study_inputs.table.subset_samples(np.arange(4))
+    single = predictor.predict(table, study_inputs.sequences)
+    many = predictor.predict(table, study_inputs.sequences, passes=5)
+    assert single.samples[0].prediction_std is None
+    stds = [s.prediction_std[0] for s in many.samples if s.prediction_std]
+    assert len(stds) == 4 and all(np.isfinite(stds)) and max(stds) > 0
+
+
+def test_classifier_names_classes_with_probabilities(
+    trained: dict[str, Path], study_inputs: Inputs
+) -> None:
+    predictor = Predictor.from_path(trained["classifier"])
+    result = predictor.predict(
+        study_inputs.table.subset_samples(np.arange(5)), study_inputs.sequences
+    )
+    classes = predictor.checkpoint.classes
+    assert classes == ["site_A", "site_B", "site_C"]
+    for s in result.samples:
+        assert s.probabilities is not None
+        assert sum(s.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+        assert s.label == max(s.probabilities, key=lambda c: s.probabilities[c])  # type: ignore[index]
+    frame = result.to_frame()
+    assert list(frame.columns[:5]) == [
+        "sample_id",
+        "label",
+        "prob_site_A",
+        "prob_site_B",
+        "prob_site_C",
+    ]
+
+
+def test_encoder_gives_embeddings_only(trained: dict[str, Path], study_inputs: Inputs) -> None:
+    predictor = Predictor.from_path(trained["encoder"])
+    table = study_inputs.table.subset_samples(np.arange(3))
+    with pytest.raises(
+        PredictionError, match="this model is a pretrained encoder: it predicts no target"
+    ):
+        predictor.predict(table, study_inputs.sequences)
+    result = predictor.predict(table, study_inputs.sequences, embeddings=True)
+    assert all(s.embedding is not None and len(s.embedding) == 32 for s in result.samples)
+
+
+def test_evaluate_matches_predictions(trained: dict[str, Path], study_inputs: Inputs) -> None:
+    predictor = Predictor.from_path(trained["regressor"])
+    table = study_inputs.table.subset_samples(np.arange(20))
+    metadata = study_inputs.metadata
+    assert metadata is not None
+    report = evaluate(predictor, table, study_inputs.sequences, metadata)
+    predictions = predictor.predict(table, study_inputs.sequences)
+    ages = metadata.frame.loc[list(table.sample_ids), "age"].to_numpy()
+    mae = np.mean(
+        [
+            abs(s.prediction[0] - a)
+            for s, a in zip(predictions.samples, ages, strict=True)
+            if s.prediction
+        ]
+    )
+    assert report["column"] == "age" and report["n_samples"] == 20
+    assert report["metrics"]["mae"] == pytest.approx(mae, rel=1e-9)
