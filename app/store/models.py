@@ -1,0 +1,104 @@
+"""Model rows (registered by a succeeded job, or imported). Functions flush; the caller owns
+the transaction and commits."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Literal, cast
+
+from sqlalchemy import CursorResult, delete, exists, select
+from sqlalchemy.orm import Session
+
+from app.store.pagination import DEFAULT_LIMIT, paginate
+from app.store.tables import Model, new_id, utcnow
+
+ModelKind = Literal["encoder", "regressor", "classifier"]
+ModelSource = Literal["job", "import"]
+MODEL_KINDS: tuple[str, ...] = ("encoder", "regressor", "classifier")
+MODEL_SOURCES: tuple[str, ...] = ("job", "import")
+
+
+def create_model(
+    session: Session,
+    *,
+    owner: str,
+    name: str,
+    kind: ModelKind,
+    config: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    n_parameters: int,
+    checkpoint_sha256: str,
+    source: ModelSource,
+    job_id: str | None = None,
+    dataset_id: str | None = None,
+    target: Mapping[str, Any] | None = None,
+    plots: Mapping[str, str] | None = None,
+    details: Mapping[str, Any] | None = None,
+    model_id: str | None = None,
+    created_at: datetime | None = None,
+) -> Model:
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"model kind must be one of {', '.join(MODEL_KINDS)}, got {kind!r}")
+    if source not in MODEL_SOURCES:
+        raise ValueError(f"model source must be one of {', '.join(MODEL_SOURCES)}, got {source!r}")
+    model = Model(
+        id=model_id or new_id("mdl"),
+        owner=owner,
+        name=name,
+        kind=kind,
+        created_at=created_at or utcnow(),
+        job_id=job_id,
+        dataset_id=dataset_id,
+        target=None if target is None else dict(target),
+        config=dict(config),
+        metrics=dict(metrics),
+        n_parameters=n_parameters,
+        checkpoint_sha256=checkpoint_sha256,
+        plots=dict(plots or {}),
+        source=source,
+        details=dict(details or {}),
+    )
+    session.add(model)
+    session.flush()
+    return model
+
+
+def get_model(session: Session, model_id: str, owner: str | None) -> Model | None:
+    """The model, or None when missing or another owner's (``owner=None``: admin, workers)."""
+    model = session.get(Model, model_id)
+    if model is None or (owner is not None and model.owner != owner):
+        return None
+    return model
+
+
+def list_models(
+    session: Session,
+    owner: str | None,
+    *,
+    kind: ModelKind | None = None,
+    limit: int = DEFAULT_LIMIT,
+    cursor: str | None = None,
+) -> tuple[list[Model], str | None]:
+    statement = select(Model)
+    if owner is not None:
+        statement = statement.where(Model.owner == owner)
+    if kind is not None:
+        statement = statement.where(Model.kind == kind)
+    return paginate(session, statement, Model.created_at, Model.id, limit=limit, cursor=cursor)
+
+
+def delete_model(session: Session, model_id: str) -> bool:
+    """Delete the row; whether there was one. The caller checks ownership and
+    :func:`app.store.jobs.model_in_use` first, then :func:`checkpoint_referenced` before
+    removing the checkpoint file (identical checkpoints are stored once)."""
+    result = session.execute(
+        delete(Model).where(Model.id == model_id),
+        execution_options={"synchronize_session": "fetch"},
+    )
+    return cast("CursorResult[Any]", result).rowcount == 1
+
+
+def checkpoint_referenced(session: Session, sha256: str) -> bool:
+    """Whether any model still uses this checkpoint file."""
+    return bool(session.scalar(select(exists().where(Model.checkpoint_sha256 == sha256))))

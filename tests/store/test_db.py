@@ -1,0 +1,175 @@
+"""Engines, migrations and readiness on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, inspect, select, text
+from sqlalchemy.exc import StatementError
+
+from app.store.db import (
+    current_revision,
+    head_revision,
+    make_engine,
+    make_session_factory,
+    migrate,
+    normalize_url,
+    ping,
+)
+from app.store.tables import Base, Dataset, new_id
+from tests.store.conftest import PostgresDatabases
+from tests.store.factories import make_dataset
+
+
+def test_sqlite_engine_creates_the_directory_and_sets_pragmas(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "dir" / "aam.db"
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        with engine.connect() as connection:
+            pragma = {
+                name: connection.exec_driver_sql(f"PRAGMA {name}").scalar()
+                for name in ("journal_mode", "foreign_keys", "synchronous", "busy_timeout")
+            }
+        assert path.parent.is_dir()
+        # synchronous: 1 is NORMAL; busy_timeout in milliseconds.
+        assert pragma == {
+            "journal_mode": "wal",
+            "foreign_keys": 1,
+            "synchronous": 1,
+            "busy_timeout": 30000,
+        }
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("url", "driver"),
+    [
+        ("postgresql://u@db:5432/aam", "postgresql+psycopg"),
+        ("postgres://u@db/aam", "postgresql+psycopg"),
+        ("postgresql+psycopg://u@db/aam", "postgresql+psycopg"),
+        ("sqlite:////tmp/x.db", "sqlite"),
+    ],
+)
+def test_normalize_url(url: str, driver: str) -> None:
+    assert normalize_url(url).drivername == driver
+
+
+def test_postgres_engine_uses_psycopg_and_pre_ping() -> None:
+    engine = make_engine("postgresql://postgres@127.0.0.1:5432/unused")  # does not connect
+    assert engine.url.drivername == "postgresql+psycopg"
+    assert engine.pool._pre_ping is True
+    engine.dispose()
+
+
+def test_unknown_scheme_is_refused() -> None:
+    with pytest.raises(ValueError, match="unsupported database URL scheme 'mysql'"):
+        make_engine("mysql://u@db/aam")
+
+
+def test_migrations_match_the_models(engine: Engine) -> None:
+    with engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert differences == []
+    tables = set(inspect(engine).get_table_names())
+    assert tables == {"alembic_version", "datasets", "jobs", "job_metrics", "job_logs", "models"}
+    assert current_revision(engine) == head_revision() == "0001"
+
+
+def test_migrate_again_is_a_no_op_and_ping_reports_head(engine: Engine) -> None:
+    with make_session_factory(engine)() as session:
+        make_dataset(session)
+    migrate(engine)
+    ok, detail = ping(engine)
+    assert ok, detail
+    assert detail == f"{engine.dialect.name}: schema at revision 0001"
+    with make_session_factory(engine)() as session:
+        assert session.scalar(select(Dataset.name)) == "gut study"
+
+
+def _migrate_concurrently(engine: Engine, n: int = 4) -> list[BaseException]:
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(n)
+
+    def run() -> None:
+        try:
+            barrier.wait()
+            migrate(engine)
+        except BaseException as exc:  # collected and asserted on by the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
+def test_concurrent_first_migrations_on_sqlite(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
+    try:
+        assert ping(engine) == (
+            False,
+            "sqlite: schema at revision none, expected 0001 (run the migration: the service "
+            "and workers migrate on start)",
+        )
+        assert _migrate_concurrently(engine) == []
+        assert ping(engine)[0]
+    finally:
+        engine.dispose()
+
+
+def test_concurrent_first_migrations_on_postgresql(postgres: PostgresDatabases) -> None:
+    engine = make_engine(postgres.create())
+    try:
+        assert ping(engine)[0] is False
+        assert _migrate_concurrently(engine) == []
+        assert ping(engine) == (True, "postgresql: schema at revision 0001")
+    finally:
+        engine.dispose()
+
+
+def test_ping_reports_an_unreachable_database(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path}/missing-dir-is-a-file.db")
+    (tmp_path / "missing-dir-is-a-file.db").mkdir()  # a directory where the file should be
+    try:
+        ok, detail = ping(engine)
+    finally:
+        engine.dispose()
+    assert ok is False
+    assert detail.startswith("sqlite: OperationalError: ")
+
+
+def test_timestamps_come_back_aware_and_in_utc(engine: Engine) -> None:
+    plus_two = timezone(timedelta(hours=2))
+    created = datetime(2026, 3, 1, 14, 30, 0, 250000, tzinfo=plus_two)
+    with make_session_factory(engine)() as session:
+        dataset = make_dataset(session, created_at=created)
+    with make_session_factory(engine)() as session:
+        stored = session.get(Dataset, dataset.id)
+        assert stored is not None
+        assert stored.created_at == datetime(2026, 3, 1, 12, 30, 0, 250000, tzinfo=UTC)
+        assert stored.created_at.utcoffset() == timedelta(0)
+        raw = session.execute(text("SELECT created_at FROM datasets")).scalar_one()
+        if engine.dialect.name == "sqlite":  # the UTC wall clock, as text
+            assert raw == "2026-03-01 12:30:00.250000"
+        else:  # a timestamptz (psycopg answers in the session's time zone)
+            assert raw == datetime(2026, 3, 1, 12, 30, 0, 250000, tzinfo=UTC)
+
+
+def test_naive_datetimes_are_refused(engine: Engine) -> None:
+    with make_session_factory(engine)() as session, pytest.raises(StatementError, match="naive"):
+        make_dataset(session, created_at=datetime(2026, 3, 1, 12, 0))
+
+
+def test_new_id_format() -> None:
+    ids = {new_id("job") for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(i.startswith("job_") and len(i) == 20 for i in ids)
+    assert all(int(i[4:], 16) >= 0 for i in ids)
