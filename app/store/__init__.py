@@ -52,7 +52,8 @@ from app.store.models import (
     list_models,
 )
 from app.store.pagination import MAX_LIMIT, decode_cursor, encode_cursor
-from app.store.tables import Base, Dataset, Job, JobLog, JobMetric, Model, new_id, utcnow
+from app.store.tables import Base, Dataset, Job, JobLog, JobMetric, Model, Worker, new_id, utcnow
+from app.store.workers import live_workers, worker_gone, worker_seen
 
 __all__ = [
     "MAX_LIMIT",
@@ -66,6 +67,7 @@ __all__ = [
     "JobSignal",
     "LocalArtifactStore",
     "Model",
+    "Worker",
     "add_metrics",
     "append_logs",
     "begin_write",
@@ -95,6 +97,7 @@ __all__ = [
     "list_datasets",
     "list_jobs",
     "list_models",
+    "live_workers",
     "make_engine",
     "make_session_factory",
     "migrate",
@@ -106,4 +109,6 @@ __all__ = [
     "requeue_stale",
     "update_progress",
     "utcnow",
+    "worker_gone",
+    "worker_seen",
 ]

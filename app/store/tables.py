@@ -186,3 +186,17 @@ class Model(Base):
     plots: Mapped[dict[str, Any]] = mapped_column(_json(), default=dict)  # name -> sha256
     source: Mapped[str] = mapped_column(String(20))  # job | import
     details: Mapped[dict[str, Any]] = mapped_column(_json(), default=dict)
+
+
+class Worker(Base):
+    """A worker process seen recently (it upserts its row on start and with each heartbeat);
+    /ready and /metrics read this table, which every host shares through the database."""
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    device: Mapped[str] = mapped_column(String(50))
+    queues: Mapped[str] = mapped_column(String(NAME_LENGTH))  # comma-separated
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    job_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))  # the job it runs, if any

@@ -77,8 +77,16 @@ def test_migrations_match_the_models(engine: Engine) -> None:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert differences == []
     tables = set(inspect(engine).get_table_names())
-    assert tables == {"alembic_version", "datasets", "jobs", "job_metrics", "job_logs", "models"}
-    assert current_revision(engine) == head_revision() == "0001"
+    assert tables == {
+        "alembic_version",
+        "datasets",
+        "jobs",
+        "job_metrics",
+        "job_logs",
+        "models",
+        "workers",
+    }
+    assert current_revision(engine) == head_revision() == "0002"
 
 
 def test_migrate_again_is_a_no_op_and_ping_reports_head(engine: Engine) -> None:
@@ -87,7 +95,7 @@ def test_migrate_again_is_a_no_op_and_ping_reports_head(engine: Engine) -> None:
     migrate(engine)
     ok, detail = ping(engine)
     assert ok, detail
-    assert detail == f"{engine.dialect.name}: schema at revision 0001"
+    assert detail == f"{engine.dialect.name}: schema at revision 0002"
     with make_session_factory(engine)() as session:
         assert session.scalar(select(Dataset.name)) == "gut study"
 
@@ -116,7 +124,7 @@ def test_concurrent_first_migrations_on_sqlite(tmp_path: Path) -> None:
     try:
         assert ping(engine) == (
             False,
-            "sqlite: schema at revision none, expected 0001 (run the migration: the service "
+            "sqlite: schema at revision none, expected 0002 (run the migration: the service "
             "and workers migrate on start)",
         )
         assert _migrate_concurrently(engine) == []
@@ -130,7 +138,7 @@ def test_concurrent_first_migrations_on_postgresql(postgres: PostgresDatabases) 
     try:
         assert ping(engine)[0] is False
         assert _migrate_concurrently(engine) == []
-        assert ping(engine) == (True, "postgresql: schema at revision 0001")
+        assert ping(engine) == (True, "postgresql: schema at revision 0002")
     finally:
         engine.dispose()
 

@@ -1,0 +1,260 @@
+"""Request and response bodies of the REST contract (API.md), separate from the tables.
+
+Field names are the contract: add fields freely, never rename or drop one. ``from_row``
+functions turn store rows into these documents.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.contracts import JobKind, JobState
+from app.store.tables import Dataset, Job, Model
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = None
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details (``application/problem+json``)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[dict[str, Any]] = Field(default_factory=list)
+
+
+# -- health -----------------------------------------------------------------------------------
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    version: str
+
+
+class Check(BaseModel):
+    ok: bool
+    detail: str
+
+
+class Ready(BaseModel):
+    database: Check
+    broker: Check
+    storage: Check
+    workers: Check
+
+
+# -- datasets ---------------------------------------------------------------------------------
+
+
+class Range(BaseModel):
+    min: int
+    max: int
+
+
+class Depths(BaseModel):
+    min: int
+    median: float
+    max: int
+
+
+class MetadataColumn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    kind: Literal["numeric", "categorical"]
+    n_missing: int
+    n_classes: int | None = None
+
+
+class DatasetOut(BaseModel):
+    model_config = ConfigDict(extra="allow")  # the summary may grow; the contract keeps these
+
+    id: str
+    name: str
+    created_at: datetime
+    n_samples: int
+    n_features: int
+    sequence_length: Range
+    sample_depth: Depths
+    has_tree: bool
+    features_missing_from_tree: int
+    metadata_columns: list[MetadataColumn]
+    samples_missing_metadata: int
+    sha256: dict[str, str]
+    warnings: list[str]
+    files: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, row: Dataset) -> DatasetOut:
+        return cls(**{**row.summary, "id": row.id, "name": row.name,
+                      "created_at": row.created_at, "files": row.files})  # fmt: skip
+
+
+# -- jobs -------------------------------------------------------------------------------------
+
+
+class Progress(BaseModel):
+    epoch: int | None = None
+    epochs: int | None = None
+    step: int | None = None
+    steps: int | None = None
+    fraction: float = 0.0
+    eta_seconds: float | None = None
+
+
+class JobMetrics(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    train: dict[str, Any] = Field(default_factory=dict)
+    validation: dict[str, Any] = Field(default_factory=dict)
+    baseline: dict[str, Any] = Field(default_factory=dict)
+
+
+class Best(BaseModel):
+    epoch: int | None = None
+    metric: str | None = None
+    value: float | None = None
+
+
+class JobError(BaseModel):
+    type: str
+    detail: str
+
+
+class JobOut(BaseModel):
+    id: str
+    kind: JobKind
+    name: str
+    state: JobState
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    dataset_id: str
+    base_model_id: str | None
+    model_id: str | None
+    progress: Progress
+    metrics: JobMetrics
+    best: Best
+    attempts: int
+    device: str | None
+    worker: str | None
+    error: JobError | None
+    report: dict[str, Any] | None
+    spec: dict[str, Any]
+    cancel_requested: bool
+    outputs: list[str]
+
+    @classmethod
+    def from_row(cls, row: Job) -> JobOut:
+        return cls(
+            id=row.id, kind=JobKind(row.kind), name=row.name, state=JobState(row.state),
+            created_at=row.created_at, started_at=row.started_at, finished_at=row.finished_at,
+            dataset_id=row.dataset_id, base_model_id=row.base_model_id, model_id=row.model_id,
+            progress=Progress(**(row.progress or {})),
+            metrics=JobMetrics(**(row.metrics or {})),
+            best=Best(**(row.best or {})),
+            attempts=row.attempts, device=row.device, worker=row.worker,
+            error=JobError(**row.error) if row.error else None,
+            report=row.report, spec=row.spec, cancel_requested=row.cancel_requested,
+            outputs=sorted(row.outputs or {}),
+        )  # fmt: skip
+
+
+class MetricRecord(BaseModel):
+    model_config = ConfigDict(extra="allow")  # loss, mae, r2, accuracy, ... per split
+
+    epoch: int
+    split: str
+    loss: float | None = None
+
+
+class LogLine(BaseModel):
+    line: int
+    time: datetime
+    message: str
+
+
+class Logs(BaseModel):
+    job_id: str
+    lines: list[LogLine]
+    next_since: int
+
+
+# -- models -----------------------------------------------------------------------------------
+
+
+class ModelTarget(BaseModel):
+    column: str
+    task: Literal["regression", "classification"]
+    classes: list[str] | None = None
+
+
+class ModelOut(BaseModel):
+    id: str
+    name: str
+    kind: Literal["encoder", "regressor", "classifier"]
+    created_at: datetime
+    job_id: str | None
+    dataset_id: str | None
+    target: ModelTarget | None
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    n_parameters: int
+    checkpoint_sha256: str
+    source: str
+    plots: list[str]
+
+    @classmethod
+    def from_row(cls, row: Model) -> ModelOut:
+        return cls(
+            id=row.id, name=row.name, kind=row.kind,  # type: ignore[arg-type]
+            created_at=row.created_at, job_id=row.job_id, dataset_id=row.dataset_id,
+            target=ModelTarget(**row.target) if row.target else None,
+            config=row.config, metrics=row.metrics, n_parameters=row.n_parameters,
+            checkpoint_sha256=row.checkpoint_sha256, source=row.source,
+            plots=sorted(row.plots or {}),
+        )  # fmt: skip
+
+
+# -- prediction -------------------------------------------------------------------------------
+
+
+class SampleCounts(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=500)
+    counts: dict[str, int]
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model_id: str = Field(min_length=1)
+    samples: list[SampleCounts] = Field(min_length=1)
+    output: Literal["prediction", "embedding"] = "prediction"
+
+
+class SamplePredictionOut(BaseModel):
+    sample_id: str
+    prediction: float | list[float] | None = None
+    label: str | None = None
+    probabilities: dict[str, float] | None = None
+    embedding: list[float] | None = None
+    n_features_used: int
+    fraction_reads_used: float
+    warnings: list[str] = Field(default_factory=list)
+
+
+class PredictResponse(BaseModel):
+    model_id: str
+    device: str
+    predictions: list[SamplePredictionOut]

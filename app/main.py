@@ -1,0 +1,110 @@
+"""``create_app(settings)``: the FastAPI application. Nothing is built at import time; the
+process edge (``python -m app``, tests) reads settings and calls this."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from aam_core import __version__
+from app.api import errors
+from app.api.deps import Services
+from app.api.model_cache import ModelCache
+from app.api.observability import Metrics, StateCollector, request_middleware
+from app.api.routes import health
+from app.dispatch import CeleryDispatcher, Dispatcher
+from app.settings import Settings
+from app.store import (
+    ArtifactStore,
+    LocalArtifactStore,
+    count_by_state,
+    make_engine,
+    make_session_factory,
+    migrate,
+)
+
+log = logging.getLogger("aam.api")
+
+
+def _state_reader(services: Services) -> dict[str, Any]:
+    try:
+        with services.sessions() as session:
+            jobs = count_by_state(session)
+    except Exception:  # a scrape must not fail because the database is away
+        jobs = {}
+    return {
+        "jobs": jobs,
+        "queued": jobs.get("queued", 0),
+        "loaded_models": len(services.cache),
+        "loaded_model_bytes": services.cache.total_bytes,
+    }
+
+
+def build_services(
+    settings: Settings,
+    *,
+    dispatcher: Dispatcher | None = None,
+    storage: ArtifactStore | None = None,
+) -> Services:
+    """Engine (migrated to head), storage, dispatcher, model cache and metrics."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.resolved_database_url)
+    migrate(engine)
+    services = Services(
+        settings=settings,
+        engine=engine,
+        sessions=make_session_factory(engine),
+        storage=storage or LocalArtifactStore(settings.artifacts_dir),
+        dispatcher=dispatcher or CeleryDispatcher(settings.resolved_broker_url),
+        cache=ModelCache(settings.model_cache_bytes),
+        metrics=Metrics(),
+    )
+    services.metrics.registry.register(StateCollector(lambda: _state_reader(services)))
+    return services
+
+
+def create_app(
+    settings: Settings,
+    *,
+    dispatcher: Dispatcher | None = None,
+    storage: ArtifactStore | None = None,
+) -> FastAPI:
+    """The service. ``dispatcher`` and ``storage`` default to the ones settings describe."""
+    services = build_services(settings, dispatcher=dispatcher, storage=storage)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        services.engine.dispose()
+
+    app = FastAPI(
+        title="AAM service",
+        version=__version__,
+        summary="Train Attention All Microbes models on 16S tables and predict host properties.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    errors.install(app)
+    app.middleware("http")(request_middleware(services.metrics))
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=[
+                "Authorization",
+                "X-API-Key",
+                "Content-Type",
+                "Idempotency-Key",
+                "Accept",
+                "X-Request-ID",
+            ],
+            expose_headers=["Location", "X-Request-ID"],
+        )
+    app.include_router(health.router)
+    return app
