@@ -14,9 +14,7 @@ def test_health_needs_no_key_and_names_the_version(client: TestClient) -> None:
     assert len(response.headers["x-request-id"]) == 32
 
 
-def test_ready_reports_each_dependency(
-    client: TestClient, dispatcher: RecordingDispatcher
-) -> None:
+def test_ready_reports_each_dependency(client: TestClient, dispatcher: RecordingDispatcher) -> None:
     body = client.get("/ready").json()
     assert body["database"] == {"ok": True, "detail": "sqlite: schema at revision 0002"}
     assert body["broker"] == {"ok": True, "detail": "reachable (test)"}
