@@ -36,6 +36,12 @@ class FeatureTable:
         """Reads per sample, ``int64 [n_samples]``."""
         return np.asarray(self.counts.sum(axis=1)).ravel().astype(np.int64)
 
+    def row_counts(self, row: int) -> dict[str, int]:
+        """One sample's non-zero counts by feature ID (e.g. for a JSON prediction request)."""
+        lo, hi = self.counts.indptr[row], self.counts.indptr[row + 1]
+        features, counts = self.counts.indices[lo:hi], self.counts.data[lo:hi]
+        return {self.feature_ids[j]: int(c) for j, c in zip(features, counts, strict=True)}
+
     def subset_samples(self, rows: np.ndarray) -> FeatureTable:
         """Keep the samples at ``rows`` (in that order); features are unchanged."""
         rows = np.asarray(rows, dtype=np.int64)

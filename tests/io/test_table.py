@@ -292,3 +292,14 @@ def test_hdf5_ids_that_are_not_utf8(hdf5_table) -> None:
         "table.biom: an HDF5 file but not a BIOM 2.1 table "
         "(sample/ids or observation/ids missing or unreadable)"
     )
+
+
+def test_row_counts_round_trip() -> None:
+    import scipy.sparse as sp
+
+    from aam_core.io import FeatureTable
+
+    dense = np.array([[0, 5, 2], [7, 0, 0]], dtype=np.int64)
+    table = FeatureTable(("a", "b"), ("AC", "GT", "TT"), sp.csr_matrix(dense))
+    assert table.row_counts(0) == {"GT": 5, "TT": 2}
+    assert table.row_counts(1) == {"AC": 7}

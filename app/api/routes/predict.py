@@ -1,0 +1,218 @@
+"""``POST /predict``: synchronous prediction for interactive sizes (API.md, Prediction).
+
+The model comes from the LRU cache (loaded once per checkpoint), and the work runs in the
+thread pool, off the event loop. Larger tables go through a ``predict`` job.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
+
+from aam_core.io import CountsError, FeatureTable, read_sequences, read_table, resolve_sequences
+from aam_core.io.errors import DuplicateIdError, preview
+from aam_core.predict import PredictionResult, Predictor
+from app.api.deps import CallerDep, Services, ServicesDep
+from app.api.errors import ApiError, not_found
+from app.api.schemas import PredictRequest, PredictResponse, Problem, SamplePredictionOut
+from app.api.uploads import read_multipart
+from app.store import get_model
+
+router = APIRouter(tags=["prediction"])
+
+OUTPUTS = ("prediction", "embedding")
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": PredictRequest.model_json_schema()},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["model_id", "table"],
+                    "properties": {
+                        "model_id": {"type": "string"},
+                        "table": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "BIOM v2.1/v1 or QIIME 2 .qza table",
+                        },
+                        "sequences": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "FASTA or .qza, when feature IDs are not DNA",
+                        },
+                        "output": {"type": "string", "enum": list(OUTPUTS)},
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+def table_from_samples(request: PredictRequest) -> FeatureTable:
+    """A count table from JSON samples; feature IDs are the sequences themselves."""
+    ids = [s.id for s in request.samples]
+    duplicates = sorted(i for i, n in Counter(ids).items() if n > 1)
+    if duplicates:
+        raise DuplicateIdError(
+            f"sample IDs must be unique; {len(duplicates)} appear more than once "
+            f"({preview(duplicates)})",
+            file="request body",
+        )
+    negative = [s.id for s in request.samples if any(c < 0 for c in s.counts.values())]
+    if negative:
+        raise CountsError(
+            f"counts must be non-negative integer reads; {len(negative)} samples have negative "
+            f"counts ({preview(negative)})",
+            file="request body",
+        )
+    features = sorted({seq for s in request.samples for seq in s.counts})
+    column = {seq: j for j, seq in enumerate(features)}
+    rows, cols, values = [], [], []
+    for i, sample in enumerate(request.samples):
+        for seq, count in sample.counts.items():
+            if count > 0:
+                rows.append(i)
+                cols.append(column[seq])
+                values.append(count)
+    counts = sp.csr_matrix(
+        (np.asarray(values, dtype=np.int64), (rows, cols)),
+        shape=(len(ids), len(features)),
+        dtype=np.int64,
+    )  # [n_samples, n_features]
+    return FeatureTable(
+        sample_ids=tuple(ids), feature_ids=tuple(features), counts=counts, source="request body"
+    )
+
+
+def _document(result: PredictionResult, output: str) -> list[SamplePredictionOut]:
+    out = []
+    for s in result.samples:
+        entry: dict[str, Any] = {
+            "sample_id": s.sample_id,
+            "n_features_used": s.n_features_used,
+            "fraction_reads_used": s.fraction_reads_used,
+            "warnings": s.warnings,
+        }
+        if output == "embedding":
+            entry["embedding"] = s.embedding
+        elif s.label is not None:
+            entry["label"], entry["probabilities"] = s.label, s.probabilities
+        elif s.prediction is not None:
+            entry["prediction"] = s.prediction[0] if len(s.prediction) == 1 else s.prediction
+        out.append(SamplePredictionOut(**entry))
+    return out
+
+
+def _predictor(services: Services, sha256: str) -> Predictor:
+    device = services.settings.predict_device
+    return services.cache.get(
+        sha256, lambda: Predictor.from_path(services.storage.path(sha256), device=device)
+    )
+
+
+def _run(
+    services: Services, sha256: str, table: FeatureTable, sequences: tuple[str, ...], output: str
+) -> PredictionResult:
+    predictor = _predictor(services, sha256)
+    return predictor.predict(table, sequences, embeddings=output == "embedding")
+
+
+async def _parse(request: Request, services: Services) -> tuple[str, str, FeatureTable, Any]:
+    """(model_id, output, table, sequences-or-None) from either body form."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json":
+        try:
+            body = PredictRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            errors = [{"loc": ["body", *e["loc"]], "msg": e["msg"]} for e in exc.errors()]
+            first = errors[0]
+            where = ".".join(str(p) for p in first["loc"][1:]) or "body"
+            raise ApiError(422, f"invalid prediction request: {where}: {first['msg']}",
+                           kind="validation-error", errors=errors) from None  # fmt: skip
+        table = await run_in_threadpool(table_from_samples, body)
+        return body.model_id, body.output, table, None
+    if content_type != "multipart/form-data":
+        raise ApiError(
+            415, "POST /predict takes application/json (samples) or multipart/form-data (table)"
+        )
+    settings = services.settings
+    upload = await read_multipart(
+        request, temp_dir=settings.uploads_dir, limit=settings.upload_limit_bytes,
+        files={"table", "sequences"},
+    )  # fmt: skip
+    try:
+        unknown = sorted(set(upload.fields) - {"model_id", "output"})
+        if unknown:
+            raise ApiError(422, f"unknown form field(s) {', '.join(unknown)}: expected model_id, "
+                                "output, and files table and sequences")  # fmt: skip
+        model_id = upload.fields.get("model_id", "").strip()
+        if not model_id:
+            raise ApiError(422, "model_id is required (the model to apply)")
+        output = upload.fields.get("output", "prediction")
+        if "table" not in upload.files:
+            raise ApiError(422, "the 'table' file is required (BIOM v2.1/v1 or .qza)")
+        table_file = upload.files["table"]
+        table = await run_in_threadpool(read_table, table_file.path, name=table_file.filename)
+        sequences = None
+        if "sequences" in upload.files:
+            seq_file = upload.files["sequences"]
+            sequences = (
+                await run_in_threadpool(read_sequences, seq_file.path, name=seq_file.filename),
+                seq_file.filename,
+            )
+        return model_id, output, table, sequences
+    finally:
+        upload.cleanup()
+
+
+@router.post(
+    "/predict",
+    response_model=PredictResponse,
+    openapi_extra=_BODY,
+    responses={
+        code: {"model": Problem, "content": {"application/problem+json": {}}}
+        for code in (401, 404, 413, 415, 422)
+    },
+)
+async def predict(
+    request: Request,
+    services: ServicesDep,
+    caller: CallerDep,
+) -> PredictResponse:
+    """Predict samples with a registered model: JSON samples (counts by sequence) or an
+    uploaded table. Sizes above ``AAM_SYNC_PREDICT_LIMIT`` samples answer 413."""
+    model_id, output, table, sequences = await _parse(request, services)
+    if output not in OUTPUTS:
+        raise ApiError(422, f"output must be 'prediction' or 'embedding', got {output!r}")
+    limit = services.settings.sync_predict_limit
+    if table.n_samples > limit:
+        raise ApiError(
+            413,
+            f"{table.n_samples} samples is more than synchronous prediction serves ({limit}, "
+            "AAM_SYNC_PREDICT_LIMIT): upload the table as a dataset and submit a 'predict' job "
+            "(POST /jobs)",
+        )
+    with services.sessions() as session:
+        model = get_model(session, model_id, caller.scope)
+        if model is None:
+            raise not_found("model", model_id)
+        sha256 = model.checkpoint_sha256
+    if sequences is None:
+        resolved = resolve_sequences(table, None)
+    else:
+        resolved = resolve_sequences(table, sequences[0], file=sequences[1])
+    result = await run_in_threadpool(_run, services, sha256, table, resolved, output)
+    return PredictResponse(
+        model_id=model_id,
+        device=services.settings.predict_device,
+        predictions=_document(result, output),
+    )

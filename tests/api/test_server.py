@@ -1,0 +1,140 @@
+"""The API as a real process (``python -m app``, the same command the image and ``make serve``
+run) behind uvicorn on loopback: concurrent predictions, and the refusal to serve open."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from aam_core.data.synthetic import SyntheticSpec, generate
+from app.settings import Settings
+from app.store import LocalArtifactStore, make_engine, make_session_factory
+from app.store.registry import register_checkpoint
+from tests.api.models import tiny_checkpoint
+
+KEY = "server-test-key-0123456789"
+HEADERS = {"Authorization": f"Bearer {KEY}"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_healthy(base: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the server exited with {process.returncode}")
+        try:
+            if httpx.get(f"{base}/health", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"the server did not answer /health within {timeout} s")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Settings]]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "AAM_DATA_DIR": str(tmp_path / "data"),
+        "AAM_API_KEYS": f"alice:{KEY}",
+        "AAM_PORT": str(port),
+        "AAM_BROKER_URL": "redis://127.0.0.1:6379/14",
+        "AAM_LOG_LEVEL": "WARNING",
+    }
+    process = subprocess.Popen([sys.executable, "-m", "app"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base, process)
+        yield base, Settings(data_dir=tmp_path / "data")
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+        # uvicorn shuts down gracefully, then re-raises the signal it caught
+        assert process.returncode in (0, -signal.SIGTERM), (
+            process.stderr.read().decode() if process.stderr else ""
+        )
+
+
+def _register(settings: Settings, tmp_path: Path) -> str:
+    """Register a tiny regressor through the server's own database and storage."""
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            model = register_checkpoint(
+                session, LocalArtifactStore(settings.artifacts_dir),
+                tiny_checkpoint("regressor", tmp_path / "r.pt"), owner="alice",
+                name="tiny", source="import",
+            )  # fmt: skip
+            session.commit()
+            return model.id
+    finally:
+        engine.dispose()
+
+
+def test_fifty_concurrent_predictions_equal_sequential_ones(
+    server: tuple[str, Settings], tmp_path: Path
+) -> None:
+    base, settings = server
+    model_id = _register(settings, tmp_path)
+    study = generate(SyntheticSpec(n_samples=10, n_asvs=40, asvs_per_sample=10, seed=8))
+    table = study.table
+
+    def body(i: int) -> dict[str, Any]:
+        counts = table.row_counts(i % table.n_samples)
+        return {"model_id": model_id, "samples": [{"id": f"s{i}", "counts": counts}]}
+
+    with httpx.Client(base_url=base, headers=HEADERS, timeout=60.0) as client:
+        sequential = []
+        for i in range(50):
+            response = client.post("/predict", json=body(i))
+            assert response.status_code == 200, response.text
+            sequential.append(response.json()["predictions"][0]["prediction"])
+
+        def call(i: int) -> tuple[int, float]:
+            response = client.post("/predict", json=body(i))
+            return response.status_code, response.json()["predictions"][0]["prediction"]
+
+        with ThreadPoolExecutor(max_workers=50) as pool:
+            concurrent = list(pool.map(call, range(50)))
+        metrics = client.get("/metrics").text
+    assert [status for status, _ in concurrent] == [200] * 50
+    assert [value for _, value in concurrent] == pytest.approx(sequential, rel=1e-6, abs=1e-6)
+    assert len(set(sequential[:10])) == 10  # ten different samples, ten different answers
+    assert 'aam_http_requests_total{method="POST",route="/predict",status="200"} 100.0' in metrics
+    assert "aam_loaded_models 1.0" in metrics
+
+
+def test_refuses_to_serve_open_beyond_loopback(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AAM_")}
+    env["AAM_DATA_DIR"] = str(tmp_path / "data")
+    result = subprocess.run([sys.executable, "-m", "app", "--host", "0.0.0.0"], env=env,
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: refusing to listen on 0.0.0.0 without API keys: set AAM_API_KEYS or "
+        "AAM_KEYS_FILE, or bind to 127.0.0.1"
+    )
+    assert not (tmp_path / "data").exists()  # refused before creating anything
