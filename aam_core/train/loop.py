@@ -247,7 +247,10 @@ class Trainer:
             if self.ctx.enabled and output.unifrac_z is not None:
                 pairs = self._global_unifrac(batch, output.unifrac_z)
             loss = compute_losses(self.model, output, batch, self.class_weights, pairs)
-        (loss.total / self.config.grad_accumulation).backward()
+        total = loss.total
+        if self.ctx.enabled:
+            total = total + _zero_touch(output)
+        (total / self.config.grad_accumulation).backward()
         return output, loss
 
     def _optimiser_step(self) -> None:
@@ -470,3 +473,19 @@ def write_history(path: Path, history: list[dict[str, Any]]) -> None:
             }
             fh.write(json.dumps(clean) + "\n")
     tmp.replace(path)
+
+
+def _zero_touch(output: Any) -> torch.Tensor:
+    """``0 *`` every output tensor that carries a gradient, summed.
+
+    DDP (``find_unused_parameters``) treats a parameter that reaches any forward output as used
+    and waits for its gradient; an output the loss ignores (the pooled embedding of a regressor
+    whose head reads the ASV states) would otherwise stall the reduction. A zero term gives
+    those parameters zero gradients, identical on every rank.
+    """
+    tensors = [
+        value
+        for value in vars(output).values()
+        if isinstance(value, torch.Tensor) and value.requires_grad
+    ]
+    return sum((t.float().sum() * 0.0 for t in tensors), torch.zeros(()))
