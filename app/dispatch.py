@@ -33,8 +33,13 @@ def make_celery_client(broker_url: str) -> Celery:
             "max_retries": 1,
             "interval_start": 0,
             "interval_step": 0.5,
-            "socket_connect_timeout": 3,
-            "socket_timeout": 5,
+            # Redis socket options only: kombu's SQLAlchemy transport (the embedded broker)
+            # hands every other option to create_engine(), which refuses these.
+            **(
+                {"socket_connect_timeout": 3, "socket_timeout": 5}
+                if broker_url.startswith(("redis://", "rediss://"))
+                else {}
+            ),
         },
         task_ignore_result=True,
     )

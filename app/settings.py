@@ -82,6 +82,7 @@ class Settings(BaseSettings):
     heartbeat_timeout_seconds: float = Field(default=120.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
     cancel_grace_seconds: float = Field(default=30.0, gt=0)
+    worker_queues: str = Field(default="gpu,cpu", pattern=r"^\s*[\w.-]+(\s*,\s*[\w.-]+)*\s*$")
     log_level: str = "INFO"
 
     @field_validator("api_keys", mode="before")

@@ -7,11 +7,14 @@ functions turn store rows into these documents.
 from __future__ import annotations
 
 from datetime import datetime
+from http import HTTPStatus
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from app.contracts import JobKind, JobState
+from app.store.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor
 from app.store.tables import Dataset, Job, Model
 
 T = TypeVar("T")
@@ -22,6 +25,26 @@ class Page(BaseModel, Generic[T]):
     next_cursor: str | None = None
 
 
+class PageQuery(BaseModel):
+    """``?limit=&cursor=`` of every list (API.md, Conventions)."""
+
+    limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
+    cursor: str | None = Field(default=None, description="the next_cursor of the previous page")
+
+    @field_validator("cursor")
+    @classmethod
+    def _issued_here(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                decode_cursor(value)
+            except ValueError:
+                raise PydanticCustomError(
+                    "invalid_cursor",
+                    "not a cursor this server issued; pass a page's next_cursor unchanged",
+                ) from None
+        return value
+
+
 class Problem(BaseModel):
     """RFC 9457 problem details (``application/problem+json``)."""
 
@@ -30,6 +53,19 @@ class Problem(BaseModel):
     status: int
     detail: str
     errors: list[dict[str, Any]] = Field(default_factory=list)
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for a route's error answers, documented as what they are:
+    ``application/problem+json`` bodies (``{"model": Problem}`` would say application/json)."""
+    schema = Problem.model_json_schema()
+    return {
+        status: {
+            "description": HTTPStatus(status).phrase,
+            "content": {"application/problem+json": {"schema": schema}},
+        }
+        for status in statuses
+    }
 
 
 # -- health -----------------------------------------------------------------------------------
@@ -177,6 +213,19 @@ class MetricRecord(BaseModel):
     loss: float | None = None
 
 
+class JobPageQuery(PageQuery):
+    state: JobState | None = None
+    kind: JobKind | None = None
+
+
+class JobPredictions(BaseModel):
+    """A predict job's output as JSON: the rows of its TSV (PredictionResult.to_frame)."""
+
+    job_id: str
+    model_id: str | None
+    predictions: list[dict[str, Any]]
+
+
 class LogLine(BaseModel):
     line: int
     time: datetime
@@ -196,6 +245,10 @@ class ModelTarget(BaseModel):
     column: str
     task: Literal["regression", "classification"]
     classes: list[str] | None = None
+
+
+class ModelPageQuery(PageQuery):
+    kind: Literal["encoder", "regressor", "classifier"] | None = None
 
 
 class ModelOut(BaseModel):

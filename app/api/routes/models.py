@@ -1,0 +1,213 @@
+"""Models (API.md, Models): list, read, download, import and delete trained models, and their
+plots. A succeeded job registers its model (worker); ``POST /models`` imports a checkpoint made
+with the command-line tool, loaded with ``weights_only=True`` before anything is stored."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+
+from app.api.deps import Caller, CallerDep, ModelDep, Services, ServicesDep, SessionDep
+from app.api.errors import ApiError, not_found
+from app.api.ingest import check_form, form_name, lock_blobs, release_blobs
+from app.api.schemas import ModelOut, ModelPageQuery, Page, problem_responses
+from app.api.uploads import Upload, read_multipart
+from app.store import begin_write, delete_model, list_models, model_in_use
+from app.store.registry import register_checkpoint
+
+log = logging.getLogger("aam.api")
+router = APIRouter(tags=["models"])
+
+_IMPORT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["checkpoint"],
+                    "properties": {
+                        "checkpoint": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "a checkpoint written by the aam command-line tool",
+                        },
+                        "name": {"type": "string", "maxLength": 200},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def _file_answer(media_type: str, description: str) -> dict[int | str, dict[str, Any]]:
+    schema = {"type": "string", "format": "binary"}
+    return {200: {"description": description, "content": {media_type: {"schema": schema}}}}
+
+
+def _import(services: Services, caller: Caller, upload: Upload) -> ModelOut:
+    """Validate and register one checkpoint (thread pool: torch loading is CPU work)."""
+    checkpoint = check_form(upload, required="checkpoint", files=("checkpoint",), fields=("name",))
+    name = form_name(upload, checkpoint.filename)
+    with services.sessions() as session:
+        # The lock also covers validation, so the checkpoint is loaded once: register_checkpoint
+        # validates and then stores. A refused file stores nothing and only held the lock.
+        lock_blobs(session)
+        try:
+            model = register_checkpoint(
+                session,
+                services.storage,
+                checkpoint.path,
+                owner=caller.owner,
+                name=name,
+                source="import",
+                file_name=checkpoint.filename,
+            )
+            session.commit()
+        except BaseException:
+            session.rollback()
+            release_blobs(session, services.storage, [checkpoint.sha256])
+            raise
+        return ModelOut.from_row(model)
+
+
+@router.post(
+    "/models",
+    status_code=201,
+    response_model=ModelOut,
+    openapi_extra=_IMPORT_BODY,
+    responses=problem_responses(400, 401, 413, 415, 422),
+)
+async def import_model(
+    request: Request, response: Response, services: ServicesDep, caller: CallerDep
+) -> ModelOut:
+    """Import a checkpoint made with the command-line tool. A file that is not a usable AAM
+    checkpoint (corrupt, foreign, from a newer aam, or holding code) answers 422."""
+    settings = services.settings
+    upload = await read_multipart(
+        request,
+        temp_dir=settings.uploads_dir,
+        limit=settings.upload_limit_bytes,
+        files={"checkpoint"},
+    )
+    try:
+        model = await run_in_threadpool(_import, services, caller, upload)
+    finally:
+        upload.cleanup()
+    response.headers["Location"] = f"/models/{model.id}"
+    return model
+
+
+@router.get("/models", response_model=Page[ModelOut], responses=problem_responses(401, 422))
+def get_models(
+    page: Annotated[ModelPageQuery, Query()], session: SessionDep, caller: CallerDep
+) -> Page[ModelOut]:
+    """The caller's models (an admin's: everyone's), newest first; ``kind`` filters."""
+    rows, next_cursor = list_models(
+        session, caller.scope, kind=page.kind, limit=page.limit, cursor=page.cursor
+    )
+    return Page[ModelOut](items=[ModelOut.from_row(row) for row in rows], next_cursor=next_cursor)
+
+
+@router.get("/models/{model_id}", response_model=ModelOut, responses=problem_responses(401, 404))
+def get_model(model: ModelDep) -> ModelOut:
+    return ModelOut.from_row(model)
+
+
+def _blob(services: Services, sha256: str, what: str) -> Path:
+    try:
+        return services.storage.path(sha256)
+    except KeyError:
+        # A row without its file is the server's fault, not the client's: say which file.
+        log.error("%s (sha256 %s) is missing from artifact storage", what, sha256)
+        raise ApiError(
+            500, f"{what} is missing from artifact storage (sha256 {sha256}); tell the operator"
+        ) from None
+
+
+def _send(
+    request: Request, locate: Callable[[], Path], sha256: str, media_type: str, name: str
+) -> Response:
+    """The blob with its digest as a strong ETag; 304 when the client already holds it."""
+    etag = f'"{sha256}"'
+    held = [tag.strip() for tag in request.headers.get("if-none-match", "").split(",")]
+    if etag in held or "*" in held:
+        return Response(status_code=304, headers={"ETag": etag})
+    return FileResponse(locate(), media_type=media_type, filename=name, headers={"ETag": etag})
+
+
+@router.get(
+    "/models/{model_id}/checkpoint",
+    response_class=FileResponse,
+    responses={
+        **_file_answer("application/octet-stream", "the checkpoint file (<model id>.pt)"),
+        **problem_responses(401, 404),
+    },
+)
+def download_checkpoint(model: ModelDep, request: Request, services: ServicesDep) -> Response:
+    """The checkpoint file; its ETag is its SHA-256 (``checkpoint_sha256``)."""
+    sha256 = model.checkpoint_sha256
+    what = f"the checkpoint of model {model.id!r}"
+    return _send(
+        request,
+        lambda: _blob(services, sha256, what),
+        sha256,
+        "application/octet-stream",
+        f"{model.id}.pt",
+    )
+
+
+@router.get(
+    "/models/{model_id}/plots/{plot}.png",
+    response_class=FileResponse,
+    responses={**_file_answer("image/png", "the plot (PNG)"), **problem_responses(401, 404)},
+)
+def get_plot(model: ModelDep, plot: str, request: Request, services: ServicesDep) -> Response:
+    """A plot of the model's training: ``loss``, and ``predicted_vs_true`` (regressor) or
+    ``confusion`` (classifier) for the validation split; the model lists its ``plots``."""
+    plots: dict[str, str] = model.plots or {}
+    if plot not in plots:
+        available = f"its plots are {', '.join(sorted(plots))}" if plots else "it has no plots"
+        raise ApiError(
+            404, f"model {model.id!r} has no plot {plot!r}; {available}", kind="not-found"
+        )
+    sha256 = plots[plot]
+    what = f"plot {plot!r} of model {model.id!r}"
+    return _send(request, lambda: _blob(services, sha256, what), sha256, "image/png", f"{plot}.png")
+
+
+@router.delete(
+    "/models/{model_id}",
+    status_code=204,
+    response_class=Response,
+    responses=problem_responses(401, 404, 409),
+)
+def remove_model(model: ModelDep, session: SessionDep, services: ServicesDep) -> Response:
+    """Delete the model, drop it from the prediction cache, and remove its checkpoint and plots
+    unless another row uses the same file; 409 while an active job uses the model."""
+    model_id, sha256 = model.id, model.checkpoint_sha256
+    digests = [sha256, *(model.plots or {}).values()]
+    session.commit()  # end the read; the delete runs in a write transaction of its own
+    begin_write(session)
+    if model_in_use(session, model_id):
+        session.rollback()
+        raise ApiError(
+            409,
+            f"model {model_id!r} is used by a queued or running job; cancel the job or wait "
+            "until it ends, then delete the model",
+            kind="conflict",
+        )
+    if not delete_model(session, model_id):  # deleted by a concurrent request meanwhile
+        session.rollback()
+        raise not_found("model", model_id)
+    session.commit()
+    services.cache.evict(sha256)  # the cache is keyed by checkpoint digest (routes/predict)
+    release_blobs(session, services.storage, digests)
+    return Response(status_code=204)
