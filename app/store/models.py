@@ -7,11 +7,12 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal, cast
 
-from sqlalchemy import CursorResult, delete, exists, select
+from sqlalchemy import CursorResult, delete, exists, or_, select
 from sqlalchemy.orm import Session
 
+from app.contracts import ACTIVE_STATES
 from app.store.pagination import DEFAULT_LIMIT, paginate
-from app.store.tables import Model, new_id, utcnow
+from app.store.tables import Job, Model, new_id, utcnow
 
 ModelKind = Literal["encoder", "regressor", "classifier"]
 ModelSource = Literal["job", "import"]
@@ -89,11 +90,19 @@ def list_models(
 
 
 def delete_model(session: Session, model_id: str) -> bool:
-    """Delete the row; whether there was one. The caller checks ownership and
-    :func:`app.store.jobs.model_in_use` first, then :func:`checkpoint_referenced` before
-    removing the checkpoint file (identical checkpoints are stored once)."""
+    """Delete the row unless an active job uses it; whether a row was deleted.
+
+    The caller checks ownership and :func:`app.store.jobs.model_in_use` first (to answer 409);
+    the condition is repeated in the DELETE so a job submitted in between keeps its model.
+    Then :func:`checkpoint_referenced` before removing the checkpoint file (identical
+    checkpoints are stored once).
+    """
+    in_use = exists().where(
+        or_(Job.model_id == model_id, Job.base_model_id == model_id),
+        Job.state.in_([s.value for s in ACTIVE_STATES]),
+    )
     result = session.execute(
-        delete(Model).where(Model.id == model_id),
+        delete(Model).where(Model.id == model_id, ~in_use),
         execution_options={"synchronize_session": "fetch"},
     )
     return cast("CursorResult[Any]", result).rowcount == 1

@@ -74,3 +74,16 @@ def test_model_in_use_by_active_predict_and_fine_tune_jobs(session: Session) -> 
     assert claim_job(session, predict.id, worker="w", device="cpu")
     assert finish_job(session, predict.id, state=JobState.succeeded, worker="w")
     assert model_in_use(session, applied.id) is False
+
+
+def test_delete_refuses_a_model_an_active_job_uses(session: Session) -> None:
+    """The DELETE itself re-checks: a job submitted after the route's check keeps its model."""
+    dataset = make_dataset(session)
+    base = make_model(session)
+    job = make_job(session, dataset, kind=JobKind.train, base_model_id=base.id)
+    session.commit()
+    assert delete_model(session, base.id) is False
+    session.rollback()
+    assert claim_job(session, job.id, worker="w", device="cpu")
+    assert finish_job(session, job.id, state=JobState.failed, worker="w")
+    assert delete_model(session, base.id) is True
