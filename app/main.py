@@ -16,7 +16,7 @@ from app.api import errors
 from app.api.deps import Services
 from app.api.model_cache import ModelCache
 from app.api.observability import Metrics, StateCollector, request_middleware
-from app.api.routes import datasets, health, models, predict
+from app.api.routes import datasets, health, jobs, models, predict
 from app.dispatch import CeleryDispatcher, Dispatcher
 from app.settings import Settings
 from app.store import (
@@ -110,4 +110,5 @@ def create_app(
     app.include_router(predict.router)
     app.include_router(datasets.router)
     app.include_router(models.router)
+    app.include_router(jobs.router)
     return app

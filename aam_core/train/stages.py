@@ -106,7 +106,7 @@ def run_train(
     extra: dict[str, Any] = {}
     if base_checkpoint is not None:
         base = load_checkpoint(base_checkpoint)
-        config = _adopt_encoder_preprocessing(config, base.config, base.preprocessing, log)
+        config = adopt_encoder_preprocessing(config, base.config, base.preprocessing, log)
     elif freeze_base:
         raise ConfigError("freeze_base needs a pretrained encoder to start from")
     weights = config.weights("train")
@@ -168,7 +168,7 @@ def run_train(
     )
 
 
-def _adopt_encoder_preprocessing(
+def adopt_encoder_preprocessing(
     config: RunConfig,
     encoder: AAMConfig,
     preprocessing: dict[str, Any],

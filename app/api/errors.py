@@ -79,11 +79,16 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
+def _message(error: Any) -> str:
+    """pydantic's message, without the "Value error, " it puts before a validator's own text."""
+    message = str(error.get("msg", ""))
+    if error.get("type") == "value_error":
+        message = message.removeprefix("Value error, ")
+    return message
+
+
 def _validation_errors(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
-    errors = [
-        {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))}
-        for e in exc.errors()
-    ]
+    errors = [{"loc": [str(p) for p in e.get("loc", ())], "msg": _message(e)} for e in exc.errors()]
     first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
     where = ".".join(p for p in first["loc"] if p not in ("body",)) or "request"
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""

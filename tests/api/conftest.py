@@ -130,9 +130,9 @@ def upload_leftovers(client: TestClient) -> list[str]:
 @dataclass(frozen=True)
 class JobStudy:
     """A generated study for job submissions (24 samples, 40 ASVs of up to 150 bp, 536-1862
-    reads) and its files by role. The metadata adds two numeric columns to the generated
-    ``age``/``site``/``subject``: ``visits`` (integer codes 1-3) and ``batch`` (7 for every
-    sample)."""
+    reads) and its files by role. The metadata adds three columns to the generated
+    ``age``/``site``/``subject``: ``visits`` (integer codes 1-3), ``batch`` (7 for every
+    sample) and ``bmi`` (no values)."""
 
     study: SyntheticStudy
     files: dict[str, Path]  # table, tree, metadata, distance_matrix
@@ -159,6 +159,7 @@ def job_study(tmp_path_factory: pytest.TempPathFactory) -> JobStudy:
     metadata = study.metadata.copy()
     metadata["visits"] = [1 + i % 3 for i in range(len(metadata))]
     metadata["batch"] = 7
+    metadata["bmi"] = None  # no sample has a value
     metadata.to_csv(files["metadata"], sep="\t", index_label="sample_id")
     engine = UniFracEngine(index_branches(study.tree, study.table.feature_ids))
     distances = engine.unweighted(study.table.counts).numpy()

@@ -1,0 +1,302 @@
+"""Jobs (API.md, Jobs): submit, list, read, cancel; metrics, logs, events and predictions.
+
+Submission (``POST /jobs``) validates the whole spec before anything is queued
+(:mod:`app.api.job_checks`). A ``dataset_id``, ``base_model_id`` or ``model_id`` that does not
+exist, or is another owner's, is a 422 naming that body field, not a 404: the URL ``/jobs``
+exists, it is the body that points nowhere. Then the row is committed and only then is the
+message sent: a worker that receives it always finds the row. When the broker refuses the
+message the row is deleted again and the answer is 503, so no queued job waits for a message
+that never comes.
+
+``Idempotency-Key`` (per owner): a retry with the same body returns the first job (202, no
+second message); the same key with a different body is a 422, as in the IETF
+idempotency-key draft. Of concurrent submissions with one key, the database's unique
+constraint lets one insert; the others return its job.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import FileResponse, JSONResponse
+
+from app.api import events
+from app.api.deps import CallerDep, JobDep, ServicesDep, SessionDep
+from app.api.errors import ApiError, not_found
+from app.api.job_checks import CheckedJob, check_job
+from app.api.schemas import (
+    JobOut,
+    JobPageQuery,
+    JobPredictions,
+    LogLine,
+    Logs,
+    MetricRecord,
+    Page,
+    problem_responses,
+)
+from app.contracts import TERMINAL_STATES, JobKind, JobSpec, JobState
+from app.dispatch import BrokerUnavailable
+from app.store import (
+    Job,
+    begin_write,
+    create_job,
+    delete_job,
+    get_job_by_idempotency_key,
+    get_logs,
+    get_metrics,
+    list_jobs,
+    request_cancel,
+)
+from app.store.job_history import MAX_LOG_PAGE
+from app.store.tables import NAME_LENGTH
+
+log = logging.getLogger("aam.api")
+
+router = APIRouter(tags=["jobs"])
+router.include_router(events.router)
+
+NOT_FOUND = problem_responses(401, 404)
+TSV = "text/tab-separated-values"
+TEXT_COLUMNS = frozenset({"sample_id", "label", "warnings"})
+INTEGER_COLUMNS = frozenset({"n_features", "n_features_used"})
+
+
+def _default_name(checked: CheckedJob) -> str:
+    spec, dataset = checked.spec, checked.dataset
+    if spec.kind == JobKind.predict and checked.model is not None:
+        return f"predict with {checked.model.name} on {dataset.name}"
+    if spec.kind == JobKind.train and spec.target is not None:
+        return f"train {spec.target.column} ({spec.target.task}) on {dataset.name}"
+    return f"{spec.kind.value} on {dataset.name}"
+
+
+def _replay(job: Job, body: dict[str, Any], key: str, response: Response) -> JobOut:
+    if job.spec != body:
+        raise ApiError(
+            422,
+            f"Idempotency-Key {key!r} was already used for job {job.id!r} with a different "
+            "request body; use a new key for a new job",
+            kind="idempotency-key-reused",
+        )
+    response.headers["Location"] = f"/jobs/{job.id}"
+    return JobOut.from_row(job)
+
+
+@router.post(
+    "/jobs",
+    status_code=202,
+    response_model=JobOut,
+    responses=problem_responses(401, 422, 503),
+)
+def submit_job(
+    spec: JobSpec,
+    response: Response,
+    session: SessionDep,
+    caller: CallerDep,
+    services: ServicesDep,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=NAME_LENGTH)] = None,
+) -> JobOut:
+    """Queue a pretrain, train or predict job: 202 with the job and ``Location: /jobs/{id}``.
+
+    The whole spec is checked first; whatever would make the job fail is a 422 naming the
+    field. A ``dataset_id``, ``base_model_id`` or ``model_id`` that does not exist (or is
+    another owner's) is a 422 too, not a 404: ``/jobs`` exists, the body points nowhere.
+    ``Idempotency-Key``: a retry with the same body returns the first job (202, queued once);
+    the same key with another body is a 422. 503 when the job queue refuses the message: no
+    job is kept, and the key may be used again.
+    """
+    begin_write(session)  # reads, then inserts: take SQLite's write lock up front
+    body = spec.model_dump(mode="json", exclude_none=True)
+    if idempotency_key is not None:
+        earlier = get_job_by_idempotency_key(session, caller.owner, idempotency_key)
+        if earlier is not None:  # a retry needs no re-check: the first one passed
+            return _replay(earlier, body, idempotency_key, response)
+    checked = check_job(session, services.storage, caller.scope, spec)
+    job, created = create_job(
+        session,
+        owner=caller.owner,
+        kind=spec.kind,
+        name=(spec.name or _default_name(checked))[:NAME_LENGTH],
+        spec=body,
+        dataset_id=checked.dataset.id,
+        base_model_id=spec.base_model_id,
+        model_id=spec.model_id,
+        idempotency_key=idempotency_key,
+        max_attempts=services.settings.max_attempts,
+    )
+    session.commit()
+    if not created:  # a concurrent submission with this key inserted first
+        assert idempotency_key is not None
+        log.info("job %s: a concurrent submission with the same key inserted first", job.id)
+        return _replay(job, body, idempotency_key, response)
+    try:
+        services.dispatcher.send_job(job.id, spec.kind)
+    except BrokerUnavailable as exc:
+        begin_write(session)
+        delete_job(session, job.id)
+        session.commit()
+        raise ApiError(
+            503,
+            f"{exc}; the job was not created: submit it again later",
+            kind="queue-unavailable",
+            headers={"Retry-After": "30"},
+        ) from None
+    log.info("job %s (%s) queued for %s", job.id, job.kind, caller.owner)
+    response.headers["Location"] = f"/jobs/{job.id}"
+    return JobOut.from_row(job)
+
+
+@router.get("/jobs", response_model=Page[JobOut], responses=problem_responses(401, 422))
+def list_jobs_route(
+    page: Annotated[JobPageQuery, Query()], session: SessionDep, caller: CallerDep
+) -> Page[JobOut]:
+    """The caller's jobs (an admin's: everyone's), newest first; filters ``state``, ``kind``."""
+    rows, next_cursor = list_jobs(
+        session,
+        caller.scope,
+        state=page.state,
+        kind=page.kind,
+        limit=page.limit,
+        cursor=page.cursor,
+    )
+    return Page[JobOut](items=[JobOut.from_row(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut, responses=NOT_FOUND)
+def read_job(job: JobDep) -> JobOut:
+    return JobOut.from_row(job)
+
+
+def _finished(job_id: str, state: JobState) -> ApiError:
+    return ApiError(
+        409,
+        f"job {job_id!r} has finished ({state.value}); only a queued or running job can be "
+        "cancelled",
+        kind="job-finished",
+    )
+
+
+@router.post(
+    "/jobs/{job_id}/cancel",
+    status_code=202,
+    response_model=JobOut,
+    responses=problem_responses(401, 404, 409),
+)
+def cancel_job(job: JobDep, session: SessionDep) -> JobOut:
+    """A queued job ends cancelled at once; a running one goes to ``cancelling`` and its worker
+    stops at the next step, keeping its last checkpoint."""
+    before = JobState(job.state)
+    if before in TERMINAL_STATES:
+        raise _finished(job.id, before)
+    session.commit()  # end the read: request_cancel opens its own write transaction
+    after = request_cancel(session, job.id)
+    if after is None:  # deleted meanwhile
+        raise not_found("job", job.id)
+    if after in (JobState.succeeded, JobState.failed):  # finished meanwhile
+        raise _finished(job.id, after)
+    session.refresh(job)
+    return JobOut.from_row(job)
+
+
+@router.get("/jobs/{job_id}/metrics", response_model=list[MetricRecord], responses=NOT_FOUND)
+def job_metrics(job: JobDep, session: SessionDep) -> list[MetricRecord]:
+    """Per-epoch history: one record per epoch and split, in order."""
+    return [
+        MetricRecord(epoch=row.epoch, split=row.split, **row.values)
+        for row in get_metrics(session, job.id)
+    ]
+
+
+@router.get("/jobs/{job_id}/logs", response_model=Logs, responses=NOT_FOUND)
+def job_logs(
+    job: JobDep,
+    session: SessionDep,
+    since: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_LOG_PAGE)] = 1000,
+) -> Logs:
+    """Log lines after line ``since``; pass ``next_since`` back to follow the log."""
+    rows = get_logs(session, job.id, since, limit)
+    lines = [LogLine(line=r.line, time=r.created_at, message=r.message) for r in rows]
+    return Logs(job_id=job.id, lines=lines, next_since=lines[-1].line if lines else since)
+
+
+def _wants_json(accept: str | None) -> bool:
+    """JSON when the Accept header ranks application/json above TSV (TSV wins ties)."""
+    quality = {"json": 0.0, "tsv": 0.0}
+    for part in (accept or "*/*").split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        for key, media_type in (("json", "application/json"), ("tsv", TSV)):
+            if media.lower() in (media_type, media_type.split("/")[0] + "/*", "*/*"):
+                quality[key] = max(quality[key], q)
+    return quality["json"] > quality["tsv"]
+
+
+def _typed(column: str, value: str) -> Any:
+    if column in TEXT_COLUMNS:
+        return value
+    if value == "":
+        return None
+    try:
+        number = int(value) if column in INTEGER_COLUMNS else float(value)
+    except ValueError:
+        return value
+    return number if math.isfinite(number) else None
+
+
+@router.get(
+    "/jobs/{job_id}/predictions",
+    response_class=FileResponse,
+    responses={
+        200: {
+            "content": {TSV: {"schema": {"type": "string"}}, "application/json": {}},
+            "model": JobPredictions,
+            "description": "TSV by default; JSON with Accept: application/json",
+        },
+        **problem_responses(401, 404, 409),
+    },
+)
+def job_predictions(job: JobDep, services: ServicesDep, request: Request) -> Response:
+    """A succeeded predict job's predictions: one row per sample (sample_id, prediction or
+    label and prob_<class> columns, n_features, n_features_used, fraction_reads_used,
+    warnings)."""
+    if job.kind != JobKind.predict.value:
+        raise ApiError(
+            404,
+            f"job {job.id!r} is a {job.kind} job; only predict jobs have predictions",
+            kind="not-found",
+        )
+    if job.state != JobState.succeeded.value:
+        raise ApiError(
+            409,
+            f"job {job.id!r} is {job.state}; its predictions exist once it has succeeded",
+            kind="job-not-succeeded",
+        )
+    digest = (job.outputs or {}).get("predictions")
+    if digest is None or not services.storage.exists(digest):
+        raise ApiError(
+            404,
+            f"the predictions file of job {job.id!r} is missing from artifact storage",
+            kind="not-found",
+        )
+    path = services.storage.path(digest)
+    if not _wants_json(request.headers.get("accept")):
+        return FileResponse(path, media_type=TSV, filename=f"{job.id}_predictions.tsv")
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = [
+            {column: _typed(column, value) for column, value in row.items()}
+            for row in csv.DictReader(handle, delimiter="\t")
+        ]
+    document = JobPredictions(job_id=job.id, model_id=job.model_id, predictions=rows)
+    return JSONResponse(document.model_dump(mode="json"))
