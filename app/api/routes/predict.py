@@ -20,7 +20,12 @@ from aam_core.io.errors import DuplicateIdError, preview
 from aam_core.predict import PredictionResult, Predictor
 from app.api.deps import CallerDep, Services, ServicesDep
 from app.api.errors import ApiError, not_found
-from app.api.schemas import PredictRequest, PredictResponse, Problem, SamplePredictionOut
+from app.api.schemas import (
+    PredictRequest,
+    PredictResponse,
+    SamplePredictionOut,
+    problem_responses,
+)
 from app.api.uploads import read_multipart
 from app.store import get_model
 
@@ -178,10 +183,7 @@ async def _parse(request: Request, services: Services) -> tuple[str, str, Featur
     "/predict",
     response_model=PredictResponse,
     openapi_extra=_BODY,
-    responses={
-        code: {"model": Problem, "content": {"application/problem+json": {}}}
-        for code in (401, 404, 413, 415, 422)
-    },
+    responses=problem_responses(400, 401, 404, 413, 415, 422),
 )
 async def predict(
     request: Request,
