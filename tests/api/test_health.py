@@ -54,3 +54,30 @@ def test_cors_allow_list(make_settings: MakeSettings, dispatcher: RecordingDispa
         assert allowed.headers["access-control-allow-origin"] == "https://lab.example.org"
         other = client.get("/health", headers={"Origin": "https://evil.example.com"})
         assert "access-control-allow-origin" not in other.headers
+
+
+def test_access_log_is_json_with_the_request_id(client: TestClient) -> None:
+    import io
+    import json
+    import logging
+
+    from app.api.observability import JsonFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    access = logging.getLogger("aam.access")
+    access.addHandler(handler)
+    previous = access.level
+    access.setLevel(logging.INFO)
+    try:
+        client.get("/datasets", headers={**ALICE, "X-Request-ID": "req-123"})
+    finally:
+        access.removeHandler(handler)
+        access.setLevel(previous)
+    entry = json.loads(stream.getvalue().strip().splitlines()[-1])
+    assert entry["request_id"] == "req-123"
+    assert (entry["method"], entry["path"], entry["route"], entry["status"]) == (
+        "GET", "/datasets", "/datasets", 200,
+    )  # fmt: skip
+    assert entry["owner"] == "alice" and entry["duration_ms"] >= 0
