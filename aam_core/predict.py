@@ -21,6 +21,7 @@ from aam_core.data.selection import select_asvs
 from aam_core.data.tokens import tokenize
 from aam_core.io.types import FeatureTable
 from aam_core.model import SequenceEncoder, SequenceRegressor
+from aam_core.vector_cache import AsvVectorCache
 
 
 class PredictionError(ValueError):
@@ -80,7 +81,15 @@ class PredictionResult:
 class Predictor:
     """A loaded model ready to predict (the service keeps these in an LRU cache)."""
 
-    def __init__(self, checkpoint: Checkpoint, *, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        *,
+        device: str | torch.device = "cpu",
+        vector_cache: int = 0,
+    ) -> None:
+        """``vector_cache``: keep the vectors of up to this many ASVs between calls (0: off);
+        the service turns it on, the command-line tool predicts once and leaves it off."""
         self.checkpoint = checkpoint
         self.device = torch.device(device)
         self.model: SequenceEncoder | SequenceRegressor = build_model(checkpoint).to(self.device)
@@ -90,18 +99,27 @@ class Predictor:
         self.token_limit = int(pre["token_limit"])
         self.truncate = bool(pre.get("truncate", False))
         self.depth = None if pre.get("rarefaction_depth") is None else int(pre["rarefaction_depth"])
+        self.vector_cache = AsvVectorCache(vector_cache) if vector_cache > 0 else None
 
     @classmethod
-    def from_path(cls, path: str | Path, *, device: str | torch.device = "cpu") -> Predictor:
-        return cls(load_checkpoint(path), device=device)
+    def from_path(
+        cls, path: str | Path, *, device: str | torch.device = "cpu", vector_cache: int = 0
+    ) -> Predictor:
+        return cls(load_checkpoint(path), device=device, vector_cache=vector_cache)
 
     @property
     def kind(self) -> str:
         return self.checkpoint.kind
 
     def memory_bytes(self) -> int:
+        """Parameters and buffers, plus the vector cache when full (float32 vectors)."""
         tensors = [*self.model.parameters(), *self.model.buffers()]
-        return sum(t.numel() * t.element_size() for t in tensors)
+        cache = 0 if self.vector_cache is None else self.vector_cache.capacity * self._dim * 4
+        return sum(t.numel() * t.element_size() for t in tensors) + cache
+
+    @property
+    def _dim(self) -> int:
+        return int(self.checkpoint.config.dim)
 
     def predict(
         self,
@@ -162,9 +180,13 @@ class Predictor:
     def _run(self, batch: Any, embeddings: bool) -> dict[str, np.ndarray]:
         batch = batch.to(self.device)
         model = self.model
+        base = model.base if isinstance(model, SequenceRegressor) else model
+        vectors = None
+        if self.vector_cache is not None:
+            vectors = self.vector_cache.vectors(batch.tokens, lambda t: base.nucleotide(t).vectors)
         out: dict[str, np.ndarray] = {}
         if isinstance(model, SequenceRegressor):
-            result = model(batch)
+            result = model(batch, asv_vectors=vectors)
             assert result.target is not None
             if model.kind == "classifier":
                 out["probabilities"] = torch.softmax(result.target.float(), -1).cpu().numpy()
@@ -173,7 +195,7 @@ class Predictor:
                 out["prediction"] = values.cpu().numpy()
             embedding = result.embedding
         else:
-            embedding = model.encode(batch).embedding
+            embedding = model.encode(batch, asv_vectors=vectors).embedding
         if embeddings:
             out["embedding"] = embedding.float().cpu().numpy()
         return out

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     sync_predict_limit: int = Field(default=2000, gt=0)
     model_cache_bytes: int = Field(default=2 * 1024**3, gt=0)
     predict_device: str = "cpu"
+    # ASV vectors a loaded model keeps between prediction requests (0: off); see
+    # aam_core.vector_cache. Counted in the model cache's memory budget.
+    predict_vector_cache: int = Field(default=65_536, ge=0)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     # workers

@@ -140,3 +140,46 @@ def test_evaluate_matches_predictions(trained: dict[str, Path], study_inputs: In
     )
     assert report["column"] == "age" and report["n_samples"] == 20
     assert report["metrics"]["mae"] == pytest.approx(mae, rel=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["regressor", "encoder"])
+def test_vector_cache_gives_the_same_numbers_and_skips_known_asvs(
+    trained: dict[str, Path], study_inputs: Inputs, kind: str
+) -> None:
+    table = study_inputs.table
+    first, second = table.subset_samples(np.arange(0, 10)), table.subset_samples(np.arange(5, 25))
+    embeddings = kind == "encoder"
+    plain = Predictor.from_path(trained[kind])
+    cached = Predictor.from_path(trained[kind], vector_cache=10_000)
+    assert cached.vector_cache is not None
+    counts = []
+    for part in (first, second, second):  # cold, partly warm, fully warm
+        want = plain.predict(part, part.feature_ids, embeddings=embeddings).samples
+        got = cached.predict(part, part.feature_ids, embeddings=embeddings).samples
+        for w, g in zip(want, got, strict=True):
+            if embeddings:
+                np.testing.assert_allclose(g.embedding, w.embedding, rtol=1e-5, atol=1e-5)  # type: ignore[arg-type]
+            else:
+                np.testing.assert_allclose(g.prediction, w.prediction, rtol=1e-5, atol=1e-5)  # type: ignore[arg-type]
+        counts.append((cached.vector_cache.hits, cached.vector_cache.misses))
+    (h1, m1), (h2, m2), (h3, m3) = counts
+    assert h1 == 0 and m1 > 0  # cold: every ASV read is encoded
+    assert h2 > 0 and m2 > m1  # the second table shares ASVs with the first, and has new ones
+    assert m3 == m2 and h3 - h2 == (h2 - h1) + (m2 - m1)  # warm: the same ASVs, all cached
+    assert len(cached.vector_cache) == m3  # each distinct ASV stored once, nothing evicted
+
+
+def test_vector_cache_capacity_evicts_least_recent(
+    trained: dict[str, Path], study_inputs: Inputs
+) -> None:
+    table = study_inputs.table.subset_samples(np.arange(0, 4))
+    small = Predictor.from_path(trained["regressor"], vector_cache=5)
+    base = Predictor.from_path(trained["regressor"])
+    got = small.predict(table, table.feature_ids).samples
+    want = base.predict(table, table.feature_ids).samples
+    assert small.vector_cache is not None and len(small.vector_cache) == 5
+    for w, g in zip(want, got, strict=True):
+        np.testing.assert_allclose(g.prediction, w.prediction, rtol=1e-5, atol=1e-5)  # type: ignore[arg-type]
+    # memory accounting includes a full cache: 5 vectors of D floats
+    dim = small.checkpoint.config.dim
+    assert small.memory_bytes() - base.memory_bytes() == 5 * dim * 4

@@ -90,9 +90,19 @@ class SequenceEncoder(nn.Module):
         mask_nucleotides: bool = False,
         hidden: torch.Tensor | None = None,
         dedup: bool = True,
+        asv_vectors: torch.Tensor | None = None,
     ) -> Encoded:
         """Encode a batch. ``dedup=False`` encodes every real (sample, ASV) slot separately:
-        the reference path that per-batch deduplication must equal."""
+        the reference path that per-batch deduplication must equal.
+
+        ``asv_vectors [U, D]``: the nucleotide encoder's vectors of ``batch.tokens``, computed
+        before (a prediction cache); the nucleotide encoder is then skipped. Inference only."""
+        if asv_vectors is not None:
+            if mask_nucleotides or not dedup:
+                raise ValueError("asv_vectors is for inference: no masking, dedup=True")
+            rows = asv_vectors[batch.asv_index.clamp_min(0)] * batch.mask[..., None]  # [B, S, D]
+            out = self.sample(rows, batch.abundance, batch.mask, hidden)
+            return Encoded(out.states, out.embedding)
         mask = batch.mask  # [B, S]
         if dedup:
             tokens, index = batch.tokens, batch.asv_index  # [U, L], [B, S]
@@ -125,10 +135,13 @@ class SequenceEncoder(nn.Module):
             nucleotide_targets=encoded.nucleotide_targets,
         )
 
-    def forward(self, batch: Batch, *, dedup: bool = True) -> ModelOutput:
+    def forward(
+        self, batch: Batch, *, dedup: bool = True, asv_vectors: torch.Tensor | None = None
+    ) -> ModelOutput:
         active = self.config.loss_weights.active()
+        mask_nucleotides = self.training and "nucleotide" in active and asv_vectors is None
         encoded = self.encode(
-            batch, mask_nucleotides=self.training and "nucleotide" in active, dedup=dedup
+            batch, mask_nucleotides=mask_nucleotides, dedup=dedup, asv_vectors=asv_vectors
         )
         return self.heads(encoded, active)
 
@@ -181,9 +194,12 @@ class SequenceRegressor(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
-    def forward(self, batch: Batch, *, dedup: bool = True) -> ModelOutput:
+    def forward(
+        self, batch: Batch, *, dedup: bool = True, asv_vectors: torch.Tensor | None = None
+    ) -> ModelOutput:
+        """``asv_vectors``: see :meth:`SequenceEncoder.encode` (inference only)."""
         active = self.config.loss_weights.active() | {"target"}
-        training = self.training and not self.freeze_base
+        training = self.training and not self.freeze_base and asv_vectors is None
         hidden = None
         if training and "count" in active:
             hidden = choose_hidden_slots(batch.mask, self.config.count_mask_fraction)  # [B, S]
@@ -193,6 +209,7 @@ class SequenceRegressor(nn.Module):
                 mask_nucleotides=training and "nucleotide" in active,
                 hidden=hidden,
                 dedup=dedup,
+                asv_vectors=asv_vectors,
             )
             out = self.base.heads(encoded, active)
         count = count_targets = None

@@ -118,9 +118,14 @@ def _document(result: PredictionResult, output: str) -> list[SamplePredictionOut
 
 
 def _predictor(services: Services, sha256: str) -> Predictor:
-    device = services.settings.predict_device
+    settings = services.settings
     return services.cache.get(
-        sha256, lambda: Predictor.from_path(services.storage.path(sha256), device=device)
+        sha256,
+        lambda: Predictor.from_path(
+            services.storage.path(sha256),
+            device=settings.predict_device,
+            vector_cache=settings.predict_vector_cache,
+        ),
     )
 
 
