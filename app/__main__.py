@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+import torch
 import uvicorn
 
 from app.api.observability import configure_logging
@@ -29,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    torch.set_num_threads(settings.predict_threads)  # process-wide: set here, at the edge
     app = create_app(settings)
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
     return 0

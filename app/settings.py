@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     # ASV vectors a loaded model keeps between prediction requests (0: off); see
     # aam_core.vector_cache. Counted in the model cache's memory budget.
     predict_vector_cache: int = Field(default=65_536, ge=0)
+    # PyTorch threads per prediction in the API process. Requests run side by side in the
+    # thread pool; one thread each avoids oversubscribing cores (measured: 2 threads per request
+    # on a busy 2-core host made a warm single-sample prediction ~20x slower).
+    predict_threads: int = Field(default=1, ge=1, le=256)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     # workers
