@@ -233,6 +233,34 @@ def worker_lost_error(
     }
 
 
+def release_job(session: Session, job_id: str, *, worker: str, now: datetime | None = None) -> bool:
+    """running -> queued for a worker that shuts down cleanly after saving a checkpoint; the
+    attempt it used is given back (a restart is not a failure). Whether this worker held the
+    job. The caller sends the job's message again; the next claim resumes from the checkpoint.
+    A job with a cancel request is left alone (the caller finishes it as cancelled)."""
+    now = now or utcnow()
+    with committed(session):
+        released = _apply(
+            session,
+            job_id,
+            update(Job)
+            .where(
+                Job.id == job_id,
+                Job.worker == worker,
+                Job.state == JobState.running.value,
+                Job.cancel_requested.is_(False),
+            )
+            .values(
+                state=JobState.queued.value,
+                attempts=Job.attempts - 1,
+                worker=None,
+                heartbeat_at=None,
+                updated_at=now,
+            ),
+        )
+    return released
+
+
 def requeue_stale(
     session: Session, *, older_than: timedelta, now: datetime | None = None
 ) -> list[tuple[str, str]]:

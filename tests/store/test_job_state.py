@@ -296,3 +296,22 @@ def test_requeue_stale_finishes_a_cancelling_job_as_cancelled(session: Session) 
     assert request_cancel(session, job.id, now=at(1)) == JobState.cancelling
     assert requeue_stale(session, older_than=TIMEOUT, now=at(200)) == [(job.id, "cancelled")]
     assert (job.state, job.finished_at, job.attempts) == (JobState.cancelled, at(200), 1)
+
+
+def test_release_hands_a_job_back_without_counting_the_attempt(session: Session) -> None:
+    from app.store.job_state import release_job
+
+    job = make_job(session)
+    session.commit()
+    assert claim_job(session, job.id, worker="w1", device="cpu")
+    assert release_job(session, job.id, worker="other") is False  # only the holder releases
+    assert release_job(session, job.id, worker="w1") is True
+    session.refresh(job)
+    assert (job.state, job.attempts, job.worker, job.heartbeat_at) == ("queued", 0, None, None)
+    assert release_job(session, job.id, worker="w1") is False  # no longer running
+    assert claim_job(session, job.id, worker="w2", device="cpu")
+    session.refresh(job)
+    assert (job.state, job.attempts, job.worker) == ("running", 1, "w2")
+    # a job with a cancel request is not handed back: it ends cancelled
+    request_cancel(session, job.id)
+    assert release_job(session, job.id, worker="w2") is False

@@ -1,0 +1,179 @@
+"""The end of a job: its outputs into artifact storage, the model registered, the job row
+finished. Registering the model and finishing the job are one transaction, so a job that this
+worker no longer holds (reaped meanwhile) leaves no model behind."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app.contracts import JobSpec, JobState
+from app.store import ArtifactStore, begin_write, finish_job
+from app.store.registry import register_checkpoint
+from app.store.tables import Job
+from worker.plan import RunPlan
+from worker.reporting import JobReporter
+
+log = logging.getLogger("aam.worker")
+
+# job output name -> file of the run directory (aam_core.train.stages writes them)
+RUN_OUTPUTS = {
+    "validation_predictions": "validation_predictions.tsv",
+    "metrics": "metrics.jsonl",
+    "split": "split.tsv",
+    "baseline": "baseline.json",
+    "report": "report.json",
+}
+
+
+def store_outputs(storage: ArtifactStore, run_dir: Path) -> dict[str, str]:
+    """The run's output files that exist, stored; name -> sha256."""
+    return {
+        name: storage.put_file(run_dir / file)[0]
+        for name, file in RUN_OUTPUTS.items()
+        if (run_dir / file).is_file()
+    }
+
+
+def clean_report(report: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+    """The run's report, naming the base model by ID rather than by its path in storage."""
+    report = dict(report)
+    base = report.get("base_checkpoint")
+    if isinstance(base, dict):
+        report["base_checkpoint"] = {
+            **{k: v for k, v in base.items() if k != "path"},
+            "model_id": spec.base_model_id,
+        }
+    return report
+
+
+def finish_training(
+    session: Session,
+    storage: ArtifactStore,
+    job: Job,
+    spec: JobSpec,
+    plan: RunPlan,
+    summary: dict[str, Any],
+    reporter: JobReporter,
+    *,
+    worker: str,
+) -> bool:
+    """Register the run's best checkpoint as a model and mark the job succeeded."""
+    run_dir = Path(plan.out_dir)
+    reporter.set_baseline(summary.get("baseline"))
+    reporter.set_progress(fraction=1.0, eta_seconds=0.0)
+    reporter.flush(force=True)
+    checkpoint = Path(summary.get("best_checkpoint") or summary["last_checkpoint"])
+    plots = {plot.stem: plot for plot in sorted((run_dir / "plots").glob("*.png"))}
+    outputs = store_outputs(storage, run_dir)
+    details = {key: summary.get(key) for key in ("stopped", "epochs_run", "best_epoch", "monitor")}
+    begin_write(session)
+    model = register_checkpoint(
+        session,
+        storage,
+        checkpoint,
+        owner=job.owner,
+        name=job.name,
+        source="job",
+        file_name=f"{job.id}/{checkpoint.name}",
+        job_id=job.id,
+        dataset_id=job.dataset_id,
+        plots=plots,
+        details=details,
+    )
+    model_id, kind = model.id, model.kind
+    outputs["checkpoint"] = model.checkpoint_sha256
+    finished = finish_job(
+        session,
+        job.id,
+        state=JobState.succeeded,
+        worker=worker,
+        report=clean_report(summary["report"], spec),
+        model_id=model_id,
+        outputs=outputs,
+    )
+    if finished:
+        reporter.log(f"registered {kind} model {model_id} from {checkpoint.name}")
+        reporter.flush(force=True)
+        # The model's checkpoint now lives in artifact storage; the run's copies are spare.
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    return finished
+
+
+def finish_prediction(
+    session: Session,
+    storage: ArtifactStore,
+    job: Job,
+    spec: JobSpec,
+    plan: RunPlan,
+    summary: dict[str, Any],
+    reporter: JobReporter,
+    *,
+    worker: str,
+) -> bool:
+    """Store the predictions TSV (``outputs["predictions"]``) and mark the job succeeded."""
+    sha256, _ = storage.put_file(Path(summary["predictions"]))
+    reporter.log(
+        f"predicted {summary['n_samples']} samples with a {summary['kind']} "
+        f"({summary['samples_with_warnings']} with warnings)"
+    )
+    reporter.set_progress(fraction=1.0, eta_seconds=0.0)
+    reporter.flush(force=True)
+    report = {
+        "model_id": spec.model_id,
+        "model_kind": summary["kind"],
+        "n_samples": summary["n_samples"],
+        "samples_with_warnings": summary["samples_with_warnings"],
+        "warnings": summary["warnings"],
+        "passes": plan.passes,
+    }
+    return finish_job(
+        session,
+        job.id,
+        state=JobState.succeeded,
+        worker=worker,
+        report=report,
+        outputs={"predictions": sha256},
+    )
+
+
+def finish_cancelled(
+    session: Session,
+    storage: ArtifactStore,
+    job: Job,
+    spec: JobSpec,
+    plan: RunPlan,
+    summary: dict[str, Any] | None,
+    reporter: JobReporter,
+    *,
+    worker: str,
+) -> bool:
+    """Mark the job cancelled, keeping its last checkpoint (``outputs["checkpoint"]``) and
+    whatever the run wrote."""
+    run_dir = Path(plan.out_dir)
+    outputs = store_outputs(storage, run_dir)
+    last = run_dir / "checkpoints" / "last.pt"
+    if last.is_file():
+        outputs["checkpoint"] = storage.put_file(last)[0]
+    step = reporter.progress.get("step")
+    reporter.log(
+        "cancelled"
+        + (f" at step {step}" if step is not None else "")
+        + ("; the last checkpoint is kept as output 'checkpoint'" if last.is_file() else "")
+    )
+    reporter.flush(force=True)
+    report = None
+    if summary is not None and isinstance(summary.get("report"), dict):
+        report = clean_report(summary["report"], spec)
+    return finish_job(
+        session,
+        job.id,
+        state=JobState.cancelled,
+        worker=worker,
+        report=report,
+        outputs=outputs,
+    )

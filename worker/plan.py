@@ -1,0 +1,48 @@
+"""What the child process runs: a plain, JSON-serialisable plan written by the worker (which
+reads the database and storage) and read by :mod:`worker.runner` (which reads neither)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PLAN_FILE = "plan.json"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunPlan:
+    job_id: str
+    kind: str  # pretrain | train | predict
+    out_dir: str  # the run directory: checkpoints, metrics, plots (predict: predictions.tsv)
+    device: str  # cpu | cuda:N | cuda (torchrun: each rank takes its LOCAL_RANK)
+    nproc: int = 1  # processes (GPUs) under torchrun; 1: a single process
+    files: dict[str, str] = field(default_factory=dict)  # role -> path in artifact storage
+    names: dict[str, str] = field(default_factory=dict)  # role -> the uploaded file's name
+    dataset_sha256: dict[str, str] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)  # aam_core RunConfig keyword arguments
+    target: dict[str, str] | None = None  # train: {"column", "task"}
+    base_checkpoint: str | None = None  # train: the base model's checkpoint
+    freeze_base: bool = False
+    model_checkpoint: str | None = None  # predict: the model applied
+    model_name: str | None = None  # how messages name that checkpoint (its model ID)
+    passes: int = 1  # predict: rarefaction passes
+    seed: int = 0
+    resume: bool = False  # continue from out_dir/checkpoints/last.pt
+
+    @property
+    def predictions_path(self) -> Path:
+        return Path(self.out_dir) / "predictions.tsv"
+
+    def write(self, path: Path) -> None:
+        """Write atomically (a requeued attempt rewrites it)."""
+        temp = path.with_name(path.name + ".tmp")
+        temp.write_text(json.dumps(dataclasses.asdict(self), indent=2), encoding="utf-8")
+        os.replace(temp, path)
+
+    @classmethod
+    def read(cls, path: Path) -> RunPlan:
+        return cls(**json.loads(path.read_text(encoding="utf-8")))

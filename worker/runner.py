@@ -1,0 +1,186 @@
+"""``python -m worker.runner PLAN``: the child process that runs one job's training or
+prediction with aam_core, launched by the worker (alone, or per rank under ``torchrun``).
+
+A process of its own gives each job a fresh CUDA context and returns all its memory at exit.
+It reads no database: the plan names its files, and everything it learns goes to the worker
+over :mod:`worker.link` (rank 0 only), ending with ``done`` and the run's summary, or
+``error`` and the exception. A stop request from the worker, or the worker's death, makes the
+training loop save a checkpoint and end at its next step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import traceback
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aam_core.train.artifacts import to_jsonable
+from aam_core.train.callbacks import Callback, EpochEvent, StepEvent
+from worker.plan import RunPlan
+
+if TYPE_CHECKING:  # the heavy modules load in execute()
+    from aam_core.io import Inputs
+
+
+class LinkCallback(Callback):
+    """Training events to the worker; the worker's stop request to the training loop."""
+
+    def __init__(self, link: Any) -> None:
+        self.link = link
+
+    def on_step(self, event: StepEvent) -> None:
+        self.link.send(to_jsonable({"type": "step", **dataclasses.asdict(event)}))
+
+    def on_epoch(self, event: EpochEvent) -> None:
+        self.link.send(to_jsonable({"type": "epoch", **dataclasses.asdict(event)}))
+
+    def on_log(self, message: str) -> None:
+        self.link.send({"type": "log", "message": message})
+
+    def should_stop(self) -> bool:
+        return bool(self.link.should_stop())
+
+
+class NoLink:
+    """Ranks other than 0 report nothing; rank 0's stop reaches them through the loop."""
+
+    def send(self, message: dict[str, Any]) -> None:
+        pass
+
+    def should_stop(self) -> bool:
+        return False
+
+
+def _inputs(plan: RunPlan, roles: tuple[str, ...]) -> Inputs:
+    from aam_core.io import load_inputs
+
+    files = {role: plan.files[role] for role in roles if role in plan.files}
+    names = {role: plan.names.get(role, role) for role in files}
+    return load_inputs(
+        files["table"],
+        tree=files.get("tree"),
+        metadata=files.get("metadata"),
+        sequences=files.get("sequences"),
+        distance_matrix=files.get("distance_matrix"),
+        names=names,
+    )
+
+
+def _summary(result: Any) -> dict[str, Any]:
+    fit = result.fit
+    return {
+        "kind": result.kind,
+        "stopped": fit.stopped,
+        "epochs_run": fit.epochs_run,
+        "steps": fit.steps,
+        "monitor": fit.monitor,
+        "best_epoch": fit.best_epoch,
+        "best_value": fit.best_value,
+        "best_checkpoint": None if result.best_checkpoint is None else str(result.best_checkpoint),
+        "last_checkpoint": str(result.last_checkpoint),
+        "validation": result.validation,
+        "baseline": None if result.baseline is None else result.baseline.get("metrics"),
+        "report": result.report,
+    }
+
+
+def _predict(plan: RunPlan) -> dict[str, Any]:
+    from aam_core.checkpoint import load_checkpoint
+    from aam_core.predict import Predictor
+    from aam_core.train.distributed import resolve_device
+
+    assert plan.model_checkpoint is not None
+    checkpoint = load_checkpoint(plan.model_checkpoint, name=plan.model_name)
+    predictor = Predictor(checkpoint, device=resolve_device(plan.device))
+    inputs = _inputs(plan, ("table", "sequences"))
+    # An encoder predicts no target: its output is the sample embeddings.
+    result = predictor.predict(
+        inputs.table,
+        inputs.sequences,
+        passes=plan.passes,
+        seed=plan.seed,
+        embeddings=predictor.kind == "encoder",
+    )
+    out = plan.predictions_path
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temp = out.with_name(out.name + ".tmp")
+    result.to_frame().to_csv(temp, sep="\t", index=False)
+    os.replace(temp, out)
+    warned = [s for s in result.samples if s.warnings]
+    return {
+        "kind": result.kind,
+        "predictions": str(out),
+        "n_samples": len(result.samples),
+        "samples_with_warnings": len(warned),
+        "warnings": sorted({w for s in warned for w in s.warnings})[:20],
+    }
+
+
+def execute(plan: RunPlan, callback: Callback) -> dict[str, Any]:
+    """Run the plan; the summary the worker records."""
+    if plan.kind == "predict":
+        return _predict(plan)
+    from aam_core.train.config import RunConfig
+    from aam_core.train.prepare import TargetSpec
+    from aam_core.train.stages import run_pretrain, run_train
+
+    config = RunConfig.from_mapping(plan.config)
+    common: dict[str, Any] = {
+        "callbacks": callback,
+        "resume": plan.resume,
+        "device": plan.device,
+        "dataset_sha256": plan.dataset_sha256,
+    }
+    if plan.kind == "pretrain":
+        inputs = _inputs(plan, ("table", "tree", "sequences", "distance_matrix"))
+        return _summary(run_pretrain(inputs, config, plan.out_dir, **common))
+    assert plan.target is not None
+    inputs = _inputs(plan, ("table", "tree", "metadata", "sequences", "distance_matrix"))
+    target = TargetSpec(plan.target["column"], plan.target["task"])  # type: ignore[arg-type]
+    result = run_train(
+        inputs,
+        target,
+        config,
+        plan.out_dir,
+        base_checkpoint=plan.base_checkpoint,
+        freeze_base=plan.freeze_base,
+        **common,
+    )
+    return _summary(result)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m worker.runner PLAN.json", file=sys.stderr)
+        return 2
+    warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+    plan = RunPlan.read(Path(args[0]))
+    link: Any = NoLink()
+    if int(os.environ.get("RANK", "0")) == 0:
+        from worker.link import ParentLink
+
+        link = ParentLink.connect()
+    try:
+        summary = execute(plan, LinkCallback(link))
+    except Exception as exc:
+        link.send(
+            {
+                "type": "error",
+                "error_type": type(exc).__name__,
+                "detail": str(exc) or type(exc).__name__,
+                "traceback": traceback.format_exc()[-8000:],
+            }
+        )
+        traceback.print_exc(file=sys.stderr)
+        return 1
+    link.send({"type": "done", "result": to_jsonable(summary)})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
