@@ -22,3 +22,14 @@ if ! pg_up && command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; the
     for _ in $(seq 50); do pg_up && break; sleep 0.2; done
 fi
 pg_up && echo "services: postgresql ok" || echo "services: postgresql not available"
+
+# docker-compose (Debian's package) validates the compose files in `make test`; no engine needed.
+if ! command -v docker-compose >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "services: installing docker-compose (apt)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq --no-install-recommends docker-compose >/dev/null 2>&1 \
+        || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends docker-compose >/dev/null 2>&1; } \
+        || true
+fi
+command -v docker-compose >/dev/null && echo "services: docker-compose ok" \
+    || echo "services: docker-compose not available"
