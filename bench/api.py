@@ -104,6 +104,8 @@ def main() -> None:
     parser.add_argument("--vector-cache", type=int, default=65_536,
                         help="AAM_PREDICT_VECTOR_CACHE of the server (0: every ASV encoded "
                         "on every request)")  # fmt: skip
+    parser.add_argument("--parts", default="predict,jobs",
+                        help="predict, jobs, or both (comma-separated)")  # fmt: skip
     parser.add_argument("--batch-requests", type=int, default=20,
                         help="requests per 100-sample measurement")  # fmt: skip
     args = parser.parse_args()
@@ -164,17 +166,22 @@ def main() -> None:
 
         # warm: the model loaded, and (with the vector cache) the study's ASVs seen once, as
         # for a lab predicting new samples of a study the model has met
-        predict(50)(0)
-        predict(50)(50)
+        if "predict" in args.parts:
+            predict(50)(0)
+            predict(50)(50)
         results: dict[str, Any] = {}
+        parts = set(args.parts.split(","))
         for concurrency in (1, 32):
-            results[f"predict_1_c{concurrency}"] = _measure(predict(1), args.requests, concurrency)
-            results[f"predict_100_c{concurrency}"] = _measure(
-                predict(100), args.batch_requests, concurrency
-            )
-            results[f"jobs_submit_get_c{concurrency}"] = _measure(
-                submit, args.requests, concurrency
-            )
+            if "predict" in parts:
+                results[f"predict_1_c{concurrency}"] = _measure(
+                    predict(1), args.requests, concurrency
+                )
+                results[f"predict_100_c{concurrency}"] = _measure(
+                    predict(100), args.batch_requests, concurrency
+                )
+            if "jobs" in parts:
+                key = f"jobs_submit_get_c{concurrency}"
+                results[key] = _measure(submit, args.requests, concurrency)
         print(json.dumps({
             "benchmark": "api",
             "machine": {"cpu": platform.processor() or platform.machine(),

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from aam_core.io import preview, read_metadata
@@ -85,6 +86,18 @@ def check_job(
     _check_depth_and_lengths(dataset, run, base, depth_from_base=depth_from_base)
     _check_gpus(dataset, run)
     return CheckedJob(spec=spec, dataset=dataset)
+
+
+def check_still_there(session: Session, spec: JobSpec) -> None:
+    """Inside the insert's write transaction: the dataset and models the checks read still
+    exist (a concurrent DELETE may have removed one since). One indexed lookup each."""
+    if not session.scalar(select(exists().where(Dataset.id == spec.dataset_id))):
+        raise invalid("dataset_id", f"dataset {spec.dataset_id!r} does not exist")
+    for field, model_id in (("base_model_id", spec.base_model_id), ("model_id", spec.model_id)):
+        if model_id is not None and not session.scalar(
+            select(exists().where(Model.id == model_id))
+        ):
+            raise invalid(field, f"model {model_id!r} does not exist")
 
 
 # -- what the spec names ----------------------------------------------------------------------

@@ -10,6 +10,7 @@ with "database is locked" when a transaction that has already read tries to writ
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,7 +50,7 @@ def _sqlite_file(url: URL) -> Path | None:
 
 
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
-    # Hand transaction control to SQLAlchemy (see the module docstring and _on_sqlite_begin).
+    # Hand transaction control to SQLAlchemy (see the module docstring and _sqlite_writer_hooks).
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
@@ -61,9 +62,40 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-def _on_sqlite_begin(connection: Connection) -> None:
-    immediate = connection.get_execution_options().get(WRITE_TRANSACTION, False)
-    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+WRITER = "aam_writer_lock"  # Connection.info key: the in-process writer lock this one holds
+
+
+def _sqlite_writer_hooks(engine: Engine) -> None:
+    """BEGIN (IMMEDIATE for a write transaction), with one in-process lock per engine around
+    write transactions.
+
+    SQLite lets one writer in at a time; the others wait in its busy handler, which sleeps in
+    growing steps (up to 100 ms each), so under many concurrent writers of one process a few
+    wait far longer than the queue ahead of them. Threads of this process queue on a Python
+    lock instead and start the moment the previous writer ends; writers in other processes
+    (workers) still meet the busy handler. A writer that cannot get the lock within the busy
+    timeout goes ahead without it, and SQLite decides as before.
+    """
+    writer = threading.Lock()
+
+    def begin(connection: Connection) -> None:
+        immediate = connection.get_execution_options().get(WRITE_TRANSACTION, False)
+        if immediate and writer.acquire(timeout=SQLITE_BUSY_TIMEOUT_S):
+            connection.info[WRITER] = writer
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        except BaseException:
+            release(connection)
+            raise
+
+    def release(connection: Connection) -> None:
+        held = connection.info.pop(WRITER, None)
+        if held is not None:
+            held.release()
+
+    event.listen(engine, "begin", begin)
+    event.listen(engine, "commit", release)
+    event.listen(engine, "rollback", release)
 
 
 def make_engine(url: str | URL) -> Engine:
@@ -78,7 +110,7 @@ def make_engine(url: str | URL) -> Engine:
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
         )
         event.listen(engine, "connect", _on_sqlite_connect)
-        event.listen(engine, "begin", _on_sqlite_begin)
+        _sqlite_writer_hooks(engine)
         return engine
     if parsed.get_backend_name() == "postgresql":
         # A bounded connect: /ready and a starting worker report an unreachable server

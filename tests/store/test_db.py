@@ -181,3 +181,50 @@ def test_new_id_format() -> None:
     assert len(ids) == 1000
     assert all(i.startswith("job_") and len(i) == 20 for i in ids)
     assert all(int(i[4:], 16) >= 0 for i in ids)
+
+
+def test_sqlite_writers_of_one_process_queue_on_a_lock(tmp_path: Path) -> None:
+    """A write transaction holds the engine's writer lock from BEGIN to commit or rollback
+    (never longer), and a second writer of the process waits for it; readers never take it."""
+    import threading
+    import time
+
+    from sqlalchemy import text as sql
+
+    from app.store.db import WRITER, begin_write
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    with engine.begin() as connection:
+        connection.execute(sql("CREATE TABLE t (x INTEGER)"))
+    sessions = make_session_factory(engine)
+    events: list[str] = []
+
+    def second_writer() -> None:
+        with sessions() as session:
+            begin_write(session)
+            events.append("second in")
+            session.execute(sql("INSERT INTO t VALUES (2)"))
+            session.commit()
+
+    for end in ("commit", "rollback"):
+        events.clear()
+        with sessions() as first:
+            begin_write(first)
+            lock = first.connection().info[WRITER]
+            assert lock.locked()
+            first.execute(sql("INSERT INTO t VALUES (1)"))
+            thread = threading.Thread(target=second_writer)
+            thread.start()
+            time.sleep(0.3)
+            assert events == []  # waiting for the first writer
+            events.append(f"first {end}")
+            getattr(first, end)()
+            thread.join(timeout=10)
+        assert events == [f"first {end}", "second in"]
+        assert not lock.locked()  # released by commit and by rollback alike
+    with sessions() as reader:  # a read transaction does not take it
+        reader.execute(sql("SELECT 1"))
+        assert WRITER not in reader.connection().info and not lock.locked()
+    with engine.connect() as connection:
+        assert sorted(connection.execute(sql("SELECT x FROM t")).scalars()) == [1, 2, 2]
+    engine.dispose()

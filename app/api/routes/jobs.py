@@ -27,7 +27,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from app.api import events
 from app.api.deps import CallerDep, JobDep, ServicesDep, SessionDep
 from app.api.errors import ApiError, not_found
-from app.api.job_checks import CheckedJob, check_job
+from app.api.job_checks import CheckedJob, check_job, check_still_there
 from app.api.schemas import (
     JobOut,
     JobPageQuery,
@@ -109,13 +109,17 @@ def submit_job(
     the same key with another body is a 422. 503 when the job queue refuses the message: no
     job is kept, and the key may be used again.
     """
-    begin_write(session)  # reads, then inserts: take SQLite's write lock up front
     body = spec.model_dump(mode="json", exclude_none=True)
     if idempotency_key is not None:
         earlier = get_job_by_idempotency_key(session, caller.owner, idempotency_key)
         if earlier is not None:  # a retry needs no re-check: the first one passed
             return _replay(earlier, body, idempotency_key, response)
     checked = check_job(session, services.storage, caller.scope, spec)
+    # The checks ran in a read transaction; the insert takes SQLite's write lock only now, so
+    # concurrent submissions do not queue behind each other's checks.
+    session.commit()
+    begin_write(session)
+    check_still_there(session, spec)
     job, created = create_job(
         session,
         owner=caller.owner,
