@@ -7,7 +7,6 @@ Redis-backed dispatcher and a real worker are exercised in tests/worker and test
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from app.contracts import JobKind
 from app.dispatch import BrokerUnavailable
 from app.main import create_app
 from app.settings import ApiKey, Settings
+from tests.services import scratch_postgres
 
 ALICE_KEY = "alice-key-0123456789abcdef"
 BOB_KEY = "bob-key-0123456789abcdef00"
@@ -77,12 +77,6 @@ def settings(make_settings: MakeSettings) -> Settings:
 def client(settings: Settings, dispatcher: RecordingDispatcher) -> Iterator[TestClient]:
     with TestClient(create_app(settings, dispatcher=dispatcher)) as test_client:
         yield test_client
-
-
-def postgres_admin_url() -> str:
-    return os.environ.get(
-        "AAM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-    )
 
 
 @dataclass(frozen=True)
@@ -275,41 +269,8 @@ def add_model(checkpoint_files: dict[str, Path]) -> AddModel:
 def pg_client(make_settings: MakeSettings, dispatcher: RecordingDispatcher) -> Iterator[TestClient]:
     """The app on its own PostgreSQL database (``aam_test_<random>``, dropped afterwards).
     An unreachable server skips, except under CI=true, where it fails."""
-    import secrets
-
-    from sqlalchemy import create_engine, text
-
-    from app.store import normalize_url
-
-    admin = create_engine(
-        normalize_url(postgres_admin_url()),
-        isolation_level="AUTOCOMMIT",
-        connect_args={"connect_timeout": 3},
-    )
-    try:
-        with admin.connect() as connection:
-            connection.execute(text("SELECT 1"))
-    except Exception as exc:
-        admin.dispose()
-        message = f"PostgreSQL at {postgres_admin_url()!r} is unreachable: {exc}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message} (CI=true: the PostgreSQL tests must run)")
-        pytest.skip(message)
-    name = f"aam_test_{secrets.token_hex(6)}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        url = admin.url.set(database=name).render_as_string(hide_password=False)
-        with TestClient(create_app(make_settings(database_url=url), dispatcher=dispatcher)) as c:
-            yield c
-    finally:
-        with admin.connect() as connection:
-            connection.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :name AND pid <> pg_backend_pid()"
-                ),
-                {"name": name},
-            )
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
+    with (
+        scratch_postgres() as url,
+        TestClient(create_app(make_settings(database_url=url), dispatcher=dispatcher)) as client,
+    ):
+        yield client

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,16 +21,10 @@ from app.settings import Settings
 from app.store import LocalArtifactStore, make_engine, make_session_factory
 from app.store.registry import register_checkpoint
 from tests.api.models import tiny_checkpoint
+from tests.services import free_port
 
 KEY = "server-test-key-0123456789"
 HEADERS = {"Authorization": f"Bearer {KEY}"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_healthy(base: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:

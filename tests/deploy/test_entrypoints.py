@@ -15,7 +15,6 @@ healthchecks, upload a generated study, run a tiny pretraining job to success.
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -29,16 +28,13 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from sqlalchemy import create_engine, text
 
 from aam_core.data.synthetic import SyntheticSpec, generate, write_study
-from app.store.db import head_revision, normalize_url
+from app.store.db import head_revision
 from tests.deploy.compose import COMPOSE, ROOT, make_env, resolved
 from tests.deploy.dockerfile_rules import final_cmd, final_env, healthcheck_command
+from tests.services import create_database, drop_database, free_port, postgres_admin, unavailable
 
-ADMIN_URL = os.environ.get(
-    "AAM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 REDIS_URL = "redis://127.0.0.1:6379/11"
 VENV_BIN = str(Path(sys.executable).parent)
 API_DOCKERFILE = (ROOT / "docker" / "api.Dockerfile").read_text()
@@ -47,19 +43,6 @@ WORKER_DOCKERFILE = (ROOT / "docker" / "worker.Dockerfile").read_text()
 REPLACED = {"AAM_DATABASE_URL", "AAM_BROKER_URL", "AAM_DATA_DIR", "AAM_HOST", "AAM_PORT"}
 
 pytestmark = pytest.mark.slow
-
-
-def unavailable(message: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{message} (CI=true: the deployment test must run)")
-    pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -131,18 +114,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         broker.ping()
     except redis.RedisError as exc:
         unavailable(f"Redis at {REDIS_URL} is unreachable: {exc}")
-    admin = create_engine(
-        normalize_url(ADMIN_URL), isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3}
-    )
-    try:
-        with admin.connect() as connection:
-            connection.execute(text("SELECT 1"))
-    except Exception as exc:
-        admin.dispose()
-        unavailable(f"PostgreSQL at {ADMIN_URL} is unreachable: {exc}")
-    name = f"aam_test_{secrets.token_hex(6)}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin = postgres_admin()
+    name = create_database(admin)
     broker.flushdb()  # database 11 is this module's alone
     (root / "data").mkdir()
     local = {
@@ -159,15 +132,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     finally:
         broker.flushdb()
         broker.close()
-        with admin.connect() as connection:
-            connection.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :name AND pid <> pg_backend_pid()"
-                ),
-                {"name": name},
-            )
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        drop_database(admin, name)
         admin.dispose()
 
 

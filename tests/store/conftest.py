@@ -8,23 +8,19 @@ An unreachable server skips the PostgreSQL cases, except under CI=true, where it
 
 from __future__ import annotations
 
-import os
-import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.store.db import make_engine, make_session_factory, migrate, normalize_url
+from app.store.db import make_engine, make_session_factory, migrate
 from app.store.tables import Base
+from tests.services import create_database, drop_database, postgres_admin
 
-ADMIN_URL = os.environ.get(
-    "AAM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 TABLES = ", ".join(table.name for table in Base.metadata.sorted_tables)
 
 
@@ -36,41 +32,18 @@ class PostgresDatabases:
         self.created: list[str] = []
 
     def create(self) -> URL:
-        name = f"aam_test_{secrets.token_hex(6)}"
-        with self.admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        name = create_database(self.admin)
         self.created.append(name)
         return self.admin.url.set(database=name)
 
     def drop_all(self) -> None:
-        with self.admin.connect() as connection:
-            for name in self.created:
-                connection.execute(
-                    text(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE datname = :name AND pid <> pg_backend_pid()"
-                    ),
-                    {"name": name},
-                )
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        for name in self.created:
+            drop_database(self.admin, name)
 
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresDatabases]:
-    admin = create_engine(
-        normalize_url(ADMIN_URL),
-        isolation_level="AUTOCOMMIT",
-        connect_args={"connect_timeout": 3},
-    )
-    try:
-        with admin.connect() as connection:
-            connection.execute(text("SELECT 1"))
-    except Exception as exc:
-        admin.dispose()
-        message = f"PostgreSQL at {normalize_url(ADMIN_URL)!r} is unreachable: {exc}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message} (CI=true: the PostgreSQL tests must run)")
-        pytest.skip(message)
+    admin = postgres_admin()
     databases = PostgresDatabases(admin)
     try:
         yield databases

@@ -9,23 +9,17 @@ need it, except under CI=true, where they fail.
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
-from sqlalchemy import create_engine, text
 
 from aam_core.data.synthetic import SyntheticSpec, generate, write_study
-from app.store.db import normalize_url
-from tests.worker.helpers import Store, unavailable
+from tests.services import scratch_postgres, unavailable
+from tests.worker.helpers import Store
 
 REDIS_URL = "redis://127.0.0.1:6379/13"
-POSTGRES_ADMIN_URL = os.environ.get(
-    "AAM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 
 
 @pytest.fixture(scope="session")
@@ -49,33 +43,8 @@ def redis_url() -> str:
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    admin = create_engine(
-        normalize_url(POSTGRES_ADMIN_URL),
-        isolation_level="AUTOCOMMIT",
-        connect_args={"connect_timeout": 3},
-    )
-    try:
-        with admin.connect() as connection:
-            connection.execute(text("SELECT 1"))
-    except Exception as exc:
-        admin.dispose()
-        unavailable(f"PostgreSQL at {POSTGRES_ADMIN_URL} is unreachable: {exc}")
-    name = f"aam_test_{secrets.token_hex(6)}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin.url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :name AND pid <> pg_backend_pid()"
-                ),
-                {"name": name},
-            )
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
+    with scratch_postgres() as url:
+        yield url
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,8 +13,6 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-
-import pytest
 
 from app.contracts import JobKind, JobSpec, JobState
 from app.dispatch import CeleryDispatcher
@@ -45,20 +42,6 @@ FAST = {
     "baseline": False,
 }
 AGE = {"column": "age", "task": "regression"}
-
-
-def unavailable(message: str) -> None:
-    """Skip for lack of a service, except under CI=true, where that is a failure."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{message} (CI=true: these tests must run)")
-    pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_for(what: str, check: Callable[[], T | None], timeout: float, every: float = 0.1) -> T:

@@ -22,7 +22,8 @@ import pytest
 from typer.testing import CliRunner
 
 from aam_core.cli import app as aam
-from tests.worker.helpers import AGE, FAST, Process, Store, free_port, running, wait_for
+from tests.services import free_port
+from tests.worker.helpers import AGE, FAST, Process, Store, running, wait_for
 
 KEY = "flow-test-key-0123456789"
 HEADERS = {"Authorization": f"Bearer {KEY}"}

@@ -18,17 +18,8 @@ from sqlalchemy import func, select
 from app.contracts import JobState
 from app.dispatch import BrokerUnavailable
 from app.store import Model
-from tests.worker.helpers import (
-    AGE,
-    FAST,
-    Store,
-    alive,
-    descendants,
-    free_port,
-    running,
-    unavailable,
-    wait_for,
-)
+from tests.services import free_port, unavailable
+from tests.worker.helpers import AGE, FAST, Store, alive, descendants, running, wait_for
 
 # Train from scratch long enough to be killed in the middle (about 10 epochs of 5 steps).
 LONG_TRAIN = {**FAST, "epochs": 10, "seed": 7}

@@ -12,7 +12,8 @@ from typing import Any
 import httpx
 
 from app.store import get_job, get_logs
-from tests.worker.helpers import FAST, Process, Store, alive, descendants, free_port, wait_for
+from tests.services import free_port
+from tests.worker.helpers import FAST, Process, Store, alive, descendants, wait_for
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
