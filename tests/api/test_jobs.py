@@ -47,14 +47,9 @@ from tests.api.conftest import (
     RecordingDispatcher,
     services_of,
 )
+from tests.services import unavailable
 
 REDIS_URL = os.environ.get("AAM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-def unavailable(message: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{message} (CI=true: this test must run)")
-    pytest.skip(message)
 
 
 def job_rows(client: TestClient) -> int:
