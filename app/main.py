@@ -15,7 +15,7 @@ from aam_core import __version__
 from app.api import errors
 from app.api.deps import Services
 from app.api.model_cache import ModelCache
-from app.api.observability import Metrics, StateCollector, request_middleware
+from app.api.observability import Metrics, RequestObservability, StateCollector
 from app.api.routes import datasets, health, jobs, models, predict
 from app.dispatch import CeleryDispatcher, Dispatcher
 from app.settings import Settings
@@ -90,7 +90,7 @@ def create_app(
     )
     app.state.services = services
     errors.install(app)
-    app.middleware("http")(request_middleware(services.metrics))
+    app.add_middleware(RequestObservability, metrics=services.metrics)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

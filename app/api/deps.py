@@ -7,10 +7,12 @@ Tests swap any of them with ``app.dependency_overrides``.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, Path, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -49,7 +51,11 @@ class Caller:
         return None if self.admin else self.owner
 
 
-def get_services(request: Request) -> Services:
+# The dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency in
+# the thread pool, and each such hop cost more CPU than the work it wrapped.
+
+
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -57,17 +63,30 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_settings(services: ServicesDep) -> Settings:
+async def get_settings(services: ServicesDep) -> Settings:
     return services.settings
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_session(services: ServicesDep) -> Iterator[Session]:
-    """One session per request; routes commit what they write, the rest is rolled back."""
-    with services.sessions() as session:
+async def get_session(services: ServicesDep) -> AsyncIterator[Session]:
+    """One session per request; routes commit what they write, the rest is rolled back.
+
+    Opening a session does no I/O (it connects on first use). Closing one that still holds a
+    transaction rolls it back, a database round trip, so that runs in a thread; a session with
+    nothing open (never used, or committed) closes here. The closing thread does not queue for
+    the shared thread pool's tokens (its own limiter, as FastAPI does for dependency exits):
+    requests holding tokens may be waiting for the very connection this close gives back.
+    """
+    session = services.sessions()
+    try:
         yield session
+    finally:
+        if session.in_transaction():
+            await anyio.to_thread.run_sync(session.close, limiter=anyio.CapacityLimiter(1))
+        else:
+            session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
@@ -83,7 +102,7 @@ def _presented_key(request: Request) -> str | None:
     return key.strip() if key else None
 
 
-def get_caller(request: Request, services: ServicesDep) -> Caller:
+async def get_caller(request: Request, services: ServicesDep) -> Caller:
     """The key's owner; 401 for a missing or unknown key. Open mode: everyone is ``local``."""
     settings = services.settings
     if settings.open_mode:
@@ -110,12 +129,20 @@ def get_caller(request: Request, services: ServicesDep) -> Caller:
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
+def _end_read(session: Session) -> None:
+    """End the lookup's read transaction (the row stays loaded: no expiry on commit). A route
+    does not hold a snapshot open while it works, and the session closes without a round
+    trip. A route that reads or writes again opens a new transaction."""
+    session.commit()
+
+
 def dataset_or_404(
     dataset_id: Annotated[str, Path()], session: SessionDep, caller: CallerDep
 ) -> Dataset:
     dataset = get_dataset(session, dataset_id, caller.scope)
     if dataset is None:
         raise not_found("dataset", dataset_id)
+    _end_read(session)
     return dataset
 
 
@@ -123,6 +150,7 @@ def job_or_404(job_id: Annotated[str, Path()], session: SessionDep, caller: Call
     job = get_job(session, job_id, caller.scope)
     if job is None:
         raise not_found("job", job_id)
+    _end_read(session)
     return job
 
 
@@ -130,6 +158,7 @@ def model_or_404(model_id: Annotated[str, Path()], session: SessionDep, caller: 
     model = get_model(session, model_id, caller.scope)
     if model is None:
         raise not_found("model", model_id)
+    _end_read(session)
     return model
 
 

@@ -126,7 +126,7 @@ def get_datasets(
 @router.get(
     "/datasets/{dataset_id}", response_model=DatasetOut, responses=problem_responses(401, 404)
 )
-def get_dataset(dataset: DatasetDep) -> DatasetOut:
+async def get_dataset(dataset: DatasetDep) -> DatasetOut:  # no I/O: the row is loaded
     return DatasetOut.from_row(dataset)
 
 

@@ -17,7 +17,7 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/health", response_model=Health)
-def health() -> Health:
+async def health() -> Health:
     """Liveness: the process answers; no dependency is consulted."""
     return Health(version=__version__)
 

@@ -171,7 +171,7 @@ def list_jobs_route(
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, responses=NOT_FOUND)
-def read_job(job: JobDep) -> JobOut:
+async def read_job(job: JobDep) -> JobOut:  # no I/O: the row is loaded
     return JobOut.from_row(job)
 
 

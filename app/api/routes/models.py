@@ -117,7 +117,7 @@ def get_models(
 
 
 @router.get("/models/{model_id}", response_model=ModelOut, responses=problem_responses(401, 404))
-def get_model(model: ModelDep) -> ModelOut:
+async def get_model(model: ModelDep) -> ModelOut:  # no I/O: the row is loaded
     return ModelOut.from_row(model)
 
 
