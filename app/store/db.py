@@ -10,7 +10,9 @@ with "database is locked" when a transaction that has already read tries to writ
 from __future__ import annotations
 
 import functools
+import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +22,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from filelock import FileLock
+from filelock import Timeout as FileLockTimeout
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -63,25 +67,71 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
 
 
 WRITER = "aam_writer_lock"  # Connection.info key: the in-process writer lock this one holds
+FILE_WRITER = "aam_writer_file_lock"  # Connection.info key: the cross-process one
+WRITER_LOCK_POLL_S = 0.002  # how often a waiting process retries the cross-process lock
 
 
-def _sqlite_writer_hooks(engine: Engine) -> None:
-    """BEGIN (IMMEDIATE for a write transaction), with one in-process lock per engine around
-    write transactions.
+class _SqliteWriters:
+    """The locks that queue one SQLite file's writers: a thread lock for this process and, for
+    a file database, a lock file (``<database>.writer-lock``, flock via ``filelock``) for all
+    the processes on the file (API workers, job workers, migrations).
+
+    A process builds its own pair on first use: a child forked from a process whose engine
+    already existed must not share the parent's thread lock (it may be held by a thread that
+    does not exist in the child) nor its lock-file descriptor (flock locks belong to the open
+    file, which a fork shares).
+    """
+
+    def __init__(self, database: Path | None) -> None:
+        self.lock_file = (
+            None if database is None else database.with_name(database.name + ".writer-lock")
+        )
+        self._pid: int | None = None
+        self._thread = threading.Lock()
+        self._file: FileLock | None = None
+
+    def locks(self) -> tuple[threading.Lock, FileLock | None]:
+        pid = os.getpid()
+        if self._pid != pid:
+            self._pid = pid
+            self._thread = threading.Lock()
+            self._file = (
+                None
+                if self.lock_file is None
+                # thread_local=False: only the holder of the thread lock ever touches it
+                else FileLock(self.lock_file, thread_local=False, preserve_lock_file=True)
+            )
+        return self._thread, self._file
+
+
+def _sqlite_writer_hooks(engine: Engine, database: Path | None) -> None:
+    """BEGIN (IMMEDIATE for a write transaction), with writers queued on locks of our own.
 
     SQLite lets one writer in at a time; the others wait in its busy handler, which sleeps in
-    growing steps (up to 100 ms each), so under many concurrent writers of one process a few
-    wait far longer than the queue ahead of them. Threads of this process queue on a Python
-    lock instead and start the moment the previous writer ends; writers in other processes
-    (workers) still meet the busy handler. A writer that cannot get the lock within the busy
-    timeout goes ahead without it, and SQLite decides as before.
+    growing steps (up to 100 ms each), so under many concurrent writers a few wait far longer
+    than the queue ahead of them. Threads of one process queue on a thread lock and start the
+    moment the previous writer of the process ends; then the one waiting thread of each
+    process polls the lock file every few milliseconds. A writer that cannot get a lock within
+    the busy timeout goes ahead without it, and SQLite decides as before.
     """
-    writer = threading.Lock()
+    writers = _SqliteWriters(database)
 
     def begin(connection: Connection) -> None:
         immediate = connection.get_execution_options().get(WRITE_TRANSACTION, False)
-        if immediate and writer.acquire(timeout=SQLITE_BUSY_TIMEOUT_S):
-            connection.info[WRITER] = writer
+        if immediate:
+            deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+            thread_lock, file_lock = writers.locks()
+            if thread_lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_S):
+                connection.info[WRITER] = thread_lock
+                if file_lock is not None:
+                    try:
+                        file_lock.acquire(
+                            timeout=max(0.0, deadline - time.monotonic()),
+                            poll_interval=WRITER_LOCK_POLL_S,
+                        )
+                        connection.info[FILE_WRITER] = file_lock
+                    except FileLockTimeout:
+                        pass
         try:
             connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
         except BaseException:
@@ -89,6 +139,9 @@ def _sqlite_writer_hooks(engine: Engine) -> None:
             raise
 
     def release(connection: Connection) -> None:
+        file_lock = connection.info.pop(FILE_WRITER, None)
+        if file_lock is not None:
+            file_lock.release()
         held = connection.info.pop(WRITER, None)
         if held is not None:
             held.release()
@@ -110,7 +163,7 @@ def make_engine(url: str | URL) -> Engine:
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
         )
         event.listen(engine, "connect", _on_sqlite_connect)
-        _sqlite_writer_hooks(engine)
+        _sqlite_writer_hooks(engine, path)
         return engine
     if parsed.get_backend_name() == "postgresql":
         # A bounded connect: /ready and a starting worker report an unreachable server

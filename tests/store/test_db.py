@@ -228,3 +228,64 @@ def test_sqlite_writers_of_one_process_queue_on_a_lock(tmp_path: Path) -> None:
     with engine.connect() as connection:
         assert sorted(connection.execute(sql("SELECT x FROM t")).scalars()) == [1, 2, 2]
     engine.dispose()
+
+
+CHILD_WRITER = """
+import sys, time
+from sqlalchemy import text
+from app.store.db import FILE_WRITER, begin_write, make_engine, make_session_factory
+
+engine = make_engine(sys.argv[1])
+with make_session_factory(engine)() as session:
+    print("ready", flush=True)
+    begin_write(session)
+    entered = time.time()
+    held = FILE_WRITER in session.connection().info
+    session.execute(text("INSERT INTO t VALUES (2)"))
+    session.commit()
+print(held, entered, flush=True)
+"""
+
+
+def test_sqlite_writers_of_different_processes_queue_on_the_lock_file(tmp_path: Path) -> None:
+    """A write transaction also holds ``<database>.writer-lock`` (flock), so a writer in
+    another process (an API worker, a job worker) waits on that file, not in SQLite's busy
+    handler, and enters once the first one commits."""
+    import subprocess
+    import sys
+    import time
+
+    from filelock import FileLock, Timeout
+    from sqlalchemy import text as sql
+
+    from app.store.db import FILE_WRITER, begin_write
+
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    lock_file = tmp_path / "w.db.writer-lock"
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        connection.execute(sql("CREATE TABLE t (x INTEGER)"))
+    sessions = make_session_factory(engine)
+    root = Path(__file__).resolve().parents[2]
+    with sessions() as first:
+        begin_write(first)
+        assert first.connection().info[FILE_WRITER].is_locked
+        with pytest.raises(Timeout):  # another holder of the file is refused while we write
+            FileLock(lock_file).acquire(timeout=0)
+        first.execute(sql("INSERT INTO t VALUES (1)"))
+        child = subprocess.Popen([sys.executable, "-c", CHILD_WRITER, url], cwd=root,
+                                 stdout=subprocess.PIPE, text=True)  # fmt: skip
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(0.5)  # the child is now waiting for the lock
+        committed_at = time.time()
+        first.commit()
+        output, _ = child.communicate(timeout=60)
+    assert child.returncode == 0
+    held, entered = output.split()
+    assert held == "True" and float(entered) >= committed_at
+    with FileLock(lock_file).acquire(timeout=0):  # both writers let go of it
+        pass
+    with engine.connect() as connection:
+        assert sorted(connection.execute(sql("SELECT x FROM t")).scalars()) == [1, 2]
+    engine.dispose()
