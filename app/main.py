@@ -64,7 +64,7 @@ def build_services(
         cache=ModelCache(settings.model_cache_bytes),
         metrics=Metrics(),
     )
-    services.metrics.registry.register(StateCollector(lambda: _state_reader(services)))
+    services.metrics.add_collector(StateCollector(lambda: _state_reader(services)))
     return services
 
 

@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     predict_threads: int = Field(default=1, ge=1, le=256)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    # API processes (uvicorn workers) behind the one port. Each holds its own model cache
+    # (model_cache_bytes each); on SQLite their writes queue on the database's lock file.
+    api_workers: int = Field(default=1, ge=1, le=64)
     # workers
     device: str = "auto"  # the one device a worker serves: cuda:0, cpu or auto
     heartbeat_seconds: float = Field(default=10.0, gt=0)

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 access = logging.getLogger("aam.access")
+# Read by prometheus-client itself when it is imported: set it before a process starts.
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class JsonFormatter(logging.Formatter):
@@ -44,7 +48,14 @@ def configure_logging(level: str = "INFO") -> None:
 
 
 class Metrics:
-    """The service's metrics on their own registry (one per app, so tests can build many)."""
+    """The service's metrics on their own registry (one per app, so tests can build many).
+
+    Several API processes (``AAM_API_WORKERS`` > 1) share their counters through
+    prometheus-client's multiprocess mode: ``python -m app`` sets ``PROMETHEUS_MULTIPROC_DIR``
+    before it starts them, each process writes its values to files there, and a scrape of any
+    process adds up all of them. The collectors passed here (gauges read at scrape time) report
+    what the answering process reads.
+    """
 
     def __init__(self, collectors: Iterable[Collector] = ()) -> None:
         self.registry = CollectorRegistry()
@@ -61,8 +72,25 @@ class Metrics:
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
+        self.collectors: list[Collector] = []
         for collector in collectors:
-            self.registry.register(collector)
+            self.add_collector(collector)
+
+    def add_collector(self, collector: Collector) -> None:
+        self.registry.register(collector)
+        self.collectors.append(collector)
+
+    def exposition(self) -> bytes:
+        """The text exposition: this process's registry, or in multiprocess mode the counters
+        of every API process plus this process's collectors."""
+        directory = os.environ.get(MULTIPROCESS_DIR_ENV)
+        if not directory:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=directory)
+        for collector in self.collectors:
+            registry.register(collector)
+        return generate_latest(registry)
 
 
 class StateCollector(Collector):

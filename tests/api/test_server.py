@@ -10,13 +10,15 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import redis
 
-from aam_core.data.synthetic import SyntheticSpec, generate
+from aam_core.data.synthetic import SyntheticSpec, generate, write_study
 from app.settings import Settings
 from app.store import LocalArtifactStore, make_engine, make_session_factory
 from app.store.registry import register_checkpoint
@@ -24,6 +26,7 @@ from tests.api.models import tiny_checkpoint
 from tests.services import free_port
 
 KEY = "server-test-key-0123456789"
+REDIS_DB = 14
 HEADERS = {"Authorization": f"Bearer {KEY}"}
 
 
@@ -41,16 +44,19 @@ def wait_healthy(base: str, process: subprocess.Popen[bytes], timeout: float = 6
     raise AssertionError(f"the server did not answer /health within {timeout} s")
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, Settings]]:
+@contextmanager
+def serving(tmp_path: Path, **extra_env: str) -> Iterator[tuple[str, Settings]]:
+    """``python -m app`` on a free loopback port, Redis database 14 as its broker (nothing
+    consumes it: the messages sent there are removed at the end)."""
     port = free_port()
     env = {
         **os.environ,
         "AAM_DATA_DIR": str(tmp_path / "data"),
         "AAM_API_KEYS": f"alice:{KEY}",
         "AAM_PORT": str(port),
-        "AAM_BROKER_URL": "redis://127.0.0.1:6379/14",
+        "AAM_BROKER_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
         "AAM_LOG_LEVEL": "WARNING",
+        **extra_env,
     }
     process = subprocess.Popen([sys.executable, "-m", "app"], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
@@ -65,10 +71,18 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Settings]]:
         except subprocess.TimeoutExpired:
             process.kill()
             raise
+        finally:
+            redis.Redis(db=REDIS_DB).delete("gpu", "cpu")
         # uvicorn shuts down gracefully, then re-raises the signal it caught
         assert process.returncode in (0, -signal.SIGTERM), (
             process.stderr.read().decode() if process.stderr else ""
         )
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Settings]]:
+    with serving(tmp_path) as running:
+        yield running
 
 
 def _register(settings: Settings, tmp_path: Path) -> str:
@@ -131,3 +145,43 @@ def test_refuses_to_serve_open_beyond_loopback(tmp_path: Path) -> None:
         "AAM_KEYS_FILE, or bind to 127.0.0.1"
     )
     assert not (tmp_path / "data").exists()  # refused before creating anything
+
+
+def test_two_api_processes_share_the_port_the_database_and_their_counters(
+    tmp_path: Path,
+) -> None:
+    """AAM_API_WORKERS=2: two processes answer on one port; 40 concurrent submissions (each on
+    a new connection, so both processes take some) all get a job, each job is readable from
+    either process, and every scrape of /metrics counts all 40, whichever process answers."""
+    metrics_dir = tmp_path / "prometheus"
+    metrics_dir.mkdir()
+    study = generate(SyntheticSpec(n_samples=12, n_asvs=30, asvs_per_sample=8, seed=5))
+    files = write_study(study, tmp_path / "study")
+    with serving(tmp_path, AAM_API_WORKERS="2", PROMETHEUS_MULTIPROC_DIR=str(metrics_dir)) as (
+        base,
+        settings,
+    ):
+        with open(files["table"], "rb") as table, open(files["tree"], "rb") as tree:
+            created = httpx.post(f"{base}/datasets", headers=HEADERS, timeout=60,
+                                 files={"table": table, "tree": tree})  # fmt: skip
+        assert created.status_code == 201, created.text
+        body = {"kind": "pretrain", "dataset_id": created.json()["id"],
+                "config": {"preset": "tiny", "epochs": 1}}  # fmt: skip
+
+        def submit(_: int) -> httpx.Response:
+            return httpx.post(f"{base}/jobs", json=body, headers=HEADERS, timeout=60)
+
+        with ThreadPoolExecutor(max_workers=40) as pool:
+            submitted = list(pool.map(submit, range(40)))
+        assert [r.status_code for r in submitted] == [202] * 40
+        ids = {r.json()["id"] for r in submitted}
+        assert len(ids) == 40
+        for job_id in ids:
+            read = httpx.get(f"{base}/jobs/{job_id}", headers=HEADERS, timeout=30)
+            assert (read.status_code, read.json()["state"]) == (200, "queued")
+        line = 'aam_http_requests_total{method="POST",route="/jobs",status="202"} 40.0'
+        for _ in range(6):  # new connections: answered by either process
+            assert line in httpx.get(f"{base}/metrics", timeout=30).text
+    # both processes counted requests (one file of counters per process)
+    assert len({p.stem.rsplit("_", 1)[1] for p in metrics_dir.glob("counter_*.db")}) == 2
+    assert (settings.data_dir / "aam.db.writer-lock").exists()

@@ -25,7 +25,7 @@ SET_BY_COMPOSE = {
     "AAM_DEVICE",
     "AAM_KEYS_FILE",
 }
-API_ONLY = {"AAM_CORS_ORIGINS"}
+API_ONLY = {"AAM_CORS_ORIGINS", "AAM_API_WORKERS"}
 
 
 def example_settings() -> dict[str, tuple[str, bool]]:
@@ -53,7 +53,7 @@ def test_tunables_show_their_true_defaults() -> None:
     assert tunables - {"AAM_API_KEYS"} == {
         "AAM_CORS_ORIGINS", "AAM_UPLOAD_LIMIT_BYTES", "AAM_SYNC_PREDICT_LIMIT",
         "AAM_MODEL_CACHE_BYTES", "AAM_PREDICT_DEVICE", "AAM_PREDICT_VECTOR_CACHE",
-        "AAM_PREDICT_THREADS",
+        "AAM_PREDICT_THREADS", "AAM_API_WORKERS",
         "AAM_HEARTBEAT_SECONDS",
         "AAM_HEARTBEAT_TIMEOUT_SECONDS", "AAM_MAX_ATTEMPTS", "AAM_CANCEL_GRACE_SECONDS",
         "AAM_WORKER_QUEUES", "AAM_LOG_LEVEL",

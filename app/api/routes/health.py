@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from aam_core import __version__
 from app.api.deps import ServicesDep
@@ -60,4 +60,4 @@ def ready(services: ServicesDep) -> JSONResponse:
 @router.get("/metrics", response_class=Response)
 def metrics(services: ServicesDep) -> Response:
     """Prometheus text exposition."""
-    return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(services.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
