@@ -7,16 +7,21 @@ regressor (random weights: latency does not depend on training), and measures p5
 - ``POST /predict`` with 1 and with 100 samples (about 150 ASVs of 150 bp each), warm model
   (loaded, and with ``--vector-cache`` > 0 the study's ASVs seen once before; run with
   ``--vector-cache 0`` for requests whose ASVs are all new to the model);
-- ``POST /jobs`` (a pretrain job) followed by ``GET /jobs/{id}``;
+- ``POST /jobs`` (a pretrain job) followed by ``GET /jobs/{id}``: the pair, and each request
+  on its own (``parts``);
 
-each under 1 and 32 concurrent clients. Targets (issue 5): warm single-sample prediction p50
-<= 30 ms on CPU; job submission p99 <= 100 ms at 32 clients; zero errors.
+each under 1 and 32 concurrent clients: coroutines of one asyncio client (httpx), each sending
+its next request when the last one has answered. ``--api-workers`` runs that many API
+processes (``AAM_API_WORKERS``). Targets (issue 5): warm single-sample prediction p50 <= 30 ms
+on CPU; job submission p99 <= 100 ms at 32 clients; zero errors.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import math
 import os
 import platform
 import socket
@@ -24,8 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +47,7 @@ from app.store.registry import register_checkpoint
 
 KEY = "bench-key-0123456789abcdef"
 HEADERS = {"Authorization": f"Bearer {KEY}"}
-REDIS_DB = 13
+REDIS_DB = 10  # its own: 11, 13 and 14 are the tests', 12 bench/jobs.py's
 
 
 def _free_port() -> int:
@@ -74,28 +78,52 @@ def _register_default_model(settings: Settings, directory: Path) -> str:
         engine.dispose()
 
 
-def _measure(call: Callable[[int], int], n: int, concurrency: int) -> dict[str, Any]:
-    """Latencies (ms) of ``n`` calls from ``concurrency`` threads; ``call`` returns a status."""
-    latencies: list[float] = []
-    errors = 0
+Call = Callable[[httpx.AsyncClient, int], Awaitable[dict[str, float] | None]]
 
-    def timed(i: int) -> None:
-        nonlocal errors
-        start = time.perf_counter()
-        ok = call(i)
-        latencies.append((time.perf_counter() - start) * 1000)
-        errors += int(not ok)
 
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        list(pool.map(timed, range(n)))
-    values = np.asarray(latencies)
+def _summary(values: list[float]) -> dict[str, float]:
+    array = np.asarray(values)
     return {
+        "p50_ms": round(float(np.percentile(array, 50)), 2),
+        "p99_ms": round(float(np.percentile(array, 99)), 2),
+    }
+
+
+def _measure(base: str, call: Call, n: int, concurrency: int) -> dict[str, Any]:
+    """``n`` calls from ``concurrency`` clients (coroutines sharing one connection pool, a
+    connection each). A call returns its latencies (ms) by part, the first part being the whole
+    call, or None when a response was not the expected one."""
+    latencies: dict[str, list[float]] = {}
+    errors = 0
+    indices = iter(range(n))
+
+    async def client(http: httpx.AsyncClient) -> None:
+        nonlocal errors
+        for i in indices:  # shared: each client takes the next index
+            parts = await call(http, i)
+            if parts is None:
+                errors += 1
+                continue
+            for part, value in parts.items():
+                latencies.setdefault(part, []).append(value)
+
+    async def run() -> None:
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        async with httpx.AsyncClient(base_url=base, headers=HEADERS, timeout=300,
+                                     limits=limits) as http:  # fmt: skip
+            await asyncio.gather(*(client(http) for _ in range(concurrency)))
+
+    asyncio.run(run())
+    whole, *parts = latencies or {"none": [math.nan]}
+    result: dict[str, Any] = {
         "requests": n,
         "concurrency": concurrency,
-        "p50_ms": round(float(np.percentile(values, 50)), 2),
-        "p99_ms": round(float(np.percentile(values, 99)), 2),
+        **_summary(latencies.get(whole, [math.nan])),
         "errors": errors,
     }
+    if parts:
+        result["parts"] = {part: _summary(latencies[part]) for part in parts}
+    return result
 
 
 def main() -> None:
@@ -108,6 +136,8 @@ def main() -> None:
                         help="predict, jobs, or both (comma-separated)")  # fmt: skip
     parser.add_argument("--batch-requests", type=int, default=20,
                         help="requests per 100-sample measurement")  # fmt: skip
+    parser.add_argument("--api-workers", type=int, default=1,
+                        help="API processes (AAM_API_WORKERS)")  # fmt: skip
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="aam-bench-api-"))
     settings = Settings(data_dir=work / "data")
@@ -120,6 +150,7 @@ def main() -> None:
         "AAM_BROKER_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
         "AAM_LOG_LEVEL": "WARNING",
         "AAM_PREDICT_VECTOR_CACHE": str(args.vector_cache),
+        "AAM_API_WORKERS": str(args.api_workers),
     }
     server = subprocess.Popen([sys.executable, "-m", "app"], env=env, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
@@ -141,53 +172,63 @@ def main() -> None:
             {"id": sample_id, "counts": table.row_counts(row)}
             for row, sample_id in enumerate(table.sample_ids)
         ]
-        client = httpx.Client(base_url=base, headers=HEADERS, timeout=300,
-                              limits=httpx.Limits(max_connections=64))  # fmt: skip
         with open(files["table"], "rb") as t, open(files["tree"], "rb") as tr, \
                 open(files["metadata"], "rb") as m:  # fmt: skip
-            created = client.post("/datasets", files={"table": t, "tree": tr, "metadata": m})
+            created = httpx.post(f"{base}/datasets", headers=HEADERS, timeout=300,
+                                 files={"table": t, "tree": tr, "metadata": m})  # fmt: skip
         created.raise_for_status()
         dataset_id = created.json()["id"]
 
-        def predict(n: int) -> Callable[[int], int]:
-            def call(i: int) -> int:
+        def predict(n: int) -> Call:
+            async def call(http: httpx.AsyncClient, i: int) -> dict[str, float] | None:
                 chosen = [samples[(i + k) % len(samples)] for k in range(n)]
-                r = client.post("/predict", json={"model_id": model_id, "samples": chosen})
-                return r.status_code == 200
+                start = time.perf_counter()
+                r = await http.post("/predict", json={"model_id": model_id, "samples": chosen})
+                took = (time.perf_counter() - start) * 1000
+                return {"predict": took} if r.status_code == 200 else None
 
             return call
 
-        def submit(i: int) -> int:
-            r = client.post("/jobs", json={"kind": "pretrain", "dataset_id": dataset_id,
-                                           "config": {"preset": "tiny", "epochs": 1}})  # fmt: skip
+        job = {"kind": "pretrain", "dataset_id": dataset_id,
+               "config": {"preset": "tiny", "epochs": 1}}  # fmt: skip
+
+        async def submit(http: httpx.AsyncClient, i: int) -> dict[str, float] | None:
+            start = time.perf_counter()
+            r = await http.post("/jobs", json=job)
+            posted = time.perf_counter()
             if r.status_code != 202:
-                return False
-            return client.get(f"/jobs/{r.json()['id']}").status_code == 200
+                return None
+            read = await http.get(f"/jobs/{r.json()['id']}")
+            end = time.perf_counter()
+            if read.status_code != 200:
+                return None
+            return {"post+get": (end - start) * 1000, "post": (posted - start) * 1000,
+                    "get": (end - posted) * 1000}  # fmt: skip
 
         # warm: the model loaded, and (with the vector cache) the study's ASVs seen once, as
         # for a lab predicting new samples of a study the model has met
-        if "predict" in args.parts:
-            predict(50)(0)
-            predict(50)(50)
-        results: dict[str, Any] = {}
         parts = set(args.parts.split(","))
+        if "predict" in parts:
+            _measure(base, predict(50), 2, 1)
+        results: dict[str, Any] = {}
         for concurrency in (1, 32):
             if "predict" in parts:
                 results[f"predict_1_c{concurrency}"] = _measure(
-                    predict(1), args.requests, concurrency
+                    base, predict(1), args.requests, concurrency
                 )
                 results[f"predict_100_c{concurrency}"] = _measure(
-                    predict(100), args.batch_requests, concurrency
+                    base, predict(100), args.batch_requests, concurrency
                 )
             if "jobs" in parts:
                 key = f"jobs_submit_get_c{concurrency}"
-                results[key] = _measure(submit, args.requests, concurrency)
+                results[key] = _measure(base, submit, args.requests, concurrency)
         print(json.dumps({
             "benchmark": "api",
             "machine": {"cpu": platform.processor() or platform.machine(),
                         "cores": os.cpu_count(), "torch_threads": torch.get_num_threads()},
             "model": "default() regressor, random weights",
             "vector_cache": args.vector_cache,
+            "api_workers": args.api_workers,
             "sample_shape": "~150 ASVs x 150 bp",
             **results,
         }, indent=2))  # fmt: skip
