@@ -10,8 +10,9 @@ regressor (random weights: latency does not depend on training), and measures p5
 - ``POST /jobs`` (a pretrain job) followed by ``GET /jobs/{id}``: the pair, and each request
   on its own (``parts``);
 
-each under 1 and 32 concurrent clients: coroutines of one asyncio client (httpx), each sending
-its next request when the last one has answered. ``--api-workers`` runs that many API
+each under 1 and 32 concurrent clients: coroutines of one asyncio client (aiohttp: the
+lightest on CPU, as the client shares the machine with the server), each sending its next
+request when the last one has answered. ``--api-workers`` runs that many API
 processes (``AAM_API_WORKERS``). Targets (issue 5): warm single-sample prediction p50 <= 30 ms
 on CPU; job submission p99 <= 100 ms at 32 clients; zero errors.
 """
@@ -33,6 +34,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import numpy as np
 import redis
@@ -78,7 +80,7 @@ def _register_default_model(settings: Settings, directory: Path) -> str:
         engine.dispose()
 
 
-Call = Callable[[httpx.AsyncClient, int], Awaitable[dict[str, float] | None]]
+Call = Callable[[aiohttp.ClientSession, int], Awaitable[dict[str, float] | None]]
 
 
 def _summary(values: list[float]) -> dict[str, float]:
@@ -89,7 +91,30 @@ def _summary(values: list[float]) -> dict[str, float]:
     }
 
 
-def _measure(base: str, call: Call, n: int, concurrency: int) -> dict[str, Any]:
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes (Linux /proc), 0 where unreadable."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _server_pids(server: int) -> list[int]:
+    """The server and its children (the API processes under AAM_API_WORKERS > 1)."""
+    try:
+        children = Path(f"/proc/{server}/task/{server}/children").read_text().split()
+    except OSError:
+        children = []
+    return [server, *map(int, children)]
+
+
+def _measure(
+    base: str, call: Call, n: int, concurrency: int, server: int | None = None
+) -> dict[str, Any]:
     """``n`` calls from ``concurrency`` clients (coroutines sharing one connection pool, a
     connection each). A call returns its latencies (ms) by part, the first part being the whole
     call, or None when a response was not the expected one."""
@@ -97,7 +122,7 @@ def _measure(base: str, call: Call, n: int, concurrency: int) -> dict[str, Any]:
     errors = 0
     indices = iter(range(n))
 
-    async def client(http: httpx.AsyncClient) -> None:
+    async def client(http: aiohttp.ClientSession) -> None:
         nonlocal errors
         for i in indices:  # shared: each client takes the next index
             parts = await call(http, i)
@@ -108,19 +133,28 @@ def _measure(base: str, call: Call, n: int, concurrency: int) -> dict[str, Any]:
                 latencies.setdefault(part, []).append(value)
 
     async def run() -> None:
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        async with httpx.AsyncClient(base_url=base, headers=HEADERS, timeout=300,
-                                     limits=limits) as http:  # fmt: skip
+        connector = aiohttp.TCPConnector(limit=concurrency)
+        timeout = aiohttp.ClientTimeout(total=300)
+        async with aiohttp.ClientSession(
+            base, headers=HEADERS, connector=connector, timeout=timeout
+        ) as http:
             await asyncio.gather(*(client(http) for _ in range(concurrency)))
 
+    pids = [] if server is None else _server_pids(server)
+    server_before, client_before = _cpu_seconds(pids), time.process_time()
     asyncio.run(run())
+    server_cpu, client_cpu = _cpu_seconds(pids) - server_before, time.process_time() - client_before
     whole, *parts = latencies or {"none": [math.nan]}
     result: dict[str, Any] = {
         "requests": n,
         "concurrency": concurrency,
         **_summary(latencies.get(whole, [math.nan])),
         "errors": errors,
+        # CPU per call, to see where a loaded machine's time goes (client: this process)
+        "client_cpu_ms": round(client_cpu * 1000 / n, 2),
     }
+    if pids:
+        result["server_cpu_ms"] = round(server_cpu * 1000 / n, 2)
     if parts:
         result["parts"] = {part: _summary(latencies[part]) for part in parts}
     return result
@@ -180,27 +214,31 @@ def main() -> None:
         dataset_id = created.json()["id"]
 
         def predict(n: int) -> Call:
-            async def call(http: httpx.AsyncClient, i: int) -> dict[str, float] | None:
+            async def call(http: aiohttp.ClientSession, i: int) -> dict[str, float] | None:
                 chosen = [samples[(i + k) % len(samples)] for k in range(n)]
                 start = time.perf_counter()
-                r = await http.post("/predict", json={"model_id": model_id, "samples": chosen})
+                body = {"model_id": model_id, "samples": chosen}
+                async with http.post("/predict", json=body) as r:
+                    await r.read()
                 took = (time.perf_counter() - start) * 1000
-                return {"predict": took} if r.status_code == 200 else None
+                return {"predict": took} if r.status == 200 else None
 
             return call
 
         job = {"kind": "pretrain", "dataset_id": dataset_id,
                "config": {"preset": "tiny", "epochs": 1}}  # fmt: skip
 
-        async def submit(http: httpx.AsyncClient, i: int) -> dict[str, float] | None:
+        async def submit(http: aiohttp.ClientSession, i: int) -> dict[str, float] | None:
             start = time.perf_counter()
-            r = await http.post("/jobs", json=job)
+            async with http.post("/jobs", json=job) as r:
+                created = await r.json()
             posted = time.perf_counter()
-            if r.status_code != 202:
+            if r.status != 202:
                 return None
-            read = await http.get(f"/jobs/{r.json()['id']}")
+            async with http.get(f"/jobs/{created['id']}") as read:
+                await read.read()
             end = time.perf_counter()
-            if read.status_code != 200:
+            if read.status != 200:
                 return None
             return {"post+get": (end - start) * 1000, "post": (posted - start) * 1000,
                     "get": (end - posted) * 1000}  # fmt: skip
@@ -214,14 +252,14 @@ def main() -> None:
         for concurrency in (1, 32):
             if "predict" in parts:
                 results[f"predict_1_c{concurrency}"] = _measure(
-                    base, predict(1), args.requests, concurrency
+                    base, predict(1), args.requests, concurrency, server.pid
                 )
                 results[f"predict_100_c{concurrency}"] = _measure(
-                    base, predict(100), args.batch_requests, concurrency
+                    base, predict(100), args.batch_requests, concurrency, server.pid
                 )
             if "jobs" in parts:
                 key = f"jobs_submit_get_c{concurrency}"
-                results[key] = _measure(base, submit, args.requests, concurrency)
+                results[key] = _measure(base, submit, args.requests, concurrency, server.pid)
         print(json.dumps({
             "benchmark": "api",
             "machine": {"cpu": platform.processor() or platform.machine(),
