@@ -244,10 +244,11 @@ def main() -> None:
                     "get": (end - posted) * 1000}  # fmt: skip
 
         # warm: the model loaded, and (with the vector cache) the study's ASVs seen once, as
-        # for a lab predicting new samples of a study the model has met
+        # for a lab predicting new samples of a study the model has met; several connections,
+        # so that every API process is warm
         parts = set(args.parts.split(","))
         if "predict" in parts:
-            _measure(base, predict(50), 2, 1)
+            _measure(base, predict(50), 8 * args.api_workers, 4 * args.api_workers)
         results: dict[str, Any] = {}
         for concurrency in (1, 32):
             if "predict" in parts:
