@@ -17,6 +17,7 @@ from app.api.deps import Services
 from app.api.model_cache import ModelCache
 from app.api.observability import Metrics, RequestObservability, StateCollector
 from app.api.routes import datasets, health, jobs, models, predict
+from app.api.threads import size_request_pool
 from app.dispatch import CeleryDispatcher, Dispatcher
 from app.settings import Settings
 from app.store import (
@@ -79,6 +80,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        size_request_pool(settings.api_threads)
         yield
         services.engine.dispose()
 

@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     # API processes (uvicorn workers) behind the one port. Each holds its own model cache
     # (model_cache_bytes each); on SQLite their writes queue on the database's lock file.
     api_workers: int = Field(default=1, ge=1, le=64)
+    # Threads per API process for the short database work of requests (app/api/threads.py).
+    api_threads: int = Field(default=2, ge=1, le=256)
     # workers
     device: str = "auto"  # the one device a worker serves: cuda:0, cpu or auto
     heartbeat_seconds: float = Field(default=10.0, gt=0)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import Caller, CallerDep, DatasetDep, Services, ServicesDep, SessionDep
 from app.api.errors import ApiError, not_found
@@ -23,6 +22,7 @@ from app.api.ingest import (
     summarize_upload,
 )
 from app.api.schemas import DatasetOut, Page, PageQuery, problem_responses
+from app.api.threads import run_blocking
 from app.api.uploads import Upload, read_multipart
 from app.store import (
     begin_write,
@@ -105,7 +105,7 @@ async def upload_dataset(
         files=set(DATASET_FILES),
     )
     try:
-        dataset = await run_in_threadpool(_create, services, caller, upload)
+        dataset = await run_blocking(_create, services, caller, upload)
     finally:
         upload.cleanup()  # whatever storage did not take
     response.headers["Location"] = f"/datasets/{dataset.id}"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -38,6 +39,7 @@ from app.api.schemas import (
     Page,
     problem_responses,
 )
+from app.api.threads import run_blocking
 from app.contracts import TERMINAL_STATES, JobKind, JobSpec, JobState
 from app.dispatch import BrokerUnavailable
 from app.store import (
@@ -271,7 +273,7 @@ def _typed(column: str, value: str) -> Any:
         **problem_responses(401, 404, 409),
     },
 )
-def job_predictions(job: JobDep, services: ServicesDep, request: Request) -> Response:
+async def job_predictions(job: JobDep, services: ServicesDep, request: Request) -> Response:
     """A succeeded predict job's predictions: one row per sample (sample_id, prediction or
     label and prob_<class> columns, n_features, n_features_used, fraction_reads_used,
     warnings)."""
@@ -297,10 +299,14 @@ def job_predictions(job: JobDep, services: ServicesDep, request: Request) -> Res
     path = services.storage.path(digest)
     if not _wants_json(request.headers.get("accept")):
         return FileResponse(path, media_type=TSV, filename=f"{job.id}_predictions.tsv")
+    rows = await run_blocking(_read_predictions, path)
+    document = JobPredictions(job_id=job.id, model_id=job.model_id, predictions=rows)
+    return JSONResponse(document.model_dump(mode="json"))
+
+
+def _read_predictions(path: Path) -> list[dict[str, Any]]:
     with path.open(newline="", encoding="utf-8") as handle:
-        rows = [
+        return [
             {column: _typed(column, value) for column, value in row.items()}
             for row in csv.DictReader(handle, delimiter="\t")
         ]
-    document = JobPredictions(job_id=job.id, model_id=job.model_id, predictions=rows)
-    return JSONResponse(document.model_dump(mode="json"))

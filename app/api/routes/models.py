@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from app.api.deps import Caller, CallerDep, ModelDep, Services, ServicesDep, SessionDep
 from app.api.errors import ApiError, not_found
 from app.api.ingest import check_form, form_name, lock_blobs, release_blobs
 from app.api.schemas import ModelOut, ModelPageQuery, Page, problem_responses
+from app.api.threads import run_blocking
 from app.api.uploads import Upload, read_multipart
 from app.store import begin_write, delete_model, list_models, model_in_use
 from app.store.registry import register_checkpoint
@@ -98,7 +98,7 @@ async def import_model(
         files={"checkpoint"},
     )
     try:
-        model = await run_in_threadpool(_import, services, caller, upload)
+        model = await run_blocking(_import, services, caller, upload)
     finally:
         upload.cleanup()
     response.headers["Location"] = f"/models/{model.id}"

@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
 from aam_core.io import CountsError, FeatureTable, read_sequences, read_table, resolve_sequences
@@ -26,6 +25,7 @@ from app.api.schemas import (
     SamplePredictionOut,
     problem_responses,
 )
+from app.api.threads import run_blocking
 from app.api.uploads import read_multipart
 from app.store import get_model
 
@@ -148,7 +148,7 @@ async def _parse(request: Request, services: Services) -> tuple[str, str, Featur
             where = ".".join(str(p) for p in first["loc"][1:]) or "body"
             raise ApiError(422, f"invalid prediction request: {where}: {first['msg']}",
                            kind="validation-error", errors=errors) from None  # fmt: skip
-        table = await run_in_threadpool(table_from_samples, body)
+        table = await run_blocking(table_from_samples, body)
         return body.model_id, body.output, table, None
     if content_type != "multipart/form-data":
         raise ApiError(
@@ -171,12 +171,12 @@ async def _parse(request: Request, services: Services) -> tuple[str, str, Featur
         if "table" not in upload.files:
             raise ApiError(422, "the 'table' file is required (BIOM v2.1/v1 or .qza)")
         table_file = upload.files["table"]
-        table = await run_in_threadpool(read_table, table_file.path, name=table_file.filename)
+        table = await run_blocking(read_table, table_file.path, name=table_file.filename)
         sequences = None
         if "sequences" in upload.files:
             seq_file = upload.files["sequences"]
             sequences = (
-                await run_in_threadpool(read_sequences, seq_file.path, name=seq_file.filename),
+                await run_blocking(read_sequences, seq_file.path, name=seq_file.filename),
                 seq_file.filename,
             )
         return model_id, output, table, sequences
@@ -217,7 +217,7 @@ async def predict(
         resolved = resolve_sequences(table, None)
     else:
         resolved = resolve_sequences(table, sequences[0], file=sequences[1])
-    result = await run_in_threadpool(_run, services, sha256, table, resolved, output)
+    result = await run_blocking(_run, services, sha256, table, resolved, output)
     return PredictResponse(
         model_id=model_id,
         device=services.settings.predict_device,
