@@ -3,8 +3,9 @@
 - The request pool is FastAPI's: plain ``def`` routes and dependencies (short database work)
   run there. It is small (``AAM_API_THREADS``): the work holds the GIL most of the time, and on
   a loaded server many threads take turns at it rather than in parallel. Measured on a 2-core
-  VM, 32 clients reading a job: 2 threads answered 520-690 requests a second with p99 80-85 ms
-  and 1.4-1.9 ms of CPU each; anyio's default of 40 answered 410-520, p99 280-320 ms, 2.2-2.7 ms.
+  VM, 32 clients reading one job, five runs each: 2 threads answered 516-764 requests a second,
+  p99 58-85 ms, 1.3-1.9 ms of server CPU each; anyio's default of 40 answered 372-527, p99
+  252-332 ms, 2.1-3.0 ms; 4 threads fell in between.
 - The blocking pool takes work that can hold a thread for long: predictions, validating an
   upload, reading a prediction table, and the readiness checks (a broker that does not answer
   holds one for seconds). It keeps anyio's default size, so that such work never leaves the
