@@ -13,7 +13,7 @@ import functools
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -135,20 +135,45 @@ def _sqlite_writer_hooks(engine: Engine, database: Path | None) -> None:
         try:
             connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
         except BaseException:
-            release(connection)
+            release(connection.info)
             raise
 
-    def release(connection: Connection) -> None:
-        file_lock = connection.info.pop(FILE_WRITER, None)
+    def release(info: dict[Any, Any]) -> None:
+        file_lock = info.pop(FILE_WRITER, None)
         if file_lock is not None:
             file_lock.release()
-        held = connection.info.pop(WRITER, None)
+        held = info.pop(WRITER, None)
         if held is not None:
             held.release()
 
+    # The locks are let go once COMMIT or ROLLBACK has run, not before: SQLAlchemy's "commit"
+    # and "rollback" events fire before the statement, and a writer let in then meets the
+    # database still locked (and the busy handler's sleeps), for as long as the commit takes:
+    # longer when it checkpoints the WAL. The dialect's do_commit and do_rollback are where
+    # the statements run; these wrap them for this engine alone. ``dbapi_connection`` is the
+    # pool's proxy, whose ``info`` is the ``Connection.info`` the locks were put in.
+    dialect = engine.dialect
+    commit, rollback = dialect.do_commit, dialect.do_rollback
+
+    def released_after(statement: Callable[[Any], None], dbapi_connection: Any) -> None:
+        try:
+            statement(dbapi_connection)
+        finally:
+            try:
+                info = dbapi_connection.info
+            except (AttributeError, NotImplementedError):  # the pool's own ad hoc rollbacks
+                info = {}
+            release(info)
+
+    def do_commit(dbapi_connection: Any) -> None:
+        released_after(commit, dbapi_connection)
+
+    def do_rollback(dbapi_connection: Any) -> None:
+        released_after(rollback, dbapi_connection)
+
+    dialect.do_commit = do_commit  # type: ignore[method-assign]
+    dialect.do_rollback = do_rollback  # type: ignore[method-assign]
     event.listen(engine, "begin", begin)
-    event.listen(engine, "commit", release)
-    event.listen(engine, "rollback", release)
 
 
 def make_engine(url: str | URL) -> Engine:

@@ -289,3 +289,38 @@ def test_sqlite_writers_of_different_processes_queue_on_the_lock_file(tmp_path: 
     with engine.connect() as connection:
         assert sorted(connection.execute(sql("SELECT x FROM t")).scalars()) == [1, 2]
     engine.dispose()
+
+
+def test_sqlite_writer_locks_are_held_while_commit_and_rollback_run(tmp_path: Path) -> None:
+    """The locks are let go after the COMMIT (or ROLLBACK) statement has run, not when
+    SQLAlchemy announces it: a writer let in earlier would find the database still locked and
+    wait in SQLite's busy handler for as long as the commit takes."""
+    from sqlalchemy import text as sql
+
+    from app.store.db import FILE_WRITER, WRITER, begin_write
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    with engine.begin() as connection:
+        connection.execute(sql("CREATE TABLE t (x INTEGER)"))
+    sessions = make_session_factory(engine)
+
+    def held_while_it_ends(end: str) -> None:
+        with sessions() as session:
+            begin_write(session)
+            info = session.connection().info
+            thread_lock, file_lock = info[WRITER], info[FILE_WRITER]
+            held_during: dict[str, bool] = {}
+
+            def trace(statement: str) -> None:
+                if statement in ("COMMIT", "ROLLBACK"):
+                    held_during[statement] = thread_lock.locked() and file_lock.is_locked
+
+            session.connection().connection.driver_connection.set_trace_callback(trace)
+            session.execute(sql("INSERT INTO t VALUES (1)"))
+            getattr(session, end)()
+            assert held_during == {end.upper(): True}
+            assert not thread_lock.locked() and not file_lock.is_locked
+
+    held_while_it_ends("commit")
+    held_while_it_ends("rollback")
+    engine.dispose()
