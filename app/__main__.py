@@ -9,6 +9,7 @@ Prometheus counters through a directory of files (see ``app.api.observability.Me
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import tempfile
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     torch.set_num_threads(settings.predict_threads)  # process-wide: set here, at the edge
     app = create_app(settings)
+    _freeze_startup_objects()
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
     return 0
 
@@ -52,7 +54,18 @@ def worker_app() -> FastAPI:
     settings = Settings()
     configure_logging(settings.log_level)
     torch.set_num_threads(settings.predict_threads)
-    return create_app(settings)
+    app = create_app(settings)
+    _freeze_startup_objects()
+    return app
+
+
+def _freeze_startup_objects() -> None:
+    """Take what start-up built (modules, PyTorch, the app) out of the garbage collector's
+    sight, so that a full collection walks only what requests create. Measured on the 2-core
+    VM under 32 clients: the one full collection of a run paused the process for 195 ms
+    (every request in flight waited), and 21-23 ms after this."""
+    gc.collect()
+    gc.freeze()
 
 
 def _serve_workers(settings: Settings, host: str, port: int) -> None:
