@@ -27,7 +27,7 @@ BLOCKING_THREADS = 40  # anyio's default thread-pool size
 P = ParamSpec("P")
 T = TypeVar("T")
 
-_blocking: RunVar[anyio.CapacityLimiter] = RunVar("aamblocking_limiter")
+_blocking: RunVar[anyio.CapacityLimiter] = RunVar("aam_blocking_limiter")
 
 
 def size_request_pool(threads: int) -> None:

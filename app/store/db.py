@@ -86,9 +86,9 @@ class _SqliteWriters:
         self.lock_file = (
             None if database is None else database.with_name(database.name + ".writer-lock")
         )
-        self._pid: int | None = None
-        self._thread = threading.Lock()
-        self._file: FileLock | None = None
+        self._pid: int | None = None  # the process the locks below belong to (set by locks())
+        self._thread: threading.Lock
+        self._file: FileLock | None
 
     def locks(self) -> tuple[threading.Lock, FileLock | None]:
         pid = os.getpid()
