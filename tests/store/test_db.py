@@ -183,6 +183,14 @@ def test_new_id_format() -> None:
     assert all(int(i[4:], 16) >= 0 for i in ids)
 
 
+def sqlite_with_table(path: Path) -> Engine:
+    """A SQLite engine on ``path`` whose database has one table, ``t (x INTEGER)``."""
+    engine = make_engine(f"sqlite:///{path}")
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE t (x INTEGER)"))
+    return engine
+
+
 def test_sqlite_writers_of_one_process_queue_on_a_lock(tmp_path: Path) -> None:
     """A write transaction holds the engine's writer lock from BEGIN to commit or rollback
     (never longer), and a second writer of the process waits for it; readers never take it."""
@@ -193,9 +201,7 @@ def test_sqlite_writers_of_one_process_queue_on_a_lock(tmp_path: Path) -> None:
 
     from app.store.db import WRITER, begin_write
 
-    engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}")
-    with engine.begin() as connection:
-        connection.execute(sql("CREATE TABLE t (x INTEGER)"))
+    engine = sqlite_with_table(tmp_path / "w.db")
     sessions = make_session_factory(engine)
     events: list[str] = []
 
@@ -262,9 +268,7 @@ def test_sqlite_writers_of_different_processes_queue_on_the_lock_file(tmp_path: 
 
     url = f"sqlite:///{tmp_path / 'w.db'}"
     lock_file = tmp_path / "w.db.writer-lock"
-    engine = make_engine(url)
-    with engine.begin() as connection:
-        connection.execute(sql("CREATE TABLE t (x INTEGER)"))
+    engine = sqlite_with_table(tmp_path / "w.db")
     sessions = make_session_factory(engine)
     root = Path(__file__).resolve().parents[2]
     with sessions() as first:
@@ -299,9 +303,7 @@ def test_sqlite_writer_locks_are_held_while_commit_and_rollback_run(tmp_path: Pa
 
     from app.store.db import FILE_WRITER, WRITER, begin_write
 
-    engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}")
-    with engine.begin() as connection:
-        connection.execute(sql("CREATE TABLE t (x INTEGER)"))
+    engine = sqlite_with_table(tmp_path / "w.db")
     sessions = make_session_factory(engine)
 
     def held_while_it_ends(end: str) -> None:
