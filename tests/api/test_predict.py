@@ -3,6 +3,8 @@ checkpoint; every bad request gets a pinned 4xx; a warm model is not loaded agai
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from aam_core.data.synthetic import SyntheticSpec, SyntheticStudy, generate, wri
 from aam_core.io import read_table
 from aam_core.predict import PredictionResult, Predictor
 from app.api.deps import Services
+from app.api.routes import predict as route
 from app.api.routes.predict import PredictRequest, table_from_samples
 from app.main import create_app
 from tests.api.conftest import ALICE, BOB, MakeSettings, RecordingDispatcher
@@ -70,6 +73,34 @@ def test_json_regression_equals_the_library(
     # a second request is served by the warm model: no second checkpoint load
     client.post("/predict", json={"model_id": model.id, "samples": samples[:1]}, headers=ALICE)
     assert services.cache.loads == 1 and model.checkpoint_sha256 in services.cache
+
+
+def test_blocking_work_runs_off_the_event_loop(
+    client: TestClient, study: Study, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model's row, the table's sequences and the prediction run in a worker thread: none
+    of them holds up the event loop that serves every other request."""
+    model = register_tiny(_services(client), "regressor", "alice", tmp_path)
+    on_loop: dict[str, bool] = {}
+
+    def watched(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                asyncio.get_running_loop()
+                on_loop[name] = True
+            except RuntimeError:  # no event loop runs in this thread
+                on_loop[name] = False
+            return function(*args, **kwargs)
+
+        return call
+
+    for name in ("get_model", "resolve_sequences"):
+        monkeypatch.setattr(route, name, watched(name, getattr(route, name)))
+    monkeypatch.setattr(Predictor, "predict", watched("predict", Predictor.predict))
+    body = {"model_id": model.id, "samples": _samples(study[0], 2)}
+    response = client.post("/predict", json=body, headers=ALICE)
+    assert response.status_code == 200, response.text
+    assert on_loop == {"get_model": False, "resolve_sequences": False, "predict": False}
 
 
 def test_multipart_table_classifier_equals_the_library(

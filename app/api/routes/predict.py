@@ -1,7 +1,8 @@
 """``POST /predict``: synchronous prediction for interactive sizes (API.md, Prediction).
 
-The model comes from the LRU cache (loaded once per checkpoint), and the work runs in the
-thread pool, off the event loop. Larger tables go through a ``predict`` job.
+The model comes from the LRU cache (loaded once per checkpoint). Everything that blocks (the
+model's row, reading an uploaded table, the prediction) runs in the blocking thread pool, off
+the event loop. Larger tables go through a ``predict`` job.
 """
 
 from __future__ import annotations
@@ -130,14 +131,32 @@ def _predictor(services: Services, sha256: str) -> Predictor:
 
 
 def _run(
-    services: Services, sha256: str, table: FeatureTable, sequences: tuple[str, ...], output: str
-) -> PredictionResult:
-    predictor = _predictor(services, sha256)
-    return predictor.predict(table, sequences, embeddings=output == "embedding")
+    services: Services,
+    scope: str | None,
+    model_id: str,
+    table: FeatureTable,
+    sequences: tuple[dict[str, str], str] | None,
+    output: str,
+) -> list[SamplePredictionOut]:
+    """The blocking part, in the blocking pool: the model's row (404 when it is not the
+    caller's), the table's sequences, the prediction and the answer's entries."""
+    with services.sessions() as session:
+        model = get_model(session, model_id, scope)
+        if model is None:
+            raise not_found("model", model_id)
+        sha256 = model.checkpoint_sha256
+    if sequences is None:
+        resolved = resolve_sequences(table, None)
+    else:
+        resolved = resolve_sequences(table, sequences[0], file=sequences[1])
+    result = _predictor(services, sha256).predict(table, resolved, embeddings=output == "embedding")
+    return _document(result, output)
 
 
-async def _parse(request: Request, services: Services) -> tuple[str, str, FeatureTable, Any]:
-    """(model_id, output, table, sequences-or-None) from either body form."""
+async def _parse(
+    request: Request, services: Services
+) -> tuple[str, str, FeatureTable, tuple[dict[str, str], str] | None]:
+    """(model_id, output, table, (sequences, file name) or None) from either body form."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json":
         try:
@@ -208,18 +227,9 @@ async def predict(
             "AAM_SYNC_PREDICT_LIMIT): upload the table as a dataset and submit a 'predict' job "
             "(POST /jobs)",
         )
-    with services.sessions() as session:
-        model = get_model(session, model_id, caller.scope)
-        if model is None:
-            raise not_found("model", model_id)
-        sha256 = model.checkpoint_sha256
-    if sequences is None:
-        resolved = resolve_sequences(table, None)
-    else:
-        resolved = resolve_sequences(table, sequences[0], file=sequences[1])
-    result = await run_blocking(_run, services, sha256, table, resolved, output)
+    predictions = await run_blocking(
+        _run, services, caller.scope, model_id, table, sequences, output
+    )
     return PredictResponse(
-        model_id=model_id,
-        device=services.settings.predict_device,
-        predictions=_document(result, output),
+        model_id=model_id, device=services.settings.predict_device, predictions=predictions
     )
