@@ -17,7 +17,7 @@ from app.api.deps import Services
 from app.api.model_cache import ModelCache
 from app.api.observability import Metrics, RequestObservability, StateCollector
 from app.api.routes import datasets, health, jobs, models, predict
-from app.api.threads import size_request_pool
+from app.api.threads import prediction_slots, size_request_pool
 from app.dispatch import CeleryDispatcher, Dispatcher
 from app.settings import Settings
 from app.store import (
@@ -52,7 +52,8 @@ def build_services(
     dispatcher: Dispatcher | None = None,
     storage: ArtifactStore | None = None,
 ) -> Services:
-    """Engine (migrated to head), storage, dispatcher, model cache and metrics."""
+    """Engine (migrated to head), storage, dispatcher, model cache, metrics and prediction
+    slots."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.resolved_database_url)
     migrate(engine)
@@ -64,6 +65,7 @@ def build_services(
         dispatcher=dispatcher or CeleryDispatcher(settings.resolved_broker_url),
         cache=ModelCache(settings.model_cache_bytes),
         metrics=Metrics(),
+        predictions=prediction_slots(settings.predict_concurrency),
     )
     services.metrics.add_collector(StateCollector(lambda: _state_reader(services)))
     return services

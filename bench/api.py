@@ -13,7 +13,8 @@ regressor (random weights: latency does not depend on training), and measures p5
 each under 1 and 32 concurrent clients: coroutines of one asyncio client (aiohttp: the
 lightest on CPU, as the client shares the machine with the server), each sending its next
 request when the last one has answered. ``--api-workers`` runs that many API
-processes (``AAM_API_WORKERS``). Targets (issue 5): warm single-sample prediction p50 <= 30 ms
+processes (``AAM_API_WORKERS``), ``--predict-concurrency`` sets ``AAM_PREDICT_CONCURRENCY``.
+Targets (issue 5): warm single-sample prediction p50 <= 30 ms
 on CPU; job submission p99 <= 100 ms at 32 clients; zero errors.
 """
 
@@ -172,6 +173,9 @@ def main() -> None:
                         help="requests per 100-sample measurement")  # fmt: skip
     parser.add_argument("--api-workers", type=int, default=1,
                         help="API processes (AAM_API_WORKERS)")  # fmt: skip
+    parser.add_argument("--predict-concurrency", type=int, default=0,
+                        help="predictions at once per API process (AAM_PREDICT_CONCURRENCY; "
+                        "0: the host's cores)")  # fmt: skip
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="aam-bench-api-"))
     settings = Settings(data_dir=work / "data")
@@ -185,6 +189,7 @@ def main() -> None:
         "AAM_LOG_LEVEL": "WARNING",
         "AAM_PREDICT_VECTOR_CACHE": str(args.vector_cache),
         "AAM_API_WORKERS": str(args.api_workers),
+        "AAM_PREDICT_CONCURRENCY": str(args.predict_concurrency),
     }
     server = subprocess.Popen([sys.executable, "-m", "app"], env=env, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
@@ -268,6 +273,7 @@ def main() -> None:
             "model": "default() regressor, random weights",
             "vector_cache": args.vector_cache,
             "api_workers": args.api_workers,
+            "predict_concurrency": args.predict_concurrency or os.cpu_count(),
             "sample_shape": "~150 ASVs x 150 bp",
             **results,
         }, indent=2))  # fmt: skip

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.api.errors import ApiError, not_found
 from app.api.model_cache import ModelCache
 from app.api.observability import Metrics
+from app.api.threads import Slots
 from app.dispatch import Dispatcher
 from app.settings import Settings
 from app.store import ArtifactStore, Dataset, Job, Model, get_dataset, get_job, get_model
@@ -38,6 +39,7 @@ class Services:
     dispatcher: Dispatcher
     cache: ModelCache
     metrics: Metrics
+    predictions: Slots  # how many predictions run at once (AAM_PREDICT_CONCURRENCY)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """``POST /predict``: synchronous prediction for interactive sizes (API.md, Prediction).
 
-The model comes from the LRU cache (loaded once per checkpoint). Everything that blocks (the
-model's row, reading an uploaded table, the prediction) runs in the blocking thread pool, off
-the event loop. Larger tables go through a ``predict`` job.
+The model comes from the LRU cache (loaded once per checkpoint). Everything that blocks runs
+in worker threads, off the event loop: reading an uploaded table in the blocking pool, and the
+model's row and the prediction in one of the process's prediction slots. Larger tables go
+through a ``predict`` job.
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ def _run(
     sequences: tuple[dict[str, str], str] | None,
     output: str,
 ) -> list[SamplePredictionOut]:
-    """The blocking part, in the blocking pool: the model's row (404 when it is not the
+    """The blocking part, in a prediction slot: the model's row (404 when it is not the
     caller's), the table's sequences, the prediction and the answer's entries."""
     with services.sessions() as session:
         model = get_model(session, model_id, scope)
@@ -227,7 +228,7 @@ async def predict(
             "AAM_SYNC_PREDICT_LIMIT): upload the table as a dataset and submit a 'predict' job "
             "(POST /jobs)",
         )
-    predictions = await run_blocking(
+    predictions = await services.predictions.run(
         _run, services, caller.scope, model_id, table, sequences, output
     )
     return PredictResponse(
