@@ -13,7 +13,8 @@ regressor (random weights: latency does not depend on training), and measures p5
 each under 1 and 32 concurrent clients: coroutines of one asyncio client (aiohttp: the
 lightest on CPU, as the client shares the machine with the server), each sending its next
 request when the last one has answered. ``--api-workers`` runs that many API
-processes (``AAM_API_WORKERS``), ``--predict-concurrency`` sets ``AAM_PREDICT_CONCURRENCY``.
+processes (``AAM_API_WORKERS``); ``--predict-concurrency`` and ``--api-pin-core`` set
+``AAM_PREDICT_CONCURRENCY`` and ``AAM_API_PIN_CORE``.
 Targets (issue 5): warm single-sample prediction p50 <= 30 ms
 on CPU; job submission p99 <= 100 ms at 32 clients; zero errors.
 """
@@ -173,6 +174,8 @@ def main() -> None:
                         help="requests per 100-sample measurement")  # fmt: skip
     parser.add_argument("--api-workers", type=int, default=1,
                         help="API processes (AAM_API_WORKERS)")  # fmt: skip
+    parser.add_argument("--api-pin-core", choices=("true", "false"), default="true",
+                        help="AAM_API_PIN_CORE of the server")  # fmt: skip
     parser.add_argument("--predict-concurrency", type=int, default=0,
                         help="predictions at once per API process (AAM_PREDICT_CONCURRENCY; "
                         "0: the host's cores)")  # fmt: skip
@@ -190,6 +193,7 @@ def main() -> None:
         "AAM_PREDICT_VECTOR_CACHE": str(args.vector_cache),
         "AAM_API_WORKERS": str(args.api_workers),
         "AAM_PREDICT_CONCURRENCY": str(args.predict_concurrency),
+        "AAM_API_PIN_CORE": args.api_pin_core,
     }
     server = subprocess.Popen([sys.executable, "-m", "app"], env=env, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
@@ -274,6 +278,7 @@ def main() -> None:
             "vector_cache": args.vector_cache,
             "api_workers": args.api_workers,
             "predict_concurrency": args.predict_concurrency or os.cpu_count(),
+            "api_pin_core": args.api_pin_core == "true",
             "sample_shape": "~150 ASVs x 150 bp",
             **results,
         }, indent=2))  # fmt: skip

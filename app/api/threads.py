@@ -13,6 +13,11 @@
 - Predictions have slots of their own (``AAM_PREDICT_CONCURRENCY``, default the host's cores):
   more predictions at once than cores only take turns at the cores and the GIL. A request
   waiting for a slot holds no thread.
+
+A serving process runs its event loop and request threads on one core (``AAM_API_PIN_CORE``,
+:func:`pin_to_one_core`): they hold the GIL in turns anyway, and handing it between threads on
+different cores cost more CPU than the work. Predictions and blocking work still run on every
+core the process may use.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
 import anyio
@@ -37,12 +43,53 @@ def size_request_pool(threads: int) -> None:
     anyio.to_thread.current_default_thread_limiter().total_tokens = threads
 
 
+@dataclass(frozen=True)
+class _Pinned:
+    core: int  # the event loop's and the request threads' core
+    every: frozenset[int]  # the cores the process may use
+
+
+_pinned: _Pinned | None = None
+
+
+def pin_to_one_core(index: int) -> int | None:
+    """Run the calling thread (the event loop's, at start-up) and the threads it starts from
+    then on (the request pool's) on one of the cores this process may use, number ``index``
+    modulo their count. The core, or None where there is no choice to make (one core, or a
+    platform without thread affinity)."""
+    global _pinned
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    every = frozenset(os.sched_getaffinity(0))
+    if len(every) < 2:
+        return None
+    core = sorted(every)[index % len(every)]
+    os.sched_setaffinity(0, {core})  # 0: the calling thread (Linux)
+    _pinned = _Pinned(core, every)
+    return core
+
+
+def _on_every_core(call: Callable[[], T]) -> T:
+    """``call()`` with the calling thread free to run on every core of the process; the thread
+    goes back to the pinned core afterwards (a worker thread serves requests too)."""
+    pinned = _pinned
+    if pinned is None:
+        return call()
+    os.sched_setaffinity(0, pinned.every)
+    try:
+        return call()
+    finally:
+        os.sched_setaffinity(0, {pinned.core})
+
+
 class Slots:
     """At most ``size`` calls at once in worker threads, per event loop; the others wait for a
-    slot without holding a thread."""
+    slot without holding a thread. ``every_core``: the calls may use every core even when the
+    request threads are pinned to one."""
 
-    def __init__(self, name: str, size: int) -> None:
+    def __init__(self, name: str, size: int, *, every_core: bool = False) -> None:
         self.size = size
+        self.every_core = every_core
         self._limiter: RunVar[anyio.CapacityLimiter] = RunVar(name)
 
     def limiter(self) -> anyio.CapacityLimiter:
@@ -56,17 +103,18 @@ class Slots:
 
     async def run(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """``function(*args, **kwargs)`` in a worker thread, once a slot is free."""
-        return await anyio.to_thread.run_sync(
-            functools.partial(function, *args, **kwargs), limiter=self.limiter()
-        )
+        call = functools.partial(function, *args, **kwargs)
+        if self.every_core:
+            call = functools.partial(_on_every_core, call)
+        return await anyio.to_thread.run_sync(call, limiter=self.limiter())
 
 
 def prediction_slots(concurrency: int) -> Slots:
     """The slots of one app's predictions: ``concurrency``, or with 0 the host's cores."""
-    return Slots("aam_prediction_limiter", concurrency or os.cpu_count() or 1)
+    return Slots("aam_prediction_limiter", concurrency or os.cpu_count() or 1, every_core=True)
 
 
-_BLOCKING = Slots("aam_blocking_limiter", BLOCKING_THREADS)
+_BLOCKING = Slots("aam_blocking_limiter", BLOCKING_THREADS, every_core=True)
 
 
 def blocking_limiter() -> anyio.CapacityLimiter:

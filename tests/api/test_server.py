@@ -45,9 +45,10 @@ def wait_healthy(base: str, process: subprocess.Popen[bytes], timeout: float = 6
 
 
 @contextmanager
-def serving(tmp_path: Path, **extra_env: str) -> Iterator[tuple[str, Settings]]:
+def serving(tmp_path: Path, **extra_env: str) -> Iterator[tuple[str, Settings, int]]:
     """``python -m app`` on a free loopback port, Redis database 14 as its broker (nothing
-    consumes it: the messages sent there are removed at the end)."""
+    consumes it: the messages sent there are removed at the end): its address, settings and
+    process id."""
     port = free_port()
     env = {
         **os.environ,
@@ -63,7 +64,7 @@ def serving(tmp_path: Path, **extra_env: str) -> Iterator[tuple[str, Settings]]:
     base = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(base, process)
-        yield base, Settings(data_dir=tmp_path / "data")
+        yield base, Settings(data_dir=tmp_path / "data"), process.pid
     finally:
         process.terminate()
         try:
@@ -81,8 +82,8 @@ def serving(tmp_path: Path, **extra_env: str) -> Iterator[tuple[str, Settings]]:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, Settings]]:
-    with serving(tmp_path) as running:
-        yield running
+    with serving(tmp_path) as (base, settings, _):
+        yield base, settings
 
 
 def _register(settings: Settings, tmp_path: Path) -> str:
@@ -160,6 +161,7 @@ def test_two_api_processes_share_the_port_the_database_and_their_counters(
     with serving(tmp_path, AAM_API_WORKERS="2", PROMETHEUS_MULTIPROC_DIR=str(metrics_dir)) as (
         base,
         settings,
+        pid,
     ):
         with open(files["table"], "rb") as table, open(files["tree"], "rb") as tree:
             created = httpx.post(f"{base}/datasets", headers=HEADERS, timeout=60,
@@ -182,9 +184,25 @@ def test_two_api_processes_share_the_port_the_database_and_their_counters(
         line = 'aam_http_requests_total{method="POST",route="/jobs",status="202"} 40.0'
         for _ in range(6):  # new connections: answered by either process
             assert line in httpx.get(f"{base}/metrics", timeout=30).text
+        # each runs its event loop on a core of its own (AAM_API_PIN_CORE, on by default)
+        cores = sorted(os.sched_getaffinity(0))
+        assert _api_process_cores(pid) == (
+            [{cores[0]}, {cores[1]}] if len(cores) > 1 else [set(cores)] * 2
+        )
     # both processes counted requests (one file of counters per process)
     assert len({p.stem.rsplit("_", 1)[1] for p in metrics_dir.glob("counter_*.db")}) == 2
     assert (settings.data_dir / "aam.db.writer-lock").exists()
+
+
+def _api_process_cores(server: int) -> list[set[int]]:
+    """The cores each API process's main thread (its event loop's) may run on, in core order;
+    uvicorn's worker processes are the ``multiprocessing.spawn`` children of the server."""
+    children = Path(f"/proc/{server}/task/{server}/children").read_text().split()
+    found = []
+    for child in map(int, children):
+        if b"multiprocessing.spawn" in Path(f"/proc/{child}/cmdline").read_bytes():
+            found.append(os.sched_getaffinity(child))
+    return sorted(found, key=min)
 
 
 def test_an_api_process_takes_its_start_up_objects_out_of_the_collectors_sight(

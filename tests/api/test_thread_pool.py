@@ -9,7 +9,10 @@ slots at once."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -141,3 +144,49 @@ def test_predictions_run_at_most_their_slots_at_once(
 def test_prediction_slots_default_to_the_hosts_cores() -> None:
     assert prediction_slots(0).size == (os.cpu_count() or 1)
     assert prediction_slots(3).size == 3
+
+
+PINNING = """
+import asyncio, json, os, threading
+import anyio.to_thread
+from app.api.threads import Slots, pin_to_one_core
+
+every = sorted(os.sched_getaffinity(0))
+core = pin_to_one_core(1)
+started = []
+thread = threading.Thread(target=lambda: started.append(sorted(os.sched_getaffinity(0))))
+thread.start()
+thread.join()
+
+def where():
+    return threading.get_ident(), sorted(os.sched_getaffinity(0))
+
+async def run():
+    slots = Slots("test", 1, every_core=True)
+    in_slot = await slots.run(where)
+    after = await anyio.to_thread.run_sync(where)  # the same (idle) worker thread, reused
+    return in_slot, after
+
+in_slot, after = asyncio.run(run())
+print(json.dumps({"every": every, "core": core, "loop": sorted(os.sched_getaffinity(0)),
+                  "started": started[0], "in_slot": in_slot, "after": after}))
+"""
+
+
+def test_pinned_request_threads_and_predictions_on_every_core() -> None:
+    """In a process of its own (this one is not pinned): pin_to_one_core puts the calling
+    thread, and the threads it starts, on one core; a call in ``every_core`` slots runs on all
+    the process's cores and its worker thread goes back to the one core afterwards."""
+    result = subprocess.run([sys.executable, "-c", PINNING], capture_output=True, text=True,
+                            timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    every = seen["every"]
+    if len(every) < 2:  # nothing to choose: no pinning
+        assert seen["core"] is None and seen["loop"] == seen["started"] == every
+        return
+    core = every[1 % len(every)]
+    assert seen["core"] == core
+    assert seen["loop"] == seen["started"] == [core]
+    assert seen["in_slot"][1] == every
+    assert seen["after"] == [seen["in_slot"][0], [core]]
