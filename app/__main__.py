@@ -77,11 +77,11 @@ def _serving_app(settings: Settings) -> FastAPI:
     return app
 
 
-def _process_index() -> int:
-    """0 for a lone API process; uvicorn's worker processes are SpawnProcess-1, -2, ... (a
+def _process_index() -> int | None:
+    """None for a lone API process; uvicorn's worker processes are SpawnProcess-1, -2, ... (a
     restarted one gets the next number), so that several spread over the cores."""
     match = re.fullmatch(r"\w+Process-(\d+)", multiprocessing.current_process().name)
-    return int(match[1]) - 1 if match else 0
+    return int(match[1]) - 1 if match else None
 
 
 def _serve_workers(settings: Settings, host: str, port: int) -> None:

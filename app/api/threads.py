@@ -52,21 +52,36 @@ class _Pinned:
 _pinned: _Pinned | None = None
 
 
-def pin_to_one_core(index: int) -> int | None:
+def pin_to_one_core(index: int | None) -> int | None:
     """Run the calling thread (the event loop's, at start-up) and the threads it starts from
-    then on (the request pool's) on one of the cores this process may use, number ``index``
-    modulo their count. The core, or None where there is no choice to make (one core, or a
-    platform without thread affinity)."""
+    then on (the request pool's) on one of the cores this process may use: number ``index``
+    modulo their count (several API processes of one server), or with None the core the
+    thread runs on now (a lone process: separate servers on one host need not meet on one
+    core). The core, or None where there is no choice to make (one core, or a platform
+    without thread affinity)."""
     global _pinned
     if not hasattr(os, "sched_setaffinity"):
         return None
     every = frozenset(os.sched_getaffinity(0))
     if len(every) < 2:
         return None
-    core = sorted(every)[index % len(every)]
+    if index is None:
+        current = _current_core()
+        core = current if current in every else min(every)
+    else:
+        core = sorted(every)[index % len(every)]
     os.sched_setaffinity(0, {core})  # 0: the calling thread (Linux)
     _pinned = _Pinned(core, every)
     return core
+
+
+def _current_core() -> int | None:
+    """The core the calling thread last ran on (Linux: field 39 of /proc/thread-self/stat)."""
+    try:
+        with open("/proc/thread-self/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[36])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _on_every_core(call: Callable[[], T]) -> T:
