@@ -31,9 +31,10 @@ from aam_core.train.callbacks import CallbackList
 from aam_core.train.config import RunConfig, Stage
 from aam_core.train.prepare import MAX_NUMERIC_CLASSES
 from aam_core.train.stages import adopt_encoder_preprocessing
+from app.api.dataset_rows import DatasetRows
 from app.api.errors import ApiError
 from app.contracts import JobKind, JobSpec, TargetSpec
-from app.store import ArtifactStore, Dataset, Model, get_dataset, get_model
+from app.store import ArtifactStore, Dataset, Model, get_model
 
 PREDICT_KEYS = ("passes", "seed")  # what the worker passes to Predictor.predict
 TRAIN_ONLY_KEYS = ("target_loss", "class_weights")
@@ -53,11 +54,18 @@ def invalid(field: str, message: str, *, kind: str = "invalid-job") -> ApiError:
 
 
 def check_job(
-    session: Session, storage: ArtifactStore, owner: str | None, spec: JobSpec
+    session: Session,
+    storage: ArtifactStore,
+    owner: str | None,
+    spec: JobSpec,
+    datasets: DatasetRows,
 ) -> CheckedJob:
     """Everything the worker would find wrong with ``spec``, as a 422 now. ``owner`` is the
-    caller's scope (None: an admin, who may use anyone's datasets and models)."""
-    dataset = _owned_dataset(session, spec.dataset_id, owner)
+    caller's scope (None: an admin, who may use anyone's datasets and models); the dataset's
+    row comes from ``datasets`` (the caller checks it still exists when it inserts the job)."""
+    dataset = datasets.get(session, spec.dataset_id, owner)
+    if dataset is None:  # another owner's dataset reads exactly like a missing one
+        raise invalid("dataset_id", f"dataset {spec.dataset_id!r} does not exist")
     _check_config_keys(spec)
     if spec.kind == JobKind.predict:
         assert spec.model_id is not None  # JobSpec's validator
@@ -101,13 +109,6 @@ def check_still_there(session: Session, spec: JobSpec) -> None:
 
 
 # -- what the spec names ----------------------------------------------------------------------
-
-
-def _owned_dataset(session: Session, dataset_id: str, owner: str | None) -> Dataset:
-    dataset = get_dataset(session, dataset_id, owner)
-    if dataset is None:  # another owner's dataset reads exactly like a missing one
-        raise invalid("dataset_id", f"dataset {dataset_id!r} does not exist")
-    return dataset
 
 
 def _usable_model(
