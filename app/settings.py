@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     # thread pool; one thread each avoids oversubscribing cores (measured: 2 threads per request
     # on a busy 2-core host made a warm single-sample prediction ~20x slower).
     predict_threads: int = Field(default=1, ge=1, le=256)
-    # Predictions that run at once in an API process (0: as many as the host has cores); the
+    # Predictions that run at once in an API process (0: one per core it may use); the
     # others wait for a slot. Measured on a 2-core VM (bench/api.py), 32 clients each asking
     # for one sample: 2 at once took 7.4-8.6 ms of server CPU per prediction, p50 165-202 ms,
     # p99 216-259 ms; 40 at once 12.3-15.6 ms, p50 282-369 ms, p99 450-517 ms.

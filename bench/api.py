@@ -45,6 +45,7 @@ import torch
 from aam_core.checkpoint import checkpoint_from_model, save_checkpoint
 from aam_core.data.synthetic import SyntheticSpec, generate, write_study
 from aam_core.model import AAMConfig, SequenceRegressor, TargetConfig
+from app.api.threads import usable_cores
 from app.settings import Settings
 from app.store import LocalArtifactStore, make_engine, make_session_factory
 from app.store.registry import register_checkpoint
@@ -178,7 +179,7 @@ def main() -> None:
                         help="AAM_API_PIN_CORE of the server")  # fmt: skip
     parser.add_argument("--predict-concurrency", type=int, default=0,
                         help="predictions at once per API process (AAM_PREDICT_CONCURRENCY; "
-                        "0: the host's cores)")  # fmt: skip
+                        "0: the server's cores)")  # fmt: skip
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="aam-bench-api-"))
     settings = Settings(data_dir=work / "data")
@@ -277,7 +278,7 @@ def main() -> None:
             "model": "default() regressor, random weights",
             "vector_cache": args.vector_cache,
             "api_workers": args.api_workers,
-            "predict_concurrency": args.predict_concurrency or os.cpu_count(),
+            "predict_concurrency": args.predict_concurrency or usable_cores(),
             "api_pin_core": args.api_pin_core == "true",
             "sample_shape": "~150 ASVs x 150 bp",
             **results,

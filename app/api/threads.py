@@ -10,7 +10,7 @@
   an uploaded table or a prediction table, and the readiness checks (a broker that does not
   answer holds one for seconds). It keeps anyio's default size, so that such work never leaves
   the requests behind it waiting for a thread.
-- Predictions have slots of their own (``AAM_PREDICT_CONCURRENCY``, default the host's cores):
+- Predictions have slots of their own (``AAM_PREDICT_CONCURRENCY``, default the process's cores):
   more predictions at once than cores only take turns at the cores and the GIL. A request
   waiting for a slot holds no thread.
 
@@ -124,9 +124,16 @@ class Slots:
         return await anyio.to_thread.run_sync(call, limiter=self.limiter())
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (a container's cpuset, ``taskset``), else the host's."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def prediction_slots(concurrency: int) -> Slots:
-    """The slots of one app's predictions: ``concurrency``, or with 0 the host's cores."""
-    return Slots("aam_prediction_limiter", concurrency or os.cpu_count() or 1, every_core=True)
+    """The slots of one app's predictions: ``concurrency``, or with 0 the process's cores."""
+    return Slots("aam_prediction_limiter", concurrency or usable_cores(), every_core=True)
 
 
 _BLOCKING = Slots("aam_blocking_limiter", BLOCKING_THREADS, every_core=True)

@@ -141,8 +141,8 @@ def test_predictions_run_at_most_their_slots_at_once(
     assert len({r.json()["predictions"][0]["prediction"] for r in responses}) == 1
 
 
-def test_prediction_slots_default_to_the_hosts_cores() -> None:
-    assert prediction_slots(0).size == (os.cpu_count() or 1)
+def test_prediction_slots_default_to_the_processs_cores() -> None:
+    assert prediction_slots(0).size == len(os.sched_getaffinity(0))
     assert prediction_slots(3).size == 3
 
 
