@@ -51,9 +51,9 @@ class CeleryDispatcher:
     """Publishes through Celery's message layer (``app.amqp``): the task message Celery
     builds, on a producer from Celery's pool. ``send_task`` would add what a caller of results
     needs (an ``AsyncResult``, the current task's context, routing by task name), none of
-    which a job needs; measured in a run of its own, it took 7-10% of the API's CPU per job
-    submission and read (2-core VM, 32 clients; app.api.dataset_rows gives the figures of the
-    two changes together)."""
+    which a job needs; in three interleaved runs of its own it took 2-11% of the API's CPU per
+    job submission and read (2-core VM, 32 clients; app.api.dataset_rows gives the figures of
+    this and the kept dataset rows together)."""
 
     def __init__(self, broker_url: str) -> None:
         self.broker_url = broker_url
