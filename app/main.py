@@ -13,7 +13,6 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from aam_core import __version__
 from app.api import errors
-from app.api.dataset_rows import DatasetRows
 from app.api.deps import Services
 from app.api.model_cache import ModelCache
 from app.api.observability import Metrics, RequestObservability, StateCollector
@@ -53,8 +52,8 @@ def build_services(
     dispatcher: Dispatcher | None = None,
     storage: ArtifactStore | None = None,
 ) -> Services:
-    """Engine (migrated to head), storage, dispatcher, model cache, metrics, prediction slots
-    and kept dataset rows."""
+    """Engine (migrated to head), storage, dispatcher, model cache, metrics and prediction
+    slots."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.resolved_database_url)
     migrate(engine)
@@ -67,7 +66,6 @@ def build_services(
         cache=ModelCache(settings.model_cache_bytes),
         metrics=Metrics(),
         predictions=prediction_slots(settings.predict_concurrency),
-        datasets=DatasetRows(),
     )
     services.metrics.add_collector(StateCollector(lambda: _state_reader(services)))
     return services

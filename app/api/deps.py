@@ -17,7 +17,6 @@ from fastapi import Depends, Path, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.api.dataset_rows import DatasetRows
 from app.api.errors import ApiError, not_found
 from app.api.model_cache import ModelCache
 from app.api.observability import Metrics
@@ -41,7 +40,6 @@ class Services:
     cache: ModelCache
     metrics: Metrics
     predictions: Slots  # how many predictions run at once (AAM_PREDICT_CONCURRENCY)
-    datasets: DatasetRows  # dataset rows for job submissions' checks
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,9 @@ from aam_core.train.callbacks import CallbackList
 from aam_core.train.config import RunConfig, Stage
 from aam_core.train.prepare import MAX_NUMERIC_CLASSES
 from aam_core.train.stages import adopt_encoder_preprocessing
-from app.api.dataset_rows import DatasetRows
 from app.api.errors import ApiError
 from app.contracts import JobKind, JobSpec, TargetSpec
-from app.store import ArtifactStore, Dataset, Model, get_model
+from app.store import ArtifactStore, Dataset, Model, get_dataset, get_model
 
 PREDICT_KEYS = ("passes", "seed")  # what the worker passes to Predictor.predict
 TRAIN_ONLY_KEYS = ("target_loss", "class_weights")
@@ -58,12 +57,11 @@ def check_job(
     storage: ArtifactStore,
     owner: str | None,
     spec: JobSpec,
-    datasets: DatasetRows,
 ) -> CheckedJob:
     """Everything the worker would find wrong with ``spec``, as a 422 now. ``owner`` is the
-    caller's scope (None: an admin, who may use anyone's datasets and models); the dataset's
-    row comes from ``datasets`` (the caller checks it still exists when it inserts the job)."""
-    dataset = datasets.get(session, spec.dataset_id, owner)
+    caller's scope (None: an admin, who may use anyone's datasets and models); the caller checks
+    that the dataset still exists when it inserts the job."""
+    dataset = get_dataset(session, spec.dataset_id, owner)
     if dataset is None:  # another owner's dataset reads exactly like a missing one
         raise invalid("dataset_id", f"dataset {spec.dataset_id!r} does not exist")
     _check_config_keys(spec)

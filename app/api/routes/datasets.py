@@ -155,6 +155,5 @@ def remove_dataset(dataset: DatasetDep, session: SessionDep, services: ServicesD
             kind="conflict",
         )
     session.commit()
-    services.datasets.forget(dataset_id)
     release_blobs(session, services.storage, digests)
     return Response(status_code=204)

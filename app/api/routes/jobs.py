@@ -116,8 +116,8 @@ def submit_job(
         earlier = get_job_by_idempotency_key(session, caller.owner, idempotency_key)
         if earlier is not None:  # a retry needs no re-check: the first one passed
             return _replay(earlier, body, idempotency_key, response)
-    checked = check_job(session, services.storage, caller.scope, spec, services.datasets)
-    # The checks' reads (a dataset row not kept yet, models) ran in a read transaction; the
+    checked = check_job(session, services.storage, caller.scope, spec)
+    # The checks' reads (the dataset and model rows) ran in a read transaction; the
     # insert takes SQLite's write lock only now, so concurrent submissions do not queue behind
     # each other's checks.
     session.commit()
