@@ -9,11 +9,7 @@ Prometheus counters through a directory of files (see ``app.api.observability.Me
 from __future__ import annotations
 
 import argparse
-import gc
-import logging
-import multiprocessing
 import os
-import re
 import sys
 import tempfile
 
@@ -22,12 +18,9 @@ import uvicorn
 from fastapi import FastAPI
 
 from app.api.observability import MULTIPROCESS_DIR_ENV, configure_logging
-from app.api.threads import pin_to_one_core
 from app.main import create_app
 from app.settings import Settings
 from app.store import make_engine, migrate
-
-log = logging.getLogger("aam.api")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,28 +53,11 @@ def worker_app() -> FastAPI:
 
 
 def _serving_app(settings: Settings) -> FastAPI:
-    """The app of a process that serves: PyTorch's threads set here, at the edge (they are
-    process-wide), and what start-up built (modules, PyTorch, the app) taken out of the garbage
-    collector's sight, so that a full collection walks only what requests create. Measured on
-    the 2-core VM under 32 clients: the one full collection of a run paused the process for
-    195 ms (every request in flight waited), and 21-23 ms after the freeze. Then, with
-    ``AAM_API_PIN_CORE``, the event loop's thread (this one) goes to one core (app.api.threads)."""
-    torch.set_num_threads(settings.predict_threads)
-    app = create_app(settings)
-    gc.collect()
-    gc.freeze()
-    if settings.api_pin_core:
-        core = pin_to_one_core(_process_index())
-        if core is not None:
-            log.info("API process %d: event loop and request threads on core %d", os.getpid(), core)
-    return app
-
-
-def _process_index() -> int | None:
-    """None for a lone API process; uvicorn's worker processes are SpawnProcess-1, -2, ... (a
-    restarted one gets the next number), so that several spread over the cores."""
-    match = re.fullmatch(r"\w+Process-(\d+)", multiprocessing.current_process().name)
-    return int(match[1]) - 1 if match else None
+    """The app of a process that serves. One PyTorch thread per prediction, set here at the
+    edge (it is process-wide): predictions run side by side, one per prediction slot, and more
+    threads each would only oversubscribe the cores."""
+    torch.set_num_threads(1)
+    return create_app(settings)
 
 
 def _serve_workers(settings: Settings, host: str, port: int) -> None:

@@ -7,7 +7,6 @@ import logging
 from typing import Protocol
 
 from celery import Celery
-from kombu.utils.uuid import uuid
 
 from app.contracts import TASK_RUN_JOB, JobKind, queue_for
 
@@ -48,30 +47,22 @@ def make_celery_client(broker_url: str) -> Celery:
 
 
 class CeleryDispatcher:
-    """Publishes through Celery's message layer (``app.amqp``): the task message Celery
-    builds, on a producer from Celery's pool. ``send_task`` would add what a caller of results
-    needs (an ``AsyncResult``, the current task's context, routing by task name), none of
-    which a job needs; in three interleaved runs of its own it took 2-11% of the API's CPU per
-    job submission and read (2-core VM, 32 clients; app.api.dataset_rows gives the figures of
-    this and the kept dataset rows together)."""
+    """Sends a job's task to its kind's queue. One quick retry, then
+    :class:`BrokerUnavailable`: the caller answers 503 rather than waiting on a broker."""
 
     def __init__(self, broker_url: str) -> None:
         self.broker_url = broker_url
         self.client = make_celery_client(broker_url)
 
     def send_job(self, job_id: str, kind: JobKind) -> None:
-        amqp = self.client.amqp
-        message = amqp.create_task_message(uuid(), TASK_RUN_JOB, [job_id], {})
         try:
-            with self.client.producer_or_acquire() as producer:
-                amqp.send_task_message(
-                    producer,
-                    TASK_RUN_JOB,
-                    message,
-                    queue=queue_for(kind),
-                    retry=True,
-                    retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
-                )
+            self.client.send_task(
+                TASK_RUN_JOB,
+                args=[job_id],
+                queue=queue_for(kind),
+                retry=True,
+                retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
+            )
         except Exception as exc:  # kombu/redis/sqlalchemy raise many types for "no broker"
             log.warning("broker refused job %s: %s", job_id, exc)
             raise BrokerUnavailable(f"the job queue is unavailable ({type(exc).__name__})") from exc

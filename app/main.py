@@ -82,7 +82,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        size_request_pool(settings.api_threads)
+        size_request_pool()
         yield
         services.engine.dispose()
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field, SecretStr, field_validator, model_validat
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_KEY_LENGTH = 16
+HEARTBEATS_PER_TIMEOUT = 12  # 10 s beats at the default 120 s timeout
 
 
 class ApiKey(BaseModel):
@@ -64,48 +65,48 @@ def is_loopback(host: str) -> bool:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AAM_", extra="ignore")
 
+    # Where the SQLite database, the embedded broker, uploads and artifacts live.
     data_dir: Path = Path("data")
-    database_url: str | None = None  # default: SQLite file in the data directory (WAL mode)
-    broker_url: str | None = None  # default: embedded broker (SQLite file in the data dir)
+    # The record of datasets, jobs and models (default: SQLite in the data directory; use
+    # PostgreSQL when several hosts or API processes share it).
+    database_url: str | None = None
+    # The job queue: redis://... (default: an embedded broker on SQLite in the data directory).
+    broker_url: str | None = None
+    # API keys: owner:key or owner:key:admin, comma-separated, or a JSON list.
     api_keys: Annotated[list[ApiKey], NoDecode] = Field(default_factory=list)
+    # A file of API keys in the same format, one per line, read besides api_keys.
     keys_file: Path | None = None
+    # Origins of browser frontends allowed to call the API (CORS), comma-separated.
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Largest upload in bytes; a larger one is refused with 413.
     upload_limit_bytes: int = Field(default=2 * 1024**3, gt=0)
+    # Most samples in one synchronous POST /predict; larger tables go through a predict job.
     sync_predict_limit: int = Field(default=2000, gt=0)
+    # Memory budget in bytes of each API process's cache of loaded models.
     model_cache_bytes: int = Field(default=2 * 1024**3, gt=0)
+    # Device of the API's synchronous predictions: cpu, or cuda:N on a host whose API has a GPU.
     predict_device: str = "cpu"
-    # ASV vectors a loaded model keeps between prediction requests (0: off); see
-    # aam_core.vector_cache. Counted in the model cache's memory budget.
-    predict_vector_cache: int = Field(default=65_536, ge=0)
-    # PyTorch threads per prediction in the API process. Requests run side by side in the
-    # thread pool; one thread each avoids oversubscribing cores (measured: 2 threads per request
-    # on a busy 2-core host made a warm single-sample prediction ~20x slower).
-    predict_threads: int = Field(default=1, ge=1, le=256)
-    # Predictions that run at once in an API process (0: one per core it may use); the
-    # others wait for a slot. Measured on a 2-core VM (bench/api.py), 32 clients each asking
-    # for one sample: 2 at once took 7.4-8.6 ms of server CPU per prediction, p50 165-202 ms,
-    # p99 216-259 ms; 40 at once 12.3-15.6 ms, p50 282-369 ms, p99 450-517 ms.
+    # Predictions that run at once in an API process (0: one per core it may use); the others
+    # wait for a slot.
     predict_concurrency: int = Field(default=0, ge=0, le=256)
+    # The API's address and port.
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
-    # API processes (uvicorn workers) behind the one port. Each holds its own model cache
-    # (model_cache_bytes each); on SQLite their writes queue on the database's lock file.
+    # API processes (uvicorn workers) behind the one port, each with its own model cache.
     api_workers: int = Field(default=1, ge=1, le=64)
-    # Threads per API process for the short database work of requests (app/api/threads.py).
-    api_threads: int = Field(default=2, ge=1, le=256)
-    # Run each API process's event loop and request threads on one core (several processes on
-    # different cores); predictions and upload checks still use every core. Measured on the
-    # 2-core VM, 32 clients submitting and reading jobs, three interleaved runs each: 2.9-3.3
-    # ms of server CPU per submission and read pinned, 3.3-3.6 ms not; p99 106-123 ms against
-    # 124-150 ms.
-    api_pin_core: bool = True
     # workers
-    device: str = "auto"  # the one device a worker serves: cuda:0, cpu or auto
-    heartbeat_seconds: float = Field(default=10.0, gt=0)
+    # The one device a worker serves: cuda:0, cuda (all GPUs as one slot), cpu or auto.
+    device: str = "auto"
+    # A running job whose worker has been silent this long is requeued (or failed past
+    # max_attempts); workers report every twelfth of it (heartbeat_seconds).
     heartbeat_timeout_seconds: float = Field(default=120.0, gt=0)
+    # Attempts of a job whose worker died before the job is marked failed.
     max_attempts: int = Field(default=3, ge=1)
+    # Seconds a cancelled or interrupted job's training process gets to stop before it is killed.
     cancel_grace_seconds: float = Field(default=30.0, gt=0)
+    # Broker queues a worker takes messages from: gpu (jobs), cpu (light work).
     worker_queues: str = Field(default="gpu,cpu", pattern=r"^\s*[\w.-]+(\s*,\s*[\w.-]+)*\s*$")
+    # Log level of every process: DEBUG, INFO, WARNING or ERROR.
     log_level: str = "INFO"
 
     @field_validator("api_keys", mode="before")
@@ -136,6 +137,12 @@ class Settings(BaseSettings):
         if len(set(keys)) != len(keys):
             raise ValueError("two API keys are identical; every key must be unique")
         return self
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        """How often a worker and its running job report that they are alive: often enough
+        that a missed beat or two is far from the timeout."""
+        return self.heartbeat_timeout_seconds / HEARTBEATS_PER_TIMEOUT
 
     @property
     def open_mode(self) -> bool:

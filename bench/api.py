@@ -1,22 +1,31 @@
 """API latency benchmark: prints one JSON object.
 
-Starts the service as the image does (``python -m app`` under uvicorn, loopback, a Redis
-broker on a dedicated database number with no worker consuming), registers a ``default()``
-regressor (random weights: latency does not depend on training), and measures p50/p99 of
+Registers a ``default()`` regressor (random weights: latency does not depend on training) and
+measures p50/p99 of
 
 - ``POST /predict`` with 1 and with 100 samples (about 150 ASVs of 150 bp each), warm model
-  (loaded, and with ``--vector-cache`` > 0 the study's ASVs seen once before; run with
-  ``--vector-cache 0`` for requests whose ASVs are all new to the model);
+  (loaded, and the study's ASVs seen once before);
 - ``POST /jobs`` (a pretrain job) followed by ``GET /jobs/{id}``: the pair, and each request
   on its own (``parts``);
 
 each under 1 and 32 concurrent clients: coroutines of one asyncio client (aiohttp: the
 lightest on CPU, as the client shares the machine with the server), each sending its next
-request when the last one has answered. ``--api-workers`` runs that many API
-processes (``AAM_API_WORKERS``); ``--predict-concurrency`` and ``--api-pin-core`` set
-``AAM_PREDICT_CONCURRENCY`` and ``AAM_API_PIN_CORE``.
-Targets (issue 5): warm single-sample prediction p50 <= 30 ms
-on CPU; job submission p99 <= 100 ms at 32 clients; zero errors.
+request when the last one has answered.
+
+Two layouts (``--layout``):
+
+- ``api`` (default): the API as the image runs it (``python -m app`` under uvicorn, loopback,
+  SQLite), a Redis broker on a dedicated database number with no worker consuming;
+  ``--api-workers`` and ``--predict-concurrency`` set ``AAM_API_WORKERS`` and
+  ``AAM_PREDICT_CONCURRENCY``.
+- ``serve``: ``make serve`` (``python -m worker.serve``): the API and a real CPU worker on one
+  SQLite file and the embedded broker. The worker consumes the submitted jobs (1-epoch tiny
+  pretraining on a small study) while the measurements run, and for ``--drain`` seconds
+  after; the report adds the jobs by state and the failed ones' errors.
+
+Both report the error lines and any "database is locked" in the processes' output (``log``).
+Targets (issue 13): warm single-sample prediction p50 <= 30 ms on CPU; job submission
+(``POST /jobs``) p99 <= 150 ms at 32 clients on SQLite; zero errors.
 """
 
 from __future__ import annotations
@@ -53,6 +62,12 @@ from app.store.registry import register_checkpoint
 KEY = "bench-key-0123456789abcdef"
 HEADERS = {"Authorization": f"Bearer {KEY}"}
 REDIS_DB = 10  # its own: 11, 13 and 14 are the tests', 12 bench/jobs.py's
+# The jobs of the serve layout: a tiny pretraining of one epoch takes seconds on two cores.
+SMALL_STUDY = SyntheticSpec(n_samples=48, n_asvs=60, asvs_per_sample=12, seed=3)
+SMALL_JOB = {"preset": "tiny", "epochs": 1, "batch_size": 8, "rarefaction_depth": 1000,
+             "token_limit": 32}  # fmt: skip
+ERROR_MARKS = ("database is locked", "Traceback", '"level": "ERROR"', '"level": "CRITICAL"',
+               "ERROR/", "CRITICAL/")  # fmt: skip
 
 
 def _free_port() -> int:
@@ -106,17 +121,27 @@ def _cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def _server_pids(server: int) -> list[int]:
-    """The server and its children (the API processes under AAM_API_WORKERS > 1)."""
+def _children(pid: int) -> list[int]:
     try:
-        children = Path(f"/proc/{server}/task/{server}/children").read_text().split()
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:
-        children = []
-    return [server, *map(int, children)]
+        return []
+
+
+def _api_pids(server: int, layout: str) -> list[int]:
+    """The API process and its children (the API processes under AAM_API_WORKERS > 1); under
+    ``serve``, the ``python -m app`` child of serve (not the worker)."""
+    if layout == "serve":
+        for child in _children(server):
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            if argv[1:3] == [b"-m", b"app"]:
+                server = child
+                break
+    return [server, *_children(server)]
 
 
 def _measure(
-    base: str, call: Call, n: int, concurrency: int, server: int | None = None
+    base: str, call: Call, n: int, concurrency: int, pids: list[int] | None = None
 ) -> dict[str, Any]:
     """``n`` calls from ``concurrency`` clients (coroutines sharing one connection pool, a
     connection each). A call returns its latencies (ms) by part, the first part being the whole
@@ -143,7 +168,7 @@ def _measure(
         ) as http:
             await asyncio.gather(*(client(http) for _ in range(concurrency)))
 
-    pids = [] if server is None else _server_pids(server)
+    pids = pids or []
     server_before, client_before = _cpu_seconds(pids), time.process_time()
     asyncio.run(run())
     server_cpu, client_cpu = _cpu_seconds(pids) - server_before, time.process_time() - client_before
@@ -163,59 +188,104 @@ def _measure(
     return result
 
 
+def _start(layout: str, settings: Settings, args: argparse.Namespace, log: Path) -> Any:
+    """The server process of the layout, its output in ``log``; its URL once it answers."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AAM_")}
+    env.update({
+        "AAM_DATA_DIR": str(settings.data_dir),
+        "AAM_API_KEYS": f"bench:{KEY}",
+        "AAM_PORT": str(port),
+        "AAM_LOG_LEVEL": "WARNING",
+        "AAM_API_WORKERS": str(args.api_workers),
+        "AAM_PREDICT_CONCURRENCY": str(args.predict_concurrency),
+    })  # fmt: skip
+    if layout == "api":
+        env["AAM_BROKER_URL"] = f"redis://127.0.0.1:6379/{REDIS_DB}"
+        module = "app"
+    else:
+        env["AAM_DEVICE"] = "cpu"
+        module = "worker.serve"
+    with log.open("ab") as sink:
+        server = subprocess.Popen([sys.executable, "-m", module], env=env,
+                                  stdin=subprocess.DEVNULL, stdout=sink, stderr=sink)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        if server.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the server did not start:\n{log.read_text()[-3000:]}")
+        try:
+            if layout == "api" and httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                break
+            if layout == "serve" and httpx.get(f"{base}/ready", timeout=5).status_code == 200:
+                break  # the worker too
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    return server, base
+
+
+def _log_errors(log: Path) -> dict[str, Any]:
+    """Error lines in the processes' output, and how many say "database is locked"."""
+    lines = log.read_text(errors="replace").splitlines()
+    errors = [line for line in lines if any(mark in line for mark in ERROR_MARKS)]
+    return {
+        "database_locked": sum("database is locked" in line for line in lines),
+        "error_lines": len(errors),
+        "first_errors": [line[:300] for line in errors[:5]],
+    }
+
+
+def _jobs_report(base: str) -> dict[str, Any]:
+    """Jobs by state (the /metrics gauges) and the first failed jobs' errors."""
+    metrics = httpx.get(f"{base}/metrics", timeout=30).text
+    states = {}
+    for line in metrics.splitlines():
+        if line.startswith('aam_jobs{state="'):
+            name, value = line.split(" ")
+            states[name.split('"')[1]] = int(float(value))
+    failed = httpx.get(f"{base}/jobs", params={"state": "failed", "limit": 3}, headers=HEADERS,
+                       timeout=30).json()["items"]  # fmt: skip
+    return {"by_state": states, "failed_errors": [job["error"] for job in failed]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=200, help="requests per measurement")
-    parser.add_argument("--vector-cache", type=int, default=65_536,
-                        help="AAM_PREDICT_VECTOR_CACHE of the server (0: every ASV encoded "
-                        "on every request)")  # fmt: skip
+    parser.add_argument("--layout", choices=("api", "serve"), default="api",
+                        help="api: python -m app with Redis, no worker; serve: make serve "
+                        "(API + worker, SQLite, embedded broker)")  # fmt: skip
     parser.add_argument("--parts", default="predict,jobs",
                         help="predict, jobs, or both (comma-separated)")  # fmt: skip
     parser.add_argument("--batch-requests", type=int, default=20,
                         help="requests per 100-sample measurement")  # fmt: skip
     parser.add_argument("--api-workers", type=int, default=1,
                         help="API processes (AAM_API_WORKERS)")  # fmt: skip
-    parser.add_argument("--api-pin-core", choices=("true", "false"), default="true",
-                        help="AAM_API_PIN_CORE of the server")  # fmt: skip
     parser.add_argument("--predict-concurrency", type=int, default=0,
                         help="predictions at once per API process (AAM_PREDICT_CONCURRENCY; "
                         "0: the server's cores)")  # fmt: skip
+    parser.add_argument(
+        "--drain",
+        type=float,
+        default=30.0,
+        help="serve layout: seconds the worker goes on after the measurements",
+    )
     args = parser.parse_args()
+    layout = args.layout
     work = Path(tempfile.mkdtemp(prefix="aam-bench-api-"))
     settings = Settings(data_dir=work / "data")
-    port = _free_port()
-    env = {
-        **os.environ,
-        "AAM_DATA_DIR": str(settings.data_dir),
-        "AAM_API_KEYS": f"bench:{KEY}",
-        "AAM_PORT": str(port),
-        "AAM_BROKER_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
-        "AAM_LOG_LEVEL": "WARNING",
-        "AAM_PREDICT_VECTOR_CACHE": str(args.vector_cache),
-        "AAM_API_WORKERS": str(args.api_workers),
-        "AAM_PREDICT_CONCURRENCY": str(args.predict_concurrency),
-        "AAM_API_PIN_CORE": args.api_pin_core,
-    }
-    server = subprocess.Popen([sys.executable, "-m", "app"], env=env, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
+    log = work / "server.log"
+    server, base = _start(layout, settings, args, log)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit("the API did not start") from None
-                time.sleep(0.2)
         model_id = _register_default_model(settings, work)
         study = generate(SyntheticSpec(n_samples=100, n_asvs=3000, asvs_per_sample=150, seed=0))
-        files = write_study(study, work / "study")
         table = study.table
         samples = [
             {"id": sample_id, "counts": table.row_counts(row)}
             for row, sample_id in enumerate(table.sample_ids)
         ]
+        # jobs: on the big study (nothing consumes them), or on a small one a worker trains on
+        files = write_study(study if layout == "api" else generate(SMALL_STUDY), work / "study")
         with open(files["table"], "rb") as t, open(files["tree"], "rb") as tr, \
                 open(files["metadata"], "rb") as m:  # fmt: skip
             created = httpx.post(f"{base}/datasets", headers=HEADERS, timeout=300,
@@ -235,8 +305,8 @@ def main() -> None:
 
             return call
 
-        job = {"kind": "pretrain", "dataset_id": dataset_id,
-               "config": {"preset": "tiny", "epochs": 1}}  # fmt: skip
+        config = {"preset": "tiny", "epochs": 1} if layout == "api" else SMALL_JOB
+        job = {"kind": "pretrain", "dataset_id": dataset_id, "config": config}
 
         async def submit(http: aiohttp.ClientSession, i: int) -> dict[str, float] | None:
             start = time.perf_counter()
@@ -253,42 +323,46 @@ def main() -> None:
             return {"post+get": (end - start) * 1000, "post": (posted - start) * 1000,
                     "get": (end - posted) * 1000}  # fmt: skip
 
-        # warm: the model loaded, and (with the vector cache) the study's ASVs seen once, as
-        # for a lab predicting new samples of a study the model has met; several connections,
-        # so that every API process is warm
+        # warm: the model loaded and the study's ASVs seen once, as for a lab predicting new
+        # samples of a study the model has met; several connections, so that every API
+        # process is warm
         parts = set(args.parts.split(","))
         if "predict" in parts:
             _measure(base, predict(50), 8 * args.api_workers, 4 * args.api_workers)
+        pids = _api_pids(server.pid, layout)
         results: dict[str, Any] = {}
         for concurrency in (1, 32):
             if "predict" in parts:
                 results[f"predict_1_c{concurrency}"] = _measure(
-                    base, predict(1), args.requests, concurrency, server.pid
+                    base, predict(1), args.requests, concurrency, pids
                 )
                 results[f"predict_100_c{concurrency}"] = _measure(
-                    base, predict(100), args.batch_requests, concurrency, server.pid
+                    base, predict(100), args.batch_requests, concurrency, pids
                 )
             if "jobs" in parts:
                 key = f"jobs_submit_get_c{concurrency}"
-                results[key] = _measure(base, submit, args.requests, concurrency, server.pid)
-        print(json.dumps({
-            "benchmark": "api",
-            "machine": {"cpu": platform.processor() or platform.machine(),
-                        "cores": os.cpu_count(), "torch_threads": torch.get_num_threads()},
-            "model": "default() regressor, random weights",
-            "vector_cache": args.vector_cache,
-            "api_workers": args.api_workers,
-            "predict_concurrency": args.predict_concurrency or usable_cores(),
-            "api_pin_core": args.api_pin_core == "true",
-            "sample_shape": "~150 ASVs x 150 bp",
-            **results,
-        }, indent=2))  # fmt: skip
+                results[key] = _measure(base, submit, args.requests, concurrency, pids)
+        if layout == "serve" and "jobs" in parts:
+            time.sleep(args.drain)
+            results["jobs"] = _jobs_report(base)
     finally:
         server.terminate()
-        server.wait(timeout=30)
-        # remove the messages this run queued (no worker consumes this database number)
-        broker = redis.Redis(db=REDIS_DB)
-        broker.delete("gpu", *broker.keys("_kombu.binding.*"))
+        server.wait(timeout=180)
+        if layout == "api":  # remove the messages this run queued (no worker consumes them)
+            broker = redis.Redis(db=REDIS_DB)
+            broker.delete("gpu", *broker.keys("_kombu.binding.*"))
+    print(json.dumps({
+        "benchmark": "api",
+        "layout": layout,
+        "machine": {"cpu": platform.processor() or platform.machine(),
+                    "cores": os.cpu_count(), "torch_threads": torch.get_num_threads()},
+        "model": "default() regressor, random weights",
+        "api_workers": args.api_workers,
+        "predict_concurrency": args.predict_concurrency or usable_cores(),
+        "sample_shape": "~150 ASVs x 150 bp",
+        **results,
+        "log": _log_errors(log),
+    }, indent=2))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -4,16 +4,15 @@ Nothing connects at import time: the process edge builds an engine from settings
 down. On SQLite SQLAlchemy, not the ``sqlite3`` driver, emits BEGIN (the driver's legacy mode
 breaks SAVEPOINT and transactional DDL), and a transaction opened by :func:`begin_write` starts
 with ``BEGIN IMMEDIATE``: it waits for the write lock up front (busy timeout) instead of failing
-with "database is locked" when a transaction that has already read tries to write.
+with "database is locked" when a transaction that has already read tries to write. In WAL mode
+readers never wait for the writer. That is all ``make serve`` (an API process and a worker on
+one file) needs; hosts where several processes write at once use PostgreSQL (docs/deploy.md).
 """
 
 from __future__ import annotations
 
 import functools
-import os
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,6 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from filelock import FileLock
-from filelock import Timeout as FileLockTimeout
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -54,7 +51,7 @@ def _sqlite_file(url: URL) -> Path | None:
 
 
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
-    # Hand transaction control to SQLAlchemy (see the module docstring and _sqlite_writer_hooks).
+    # Hand transaction control to SQLAlchemy (see the module docstring).
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
@@ -66,114 +63,10 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-WRITER = "aam_writer_lock"  # Connection.info key: the in-process writer lock this one holds
-FILE_WRITER = "aam_writer_file_lock"  # Connection.info key: the cross-process one
-WRITER_LOCK_POLL_S = 0.002  # how often a waiting process retries the cross-process lock
-
-
-class _SqliteWriters:
-    """The locks that queue one SQLite file's writers: a thread lock for this process and, for
-    a file database, a lock file (``<database>.writer-lock``, flock via ``filelock``) for all
-    the processes on the file (API workers, job workers, migrations).
-
-    A process builds its own pair on first use: a child forked from a process whose engine
-    already existed must not share the parent's thread lock (it may be held by a thread that
-    does not exist in the child) nor its lock-file descriptor (flock locks belong to the open
-    file, which a fork shares).
-    """
-
-    def __init__(self, database: Path | None) -> None:
-        self.lock_file = (
-            None if database is None else database.with_name(database.name + ".writer-lock")
-        )
-        self._pid: int | None = None  # the process the locks below belong to (set by locks())
-        self._thread: threading.Lock
-        self._file: FileLock | None
-
-    def locks(self) -> tuple[threading.Lock, FileLock | None]:
-        pid = os.getpid()
-        if self._pid != pid:
-            self._pid = pid
-            self._thread = threading.Lock()
-            self._file = (
-                None
-                if self.lock_file is None
-                # thread_local=False: only the holder of the thread lock ever touches it
-                else FileLock(self.lock_file, thread_local=False, preserve_lock_file=True)
-            )
-        return self._thread, self._file
-
-
-def _sqlite_writer_hooks(engine: Engine, database: Path | None) -> None:
-    """BEGIN (IMMEDIATE for a write transaction), with writers queued on locks of our own.
-
-    SQLite lets one writer in at a time; the others wait in its busy handler, which sleeps in
-    growing steps (up to 100 ms each), so under many concurrent writers a few wait far longer
-    than the queue ahead of them. Threads of one process queue on a thread lock and start the
-    moment the previous writer of the process ends; then the one waiting thread of each
-    process polls the lock file every few milliseconds. A writer that cannot get a lock within
-    the busy timeout goes ahead without it, and SQLite decides as before.
-    """
-    writers = _SqliteWriters(database)
-
-    def begin(connection: Connection) -> None:
-        immediate = connection.get_execution_options().get(WRITE_TRANSACTION, False)
-        if immediate:
-            deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
-            thread_lock, file_lock = writers.locks()
-            if thread_lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_S):
-                connection.info[WRITER] = thread_lock
-                if file_lock is not None:
-                    try:
-                        file_lock.acquire(
-                            timeout=max(0.0, deadline - time.monotonic()),
-                            poll_interval=WRITER_LOCK_POLL_S,
-                        )
-                        connection.info[FILE_WRITER] = file_lock
-                    except FileLockTimeout:
-                        pass
-        try:
-            connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-        except BaseException:
-            release(connection.info)
-            raise
-
-    def release(info: dict[Any, Any]) -> None:
-        file_lock = info.pop(FILE_WRITER, None)
-        if file_lock is not None:
-            file_lock.release()
-        held = info.pop(WRITER, None)
-        if held is not None:
-            held.release()
-
-    # The locks are let go once COMMIT or ROLLBACK has run, not before: SQLAlchemy's "commit"
-    # and "rollback" events fire before the statement, and a writer let in then meets the
-    # database still locked (and the busy handler's sleeps), for as long as the commit takes:
-    # longer when it checkpoints the WAL. The dialect's do_commit and do_rollback are where
-    # the statements run; these wrap them for this engine alone. ``dbapi_connection`` is the
-    # pool's proxy, whose ``info`` is the ``Connection.info`` the locks were put in.
-    dialect = engine.dialect
-    commit, rollback = dialect.do_commit, dialect.do_rollback
-
-    def released_after(statement: Callable[[Any], None], dbapi_connection: Any) -> None:
-        try:
-            statement(dbapi_connection)
-        finally:
-            try:
-                info = dbapi_connection.info
-            except (AttributeError, NotImplementedError):  # the pool's own ad hoc rollbacks
-                info = {}
-            release(info)
-
-    def do_commit(dbapi_connection: Any) -> None:
-        released_after(commit, dbapi_connection)
-
-    def do_rollback(dbapi_connection: Any) -> None:
-        released_after(rollback, dbapi_connection)
-
-    dialect.do_commit = do_commit  # type: ignore[method-assign]
-    dialect.do_rollback = do_rollback  # type: ignore[method-assign]
-    event.listen(engine, "begin", begin)
+def _sqlite_begin(connection: Connection) -> None:
+    """BEGIN, or BEGIN IMMEDIATE for a write transaction (:func:`begin_write`)."""
+    immediate = connection.get_execution_options().get(WRITE_TRANSACTION, False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def make_engine(url: str | URL) -> Engine:
@@ -188,7 +81,7 @@ def make_engine(url: str | URL) -> Engine:
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
         )
         event.listen(engine, "connect", _on_sqlite_connect)
-        _sqlite_writer_hooks(engine, path)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     if parsed.get_backend_name() == "postgresql":
         # A bounded connect: /ready and a starting worker report an unreachable server

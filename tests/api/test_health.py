@@ -14,6 +14,66 @@ def test_health_needs_no_key_and_names_the_version(client: TestClient) -> None:
     assert len(response.headers["x-request-id"]) == 32
 
 
+LINKS = {
+    "docs": "/docs",
+    "openapi": "/openapi.json",
+    "health": "/health",
+    "ready": "/ready",
+    "metrics": "/metrics",
+    "datasets": "/datasets",
+    "jobs": "/jobs",
+    "models": "/models",
+    "predict": "/predict",
+}
+
+
+def test_the_front_page_names_the_service_and_where_to_go(client: TestClient) -> None:
+    """GET / (the URL make serve prints) needs no key and answers JSON with links that work."""
+    response = client.get("/")
+    assert response.status_code == 200
+    assert response.json() == {
+        "name": "AAM service",
+        "version": __version__,
+        "summary": "Train Attention All Microbes models on 16S tables and predict host properties.",
+        "auth": "send 'Authorization: Bearer <key>' or 'X-API-Key: <key>' (/, /health, /ready "
+        "and /metrics need none)",
+        "links": LINKS,
+    }
+    for name in ("docs", "openapi", "health", "metrics"):
+        assert client.get(LINKS[name]).status_code == 200, name
+    assert client.get(LINKS["jobs"], headers=ALICE).status_code == 200
+    assert client.get(LINKS["ready"]).status_code == 503  # no worker here; the route exists
+
+
+def test_the_front_page_is_html_for_a_browser(
+    make_settings: MakeSettings, dispatcher: RecordingDispatcher
+) -> None:
+    app = create_app(make_settings(api_keys=[]), dispatcher=dispatcher)  # open, on loopback
+    with TestClient(app) as client:
+        accept = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+        response = client.get("/", headers={"Accept": accept})
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "text/html; charset=utf-8"
+        page = response.text
+        assert f"<h1>AAM service {__version__}</h1>" in page
+        assert (
+            "Authentication: open: this server has no API keys and listens on loopback only."
+            in page
+        )
+        assert page.count("<a href=") == len(LINKS)
+        assert '<li><a href="/docs">/docs</a> (docs)</li>' in page
+
+
+def test_the_front_page_is_in_the_openapi_document(client: TestClient) -> None:
+    operation = client.get("/openapi.json").json()["paths"]["/"]["get"]
+    content = operation["responses"]["200"]["content"]
+    assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/ServiceIndex"}
+    assert "text/html" in content
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert schemas["ServiceIndex"]["required"] == ["name", "version", "summary", "auth", "links"]
+    assert sorted(schemas["IndexLinks"]["properties"]) == sorted(LINKS)
+
+
 def test_ready_reports_each_dependency(client: TestClient, dispatcher: RecordingDispatcher) -> None:
     body = client.get("/ready").json()
     assert body["database"] == {"ok": True, "detail": "sqlite: schema at revision 0002"}

@@ -1,18 +1,15 @@
-"""Requests and the thread pools (app/api/threads.py).
+"""Requests and threads (app/api/threads.py).
 
 A lookup that ends in a 404 leaves its session inside a read transaction, and closing it (a
 rollback) must not queue behind requests that hold thread-pool tokens while they wait for a
 database connection, or both wait on each other until the connection pool's timeout. Blocking
-work (uploads) and requests' database work use separate pools; predictions run at most their
-slots at once."""
+work (uploads, readiness) and requests' database work use separate pools; predictions run at
+most their slots at once."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,7 +19,6 @@ import anyio
 import anyio.to_thread
 import httpx
 import pytest
-from fastapi.testclient import TestClient
 
 from aam_core.data.synthetic import SyntheticSpec, generate
 from aam_core.predict import Predictor
@@ -53,19 +49,6 @@ def test_many_404_lookups_on_a_one_thread_pool_all_answer(
     responses = asyncio.run(run())
     assert [r.status_code for r in responses] == [404] * CONCURRENT
     assert responses[7].json()["detail"] == "job 'job_0000000000000007' does not exist"
-
-
-def test_the_request_pool_takes_its_size_from_the_settings(
-    make_settings: MakeSettings, dispatcher: RecordingDispatcher
-) -> None:
-    settings = make_settings(api_threads=3)
-
-    async def tokens() -> float:
-        return anyio.to_thread.current_default_thread_limiter().total_tokens
-
-    with TestClient(create_app(settings, dispatcher=dispatcher)) as client:
-        assert client.portal is not None
-        assert client.portal.call(tokens) == 3
 
 
 def test_blocking_work_and_requests_do_not_wait_for_each_others_threads() -> None:
@@ -144,51 +127,3 @@ def test_predictions_run_at_most_their_slots_at_once(
 def test_prediction_slots_default_to_the_processs_cores() -> None:
     assert prediction_slots(0).size == len(os.sched_getaffinity(0))
     assert prediction_slots(3).size == 3
-
-
-PINNING = """
-import asyncio, json, os, sys, threading
-import anyio.to_thread
-from app.api.threads import Slots, pin_to_one_core
-
-every = sorted(os.sched_getaffinity(0))
-core = pin_to_one_core(None if sys.argv[1] == "none" else int(sys.argv[1]))
-started = []
-thread = threading.Thread(target=lambda: started.append(sorted(os.sched_getaffinity(0))))
-thread.start()
-thread.join()
-
-def where():
-    return threading.get_ident(), sorted(os.sched_getaffinity(0))
-
-async def run():
-    slots = Slots("test", 1, every_core=True)
-    in_slot = await slots.run(where)
-    after = await anyio.to_thread.run_sync(where)  # the same (idle) worker thread, reused
-    return in_slot, after
-
-in_slot, after = asyncio.run(run())
-print(json.dumps({"every": every, "core": core, "loop": sorted(os.sched_getaffinity(0)),
-                  "started": started[0], "in_slot": in_slot, "after": after}))
-"""
-
-
-@pytest.mark.parametrize("index", ["1", "none"])
-def test_pinned_request_threads_and_predictions_on_every_core(index: str) -> None:
-    """In a process of its own (this one is not pinned): pin_to_one_core puts the calling
-    thread, and the threads it starts, on one core (number 1, or with no index the one it runs
-    on); a call in ``every_core`` slots runs on all the process's cores and its worker thread
-    goes back to the one core afterwards."""
-    result = subprocess.run([sys.executable, "-c", PINNING, index], capture_output=True,
-                            text=True, timeout=120)  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    seen = json.loads(result.stdout)
-    every = seen["every"]
-    if len(every) < 2:  # nothing to choose: no pinning
-        assert seen["core"] is None and seen["loop"] == seen["started"] == every
-        return
-    core = every[1 % len(every)] if index == "1" else seen["core"]
-    assert core in every
-    assert seen["loop"] == seen["started"] == [core]
-    assert seen["in_slot"][1] == every
-    assert seen["after"] == [seen["in_slot"][0], [core]]

@@ -25,7 +25,7 @@ SET_BY_COMPOSE = {
     "AAM_DEVICE",
     "AAM_KEYS_FILE",
 }
-API_ONLY = {"AAM_CORS_ORIGINS", "AAM_API_WORKERS", "AAM_API_THREADS", "AAM_API_PIN_CORE"}
+API_ONLY = {"AAM_CORS_ORIGINS", "AAM_API_WORKERS"}
 
 
 def example_settings() -> dict[str, tuple[str, bool]]:
@@ -52,12 +52,9 @@ def test_tunables_show_their_true_defaults() -> None:
     tunables = {env_name(f) for f in Settings.model_fields} - SET_BY_COMPOSE
     assert tunables - {"AAM_API_KEYS"} == {
         "AAM_CORS_ORIGINS", "AAM_UPLOAD_LIMIT_BYTES", "AAM_SYNC_PREDICT_LIMIT",
-        "AAM_MODEL_CACHE_BYTES", "AAM_PREDICT_DEVICE", "AAM_PREDICT_VECTOR_CACHE",
-        "AAM_PREDICT_THREADS", "AAM_PREDICT_CONCURRENCY", "AAM_API_WORKERS", "AAM_API_THREADS",
-        "AAM_API_PIN_CORE",
-        "AAM_HEARTBEAT_SECONDS",
-        "AAM_HEARTBEAT_TIMEOUT_SECONDS", "AAM_MAX_ATTEMPTS", "AAM_CANCEL_GRACE_SECONDS",
-        "AAM_WORKER_QUEUES", "AAM_LOG_LEVEL",
+        "AAM_MODEL_CACHE_BYTES", "AAM_PREDICT_DEVICE", "AAM_PREDICT_CONCURRENCY",
+        "AAM_API_WORKERS", "AAM_HEARTBEAT_TIMEOUT_SECONDS", "AAM_MAX_ATTEMPTS",
+        "AAM_CANCEL_GRACE_SECONDS", "AAM_WORKER_QUEUES", "AAM_LOG_LEVEL",
     }  # fmt: skip
     for field, info in Settings.model_fields.items():
         name = env_name(field)
@@ -94,8 +91,8 @@ def test_compose_forwards_every_tunable() -> None:
         assert set(environment) <= {env_name(f) for f in Settings.model_fields}, name
     worker_host = load(WORKER_HOST)["services"]["worker-gpu-0"]["environment"]
     assert {k for k, v in worker_host.items() if v is None} == {
-        "AAM_HEARTBEAT_SECONDS", "AAM_HEARTBEAT_TIMEOUT_SECONDS", "AAM_MAX_ATTEMPTS",
-        "AAM_CANCEL_GRACE_SECONDS", "AAM_WORKER_QUEUES", "AAM_LOG_LEVEL",
+        "AAM_HEARTBEAT_TIMEOUT_SECONDS", "AAM_MAX_ATTEMPTS", "AAM_CANCEL_GRACE_SECONDS",
+        "AAM_WORKER_QUEUES", "AAM_LOG_LEVEL",
     }  # fmt: skip
 
 

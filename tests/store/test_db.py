@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from sqlalchemy import Engine, inspect, select, text
 from sqlalchemy.exc import StatementError
 
 from app.store.db import (
+    begin_write,
     current_revision,
     head_revision,
     make_engine,
@@ -191,16 +193,13 @@ def sqlite_with_table(path: Path) -> Engine:
     return engine
 
 
-def test_sqlite_writers_of_one_process_queue_on_a_lock(tmp_path: Path) -> None:
-    """A write transaction holds the engine's writer lock from BEGIN to commit or rollback
-    (never longer), and a second writer of the process waits for it; readers never take it."""
-    import threading
-    import time
-
-    from sqlalchemy import text as sql
-
-    from app.store.db import WRITER, begin_write
-
+def test_sqlite_write_transactions_wait_for_each_other_instead_of_failing(
+    tmp_path: Path,
+) -> None:
+    """A write transaction (begin_write) takes SQLite's write lock at BEGIN: a second one that
+    reads, then writes, waits at its BEGIN until the first commits, then reads the first's
+    row. Opened with a plain BEGIN it would read first and fail with "database is locked" at
+    its write, its snapshot being older than the first's commit."""
     engine = sqlite_with_table(tmp_path / "w.db")
     sessions = make_session_factory(engine)
     events: list[str] = []
@@ -208,121 +207,24 @@ def test_sqlite_writers_of_one_process_queue_on_a_lock(tmp_path: Path) -> None:
     def second_writer() -> None:
         with sessions() as session:
             begin_write(session)
-            events.append("second in")
-            session.execute(sql("INSERT INTO t VALUES (2)"))
+            seen = session.execute(text("SELECT count(*) FROM t")).scalar_one()
+            events.append(f"second saw {seen}")
+            session.execute(text("INSERT INTO t VALUES (2)"))
             session.commit()
 
-    for end in ("commit", "rollback"):
-        events.clear()
-        with sessions() as first:
-            begin_write(first)
-            lock = first.connection().info[WRITER]
-            assert lock.locked()
-            first.execute(sql("INSERT INTO t VALUES (1)"))
-            thread = threading.Thread(target=second_writer)
-            thread.start()
-            time.sleep(0.3)
-            assert events == []  # waiting for the first writer
-            events.append(f"first {end}")
-            getattr(first, end)()
-            thread.join(timeout=10)
-        assert events == [f"first {end}", "second in"]
-        assert not lock.locked()  # released by commit and by rollback alike
-    with sessions() as reader:  # a read transaction does not take it
-        reader.execute(sql("SELECT 1"))
-        assert WRITER not in reader.connection().info and not lock.locked()
-    with engine.connect() as connection:
-        assert sorted(connection.execute(sql("SELECT x FROM t")).scalars()) == [1, 2, 2]
-    engine.dispose()
-
-
-CHILD_WRITER = """
-import sys, time
-from sqlalchemy import text
-from app.store.db import FILE_WRITER, begin_write, make_engine, make_session_factory
-
-engine = make_engine(sys.argv[1])
-with make_session_factory(engine)() as session:
-    print("ready", flush=True)
-    begin_write(session)
-    entered = time.time()
-    held = FILE_WRITER in session.connection().info
-    session.execute(text("INSERT INTO t VALUES (2)"))
-    session.commit()
-print(held, entered, flush=True)
-"""
-
-
-def test_sqlite_writers_of_different_processes_queue_on_the_lock_file(tmp_path: Path) -> None:
-    """A write transaction also holds ``<database>.writer-lock`` (flock), so a writer in
-    another process (an API worker, a job worker) waits on that file, not in SQLite's busy
-    handler, and enters once the first one commits."""
-    import subprocess
-    import sys
-    import time
-
-    from filelock import FileLock, Timeout
-    from sqlalchemy import text as sql
-
-    from app.store.db import FILE_WRITER, begin_write
-
-    url = f"sqlite:///{tmp_path / 'w.db'}"
-    lock_file = tmp_path / "w.db.writer-lock"
-    engine = sqlite_with_table(tmp_path / "w.db")
-    sessions = make_session_factory(engine)
-    root = Path(__file__).resolve().parents[2]
     with sessions() as first:
         begin_write(first)
-        assert first.connection().info[FILE_WRITER].is_locked
-        with pytest.raises(Timeout):  # another holder of the file is refused while we write
-            FileLock(lock_file).acquire(timeout=0)
-        first.execute(sql("INSERT INTO t VALUES (1)"))
-        child = subprocess.Popen([sys.executable, "-c", CHILD_WRITER, url], cwd=root,
-                                 stdout=subprocess.PIPE, text=True)  # fmt: skip
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() == "ready"
-        time.sleep(0.5)  # the child is now waiting for the lock
-        committed_at = time.time()
+        first.execute(text("INSERT INTO t VALUES (1)"))
+        thread = threading.Thread(target=second_writer)
+        thread.start()
+        time.sleep(0.3)
+        assert events == []  # waiting at its BEGIN
+        with sessions() as reader:  # readers are not held up by the writer (WAL)
+            assert reader.execute(text("SELECT count(*) FROM t")).scalar_one() == 0
+        events.append("first commits")
         first.commit()
-        output, _ = child.communicate(timeout=60)
-    assert child.returncode == 0
-    held, entered = output.split()
-    assert held == "True" and float(entered) >= committed_at
-    with FileLock(lock_file).acquire(timeout=0):  # both writers let go of it
-        pass
+        thread.join(timeout=10)
+    assert events == ["first commits", "second saw 1"]
     with engine.connect() as connection:
-        assert sorted(connection.execute(sql("SELECT x FROM t")).scalars()) == [1, 2]
-    engine.dispose()
-
-
-def test_sqlite_writer_locks_are_held_while_commit_and_rollback_run(tmp_path: Path) -> None:
-    """The locks are let go after the COMMIT (or ROLLBACK) statement has run, not when
-    SQLAlchemy announces it: a writer let in earlier would find the database still locked and
-    wait in SQLite's busy handler for as long as the commit takes."""
-    from sqlalchemy import text as sql
-
-    from app.store.db import FILE_WRITER, WRITER, begin_write
-
-    engine = sqlite_with_table(tmp_path / "w.db")
-    sessions = make_session_factory(engine)
-
-    def held_while_it_ends(end: str) -> None:
-        with sessions() as session:
-            begin_write(session)
-            info = session.connection().info
-            thread_lock, file_lock = info[WRITER], info[FILE_WRITER]
-            held_during: dict[str, bool] = {}
-
-            def trace(statement: str) -> None:
-                if statement in ("COMMIT", "ROLLBACK"):
-                    held_during[statement] = thread_lock.locked() and file_lock.is_locked
-
-            session.connection().connection.driver_connection.set_trace_callback(trace)
-            session.execute(sql("INSERT INTO t VALUES (1)"))
-            getattr(session, end)()
-            assert held_during == {end.upper(): True}
-            assert not thread_lock.locked() and not file_lock.is_locked
-
-    held_while_it_ends("commit")
-    held_while_it_ends("rollback")
+        assert sorted(connection.execute(text("SELECT x FROM t")).scalars()) == [1, 2]
     engine.dispose()

@@ -116,8 +116,7 @@ class Store:
         env.update(
             AAM_DATA_DIR=str(self.settings.data_dir),
             AAM_DEVICE="cpu",
-            AAM_HEARTBEAT_SECONDS="0.5",
-            AAM_HEARTBEAT_TIMEOUT_SECONDS="4",
+            AAM_HEARTBEAT_TIMEOUT_SECONDS="4",  # beats every 1/3 s
             AAM_CANCEL_GRACE_SECONDS="10",
             AAM_LOG_LEVEL="INFO",
             OMP_NUM_THREADS="1",

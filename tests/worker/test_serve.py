@@ -1,15 +1,18 @@
 """``python -m worker.serve`` (``make serve``): the API and a worker on the embedded defaults
 from one command. Ctrl-C in the middle of a training stops both cleanly; after a restart the
 finished job and its model are intact and the interrupted training resumes from its
-checkpoint."""
+checkpoint. A worker killed in the middle of a training is replaced, and its job resumes."""
 
 from __future__ import annotations
 
+import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from app.store import get_job, get_logs
 from tests.services import free_port
@@ -18,8 +21,20 @@ from tests.worker.helpers import FAST, Process, Store, alive, descendants, wait_
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
-def start_serve(store: Store, port: int, log: Path) -> Process:
+@pytest.fixture
+def started() -> Iterator[list[Process]]:
+    """The serve processes a test starts; one still running at the end (after a failed
+    assertion) is killed with everything below it."""
+    processes: list[Process] = []
+    yield processes
+    for process in processes:
+        if process.popen.poll() is None:
+            process.kill()
+
+
+def start_serve(store: Store, port: int, log: Path, started: list[Process]) -> Process:
     serve = Process("worker.serve", store.env(AAM_PORT=port), log)
+    started.append(serve)
     url = f"http://127.0.0.1:{port}"
     banner = f"aam serve: AAM service at {url}  (API docs: {url}/docs)"
 
@@ -59,14 +74,14 @@ def log_lines(client: httpx.Client, job_id: str) -> list[str]:
 
 
 def test_serve_stops_on_ctrl_c_and_resumes_after_a_restart(
-    tmp_path: Path, study_files: dict[str, Path]
+    tmp_path: Path, study_files: dict[str, Path], started: list[Process]
 ) -> None:
     port = free_port()
     with (
         Store.open(tmp_path / "data") as store,
         httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client,
     ):
-        serve = start_serve(store, port, tmp_path / "serve1.log")
+        serve = start_serve(store, port, tmp_path / "serve1.log", started)
         ready = wait_for("a live worker", lambda: client.get("/ready").json()["workers"]["ok"], 60)
         assert ready
         upload = {role: (path.name, path.read_bytes()) for role, path in study_files.items()}
@@ -92,7 +107,7 @@ def test_serve_stops_on_ctrl_c_and_resumes_after_a_restart(
             lines[-1] == "the worker is shutting down: the job goes back to the queue and resumes"
         )
 
-        serve = start_serve(store, port, tmp_path / "serve2.log")
+        serve = start_serve(store, port, tmp_path / "serve2.log", started)
         try:
             resumed = finished(client, long["id"])
             assert resumed["attempts"] == 1  # a clean restart is not a failed attempt
@@ -106,3 +121,61 @@ def test_serve_stops_on_ctrl_c_and_resumes_after_a_restart(
             assert job(client, quick["id"])["state"] == "succeeded"
         finally:
             assert serve.stop(signal.SIGTERM, timeout=90) == 0
+
+
+def worker_process(serve: int) -> int | None:
+    """The PID of serve's ``python -m worker`` child, if one runs."""
+    for pid in descendants(serve):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[1:3] == [b"-m", b"worker"] and alive(pid):
+            return pid
+    return None
+
+
+def test_serve_replaces_a_killed_worker_and_the_job_resumes(
+    tmp_path: Path, study_files: dict[str, Path], started: list[Process]
+) -> None:
+    """kill -9 of the worker (not serve, not the API) in the middle of a training: the API keeps
+    answering, a new worker starts and shows in /ready, and the job, requeued once its
+    heartbeat is older than the timeout (4 s here), resumes from its checkpoint and succeeds."""
+    port = free_port()
+    with (
+        Store.open(tmp_path / "data") as store,
+        httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client,
+    ):
+        serve = start_serve(store, port, tmp_path / "serve.log", started)
+        wait_for("a live worker", lambda: client.get("/ready").json()["workers"]["ok"], 60)
+        first = worker_process(serve.pid)
+        assert first is not None
+        upload = {role: (path.name, path.read_bytes()) for role, path in study_files.items()}
+        dataset = client.post("/datasets", files=upload).json()["id"]
+        long = pretrain(client, dataset, epochs=8)
+        wait_for("two epochs", lambda: (job(client, long["id"])["progress"]["epoch"] or 0) >= 2,
+                 timeout=90, every=0.1)  # fmt: skip
+
+        os.kill(first, signal.SIGKILL)
+        assert job(client, long["id"])["state"] == "running"  # the API still answers
+
+        def replacement() -> int | None:
+            found = worker_process(serve.pid)
+            return None if found == first else found
+
+        second = wait_for("a new worker process", replacement, timeout=30)
+        wait_for(
+            "the new worker in /ready",
+            lambda: f":{second} (cpu)" in client.get("/ready").json()["workers"]["detail"],
+            timeout=60,
+        )
+        done = finished(client, long["id"])
+        assert done["attempts"] == 2  # the killed attempt, then the resumed one
+        assert done["progress"]["step"] == done["progress"]["steps"]
+        lines = log_lines(client, long["id"])
+        assert any(line.startswith("resuming at epoch ") for line in lines), lines
+        assert (
+            "aam serve: the worker process ended unexpectedly (signal 9); starting a new one"
+            in serve.output()
+        )
+        assert serve.stop(signal.SIGTERM, timeout=90) == 0  # still serving until now

@@ -1,12 +1,15 @@
-"""Liveness, readiness and Prometheus metrics (API.md, Health and operations)."""
+"""The service's front page, liveness, readiness and Prometheus metrics (API.md, Health and
+operations)."""
 
 from __future__ import annotations
 
+import html
 from datetime import timedelta
 
-from fastapi import APIRouter, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel
 
 from aam_core import __version__
 from app.api.deps import Services, ServicesDep
@@ -15,6 +18,85 @@ from app.api.threads import run_blocking
 from app.store import live_workers, ping
 
 router = APIRouter(tags=["health"])
+
+
+LINKS = {
+    "docs": "/docs",  # FastAPI's defaults, which create_app keeps
+    "openapi": "/openapi.json",
+    "health": "/health",
+    "ready": "/ready",
+    "metrics": "/metrics",
+    "datasets": "/datasets",
+    "jobs": "/jobs",
+    "models": "/models",
+    "predict": "/predict",
+}
+
+
+class IndexLinks(BaseModel):
+    docs: str
+    openapi: str
+    health: str
+    ready: str
+    metrics: str
+    datasets: str
+    jobs: str
+    models: str
+    predict: str
+
+
+class ServiceIndex(BaseModel):
+    name: str
+    version: str
+    summary: str
+    auth: str
+    links: IndexLinks
+
+
+def _index(request: Request, services: Services) -> ServiceIndex:
+    app = request.app
+    root = request.scope.get("root_path", "")  # behind a proxy that mounts the API below /
+    auth = (
+        "open: this server has no API keys and listens on loopback only"
+        if services.settings.open_mode
+        else "send 'Authorization: Bearer <key>' or 'X-API-Key: <key>' "
+        "(/, /health, /ready and /metrics need none)"
+    )
+    return ServiceIndex(
+        name=app.title,
+        version=app.version,
+        summary=app.summary or "",
+        auth=auth,
+        links=IndexLinks(**{name: f"{root}{path}" for name, path in LINKS.items()}),
+    )
+
+
+def _index_page(index: ServiceIndex) -> str:
+    links = "".join(
+        f'<li><a href="{html.escape(path)}">{html.escape(path)}</a> ({name})</li>'
+        for name, path in index.links.model_dump().items()
+    )
+    return (
+        f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(index.name)}'
+        f"</title></head><body><h1>{html.escape(index.name)} {html.escape(index.version)}</h1>"
+        f"<p>{html.escape(index.summary)}</p><p>Authentication: {html.escape(index.auth)}.</p>"
+        f"<ul>{links}</ul></body></html>"
+    )
+
+
+@router.get(
+    "/",
+    response_model=ServiceIndex,
+    responses={200: {"content": {"text/html": {"schema": {"type": "string"}}}}},
+)
+async def index(request: Request, services: ServicesDep) -> Response:
+    """What this service is and where to go: the interactive docs, the OpenAPI document, the
+    health checks and the main resources. JSON, or an HTML page for a browser
+    (``Accept: text/html``)."""
+    found = _index(request, services)
+    if "text/html" in request.headers.get("accept", ""):
+        return HTMLResponse(_index_page(found))
+    return JSONResponse(found.model_dump())
 
 
 @router.get("/health", response_model=Health)

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from aam_core.io import CountsError, FeatureTable, read_sequences, read_table, resolve_sequences
 from aam_core.io.errors import DuplicateIdError, preview
 from aam_core.predict import PredictionResult, Predictor
+from aam_core.vector_cache import DEFAULT_CAPACITY
 from app.api.deps import CallerDep, Services, ServicesDep
 from app.api.errors import ApiError, not_found
 from app.api.schemas import (
@@ -126,7 +127,8 @@ def _predictor(services: Services, sha256: str) -> Predictor:
         lambda: Predictor.from_path(
             services.storage.path(sha256),
             device=settings.predict_device,
-            vector_cache=settings.predict_vector_cache,
+            # a lab's next samples share most of their ASVs with the last ones
+            vector_cache=DEFAULT_CAPACITY,
         ),
     )
 
