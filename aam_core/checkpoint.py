@@ -9,10 +9,8 @@ holds what exact resume needs (optimiser, scheduler, RNG states, epoch, step).
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,8 @@ from typing import Any
 import torch
 
 from aam_core import __version__
+from aam_core.errors import UserError
+from aam_core.io.files import atomic_write
 from aam_core.model import AAMConfig, SequenceEncoder, SequenceRegressor
 from aam_core.model.config import ConfigError
 
@@ -30,8 +30,10 @@ KINDS = ("encoder", "regressor", "classifier")
 Model = SequenceEncoder | SequenceRegressor
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A file that is not a usable AAM checkpoint; the message says why, naming the file."""
+
+    problem = "invalid-checkpoint"
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -82,16 +84,8 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:
         "metrics": checkpoint.metrics,
         "resume": checkpoint.resume,
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb", fsync=True) as fh:  # fsync: a checkpoint is hours of work
+        torch.save(payload, fh)
     return path
 
 

@@ -1,15 +1,20 @@
 """What the API and the workers agree on: job specs, states, task names and queues.
 
-Pydantic models only; nothing here imports torch. A job spec is validated twice at
-submission: here for shape and types, then against the dataset and models (routes/jobs.py).
+Pydantic models, and aam_core's torch-free run configuration. A job spec is validated twice at
+submission: here for shape and types, then by aam_core's run planner against the dataset and
+models (app/api/job_checks.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from enum import StrEnum
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+
+from aam_core.model.config import LossWeights
+from aam_core.plan.config import settings, type_hint
 
 
 class JobKind(StrEnum):
@@ -51,53 +56,53 @@ class TargetSpec(Strict):
     task: Literal["regression", "classification"]
 
 
-class LossWeightsSpec(Strict):
-    unifrac: float | None = Field(default=None, ge=0)
-    faith_pd: float | None = Field(default=None, ge=0)
-    nucleotide: float | None = Field(default=None, ge=0)
-    count: float | None = Field(default=None, ge=0)
-    target: float | None = Field(default=None, ge=0)
+# Loss weights given by name (aam_core's LossWeights fields); each >= 0.
+_WEIGHTS: dict[str, Any] = {
+    f.name: (float | None, Field(default=None, ge=0)) for f in dataclasses.fields(LossWeights)
+}
+LossWeightsSpec = create_model("LossWeightsSpec", __base__=Strict, **_WEIGHTS)
 
 
-class JobConfig(Strict):
-    """Optional overrides of a run's settings (API.md; the names of aam_core's RunConfig)."""
+def _setting(f: dataclasses.Field[Any]) -> tuple[Any, Any]:
+    """One RunConfig field as an optional override: its type (None: not given), its bounds,
+    its help sentence and, for the documentation, the default a run takes when it is not
+    given."""
+    hint = type_hint(f.name)
+    if f.name == "loss_weights":
+        hint = LossWeightsSpec
+    elif f.name == "extra":
+        hint = dict[str, Any]
+    factory: Any = f.default_factory
+    default = f.default if f.default is not dataclasses.MISSING else factory()
+    return (
+        hint | None,
+        Field(
+            default=None,
+            description=f.metadata.get("help") or None,
+            json_schema_extra={"default": default} if default is not None else None,
+            **f.metadata.get("bounds", {}),
+        ),
+    )
 
-    epochs: int | None = Field(default=None, ge=1, le=100_000)
-    batch_size: int | None = Field(default=None, ge=2, le=65_536)
-    lr: float | None = Field(default=None, gt=0, le=1)
-    weight_decay: float | None = Field(default=None, ge=0)
-    warmup_fraction: float | None = Field(default=None, ge=0, lt=1)
-    token_limit: int | None = Field(default=None, ge=1, le=65_536)
-    max_bp: int | None = Field(default=None, ge=1, le=10_000)
-    truncate: bool | None = None
-    rarefaction_depth: int | None = Field(default=None, ge=1)
-    rerarefy: bool | None = None
-    preset: Literal["default", "tiny"] | None = None
-    embedding_dim: int | None = Field(default=None, ge=2, le=4096)
-    layers: int | None = Field(default=None, ge=1, le=64)
-    nucleotide_layers: int | None = Field(default=None, ge=1, le=64)
-    heads: int | None = Field(default=None, ge=1, le=64)
-    dropout: float | None = Field(default=None, ge=0, lt=1)
-    loss_weights: LossWeightsSpec | None = None
-    target_loss: Literal["mse", "huber"] | None = None
-    class_weights: Literal["none", "balanced"] | None = None
-    validation_fraction: float | None = Field(default=None, gt=0, lt=1)
-    group_column: str | None = None
-    baseline: bool | None = None
-    patience: int | None = Field(default=None, ge=1)
-    monitor: str | None = None
-    seed: int | None = Field(default=None, ge=0)
-    precision: Literal["auto", "fp32", "bf16"] | None = None
-    gpus: int | None = Field(default=None, ge=1, le=64)
-    grad_accumulation: int | None = Field(default=None, ge=1)
-    passes: int | None = Field(default=None, ge=1, le=100)  # predict jobs: rarefaction passes
 
-    def run_config_values(self) -> dict[str, Any]:
-        """The set values, as RunConfig keyword arguments (``passes`` is not a run setting)."""
-        values = self.model_dump(exclude_none=True, exclude={"passes"})
-        if self.loss_weights is not None:
-            values["loss_weights"] = self.loss_weights.model_dump(exclude_none=True)
-        return values
+if TYPE_CHECKING:  # the generated model, as type checkers see it
+
+    class JobConfig(Strict):
+        def __getattr__(self, name: str) -> Any: ...
+
+else:
+    JobConfig = create_model(
+        "JobConfig",
+        __base__=Strict,
+        __doc__="Optional overrides of a run's settings: the fields of aam_core's RunConfig "
+        "(the keys, meanings and bounds of the aam tool's flags and config files).",
+        **{f.name: _setting(f) for f in settings()},
+    )
+
+
+def given_config(config: BaseModel) -> dict[str, Any]:
+    """The settings a job gives, as a mapping for the run planner (unset ones left out)."""
+    return config.model_dump(exclude_none=True)
 
 
 class JobSpec(Strict):

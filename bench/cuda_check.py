@@ -26,10 +26,9 @@ from aam_core.data.tokens import tokenize
 from aam_core.data.unifrac import UniFracEngine, index_branches
 from aam_core.io import load_inputs
 from aam_core.model import AAMConfig, SequenceRegressor, TargetConfig
+from aam_core.plan import TargetSpec
 from aam_core.predict import Predictor
-from aam_core.train.config import RunConfig
-from aam_core.train.prepare import TargetSpec
-from aam_core.train.stages import run_pretrain, run_train
+from aam_core.train.stages import plan_local, run_pretrain, run_train
 
 CHECKS: dict[str, Any] = {}
 FAILED: list[str] = []
@@ -117,28 +116,29 @@ def training(device: str) -> None:
             generate(SyntheticSpec(n_samples=160, n_asvs=200, asvs_per_sample=25, seed=1)), tmp
         )
         inputs = load_inputs(files["table"], tree=files["tree"], metadata=files["metadata"])
-        config = RunConfig(
-            preset="tiny",
-            epochs=6,
-            batch_size=16,
-            lr=3e-3,
-            rarefaction_depth=2000,
-            token_limit=64,
-            patience=None,
-            precision="bf16",
-            baseline=True,
-        )
+        config: dict[str, Any] = {
+            "preset": "tiny",
+            "epochs": 6,
+            "batch_size": 16,
+            "lr": 3e-3,
+            "rarefaction_depth": 2000,
+            "token_limit": 64,
+            "patience": 0,
+            "precision": "bf16",
+            "baseline": True,
+        }
         start = time.perf_counter()
-        pre = run_pretrain(inputs, config, Path(tmp) / "pre", device=device)
+        pre_run = plan_local("pretrain", config, inputs)
+        pre = run_pretrain(inputs, pre_run, Path(tmp) / "pre", device=device)
         losses = [r["loss"] for r in pre.fit.history if r["split"] == "train"]
-        fine = run_train(
+        fine_run = plan_local(
+            "train",
+            {**config, "epochs": 20},
             inputs,
-            TargetSpec("age", "regression"),
-            config.replace(epochs=20),
-            Path(tmp) / "fine",
+            target=TargetSpec("age", "regression"),
             base_checkpoint=pre.best_checkpoint,
-            device=device,
         )
+        fine = run_train(inputs, fine_run, Path(tmp) / "fine", device=device)
         seconds = time.perf_counter() - start
         assert fine.best_checkpoint is not None
         table = inputs.table.subset_samples(np.arange(32))

@@ -32,18 +32,18 @@ from typing import Any
 
 import httpx
 
-from aam_core.cli_support import (
+from aam_core.data.synthetic import SyntheticSpec, generate, write_study
+from aam_core.demo import (
     DEMO_ASVS,
     DEMO_ASVS_PER_SAMPLE,
     DEMO_PRETRAIN_EPOCHS,
     DEMO_RUN,
     DEMO_TRAIN_EPOCHS,
 )
-from aam_core.data.synthetic import SyntheticSpec, generate, write_study
 
 TERMINAL = ("succeeded", "failed", "cancelled")
-# The demo's settings as a job config (JobConfig has no "no early stopping": patience = epochs).
-DEMO_CONFIG = {**{k: v for k, v in DEMO_RUN.items() if v is not None}, "patience": 100}
+# The demo's settings as a job config (the same keys: one schema).
+DEMO_CONFIG = dict(DEMO_RUN)
 
 
 def free_port() -> int:

@@ -22,10 +22,9 @@ import torch
 
 from aam_core.data.synthetic import SyntheticSpec, generate, write_study
 from aam_core.io import load_inputs
+from aam_core.plan import TargetSpec
 from aam_core.train.callbacks import Callback, EpochEvent, StepEvent
-from aam_core.train.config import RunConfig
-from aam_core.train.prepare import TargetSpec
-from aam_core.train.stages import run_pretrain, run_train
+from aam_core.train.stages import plan_local, run_pretrain, run_train
 
 
 class Timer(Callback):
@@ -89,34 +88,34 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_study(generate(spec), tmp)
         inputs = load_inputs(paths["table"], tree=paths["tree"], metadata=paths["metadata"])
-        config = RunConfig(
-            preset=args.preset,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            rarefaction_depth=5000,
-            validation_fraction=0.1,
-            baseline=False,
-            patience=None,
-            num_workers=args.workers,
-        )
+        config = {
+            "preset": args.preset,
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "rarefaction_depth": 5000,
+            "validation_fraction": 0.1,
+            "baseline": False,
+            "patience": 0,
+            "num_workers": args.workers,
+        }
         results: dict[str, Any] = {}
         if args.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         timer = Timer()
-        pre = run_pretrain(inputs, config, Path(tmp) / "pre", callbacks=timer, device=args.device)
+        pre_run = plan_local("pretrain", config, inputs)
+        pre = run_pretrain(inputs, pre_run, Path(tmp) / "pre", callbacks=timer, device=args.device)
         results["pretrain"] = summary(timer, pre.report["n_train"], args.device)
         if args.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         timer = Timer()
-        fine = run_train(
-            inputs,
-            TargetSpec("age", "regression"),
+        fine_run = plan_local(
+            "train",
             config,
-            Path(tmp) / "fine",
+            inputs,
+            target=TargetSpec("age", "regression"),
             base_checkpoint=pre.best_checkpoint,
-            callbacks=timer,
-            device=args.device,
         )
+        fine = run_train(inputs, fine_run, Path(tmp) / "fine", callbacks=timer, device=args.device)
         results["finetune"] = summary(timer, fine.report["n_train"], args.device)
     device = args.device + (
         f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else ""

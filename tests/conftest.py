@@ -14,7 +14,8 @@ from aam_core.data.synthetic import SyntheticSpec, SyntheticStudy, generate, wri
 from aam_core.data.tokens import tokenize
 from aam_core.data.unifrac import UniFracEngine, index_branches
 from aam_core.io import Inputs, load_inputs
-from aam_core.train.config import RunConfig
+from aam_core.plan import ResolvedRun, RunConfig, TargetSpec
+from aam_core.train.stages import plan_local
 
 BatchFactory = Callable[[Sequence[int]], Batch]
 
@@ -58,8 +59,8 @@ def study_inputs(study_files: dict[str, Path]) -> Inputs:
     )
 
 
-def tiny_run(**changes: object) -> RunConfig:
-    """A fast run configuration for tests."""
+def tiny_settings(**changes: object) -> dict[str, object]:
+    """Fast run settings for tests (the mapping a config file or a job's config holds)."""
     values: dict[str, object] = {
         "preset": "tiny",
         "epochs": 2,
@@ -67,8 +68,35 @@ def tiny_run(**changes: object) -> RunConfig:
         "lr": 3e-3,
         "rarefaction_depth": 1500,
         "token_limit": 64,
-        "patience": None,
+        "patience": 0,
         "baseline": False,
     }
     values.update(changes)
-    return RunConfig(**values)  # type: ignore[arg-type]
+    return values
+
+
+def tiny_run(**changes: object) -> RunConfig:
+    """A fast run configuration for tests."""
+    return RunConfig.from_mapping(tiny_settings(**changes))
+
+
+def pretrain_plan(inputs: Inputs, **changes: object) -> ResolvedRun:
+    return plan_local("pretrain", tiny_settings(**changes), inputs)
+
+
+def train_plan(
+    inputs: Inputs,
+    target: TargetSpec,
+    *,
+    base: Path | None = None,
+    freeze_base: bool = False,
+    **changes: object,
+) -> ResolvedRun:
+    return plan_local(
+        "train",
+        tiny_settings(**changes),
+        inputs,
+        target=target,
+        base_checkpoint=base,
+        freeze_base=freeze_base,
+    )

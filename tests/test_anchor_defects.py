@@ -15,12 +15,12 @@ from aam_core.checkpoint import load_checkpoint
 from aam_core.data.tokens import MASK, tokenize
 from aam_core.io import Inputs, SequenceError
 from aam_core.model import SequenceRegressor
+from aam_core.plan import TargetSpec
 from aam_core.predict import Predictor
 from aam_core.train import loop
 from aam_core.train.callbacks import History
-from aam_core.train.prepare import TargetSpec
 from aam_core.train.stages import run_pretrain, run_train
-from tests.conftest import tiny_run
+from tests.conftest import pretrain_plan, train_plan
 
 AGE = TargetSpec("age", "regression")
 SITE = TargetSpec("site", "classification")
@@ -28,7 +28,9 @@ SITE = TargetSpec("site", "classification")
 
 @pytest.fixture(scope="module")
 def encoder(study_inputs: Inputs, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    result = run_pretrain(study_inputs, tiny_run(epochs=1), tmp_path_factory.mktemp("enc"))
+    result = run_pretrain(
+        study_inputs, pretrain_plan(study_inputs, epochs=1), tmp_path_factory.mktemp("enc")
+    )
     assert result.best_checkpoint is not None
     return result.best_checkpoint
 
@@ -40,7 +42,7 @@ def _sha(path: Path) -> str:
 def test_prediction_loads_what_training_wrote_in_original_units(
     study_inputs: Inputs, tmp_path: Path
 ) -> None:
-    result = run_train(study_inputs, AGE, tiny_run(epochs=2), tmp_path)
+    result = run_train(study_inputs, train_plan(study_inputs, AGE, epochs=2), tmp_path)
     for checkpoint in (result.best_checkpoint, result.last_checkpoint):
         assert checkpoint is not None
         predicted = Predictor.from_path(checkpoint).predict(
@@ -56,7 +58,9 @@ def test_prediction_loads_what_training_wrote_in_original_units(
 
 
 def test_prediction_rarefies_to_the_training_depth(study_inputs: Inputs, tmp_path: Path) -> None:
-    result = run_train(study_inputs, AGE, tiny_run(epochs=1, rarefaction_depth=1000), tmp_path)
+    result = run_train(
+        study_inputs, train_plan(study_inputs, AGE, epochs=1, rarefaction_depth=1000), tmp_path
+    )
     assert result.best_checkpoint is not None
     predictor = Predictor.from_path(result.best_checkpoint)
     deep = int(np.argmax(study_inputs.table.depths()))
@@ -65,7 +69,7 @@ def test_prediction_rarefies_to_the_training_depth(study_inputs: Inputs, tmp_pat
 
 
 def test_classification_trains_and_predicts_labels(study_inputs: Inputs, tmp_path: Path) -> None:
-    result = run_train(study_inputs, SITE, tiny_run(epochs=2), tmp_path)
+    result = run_train(study_inputs, train_plan(study_inputs, SITE, epochs=2), tmp_path)
     assert result.kind == "classifier" and "accuracy" in result.validation
     assert result.best_checkpoint is not None
     predicted = Predictor.from_path(result.best_checkpoint).predict(
@@ -88,7 +92,7 @@ def test_validation_runs_in_eval_mode(
             handle.remove()
 
     monkeypatch.setattr(loop, "evaluate_rows", spy)
-    run_train(study_inputs, AGE, tiny_run(epochs=2, dropout=0.3), tmp_path)
+    run_train(study_inputs, train_plan(study_inputs, AGE, epochs=2, dropout=0.3), tmp_path)
     assert modes and not any(modes)
 
 
@@ -106,14 +110,15 @@ def test_no_nucleotide_masking_while_fine_tuning(
             handle.remove()
 
     monkeypatch.setattr(SequenceRegressor, "forward", spy)
-    run_train(study_inputs, AGE, tiny_run(epochs=1), tmp_path, base_checkpoint=encoder)
+    run_train(study_inputs, train_plan(study_inputs, AGE, base=encoder, epochs=1), tmp_path)
     assert seen and not any(bool((tokens == MASK).any()) for tokens in seen)
 
 
 def test_loss_weights_reach_the_loss(study_inputs: Inputs, tmp_path: Path) -> None:
     history = History()
-    config = tiny_run(epochs=1, loss_weights={"unifrac": 0.5, "faith_pd": 2.0, "nucleotide": 0.0})
-    result = run_pretrain(study_inputs, config, tmp_path, callbacks=history)
+    weights = {"unifrac": 0.5, "faith_pd": 2.0, "nucleotide": 0.0}
+    plan = pretrain_plan(study_inputs, epochs=1, loss_weights=weights)
+    result = run_pretrain(study_inputs, plan, tmp_path, callbacks=history)
     assert set(history.steps[0].components) == {"unifrac", "faith_pd"}
     for event in history.steps:
         c = event.components
@@ -126,9 +131,8 @@ def test_loss_weights_reach_the_loss(study_inputs: Inputs, tmp_path: Path) -> No
 def test_freeze_base_freezes_and_only_then(
     study_inputs: Inputs, encoder: Path, tmp_path: Path, freeze: bool
 ) -> None:
-    result = run_train(
-        study_inputs, AGE, tiny_run(epochs=1), tmp_path, base_checkpoint=encoder, freeze_base=freeze
-    )
+    plan = train_plan(study_inputs, AGE, base=encoder, freeze_base=freeze, epochs=1)
+    result = run_train(study_inputs, plan, tmp_path)
     before = load_checkpoint(encoder).state_dict
     after = load_checkpoint(result.last_checkpoint).state_dict
     unchanged = [
@@ -141,9 +145,9 @@ def test_a_pretrained_encoder_never_leaks_between_runs(
     study_inputs: Inputs, encoder: Path, tmp_path: Path
 ) -> None:
     digest = _sha(encoder)
-    config = tiny_run(epochs=1)
-    first = run_train(study_inputs, AGE, config, tmp_path / "a", base_checkpoint=encoder)
-    second = run_train(study_inputs, AGE, config, tmp_path / "b", base_checkpoint=encoder)
+    plan = train_plan(study_inputs, AGE, base=encoder, epochs=1)
+    first = run_train(study_inputs, plan, tmp_path / "a")
+    second = run_train(study_inputs, plan, tmp_path / "b")
     assert _sha(encoder) == digest  # the shared encoder file is never written
     a = load_checkpoint(first.last_checkpoint).state_dict
     b = load_checkpoint(second.last_checkpoint).state_dict
@@ -164,7 +168,9 @@ def test_oversized_samples_are_truncated_never_skipped(
         return original(self, batch)
 
     monkeypatch.setattr(loop.Trainer, "_train_step", spy)
-    result = run_train(study_inputs, AGE, tiny_run(epochs=1, token_limit=8), tmp_path)
+    result = run_train(
+        study_inputs, train_plan(study_inputs, AGE, epochs=1, token_limit=8), tmp_path
+    )
     assert seen == result.report["n_train"]  # every training sample, once
     assert max(widths) == 8  # samples hold ~20 ASVs: cut to the token limit, not dropped
     saved = pd.read_csv(tmp_path / "validation_predictions.tsv", sep="\t")
@@ -182,7 +188,7 @@ def test_batches_are_padded_to_their_largest_sample_only(
         return original(self, batch)
 
     monkeypatch.setattr(loop.Trainer, "_train_step", spy)
-    run_train(study_inputs, AGE, tiny_run(epochs=1, token_limit=1024), tmp_path)
+    run_train(study_inputs, train_plan(study_inputs, AGE, epochs=1, token_limit=1024), tmp_path)
     assert all(width == largest < 1024 for width, largest in widths)
 
 
@@ -193,13 +199,8 @@ def test_non_dna_never_becomes_padding() -> None:
 
 def test_learning_rate_warms_up_and_stays_positive(study_inputs: Inputs, tmp_path: Path) -> None:
     history = History()
-    run_train(
-        study_inputs,
-        AGE,
-        tiny_run(epochs=3, lr=1e-3, warmup_fraction=0.2),
-        tmp_path,
-        callbacks=history,
-    )
+    plan = train_plan(study_inputs, AGE, epochs=3, lr=1e-3, warmup_fraction=0.2)
+    run_train(study_inputs, plan, tmp_path, callbacks=history)
     lrs = [e.lr for e in history.steps]
     assert max(lrs) == pytest.approx(1e-3)  # warm-up completes even on a 12-step run
     assert lrs.index(max(lrs)) == round(0.2 * len(lrs)) - 1

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 import torch
@@ -53,6 +54,32 @@ def test_save_is_atomic(tmp_path: Path) -> None:
     path = save_checkpoint(checkpoint_from_model(model, preprocessing=PRE), tmp_path / "e.pt")
     assert [p.name for p in tmp_path.iterdir()] == ["e.pt"]  # no temporary file left
     assert load_checkpoint(path).kind == "encoder"
+
+
+def test_failed_save_keeps_the_previous_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "last.pt"
+    torch.manual_seed(0)
+    first = SequenceEncoder(AAMConfig.tiny())
+    save_checkpoint(checkpoint_from_model(first, preprocessing=PRE), path)
+
+    def write_half_then_fail(obj: object, handle: BinaryIO) -> None:
+        handle.write(b"PK\x03\x04 the first bytes of a zip archive")
+        raise OSError(28, "No space left on device")
+
+    torch.manual_seed(1)
+    second = SequenceEncoder(AAMConfig.tiny())
+    monkeypatch.setattr(torch, "save", write_half_then_fail)
+    with pytest.raises(OSError, match="No space left on device"):
+        save_checkpoint(checkpoint_from_model(second, preprocessing=PRE), path)
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # the temporary file is gone
+    key = "nucleotide.token.weight"  # differs between the two models: the test can tell them apart
+    assert not torch.equal(first.state_dict()[key], second.state_dict()[key])
+    loaded = load_checkpoint(path).state_dict
+    for key, value in first.state_dict().items():
+        assert torch.equal(loaded[key], value), key
 
 
 @pytest.mark.parametrize(

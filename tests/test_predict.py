@@ -9,21 +9,23 @@ import torch
 
 from aam_core.data.batching import Collator
 from aam_core.data.tokens import tokenize
+from aam_core.evaluate import evaluate
 from aam_core.io import Inputs
 from aam_core.io.types import FeatureTable
-from aam_core.predict import PredictionError, Predictor, evaluate
-from aam_core.train.prepare import TargetSpec
+from aam_core.plan import TargetSpec
+from aam_core.predict import PredictionError, Predictor
 from aam_core.train.stages import run_pretrain, run_train
-from tests.conftest import tiny_run
+from tests.conftest import pretrain_plan, train_plan
 
 
 @pytest.fixture(scope="module")
 def trained(study_inputs: Inputs, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("runs")
-    config = tiny_run(epochs=1, token_limit=12)
-    encoder = run_pretrain(study_inputs, config, out / "pre")
-    regressor = run_train(study_inputs, TargetSpec("age", "regression"), config, out / "reg")
-    classifier = run_train(study_inputs, TargetSpec("site", "classification"), config, out / "cls")
+    fast = {"epochs": 1, "token_limit": 12}
+    encoder = run_pretrain(study_inputs, pretrain_plan(study_inputs, **fast), out / "pre")
+    age, site = TargetSpec("age", "regression"), TargetSpec("site", "classification")
+    regressor = run_train(study_inputs, train_plan(study_inputs, age, **fast), out / "reg")
+    classifier = run_train(study_inputs, train_plan(study_inputs, site, **fast), out / "cls")
     assert encoder.best_checkpoint and regressor.best_checkpoint and classifier.best_checkpoint
     return {
         "encoder": encoder.best_checkpoint,

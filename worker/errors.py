@@ -5,39 +5,24 @@ a lost worker is the reaper's business, not the pipeline's."""
 from __future__ import annotations
 
 import signal
-
-# aam_core's user-facing errors (by class name: the child process reports the name). The
-# message of each is a complete sentence naming the file, field or value to fix.
-USER_ERRORS = frozenset(
-    {
-        "InputError",
-        "UnreadableFileError",
-        "EmptyInputError",
-        "CountsError",
-        "DuplicateIdError",
-        "SequenceError",
-        "TreeError",
-        "MetadataError",
-        "ArchiveError",
-        "DistanceMatrixError",
-        "TargetError",
-        "ConfigError",
-        "CheckpointError",
-        "PredictionError",
-    }
-)
+from typing import Any
 
 
 class JobFailure(Exception):
-    """A job that cannot run, with the error its user reads."""
+    """A job that cannot run, with the error its user reads (and the field of the job's spec
+    it is about, when a user error names one)."""
 
-    def __init__(self, kind: str, detail: str) -> None:
+    def __init__(self, kind: str, detail: str, *, field: str | None = None) -> None:
         super().__init__(detail)
         self.kind = kind
         self.detail = detail
+        self.field = field
 
-    def as_error(self) -> dict[str, str]:
-        return {"type": self.kind, "detail": self.detail}
+    def as_error(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"type": self.kind, "detail": self.detail}
+        if self.field is not None:
+            error["field"] = self.field
+        return error
 
 
 def one_line(text: str) -> str:

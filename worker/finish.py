@@ -129,7 +129,7 @@ def finish_prediction(
         "n_samples": summary["n_samples"],
         "samples_with_warnings": summary["samples_with_warnings"],
         "warnings": summary["warnings"],
-        "passes": plan.passes,
+        "passes": summary["passes"],
     }
     return finish_job(
         session,

@@ -12,19 +12,14 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.contracts import JobKind, JobSpec
+from aam_core.plan.planner import KIND_ROLES
+from app.contracts import JobKind, JobSpec, given_config
 from app.store import ArtifactStore, get_dataset, get_model
 from app.store.artifacts import file_sha256
 from app.store.tables import Job
 from worker.devices import Placement
 from worker.errors import JobFailure
 from worker.plan import RunPlan
-
-ROLES = {
-    JobKind.pretrain: ("table", "tree", "sequences", "distance_matrix"),
-    JobKind.train: ("table", "tree", "metadata", "sequences", "distance_matrix"),
-    JobKind.predict: ("table", "sequences"),
-}
 
 
 def stored_file(storage: ArtifactStore, sha256: str, what: str) -> Path:
@@ -53,7 +48,7 @@ def _dataset_files(
     if dataset is None:
         raise JobFailure("MissingDataset", f"dataset {job.dataset_id} no longer exists")
     files, names, digests = {}, {}, {}
-    for role in ROLES[kind]:
+    for role in KIND_ROLES[kind.value]:
         entry: dict[str, Any] | None = dataset.files.get(role)
         if not entry:
             continue
@@ -92,19 +87,18 @@ def build_plan(
         "files": files,
         "names": names,
         "dataset_sha256": digests,
-        "config": spec.config.run_config_values(),
-        "seed": spec.config.seed or 0,
+        "config": given_config(spec.config),
     }
     if spec.kind == JobKind.predict:
         assert spec.model_id is not None  # JobSpec's rule
         values["model_checkpoint"] = _model_checkpoint(session, storage, spec.model_id)
-        values["model_name"] = f"model {spec.model_id}"
-        values["passes"] = spec.config.passes or 1
+        values["model_name"] = spec.model_id
         return RunPlan(**values)
     if spec.target is not None:
         values["target"] = {"column": spec.target.column, "task": spec.target.task}
     if spec.base_model_id is not None:
         values["base_checkpoint"] = _model_checkpoint(session, storage, spec.base_model_id)
+        values["model_name"] = spec.base_model_id
     values["freeze_base"] = spec.freeze_base
     # A requeued job continues from the checkpoint its earlier attempt left.
     values["resume"] = (run_dir / "checkpoints" / "last.pt").is_file()

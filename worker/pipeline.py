@@ -23,7 +23,7 @@ from app.store import append_logs, claim_job, finish_job, get_job, heartbeat, re
 from app.store.tables import Job
 from worker import finish
 from worker.devices import Placement, place
-from worker.errors import USER_ERRORS, JobFailure, child_died, one_line
+from worker.errors import JobFailure, child_died, one_line
 from worker.inputs import build_plan
 from worker.plan import PLAN_FILE, RunPlan
 from worker.reporting import JobReporter
@@ -116,7 +116,7 @@ def run_job(runtime: WorkerRuntime, job_id: str) -> str:
             runtime.current_job = None
 
 
-def _fail(runtime: WorkerRuntime, session: Session, job_id: str, error: dict[str, str]) -> str:
+def _fail(runtime: WorkerRuntime, session: Session, job_id: str, error: dict[str, Any]) -> str:
     session.rollback()  # whatever the failure left half-done
     try:
         append_logs(session, job_id, [f"failed: {error['type']}: {error['detail']}"])
@@ -209,10 +209,13 @@ def _settle(
 
 
 def _child_error(final: dict[str, Any], reporter: JobReporter) -> JobFailure:
+    """The child decided whether the error is the user's (``user``: a UserError, by
+    isinstance): their error as it is, with its field; anything else is a bug, logged with its
+    traceback."""
     kind = str(final.get("error_type") or "Error")
     detail = str(final.get("detail") or kind)
-    if kind in USER_ERRORS:
-        return JobFailure(kind, detail)
+    if final.get("user"):
+        return JobFailure(kind, detail, field=final.get("field"))
     reporter.log(f"internal error: {kind}: {detail}\n{final.get('traceback', '')}")
     reporter.flush(force=True)
     return JobFailure(kind, f"{detail} (an internal error; the job's log holds the traceback)")

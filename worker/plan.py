@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from aam_core.io.files import atomic_write
 
 PLAN_FILE = "plan.json"
 
@@ -23,14 +24,12 @@ class RunPlan:
     files: dict[str, str] = field(default_factory=dict)  # role -> path in artifact storage
     names: dict[str, str] = field(default_factory=dict)  # role -> the uploaded file's name
     dataset_sha256: dict[str, str] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)  # aam_core RunConfig keyword arguments
+    config: dict[str, Any] = field(default_factory=dict)  # the job's settings, for the planner
     target: dict[str, str] | None = None  # train: {"column", "task"}
     base_checkpoint: str | None = None  # train: the base model's checkpoint
     freeze_base: bool = False
     model_checkpoint: str | None = None  # predict: the model applied
-    model_name: str | None = None  # how messages name that checkpoint (its model ID)
-    passes: int = 1  # predict: rarefaction passes
-    seed: int = 0
+    model_name: str | None = None  # how messages name the base or applied model (its ID)
     resume: bool = False  # continue from out_dir/checkpoints/last.pt
 
     @property
@@ -39,9 +38,8 @@ class RunPlan:
 
     def write(self, path: Path) -> None:
         """Write atomically (a requeued attempt rewrites it)."""
-        temp = path.with_name(path.name + ".tmp")
-        temp.write_text(json.dumps(dataclasses.asdict(self), indent=2), encoding="utf-8")
-        os.replace(temp, path)
+        with atomic_write(path) as fh:
+            json.dump(dataclasses.asdict(self), fh, indent=2)
 
     @classmethod
     def read(cls, path: Path) -> RunPlan:

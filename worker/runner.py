@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aam_core.train.artifacts import to_jsonable
+from aam_core.io.files import to_jsonable
 from aam_core.train.callbacks import Callback, EpochEvent, StepEvent
 from worker.plan import RunPlan
 
@@ -55,19 +55,10 @@ class NoLink:
         return False
 
 
-def _inputs(plan: RunPlan, roles: tuple[str, ...]) -> Inputs:
-    from aam_core.io import load_inputs
+def _inputs(plan: RunPlan) -> Inputs:
+    from aam_core.io import load_files
 
-    files = {role: plan.files[role] for role in roles if role in plan.files}
-    names = {role: plan.names.get(role, role) for role in files}
-    return load_inputs(
-        files["table"],
-        tree=files.get("tree"),
-        metadata=files.get("metadata"),
-        sequences=files.get("sequences"),
-        distance_matrix=files.get("distance_matrix"),
-        names=names,
-    )
+    return load_files(plan.files, names={role: plan.names.get(role, role) for role in plan.files})
 
 
 def _summary(result: Any) -> dict[str, Any]:
@@ -90,67 +81,78 @@ def _summary(result: Any) -> dict[str, Any]:
 
 def _predict(plan: RunPlan) -> dict[str, Any]:
     from aam_core.checkpoint import load_checkpoint
-    from aam_core.predict import Predictor
+    from aam_core.plan import plan_run
+    from aam_core.predict import Predictor, write_predictions
     from aam_core.train.distributed import resolve_device
+    from aam_core.train.stages import checkpoint_facts, dataset_facts
 
     assert plan.model_checkpoint is not None
-    checkpoint = load_checkpoint(plan.model_checkpoint, name=plan.model_name)
+    name = plan.model_name or plan.model_checkpoint
+    checkpoint = load_checkpoint(plan.model_checkpoint, name=name)
+    inputs = _inputs(plan)
+    model = checkpoint_facts(checkpoint, name=name, field="model_id")
+    run = plan_run("predict", plan.config, dataset_facts(inputs), base=model)
     predictor = Predictor(checkpoint, device=resolve_device(plan.device))
-    inputs = _inputs(plan, ("table", "sequences"))
-    # An encoder predicts no target: its output is the sample embeddings.
     result = predictor.predict(
-        inputs.table,
-        inputs.sequences,
-        passes=plan.passes,
-        seed=plan.seed,
-        embeddings=predictor.kind == "encoder",
+        inputs.table, inputs.sequences, passes=run.config.passes, seed=run.config.seed
     )
-    out = plan.predictions_path
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temp = out.with_name(out.name + ".tmp")
-    result.to_frame().to_csv(temp, sep="\t", index=False)
-    os.replace(temp, out)
+    write_predictions(result, plan.predictions_path)
     warned = [s for s in result.samples if s.warnings]
     return {
         "kind": result.kind,
-        "predictions": str(out),
+        "predictions": str(plan.predictions_path),
         "n_samples": len(result.samples),
         "samples_with_warnings": len(warned),
         "warnings": sorted({w for s in warned for w in s.warnings})[:20],
+        "passes": run.config.passes,
     }
 
 
 def execute(plan: RunPlan, callback: Callback) -> dict[str, Any]:
-    """Run the plan; the summary the worker records."""
+    """Run the plan; the summary the worker records. The run is planned again here, from the
+    files themselves, by the planner that checked the job at submission."""
     if plan.kind == "predict":
         return _predict(plan)
-    from aam_core.train.config import RunConfig
-    from aam_core.train.prepare import TargetSpec
-    from aam_core.train.stages import run_pretrain, run_train
+    from aam_core.plan import TargetSpec
+    from aam_core.train.stages import plan_local, run_pretrain, run_train
 
-    config = RunConfig.from_mapping(plan.config)
+    inputs = _inputs(plan)
+    target = None if plan.target is None else TargetSpec(**plan.target)  # type: ignore[arg-type]
+    run = plan_local(
+        plan.kind,  # type: ignore[arg-type]
+        plan.config,
+        inputs,
+        target=target,
+        base_checkpoint=plan.base_checkpoint,
+        base_name=plan.model_name,
+        freeze_base=plan.freeze_base,
+    )
+    stage = run_pretrain if plan.kind == "pretrain" else run_train
     common: dict[str, Any] = {
         "callbacks": callback,
         "resume": plan.resume,
         "device": plan.device,
         "dataset_sha256": plan.dataset_sha256,
     }
-    if plan.kind == "pretrain":
-        inputs = _inputs(plan, ("table", "tree", "sequences", "distance_matrix"))
-        return _summary(run_pretrain(inputs, config, plan.out_dir, **common))
-    assert plan.target is not None
-    inputs = _inputs(plan, ("table", "tree", "metadata", "sequences", "distance_matrix"))
-    target = TargetSpec(plan.target["column"], plan.target["task"])  # type: ignore[arg-type]
-    result = run_train(
-        inputs,
-        target,
-        config,
-        plan.out_dir,
-        base_checkpoint=plan.base_checkpoint,
-        freeze_base=plan.freeze_base,
-        **common,
-    )
-    return _summary(result)
+    return _summary(stage(inputs, run, plan.out_dir, **common))
+
+
+def error_message(exc: BaseException) -> dict[str, Any]:
+    """What the worker learns of a failure: a user error (any UserError, decided here with
+    isinstance) with its field, or an internal one with its traceback."""
+    from aam_core.errors import UserError
+
+    message: dict[str, Any] = {
+        "type": "error",
+        "error_type": type(exc).__name__,
+        "detail": str(exc) or type(exc).__name__,
+        "user": isinstance(exc, UserError),
+    }
+    if isinstance(exc, UserError):
+        message["field"] = exc.field
+    else:
+        message["traceback"] = traceback.format_exc()[-8000:]
+    return message
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,14 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = execute(plan, LinkCallback(link))
     except Exception as exc:
-        link.send(
-            {
-                "type": "error",
-                "error_type": type(exc).__name__,
-                "detail": str(exc) or type(exc).__name__,
-                "traceback": traceback.format_exc()[-8000:],
-            }
-        )
+        link.send(error_message(exc))
         traceback.print_exc(file=sys.stderr)
         return 1
     link.send({"type": "done", "result": to_jsonable(summary)})

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from aam_core.errors import UserError
 
-class InputError(ValueError):
+
+class InputError(UserError):
     """A user-supplied input is unusable. ``str(error)`` is a complete user-facing sentence."""
-
-    def __init__(self, message: str, *, file: str | None = None) -> None:
-        self.file = file
-        super().__init__(f"{file}: {message}" if file else message)
 
 
 class UnreadableFileError(InputError):
@@ -52,6 +50,10 @@ class ArchiveError(InputError):
 
 class DistanceMatrixError(InputError):
     """A precomputed distance matrix that does not match the table's samples."""
+
+
+class TargetError(MetadataError):
+    """A target or group column that cannot be used for the requested task."""
 
 
 def preview(values: Iterable[object], limit: int = 5, *, quote: bool = True) -> str:

@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from skbio import TreeNode
@@ -16,9 +17,7 @@ from aam_core.io.metadata import align_metadata, read_metadata
 from aam_core.io.sequences import read_sequences, resolve_sequences
 from aam_core.io.table import read_table
 from aam_core.io.tree import read_tree
-from aam_core.io.types import FeatureTable, Metadata
-
-ROLES = ("table", "tree", "metadata", "sequences", "distance_matrix")
+from aam_core.io.types import ROLES, FeatureTable, Metadata
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,6 +75,31 @@ def load_inputs(
     return Inputs(
         table=counts, sequences=resolved, tree=phylogeny, metadata=samples, distances=distances
     )
+
+
+def load_files(files: Mapping[str, str | Path | None], **options: Any) -> Inputs:
+    """:func:`load_inputs` over ``role -> path`` (roles of ``ROLES``; None: not given); messages
+    name each file as given, unless ``names`` (an option of load_inputs) says otherwise."""
+    given = {role: path for role, path in files.items() if path is not None}
+    unknown = sorted(set(given) - set(ROLES))
+    if unknown:
+        raise ValueError(f"unknown file roles {unknown}; expected some of {list(ROLES)}")
+    if "table" not in given:
+        raise ValueError("a dataset's files include its table")
+    options.setdefault("names", {role: str(path) for role, path in given.items()})
+    return load_inputs(
+        given["table"],
+        tree=given.get("tree"),
+        metadata=given.get("metadata"),
+        sequences=given.get("sequences"),
+        distance_matrix=given.get("distance_matrix"),
+        **options,
+    )
+
+
+def file_hashes(files: Mapping[str, str | Path | None]) -> dict[str, str]:
+    """``role -> SHA-256`` of the given files."""
+    return {role: sha256_file(path) for role, path in files.items() if path is not None}
 
 
 def sha256_file(path: str | Path, *, chunk_size: int = 1024**2) -> str:

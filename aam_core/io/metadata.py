@@ -74,13 +74,21 @@ def is_missing(value: str) -> bool:
 
 
 def describe(name: str, kind: ColumnKind, series: pd.Series) -> MetadataColumn:
-    """Missing values and (categorical only) distinct classes of one typed column."""
+    """Missing values and distinct values of one typed column: classes of a categorical one;
+    for a numeric one how many values and whether all are whole numbers (integer codes can be
+    class labels)."""
     present = series.dropna()
+    n_missing = int(len(series) - len(present))
+    if kind == "categorical":
+        return MetadataColumn(name, kind, n_missing, n_classes=int(present.nunique()))
+    values = np.unique(present.to_numpy(dtype=np.float64))
+    values = values[np.isfinite(values)]
     return MetadataColumn(
-        name=name,
-        kind=kind,
-        n_missing=int(len(series) - len(present)),
-        n_classes=int(present.nunique()) if kind == "categorical" else None,
+        name,
+        kind,
+        n_missing,
+        n_distinct=int(values.size),
+        integer=bool((values == np.round(values)).all()),
     )
 
 

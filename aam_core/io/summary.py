@@ -56,8 +56,9 @@ def summarize(
                 "kind": col.kind,
                 "n_missing": seen.n_missing,
             }
-            if seen.n_classes is not None:
-                entry["n_classes"] = seen.n_classes
+            for key in ("n_classes", "n_distinct", "integer"):
+                if getattr(seen, key) is not None:
+                    entry[key] = getattr(seen, key)
             columns.append(entry)
         if n_without:
             notes.append(f"{n_without} of {table.n_samples} table samples have no metadata")

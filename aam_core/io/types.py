@@ -9,6 +9,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+# The files of a dataset, by role (the API's upload form fields, the CLI's options).
+ROLES = ("table", "tree", "metadata", "sequences", "distance_matrix")
+
 ColumnKind = Literal["numeric", "categorical"]
 
 
@@ -69,6 +72,8 @@ class MetadataColumn:
     kind: ColumnKind
     n_missing: int
     n_classes: int | None = None  # categorical columns only
+    n_distinct: int | None = None  # numeric columns only: distinct present values
+    integer: bool | None = None  # numeric columns only: every present value is a whole number
 
 
 @dataclass(frozen=True, eq=False)

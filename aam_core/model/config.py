@@ -11,13 +11,19 @@ from typing import Any, Literal
 
 from aam_core.data.selection import N_ABUNDANCE_FEATURES
 from aam_core.data.tokens import VOCAB_SIZE
+from aam_core.errors import ConfigError
 
 Task = Literal["regression", "classification"]
 TargetLoss = Literal["mse", "huber"]
 
-
-class ConfigError(ValueError):
-    """A configuration value breaks a rule; the message names the field and the rule."""
+__all__ = [
+    "AAMConfig",
+    "ConfigError",
+    "LossWeights",
+    "NucleotideEncoderConfig",
+    "SampleEncoderConfig",
+    "TargetConfig",
+]
 
 
 def _check(condition: bool, message: str) -> None:

@@ -1,4 +1,5 @@
-"""Files a training run writes: metrics logs, predictions, the split, JSON summaries, plots.
+"""Files a training run writes: predictions, the split and plots. JSON and the metrics log
+are written with :mod:`aam_core.io.files`.
 
 Plots use matplotlib's object-oriented ``Figure`` with an Agg canvas and never pyplot:
 pyplot keeps global state (the current backend, a registry of open figures) that is neither
@@ -8,17 +9,15 @@ inside the plotting functions so that importing this module stays cheap.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from aam_core.io.files import atomic_write
 from aam_core.train.metrics import RegressionMetrics
 
 if TYPE_CHECKING:
@@ -28,62 +27,6 @@ DPI = 100
 LOSS_SIZE = (7.0, 4.5)  # inches; 700 x 450 pixels at DPI
 SCATTER_SIZE = (6.0, 6.0)  # 600 x 600 pixels
 SPLITS = ("train", "validation")
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Plain JSON values from numpy scalars/arrays, paths, tuples and sets; NaN and ±inf become
-    ``None`` (JSON has no NaN, and ``json`` would otherwise write the invalid token ``NaN``)."""
-    if isinstance(obj, Mapping):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, list | tuple | set | frozenset):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return to_jsonable(obj.item())
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def _dumps(obj: Any, **kwargs: Any) -> str:
-    return json.dumps(to_jsonable(obj), allow_nan=False, **kwargs)
-
-
-def write_json(path: str | Path, obj: Any) -> None:
-    """Write atomically: a reader (the API polling a running job) sees the old file or the new
-    one, never half of one. The temporary file sits in the same directory so that
-    ``os.replace`` is a rename within one filesystem."""
-    target = Path(path)
-    text = _dumps(obj, indent=2) + "\n"  # serialise first: a bad object leaves no temp file
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_metrics_jsonl(path: str | Path, records: Iterable[Mapping[str, Any]]) -> None:
-    """One JSON object per line (overwrites); NaN and ±inf are written as ``null``."""
-    with Path(path).open("w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(_dumps(record) + "\n")
-
-
-def append_metrics_jsonl(path: str | Path, record: Mapping[str, Any]) -> None:
-    """Add one line, so a crashed run keeps every epoch logged before the crash."""
-    with Path(path).open("a", encoding="utf-8") as handle:
-        handle.write(_dumps(record) + "\n")
-
-
-def read_metrics_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    with Path(path).open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
 
 
 def _column(values: Any, n: int, name: str) -> np.ndarray:
@@ -149,7 +92,8 @@ def write_predictions_tsv(
             else:
                 for k in range(array.shape[1]):
                     frame[f"{name}_{k}"] = array[:, k]
-    frame.to_csv(path, sep="\t", index=False)
+    with atomic_write(path) as fh:
+        frame.to_csv(fh, sep="\t", index=False)
 
 
 def write_split_tsv(
@@ -165,7 +109,8 @@ def write_split_tsv(
             "split": ["train"] * len(train_ids) + ["validation"] * len(validation_ids),
         }
     )
-    frame.to_csv(path, sep="\t", index=False)
+    with atomic_write(path) as fh:
+        frame.to_csv(fh, sep="\t", index=False)
 
 
 def read_split_tsv(path: str | Path) -> dict[str, list[str]]:

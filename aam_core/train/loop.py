@@ -3,8 +3,6 @@ optional torch.compile, DDP, early stopping, best/last checkpoints and exact res
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import time
 from collections.abc import Callable
@@ -19,10 +17,11 @@ from torch.utils.data import DataLoader
 
 from aam_core.checkpoint import Checkpoint, checkpoint_from_model, save_checkpoint
 from aam_core.data.batching import Batch, Collator, SampleDataset
+from aam_core.io.files import write_jsonl
 from aam_core.model import SequenceEncoder, SequenceRegressor
 from aam_core.model.heads import pairwise_distances
+from aam_core.plan.config import RunConfig, Stage
 from aam_core.train.callbacks import Callback, CallbackList, EpochEvent, StepEvent
-from aam_core.train.config import RunConfig, Stage
 from aam_core.train.distributed import (
     DistContext,
     any_rank,
@@ -32,7 +31,9 @@ from aam_core.train.distributed import (
     gather_rows_with_grad,
     shard,
 )
+from aam_core.train.evaluation import autocast_for, evaluate_rows, make_loader
 from aam_core.train.losses import compute_losses
+from aam_core.train.progress import Progress, restore, resume_state
 from aam_core.train.schedule import warmup_cosine
 from aam_core.train.tracking import Tracker
 
@@ -59,79 +60,6 @@ class RunData:
     validation: SampleDataset | None
     train_collate: Collator
     validation_collate: Collator | None
-
-
-def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast on CUDA ("auto" or "bf16"); fp32 on CPU."""
-    use_bf16 = device.type == "cuda" and precision in ("auto", "bf16")
-    if precision == "bf16" and device.type != "cuda":
-        raise ValueError("precision 'bf16' needs a CUDA device; use 'auto' or 'fp32' on CPU")
-    if use_bf16:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def make_loader(
-    dataset: SampleDataset,
-    collate: Collator,
-    batches: list[list[int]],
-    num_workers: int,
-    device: torch.device,
-) -> DataLoader[Batch]:
-    """Batches in the given order (seeded by the caller), collated in worker processes.
-
-    The loader gets its own generator: drawing its worker seed from torch's global generator
-    would shift the dropout and masking draws of a run resumed in the middle of an epoch.
-    """
-    return DataLoader(
-        dataset,  # type: ignore[arg-type]
-        batch_sampler=batches,
-        collate_fn=collate,
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-        generator=torch.Generator().manual_seed(0),
-    )
-
-
-def evaluate_rows(
-    model: Model,
-    dataset: SampleDataset,
-    collate: Collator,
-    rows: np.ndarray,
-    *,
-    batch_size: int,
-    device: torch.device,
-    precision: str = "auto",
-    class_weights: torch.Tensor | None = None,
-    keep: bool = False,
-    num_workers: int = 0,
-) -> Tracker:
-    """Losses, metrics (and with ``keep`` predictions) of ``rows`` of ``dataset``, in eval
-    mode (no dropout, no masking) without gradients."""
-    batches = [rows[i : i + batch_size].tolist() for i in range(0, len(rows), batch_size)]
-    tracker = Tracker(model, keep_predictions=keep)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad(), autocast_for(device, precision):
-        for batch in make_loader(dataset, collate, batches, num_workers, device):
-            batch = batch.to(device, non_blocking=True)
-            output = model(batch)
-            tracker.update(batch, output, compute_losses(model, output, batch, class_weights))
-    model.train(was_training)
-    return tracker
-
-
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class Trainer:
@@ -194,25 +122,21 @@ class Trainer:
         if config.compile:
             self.forward = torch.compile(self.forward)  # type: ignore[assignment]
 
-    # -- checkpoints ---------------------------------------------------------------------
+    # -- checkpoints ----------------------------------------------------------------------
 
-    def _save(self, name: str, *, metrics: dict[str, Any], resume: dict[str, Any] | None) -> Path:
-        fields = dict(self.checkpoint_fields())
+    def _save(self, name: str, progress: Progress, *, resume: bool) -> Path:
+        """Checkpoint ``name`` with the metrics so far; ``resume``: with the resume state."""
+        world_size = self.ctx.world_size
+        state = (
+            resume_state(progress, self.optimiser, self.scheduler, world_size) if resume else None
+        )
         checkpoint: Checkpoint = checkpoint_from_model(
-            self.model, metrics=metrics, resume=resume, **fields
+            self.model,
+            metrics=progress.metrics(self.monitor),
+            resume=state,
+            **self.checkpoint_fields(),
         )
         return save_checkpoint(checkpoint, self.out_dir / "checkpoints" / name)
-
-    def _resume_state(self, epoch: int, batches_done: int, state: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "epoch": epoch,
-            "batches_done": batches_done,
-            "optimizer": self.optimiser.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "rng": _rng_state(),
-            "world_size": self.ctx.world_size,
-            **state,
-        }
 
     # -- loop ----------------------------------------------------------------------------
 
@@ -286,193 +210,129 @@ class Trainer:
         )
 
     def fit(self, resume: dict[str, Any] | None = None) -> FitResult:
-        config, ctx = self.config, self.ctx
-        torch.manual_seed(config.seed + ctx.rank)
-        history: list[dict[str, Any]] = []
-        best_value: float | None = None
-        best_epoch, bad_epochs, step, start_epoch, skip = 0, 0, 0, 0, 0
+        """Train from the start, or from the ``resume`` state of a last checkpoint."""
+        # A resumed run then continues the saved RNG stream: restore() replaces this one.
+        torch.manual_seed(self.config.seed + self.ctx.rank)
+        progress = Progress()
         if resume is not None:
-            if resume.get("world_size", 1) != ctx.world_size:
-                raise ValueError(
-                    f"this run was checkpointed with {resume.get('world_size')} processes; "
-                    f"resume it with the same number, not {ctx.world_size}"
-                )
-            self.optimiser.load_state_dict(resume["optimizer"])
-            self.scheduler.load_state_dict(resume["scheduler"])
-            _set_rng_state(resume["rng"])
-            start_epoch, skip, step = resume["epoch"], resume["batches_done"], resume["step"]
-            best_value, best_epoch = resume["best_value"], resume["best_epoch"]
-            bad_epochs, history = resume["bad_epochs"], list(resume["history"])
-            self.callbacks.on_log(f"resuming at epoch {start_epoch + 1}, step {step}")
+            progress = restore(resume, self.optimiser, self.scheduler, self.ctx.world_size)
+            self.callbacks.on_log(f"resuming at epoch {progress.epoch + 1}, step {progress.step}")
         started = time.monotonic()
-        best_path: Path | None = (
-            self.out_dir / "checkpoints" / BEST if best_value is not None else None
-        )
-        last_path = self.out_dir / "checkpoints" / LAST
-        stopped = "completed"
-        epoch = start_epoch
-        for epoch in range(start_epoch, config.epochs):
+        while progress.epoch < self.config.epochs:
             epoch_started = time.monotonic()
-            self.data.train.set_epoch(epoch)
-            batches = self._epoch_batches(epoch)
-            tracker = Tracker(self.model)
-            self.model.train()
-            self.optimiser.zero_grad(set_to_none=True)
-            loader = self._loader(self.data.train, self.data.train_collate, batches[skip:])
-            for index, batch in enumerate(loader, start=skip):
-                batch = batch.to(self.device, non_blocking=True)
-                output, loss = self._train_step(batch)
-                tracker.update(batch, output, loss)
-                if (index + 1) % config.grad_accumulation and index + 1 < len(batches):
-                    continue
-                lr = float(self.optimiser.param_groups[0]["lr"])  # the rate this step used
-                self._optimiser_step()
-                step += 1
-                if ctx.is_main:
-                    self.callbacks.on_step(
-                        StepEvent(
-                            epoch=epoch + 1,
-                            epochs=config.epochs,
-                            step=step,
-                            steps=self.total_steps,
-                            loss=float(loss.total.detach()),
-                            components=loss.component_values(),
-                            lr=lr,
-                            elapsed_seconds=time.monotonic() - started,
-                        )
+            tracker = self._train_epoch(progress, started)
+            if tracker is None:
+                return self._result(progress, "requested")
+            self._end_epoch(progress, tracker, time.monotonic() - epoch_started)
+            patience = self.config.patience  # 0 (or None): never stop early
+            if patience and progress.bad_epochs >= patience:
+                if self.ctx.is_main:
+                    self.callbacks.on_log(
+                        f"early stopping after epoch {progress.epoch}: no better {self.monitor} "
+                        f"for {progress.bad_epochs} epochs (best {progress.best_value} at "
+                        f"epoch {progress.best_epoch})"
                     )
-                if any_rank(ctx.is_main and self.callbacks.should_stop(), ctx):
-                    state = {
-                        "step": step,
-                        "best_value": best_value,
-                        "best_epoch": best_epoch,
-                        "bad_epochs": bad_epochs,
-                        "history": history,
-                    }
-                    if ctx.is_main:
-                        self._save(
-                            LAST,
-                            metrics=self._metrics(history, best_epoch),
-                            resume=self._resume_state(epoch, index + 1, state),
-                        )
-                        self.callbacks.on_log(f"stop requested: saved {LAST} at step {step}")
-                    barrier(ctx)
-                    return FitResult(
-                        history,
-                        self.monitor,
-                        best_epoch,
-                        best_value,
-                        "requested",
-                        epoch,
-                        step,
-                        best_path,
-                        last_path,
+                return self._result(progress, "early_stopping")
+            if self._stop_requested():
+                return self._result(progress, "requested")
+        return self._result(progress, "completed")
+
+    def _stop_requested(self) -> bool:
+        """Rank 0 asks its callbacks; every rank gets the answer, so all stop at one step."""
+        return any_rank(self.ctx.is_main and self.callbacks.should_stop(), self.ctx)
+
+    def _train_epoch(self, progress: Progress, started: float) -> Tracker | None:
+        """The rest of ``progress.epoch`` (all of it unless resumed mid-epoch). None when a stop
+        was requested: ``last.pt`` then holds the state after the last optimiser step."""
+        epoch = progress.epoch
+        self.data.train.set_epoch(epoch)
+        batches = self._epoch_batches(epoch)
+        tracker = Tracker(self.model)
+        self.model.train()
+        self.optimiser.zero_grad(set_to_none=True)
+        skip = progress.batches_done
+        loader = self._loader(self.data.train, self.data.train_collate, batches[skip:])
+        for index, batch in enumerate(loader, start=skip):
+            batch = batch.to(self.device, non_blocking=True)
+            output, loss = self._train_step(batch)
+            tracker.update(batch, output, loss)
+            if (index + 1) % self.config.grad_accumulation and index + 1 < len(batches):
+                continue
+            lr = float(self.optimiser.param_groups[0]["lr"])  # the rate this step used
+            self._optimiser_step()
+            progress.step, progress.batches_done = progress.step + 1, index + 1
+            if self.ctx.is_main:
+                self.callbacks.on_step(
+                    StepEvent(
+                        epoch=epoch + 1,
+                        epochs=self.config.epochs,
+                        step=progress.step,
+                        steps=self.total_steps,
+                        loss=float(loss.total.detach()),
+                        components=loss.component_values(),
+                        lr=lr,
+                        elapsed_seconds=time.monotonic() - started,
                     )
-            skip = 0
-            train_summary = self._merged(tracker)
-            validation_summary: dict[str, float] = {}
-            if self.data.validation is not None and self.data.validation_collate is not None:
-                validation_summary = self._merged(
-                    self.evaluate(self.data.validation, self.data.validation_collate)
                 )
-            records = [{"epoch": epoch + 1, "split": "train", **train_summary}]
-            if validation_summary:
-                records.append({"epoch": epoch + 1, "split": "validation", **validation_summary})
-            history.extend(records)
-            watched = validation_summary or train_summary
-            value = watched.get(self.monitor)
-            improved = (
-                value is not None
-                and not math.isnan(value)
-                and (
-                    best_value is None
-                    or (value < best_value if self.mode == "min" else value > best_value)
+            if self._stop_requested():
+                if self.ctx.is_main:
+                    self._save(LAST, progress, resume=True)
+                    self.callbacks.on_log(f"stop requested: saved {LAST} at step {progress.step}")
+                barrier(self.ctx)
+                return None
+        return tracker
+
+    def _end_epoch(self, progress: Progress, tracker: Tracker, seconds: float) -> None:
+        """Validate, record the epoch in ``progress``, write the checkpoints and the metrics
+        log, and report the epoch."""
+        train = self._merged(tracker)
+        validation: dict[str, float] = {}
+        if self.data.validation is not None and self.data.validation_collate is not None:
+            validation = self._merged(
+                self.evaluate(self.data.validation, self.data.validation_collate)
+            )
+        epoch = progress.epoch + 1
+        records = [{"epoch": epoch, "split": "train", **train}]
+        if validation:
+            records.append({"epoch": epoch, "split": "validation", **validation})
+        value = (validation or train).get(self.monitor)
+        improved = progress.finish_epoch(records, value, self.mode)
+        if self.ctx.is_main:
+            if improved:
+                self._save(BEST, progress, resume=False)
+            self._save(LAST, progress, resume=True)
+            write_jsonl(self.out_dir / "metrics.jsonl", progress.history)
+            self.callbacks.on_epoch(
+                EpochEvent(
+                    epoch=epoch,
+                    epochs=self.config.epochs,
+                    step=progress.step,
+                    steps=self.total_steps,
+                    train=train,
+                    validation=validation,
+                    monitor=self.monitor,
+                    value=value,
+                    best_epoch=progress.best_epoch,
+                    best_value=progress.best_value,
+                    improved=improved,
+                    seconds=seconds,
                 )
             )
-            if improved:
-                best_value, best_epoch, bad_epochs = value, epoch + 1, 0
-            else:
-                bad_epochs += 1
-            state = {
-                "step": step,
-                "best_value": best_value,
-                "best_epoch": best_epoch,
-                "bad_epochs": bad_epochs,
-                "history": history,
-            }
-            if ctx.is_main:
-                metrics = self._metrics(history, best_epoch)
-                if improved:
-                    best_path = self._save(BEST, metrics=metrics, resume=None)
-                self._save(LAST, metrics=metrics, resume=self._resume_state(epoch + 1, 0, state))
-                write_history(self.out_dir / "metrics.jsonl", history)
-                self.callbacks.on_epoch(
-                    EpochEvent(
-                        epoch=epoch + 1,
-                        epochs=config.epochs,
-                        step=step,
-                        steps=self.total_steps,
-                        train=train_summary,
-                        validation=validation_summary,
-                        monitor=self.monitor,
-                        value=value,
-                        best_epoch=best_epoch,
-                        best_value=best_value,
-                        improved=bool(improved),
-                        seconds=time.monotonic() - epoch_started,
-                    )
-                )
-            barrier(ctx)
-            if config.patience is not None and bad_epochs >= config.patience:
-                stopped = "early_stopping"
-                if ctx.is_main:
-                    self.callbacks.on_log(
-                        f"early stopping after epoch {epoch + 1}: no better {self.monitor} "
-                        f"for {bad_epochs} epochs (best {best_value} at epoch {best_epoch})"
-                    )
-                break
-            if any_rank(ctx.is_main and self.callbacks.should_stop(), ctx):
-                stopped = "requested"
-                break
+        barrier(self.ctx)
+
+    def _result(self, progress: Progress, stopped: str) -> FitResult:
+        checkpoints = self.out_dir / "checkpoints"
         return FitResult(
-            history,
-            self.monitor,
-            best_epoch,
-            best_value,
-            stopped,
-            epoch + 1,
-            step,
-            best_path,
-            last_path,
+            history=progress.history,
+            monitor=self.monitor,
+            best_epoch=progress.best_epoch,
+            best_value=progress.best_value,
+            stopped=stopped,
+            epochs_run=progress.epoch,
+            steps=progress.step,
+            best_checkpoint=checkpoints / BEST if progress.best_value is not None else None,
+            last_checkpoint=checkpoints / LAST,
         )
-
-    def _metrics(self, history: list[dict[str, Any]], best_epoch: int) -> dict[str, Any]:
-        def at(epoch: int | None) -> dict[str, Any]:
-            return {
-                r["split"]: {k: v for k, v in r.items() if k not in ("epoch", "split")}
-                for r in history
-                if r["epoch"] == epoch
-            }
-
-        last_epoch = history[-1]["epoch"] if history else None
-        return {
-            "final": {"epoch": last_epoch, **at(last_epoch)},
-            "best": {"epoch": best_epoch, "monitor": self.monitor, **at(best_epoch)},
-        }
-
-
-def write_history(path: Path, history: list[dict[str, Any]]) -> None:
-    """The whole per-epoch history as JSON lines, replaced atomically: it always matches the
-    last checkpoint, also after a crash and a resume."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for record in history:
-            clean = {
-                k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                for k, v in record.items()
-            }
-            fh.write(json.dumps(clean) + "\n")
-    tmp.replace(path)
 
 
 def _zero_touch(output: Any) -> torch.Tensor:

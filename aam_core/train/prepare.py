@@ -4,8 +4,9 @@ sample left out and why."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -14,24 +15,16 @@ from aam_core.data.batching import Collator, SampleDataset
 from aam_core.data.rarefy import rarefy
 from aam_core.data.tokens import tokenize
 from aam_core.data.unifrac import UniFracEngine, index_branches
-from aam_core.io import Inputs, MetadataError, align_metadata, preview, require_tree_coverage
-from aam_core.io.errors import InputError, TreeError
+from aam_core.errors import ConfigError
+from aam_core.io import Inputs, align_metadata, preview, require_tree_coverage
+from aam_core.io.errors import InputError, TargetError, TreeError
+from aam_core.io.metadata import describe
 from aam_core.io.types import FeatureTable
-from aam_core.train.config import RunConfig
+from aam_core.plan.config import RunConfig
+from aam_core.plan.targets import TargetSpec, check_target, missing_column
 from aam_core.train.splits import Split, split_rows
 
-Task = Literal["regression", "classification"]
-MAX_NUMERIC_CLASSES = 50  # an integer-coded column with at most this many values can be labels
-
-
-class TargetError(MetadataError):
-    """A target or group column that cannot be used for the requested task."""
-
-
-@dataclass(frozen=True)
-class TargetSpec:
-    column: str
-    task: Task
+WHERE = "the dataset"  # how messages name the inputs of a run
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,41 +77,25 @@ def target_values(
     inputs: Inputs, spec: TargetSpec
 ) -> tuple[np.ndarray, tuple[str, ...] | None, np.ndarray]:
     """Per table sample: the target (float, or label str), class names, and a mask of samples
-    that have one. Errors name the column and what was expected."""
+    that have one. A column that cannot be learnt as ``spec.task`` is refused by the target
+    rule (:func:`aam_core.plan.check_target`), over the table's samples."""
     if inputs.metadata is None:
-        raise TargetError(f"training on {spec.column!r} needs sample metadata; none was given")
-    names = [c.name for c in inputs.metadata.columns]
-    if spec.column not in names:
         raise TargetError(
-            f"target column {spec.column!r} is not in the metadata (columns: {preview(names, 8)})",
-            file=inputs.metadata.source,
+            f"training on {spec.column!r} needs sample metadata; none was given",
+            field="target.column",
         )
-    column = inputs.metadata.column(spec.column)
     frame, _, _ = align_metadata(inputs.metadata, inputs.table.sample_ids)
+    columns = [
+        dataclasses.asdict(describe(c.name, c.kind, frame[c.name])) for c in inputs.metadata.columns
+    ]
+    check_target(spec, columns, inputs.table.n_samples, WHERE)
     values = frame[spec.column]
     if spec.task == "regression":
-        if column.kind != "numeric":
-            raise TargetError(
-                f"target column {spec.column!r} is categorical; regression needs a numeric "
-                "column (use task 'classification' for labels)",
-                file=inputs.metadata.source,
-            )
+        numeric = values.to_numpy(dtype=np.float64)
+        return numeric, None, np.isfinite(numeric)
+    if inputs.metadata.column(spec.column).kind == "numeric":
         numeric = values.to_numpy(dtype=np.float64)
         present = np.isfinite(numeric)
-        if np.unique(numeric[present]).size < 2:
-            raise TargetError(f"target column {spec.column!r} has fewer than 2 distinct values")
-        return numeric, None, present
-    if column.kind == "numeric":
-        numeric = values.to_numpy(dtype=np.float64)
-        present = np.isfinite(numeric)
-        distinct = np.unique(numeric[present])
-        if (distinct != np.round(distinct)).any() or distinct.size > MAX_NUMERIC_CLASSES:
-            raise TargetError(
-                f"target column {spec.column!r} is numeric with {distinct.size} distinct values; "
-                "classification needs labels (declare the column categorical with a #q2:types "
-                "row, or use task 'regression')",
-                file=inputs.metadata.source,
-            )
         labels = np.array(
             [str(int(v)) if ok else "" for v, ok in zip(numeric, present, strict=True)]
         )
@@ -126,8 +103,6 @@ def target_values(
         present = values.notna().to_numpy()
         labels = np.array([str(v) if ok else "" for v, ok in zip(values, present, strict=True)])
     classes = tuple(sorted(set(labels[present].tolist())))
-    if len(classes) < 2:
-        raise TargetError(f"target column {spec.column!r} has {len(classes)} class(es); need >= 2")
     return labels, classes, present
 
 
@@ -241,16 +216,11 @@ def prepare_data(
 def _groups(inputs: Inputs, config: RunConfig, sample_ids: tuple[str, ...]) -> np.ndarray | None:
     if config.group_column is None:
         return None
-    if inputs.metadata is None or config.group_column not in [
-        c.name for c in inputs.metadata.columns
-    ]:
-        raise TargetError(
-            f"group_column {config.group_column!r} is not in the metadata"
-            + (
-                ""
-                if inputs.metadata is None
-                else f" (columns: {preview([c.name for c in inputs.metadata.columns], 8)})"
-            )
+    names = [] if inputs.metadata is None else [c.name for c in inputs.metadata.columns]
+    if inputs.metadata is None or config.group_column not in names:
+        raise ConfigError(
+            missing_column(config.group_column, names, WHERE, "group_column"),
+            field="config.group_column",
         )
     frame, _, _ = align_metadata(inputs.metadata, sample_ids)
     values = frame[config.group_column]

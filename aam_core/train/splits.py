@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold, train_test_split
 
+from aam_core.errors import ConfigError
+
 
 @dataclass(frozen=True, eq=False)
 class Split:
@@ -33,7 +35,11 @@ def split_rows(
     if groups is not None:
         n_groups = np.unique(groups).size
         if n_groups < 2:
-            raise ValueError(f"the group column has {n_groups} group(s); a split needs at least 2")
+            raise ConfigError(
+                f"the group column has {n_groups} group(s) among the usable samples; a split "
+                "needs at least 2",
+                field="config.group_column",
+            )
         if labels is not None:
             folds = max(2, round(1 / validation_fraction))
             folds = min(folds, n_groups)

@@ -1,7 +1,8 @@
 """One place maps exceptions to RFC 9457 problem details (``application/problem+json``).
 
-Every error a client can cause gets a 4xx whose ``detail`` names the problem; input errors
-raised by aam_core (files, configs, checkpoints) become 422 with the validator's message.
+Every error a client can cause gets a 4xx whose ``detail`` names the problem. aam_core's user
+errors (one family, :class:`~aam_core.errors.UserError`: files, settings, targets, checkpoints,
+prediction requests) become a 422 whose ``errors[0].loc`` is the request field they name.
 """
 
 from __future__ import annotations
@@ -14,10 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from aam_core.checkpoint import CheckpointError
-from aam_core.io import InputError
-from aam_core.model.config import ConfigError
-from aam_core.predict import PredictionError
+from aam_core.errors import UserError
 
 log = logging.getLogger("aam.api")
 
@@ -79,6 +77,15 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
+def user_problem(exc: UserError) -> JSONResponse:
+    """A user error as a 422: the field in front of the detail and as the error's location
+    (``["body", "config", "lr"]``)."""
+    errors = []
+    if exc.field:
+        errors = [{"loc": ["body", *exc.field.split(".")], "msg": str(exc)}]
+    return problem(422, exc.located(), kind=exc.problem, errors=errors)
+
+
 def _message(error: Any) -> str:
     """pydantic's message, without the "Value error, " it puts before a validator's own text."""
     message = str(error.get("msg", ""))
@@ -111,17 +118,9 @@ def install(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return problem(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
 
-    for error_type, kind in (
-        (InputError, "invalid-input"),
-        (ConfigError, "invalid-config"),
-        (CheckpointError, "invalid-checkpoint"),
-        (PredictionError, "invalid-prediction-request"),
-    ):
-
-        async def _unprocessable(_: Request, exc: Exception, kind: str = kind) -> JSONResponse:
-            return problem(422, str(exc), kind=kind)
-
-        app.add_exception_handler(error_type, _unprocessable)
+    @app.exception_handler(UserError)
+    async def _user(_: Request, exc: UserError) -> JSONResponse:
+        return user_problem(exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

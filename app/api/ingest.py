@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from aam_core.io import ArchiveError, UnreadableFileError, load_inputs, summarize
+from aam_core.io import ROLES, ArchiveError, UnreadableFileError, load_files, summarize
 from aam_core.io.archive import is_zip
 from app.api.errors import ApiError
 from app.api.uploads import Upload, UploadedFile
@@ -27,7 +27,7 @@ from app.store.tables import NAME_LENGTH
 
 log = logging.getLogger("aam.api")
 
-DATASET_FILES = ("table", "tree", "metadata", "sequences", "distance_matrix")
+DATASET_FILES = ROLES
 ARCHIVE_ROLES = frozenset({"table", "tree", "sequences"})  # roles a QIIME 2 .qza may fill
 BLOB_LOCK_KEY = 0x41414D_B10B  # pg_advisory_xact_lock key of blob reference changes
 
@@ -106,13 +106,8 @@ def summarize_upload(upload: Upload) -> dict[str, Any]:
     """
     files = upload.files
     check_archive_roles(files)
-    paths = {role: f.path for role, f in files.items()}
-    inputs = load_inputs(
-        paths["table"],
-        tree=paths.get("tree"),
-        metadata=paths.get("metadata"),
-        sequences=paths.get("sequences"),
-        distance_matrix=paths.get("distance_matrix"),
+    inputs = load_files(
+        {role: f.path for role, f in files.items()},
         names={role: f.filename for role, f in files.items()},
     )
     return summarize(

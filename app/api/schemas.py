@@ -164,6 +164,7 @@ class Best(BaseModel):
 class JobError(BaseModel):
     type: str
     detail: str
+    field: str | None = None  # the spec field a user error is about (``config.lr``)
 
 
 class JobOut(BaseModel):

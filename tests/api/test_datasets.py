@@ -75,7 +75,14 @@ def expected_summary(study: StudyFiles) -> dict[str, Any]:
         "has_tree": True,
         "features_missing_from_tree": 0,
         "metadata_columns": [
-            {"name": "age", "kind": "numeric", "n_missing": 0, "n_classes": None},
+            {
+                "name": "age",
+                "kind": "numeric",
+                "n_missing": 0,
+                "n_classes": None,
+                "n_distinct": metadata["age"].nunique(),
+                "integer": bool((metadata["age"] % 1 == 0).all()),
+            },
             {
                 "name": "site",
                 "kind": "categorical",

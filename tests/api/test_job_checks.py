@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from aam_core.model import AAMConfig
+from aam_core.plan.config import settings
 from app.main import create_app
 from app.settings import Settings
 from app.store import Job, create_model
@@ -189,7 +190,7 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
      "distance matrix), or set config.loss_weights.unifrac to 0"),
     # the run configuration aam_core would build
     ("heads do not divide", {**PRETRAIN, "config": {"embedding_dim": 30, "heads": 4}},
-     "config: embedding_dim (30) must be divisible by heads (4)"),
+     "config.heads: embedding_dim (30) must be divisible by heads (4)"),
     ("no loss at all", {**PRETRAIN, "config": {"loss_weights": {"unifrac": 0}}},
      "config: at least one loss weight must be > 0"),
     ("target loss in pretraining", {**PRETRAIN, "config": {"loss_weights": {"target": 1}}},
@@ -197,11 +198,13 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
      "classifier); the pretraining model has none"),
     ("architecture differs from base",
      train(base_model_id="{encoder}", config={"embedding_dim": 64, "layers": 1}),
-     "config: architecture settings differ from the pretrained encoder: embedding_dim=64 "
+     "config.embedding_dim: architecture settings differ from the pretrained encoder: "
+     "embedding_dim=64 "
      "(encoder has 32)"),
     ("preprocessing differs from base",
      train(base_model_id="{encoder}", config={"max_bp": 120}),
-     "config: preprocessing differs from base model '{encoder}': max_bp=120 (model has 150); a "
+     "config.max_bp: preprocessing differs from base model '{encoder}': max_bp=120 (model has "
+     "150); a "
      "fine-tuned model reads ASVs as its base was trained to (leave these unset)"),
     ("depth above every sample", {**PRETRAIN, "config": {"rarefaction_depth": 5000}},
      "config.rarefaction_depth: 5000 reads is deeper than every sample of dataset '{ds}' (the "
@@ -244,6 +247,7 @@ ACCEPTED: list[tuple[str, dict[str, Any]]] = [
     ("classification on integer codes",
      train(target={"column": "visits", "task": "classification"})),
     ("grouped split", train(config={"group_column": "subject"})),
+    ("never stop early (as aam train --patience 0)", train(config={"patience": 0})),
     ("fine-tune an encoder, frozen", train(base_model_id="{encoder}", freeze_base=True)),
     ("fine-tune with matching architecture",
      train(base_model_id="{regressor}", config={"embedding_dim": 32, "max_bp": 150})),
@@ -330,3 +334,31 @@ def test_admin_may_use_anyone_s_dataset_and_model(client: TestClient, world: Wor
     assert response.status_code == 202, response.text
     # the job is the admin's; bob, whose dataset it reads, does not see it
     assert client.get(f"/jobs/{response.json()['id']}", headers=BOB).status_code == 404
+
+
+def test_a_refusal_locates_its_field(client: TestClient, world: World) -> None:
+    body = {**PRETRAIN, "config": {"embedding_dim": 30, "heads": 4}}
+    problem = submit(client, world.fill(body)).json()
+    assert problem["type"] == "/problems/invalid-config"
+    assert problem["errors"] == [
+        {
+            "loc": ["body", "config", "heads"],
+            "msg": "embedding_dim (30) must be divisible by heads (4)",
+        }
+    ]
+
+
+def test_openapi_shows_every_run_setting_with_its_default_and_bounds(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["JobConfig"]
+    fields = schema["properties"]
+    assert set(fields) == {f.name for f in settings()}
+    assert schema["additionalProperties"] is False
+    lr = fields["lr"]
+    assert (lr["default"], lr["anyOf"][0]) == (
+        1e-4,
+        {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+    )
+    assert (fields["patience"]["default"], fields["patience"]["anyOf"][0]["minimum"]) == (10, 0)
+    assert fields["patience"]["description"] == (
+        "Epochs without improvement before stopping (0 = never)."
+    )

@@ -116,7 +116,7 @@ def test_a_finished_job_gives_one_event(client: TestClient) -> None:
     events = parse_events(iter(response.text.splitlines()))
     event = next(events)
     assert (event["event"], event["data"]["state"]) == ("state", "failed")
-    assert event["data"]["error"] == error
+    assert event["data"]["error"] == {**error, "field": None}
     assert list(events) == []
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from aam_core.checkpoint import load_checkpoint
-from aam_core.cli_support import build_config, read_config_file
-from aam_core.model.config import ConfigError
+from aam_core.errors import ConfigError
+from aam_core.plan.files import build_config, read_config_file
 from tests.cli.conftest import Study, aam
 
 SETTINGS = {"preset": "tiny", "epochs": 3, "batch_size": 8, "lr": 0.005, "seed": 7}
@@ -50,6 +50,7 @@ def test_flags_override_the_file_and_none_means_not_given(tmp_path: Path) -> Non
         ("run.yaml", "- 1\n- 2\n", "run.yaml: a config file must hold a mapping of settings, "
          "got list"),
         ("run.json", '{"epochs": 0}', "run.json: epochs must be >= 1, got 0"),
+        ("run.yaml", "epochs: 3.5\n", "run.yaml: epochs must be an integer, got 3.5"),
     ],
 )  # fmt: skip
 def test_bad_config_files_name_the_file(tmp_path: Path, name: str, text: str, message: str) -> None:
@@ -75,7 +76,7 @@ def test_command_uses_file_values_and_flags_override_them(
     assert {k: used[k] for k in ("epochs", "seed", "patience")} == {
         "epochs": 1,
         "seed": 11,
-        "patience": None,
+        "patience": 0,
     }  # flags
     assert {k: used[k] for k in ("batch_size", "lr", "token_limit", "rarefaction_depth")} == {
         "batch_size": 8,

@@ -93,10 +93,12 @@ def test_resume_without_a_run(small_study: Study, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("column", "task", "message"),
     [
-        ("height", "regression", "target column 'height' is not in the metadata"),
-        ("site", "regression", "target column 'site' is categorical; regression needs a numeric"),
+        ("height", "regression", "error: --target: 'height' is not a metadata column of the "
+         "dataset (columns: 'age', 'site', 'subject')"),
+        ("site", "regression", "error: --target: 'site' is categorical; regression needs a "
+         "numeric"),
     ],
-)
+)  # fmt: skip
 def test_unusable_target(
     small_study: Study, tmp_path: Path, column: str, task: str, message: str
 ) -> None:

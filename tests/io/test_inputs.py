@@ -47,7 +47,8 @@ def test_load_good_fixtures_and_summarize(data_dir: Path, tmp_path: Path) -> Non
     assert summary["sample_depth"] == {"min": 10, "median": 13.0, "max": 21}  # 16, 10, 10, 21
     assert summary["features_missing_from_tree"] == 0
     assert summary["metadata_columns"] == [
-        {"name": "age", "kind": "numeric", "n_missing": 1},  # S3 is NA
+        # S3 is NA; 34.5, 41 and 29 are not all whole numbers
+        {"name": "age", "kind": "numeric", "n_missing": 1, "n_distinct": 3, "integer": False},
         {"name": "site", "kind": "categorical", "n_missing": 1, "n_classes": 2},  # S4
         {"name": "batch", "kind": "categorical", "n_missing": 0, "n_classes": 2},  # q2:types
     ]

@@ -50,7 +50,9 @@ def test_columns_are_typed_by_content(tmp_path: Path) -> None:
     assert frame["site"].dtype == object
     assert frame["site"].tolist() == ["gut", "skin", "gut"]  # whitespace stripped
     assert meta.column("site") == MetadataColumn("site", "categorical", 0, 2)
-    assert meta.column("age") == MetadataColumn("age", "numeric", 1, None)
+    # 34.5 and 41: two distinct values, not all whole numbers (not integer codes)
+    assert meta.column("age") == MetadataColumn("age", "numeric", 1, None, 2, False)
+    assert meta.column("ph") == MetadataColumn("ph", "numeric", 1, None, 2, False)
     assert meta.source == "m.tsv"
 
 
@@ -110,7 +112,7 @@ def test_missing_value_tokens(tmp_path: Path) -> None:
     assert {t.lower() for t in tokens} == MISSING
     rows = "".join(f"S{i}\t{t}\t{t}\n" for i, t in enumerate(tokens))
     meta = read_metadata(_write(tmp_path, f"id\tx\ty\n{rows}S98\t1.5\tred\nS99\t2\tblue\n"))
-    assert meta.column("x") == MetadataColumn("x", "numeric", len(tokens), None)
+    assert meta.column("x") == MetadataColumn("x", "numeric", len(tokens), None, 2, False)
     assert meta.column("y") == MetadataColumn("y", "categorical", len(tokens), 2)
     assert meta.frame["y"].tolist() == [None] * len(tokens) + ["red", "blue"]
     assert math.isnan(meta.frame.loc["S1", "x"])

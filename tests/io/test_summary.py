@@ -54,7 +54,8 @@ def test_summary_numbers_by_hand(tmp_path: Path) -> None:
         "features_missing_from_tree": 1,
         "metadata_columns": [
             # over S1..S5: age is missing for S2 (NA), S4 and S5 (no row)
-            {"name": "age", "kind": "numeric", "n_missing": 3},
+            # 30 and 50 among the table's samples (the file's 1 and 2 are S7's and S8's)
+            {"name": "age", "kind": "numeric", "n_missing": 3, "n_distinct": 2, "integer": True},
             # gut, skin, gut, -, -: two classes among the table's samples (the file has four)
             {"name": "site", "kind": "categorical", "n_missing": 2, "n_classes": 2},
         ],

@@ -27,7 +27,7 @@ from aam_core.model.heads import pairwise_distances
 from aam_core.train.distributed import gather_counts, gather_rows_with_grad, init_distributed
 from aam_core.train.losses import unifrac_loss
 from aam_core.train.stages import run_pretrain
-from tests.conftest import tiny_run
+from tests.conftest import pretrain_plan
 
 
 def main(out: Path) -> None:
@@ -77,9 +77,8 @@ def main(out: Path) -> None:
         out / f"data{ctx.rank}",
     )
     inputs = load_inputs(files["table"], tree=files["tree"])
-    result = run_pretrain(
-        inputs, tiny_run(epochs=2, batch_size=4, rarefaction_depth=1000), out / "run", ctx=ctx
-    )
+    plan = pretrain_plan(inputs, epochs=2, batch_size=4, rarefaction_depth=1000)
+    result = run_pretrain(inputs, plan, out / "run", ctx=ctx)
     if ctx.is_main:
         (out / "result.json").write_text(
             json.dumps(

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 import struct
 import subprocess
 import sys
@@ -12,7 +11,6 @@ import pytest
 
 from aam_core.train import artifacts
 from aam_core.train.artifacts import (
-    append_metrics_jsonl,
     confusion_figure,
     identity_limits,
     loss_figure,
@@ -20,10 +18,7 @@ from aam_core.train.artifacts import (
     plot_loss,
     plot_predicted_vs_true,
     predicted_vs_true_figure,
-    read_metrics_jsonl,
     read_split_tsv,
-    write_json,
-    write_metrics_jsonl,
     write_predictions_tsv,
     write_split_tsv,
 )
@@ -50,62 +45,6 @@ def test_importing_the_module_does_not_import_matplotlib() -> None:
     code = "import sys, aam_core.train.artifacts; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
-
-
-def test_write_json_converts_numpy_and_nan(tmp_path: Path) -> None:
-    path = tmp_path / "summary.json"
-    path.write_text("old")
-    write_json(
-        path,
-        {
-            "mae": np.float32(1.5),
-            "n": np.int64(7),
-            "r2": float("nan"),
-            "bounds": np.array([1.0, np.inf, 3.0]),
-            "ids": ("a", "b"),
-            3: Path("x/y.png"),
-        },
-    )
-    text = path.read_text()
-    assert "NaN" not in text and "Infinity" not in text
-    assert json.loads(text) == {
-        "mae": 1.5,
-        "n": 7,
-        "r2": None,
-        "bounds": [1.0, None, 3.0],
-        "ids": ["a", "b"],
-        "3": "x/y.png",
-    }
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]  # no temp file left
-
-
-def test_write_json_failure_keeps_the_old_file(tmp_path: Path) -> None:
-    path = tmp_path / "summary.json"
-    write_json(path, {"epoch": 1})
-    with pytest.raises(TypeError):
-        write_json(path, {"epoch": object()})
-    assert json.loads(path.read_text()) == {"epoch": 1}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
-
-
-def test_metrics_jsonl_round_trip_with_append(tmp_path: Path) -> None:
-    path = tmp_path / "metrics.jsonl"
-    records = [
-        {"epoch": 1, "split": "train", "loss": np.float64(0.5)},
-        {"epoch": 1, "split": "validation", "loss": 0.75, "r2": float("nan")},
-    ]
-    write_metrics_jsonl(path, records)
-    append_metrics_jsonl(path, {"epoch": 2, "split": "train", "loss": float("inf")})
-    lines = path.read_text().splitlines()
-    assert len(lines) == 3
-    assert lines[1] == '{"epoch": 1, "split": "validation", "loss": 0.75, "r2": null}'
-    assert read_metrics_jsonl(path) == [
-        {"epoch": 1, "split": "train", "loss": 0.5},
-        {"epoch": 1, "split": "validation", "loss": 0.75, "r2": None},
-        {"epoch": 2, "split": "train", "loss": None},
-    ]
-    write_metrics_jsonl(path, records[:1])  # write overwrites, append does not
-    assert len(read_metrics_jsonl(path)) == 1
 
 
 def test_regression_predictions_tsv_round_trip(tmp_path: Path) -> None:

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from aam_core.io import InputError, Inputs, TreeError, read_metadata
-from aam_core.train.prepare import TargetError, TargetSpec, prepare_data
+from aam_core.io.errors import TargetError
+from aam_core.plan import TargetSpec
+from aam_core.train.prepare import prepare_data
 from tests.conftest import tiny_run
 
 
@@ -47,18 +49,17 @@ def test_target_column_errors(study_inputs: Inputs) -> None:
     config = tiny_run()
     with pytest.raises(
         TargetError,
-        match=r"target column 'weight' is not in the metadata "
+        match=r"'weight' is not a metadata column of the dataset "
         r"\(columns: 'age', 'site', 'subject'\)",
     ):
         prepare_data(study_inputs, config, target=TargetSpec("weight", "regression"))
     with pytest.raises(
-        TargetError, match="target column 'site' is categorical; regression needs a numeric column"
+        TargetError, match="'site' is categorical; regression needs a numeric column"
     ):
         prepare_data(study_inputs, config, target=TargetSpec("site", "regression"))
     with pytest.raises(
         TargetError,
-        match=r"target column 'age' is numeric with \d+ distinct values; "
-        "classification needs labels",
+        match=r"'age' is numeric with \d+ distinct values; classification needs labels",
     ):
         prepare_data(study_inputs, config, target=TargetSpec("age", "classification"))
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from aam_core.errors import ConfigError
 from aam_core.train.schedule import lr_factor
 from aam_core.train.splits import split_rows
 
@@ -38,7 +39,7 @@ def test_split_errors() -> None:
     with pytest.raises(ValueError, match=r"validation_fraction must be in \(0, 1\), got 1.5"):
         split_rows(10, validation_fraction=1.5)
     with pytest.raises(
-        ValueError, match=r"the group column has 1 group\(s\); a split needs at least 2"
+        ConfigError, match=r"the group column has 1 group\(s\) among the usable samples; a split"
     ):
         split_rows(10, groups=np.zeros(10))
 

@@ -38,7 +38,7 @@ FAST = {
     "lr": 3e-3,
     "rarefaction_depth": 1000,
     "token_limit": 32,
-    "patience": None,
+    "patience": 0,
     "baseline": False,
 }
 AGE = {"column": "age", "task": "regression"}

@@ -5,6 +5,7 @@ layer); the real broker and worker processes are in the other modules."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -178,3 +179,44 @@ def test_reaper_sends_again_the_messages_a_broker_lost(
     assert reap(runtime, now=now).resent == []
     sent = runtime.dispatcher.sent  # type: ignore[attr-defined]
     assert sent == [(old[0], JobKind.pretrain), (old[1], JobKind.pretrain)]
+
+
+NEW_USER_ERROR = '''
+from aam_core.errors import UserError
+import aam_core.train.stages as stages
+
+
+class SamplesNeverSequencedError(UserError):
+    """A user error that no part of the worker names."""
+
+
+def refuse(*args, **kwargs):
+    raise SamplesNeverSequencedError("the samples were never sequenced", field="config.seed")
+
+
+stages.prepare_data = refuse
+'''
+
+
+def test_a_new_kind_of_user_error_in_the_child_fails_as_the_user_s(
+    store: Store,
+    runtime: WorkerRuntime,
+    dataset: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The child's UserError subclasses are the user's errors whatever their name: the job
+    fails with the message and field, not as an internal error with a traceback."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(NEW_USER_ERROR)  # loaded by the child at start-up
+    paths = [str(hook), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
+    job_id = store.add_job("pretrain", dataset, send=False, config=FAST)
+    assert run_job(runtime, job_id) == "failed"
+    assert store.job(job_id).error == {
+        "type": "SamplesNeverSequencedError",
+        "detail": "the samples were never sequenced",
+        "field": "config.seed",
+    }
+    assert not [line for line in store.logs(job_id) if "internal error" in line]

@@ -27,8 +27,9 @@ def test_failure_cancel_and_next_job_on_one_worker(
         failed = store.wait(bad, JobState.failed, timeout=90)
         assert failed.error == {
             "type": "TargetError",
-            "detail": "metadata.tsv: target column 'site' is categorical; regression needs a "
-            "numeric column (use task 'classification' for labels)",
+            "detail": "'site' is categorical; regression needs a numeric column (use task "
+            "'classification' for labels)",
+            "field": "target.column",
         }
         assert failed.attempts == 1 and failed.model_id is None
         assert worker.popen.poll() is None  # the worker is still up

@@ -1,6 +1,7 @@
 """``aam``: the command-line tool. Each command is a thin adapter over ``aam_core.train`` and
-``aam_core.predict``; user errors print one ``error: ...`` line and exit with status 2
-(``aam --debug ...`` prints the traceback too)."""
+``aam_core.predict``. A user error (:class:`~aam_core.errors.UserError`) prints one
+``error: ...`` line and exits with status 2, a file the system cannot read or write exits with
+status 1 (``aam --debug ...`` prints the traceback too)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,17 @@ import functools
 import sys
 import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, ParamSpec, TypeVar
+from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 import typer
 
-from aam_core import cli_support as support
-
-if TYPE_CHECKING:
-    from aam_core.train.config import RunConfig
-    from aam_core.train.stages import RunResult
+from aam_core.cli import output
+from aam_core.cli.options import error_line, run_options
+from aam_core.errors import UserError
+from aam_core.io.files import json_text
+from aam_core.plan.config import field_names
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -29,13 +30,6 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-)
-
-# Options that map one-to-one onto RunConfig fields (same names); see _run_config.
-RUN_FIELDS = (
-    *("preset", "epochs", "batch_size", "lr", "rarefaction_depth", "token_limit", "max_bp"),
-    *("truncate", "validation_fraction", "patience", "seed", "precision", "group_column"),
-    "baseline",
 )
 
 Opt = typer.Option
@@ -50,39 +44,30 @@ Task = Annotated[Literal["regression", "classification"], Opt("--task")]
 ConfigFile = Annotated[
     Path | None, Opt("--config", help="TOML, YAML or JSON file of run settings.")
 ]
-Preset = Annotated[Literal["default", "tiny"] | None, Opt("--preset")]
-Epochs = Annotated[int | None, Opt("--epochs")]
-BatchSize = Annotated[int | None, Opt("--batch-size", help="Per GPU.")]
-Lr = Annotated[float | None, Opt("--lr")]
-Depth = Annotated[int | None, Opt("--rarefaction-depth")]
-TokenLimit = Annotated[int | None, Opt("--token-limit", help="ASVs read per sample.")]
-MaxBp = Annotated[int | None, Opt("--max-bp")]
-Truncate = Annotated[bool | None, Opt("--truncate/--no-truncate", help="Cut long sequences.")]
-ValFraction = Annotated[float | None, Opt("--validation-fraction")]
-Patience = Annotated[int | None, Opt("--patience", help="Epochs without improvement; 0 = off.")]
-Seed = Annotated[int | None, Opt("--seed")]
-Precision = Annotated[Literal["auto", "fp32", "bf16"] | None, Opt("--precision")]
 Device = Annotated[str, Opt("--device", help="auto, cpu, cuda or cuda:N.")]
 Resume = Annotated[bool, Opt("--resume", help="Continue from OUT/checkpoints/last.pt.")]
 Events = Annotated[Path | None, Opt("--events", help="Append every event as a JSON line.")]
 StopPath = Annotated[Path | None, Opt("--stop-file", help="Stop cleanly once this file exists.")]
 Quiet = Annotated[bool, Opt("--quiet", help="No progress bar or log lines.")]
-GroupColumn = Annotated[str | None, Opt("--group-column", help="Keep groups in one split.")]
+Out = Annotated[Path, Opt("--out", help="Run directory.")]
+Settings = Mapping[str, Any]
+NOT_PRETRAIN = ("target_loss", "class_weights", "baseline", "passes")
 
 
 def guarded(func: Callable[P, R]) -> Callable[P, R]:
-    """Input, config, checkpoint and option errors become one ``error:`` line and exit 2."""
+    """User errors become one ``error:`` line and exit 2; system I/O errors exit 1."""
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
-        except (ValueError, OSError) as exc:
+        except (UserError, OSError) as exc:
             ctx: Any = kwargs.get("ctx")  # every command takes its typer.Context as ``ctx``
             if ctx is not None and (ctx.find_root().obj or {}).get("debug"):
                 traceback.print_exc(file=sys.stderr)
-            typer.echo(f"error: {support.one_line(exc)}", err=True)
-            raise typer.Exit(2) from None
+            text = error_line(exc) if isinstance(exc, UserError) else output.one_line(exc)
+            typer.echo(f"error: {text}", err=True)
+            raise typer.Exit(2 if isinstance(exc, UserError) else 1) from None
 
     return wrapper
 
@@ -95,126 +80,102 @@ def root(
     ctx.obj = {"debug": debug}
 
 
-def _run_config(ctx: typer.Context, config_file: Path | None) -> RunConfig:
-    """Defaults < config file < the RUN_FIELDS options given to the command."""
-    flags = {k: ctx.params[k] for k in RUN_FIELDS if k in ctx.params}
-    never_stop = flags.get("patience") == 0  # --patience 0: no early stopping
-    config = support.build_config(config_file, {**flags, "patience": None} if never_stop else flags)
-    return config.replace(patience=None) if never_stop else config
-
-
-def _execute(ctx: typer.Context, run: Callable[..., RunResult]) -> None:
+def _execute(ctx: typer.Context, run: Callable[..., Any]) -> None:
     """Run a stage with the current command's --out, --resume, --events, --stop-file and
     --quiet, then print its summary. ``run`` takes ``callbacks`` and ``resume``."""
+    from aam_core.cli.console import run_callbacks
+
     params = ctx.params
     last, resume = Path(params["out"]) / "checkpoints" / "last.pt", bool(params["resume"])
     if resume and not last.exists():
-        raise FileNotFoundError(f"--resume: {last} does not exist: there is no run to continue")
-    with support.run_callbacks(params["quiet"], params["events"], params["stop_file"]) as cb:
-        result = run(callbacks=cb, resume=resume)
-    typer.echo(support.run_summary(result))
+        raise UserError(f"--resume: {last} does not exist: there is no run to continue")
+    with run_callbacks(params["quiet"], params["events"], params["stop_file"]) as callbacks:
+        result = run(callbacks=callbacks, resume=resume)
+    typer.echo(output.run_summary(result))
 
 
 @app.command()
 @guarded
+@run_options(exclude=NOT_PRETRAIN)
 def pretrain(
     ctx: typer.Context,
     table: Table,
-    out: Annotated[Path, Opt("--out", help="Run directory.")],
+    out: Out,
     tree: Tree = None,
     sequences: Sequences = None,
     distance_matrix: Annotated[Path | None, Opt("--distance-matrix")] = None,
     config: ConfigFile = None,
-    preset: Preset = None,
-    epochs: Epochs = None,
-    batch_size: BatchSize = None,
-    lr: Lr = None,
-    rarefaction_depth: Depth = None,
-    token_limit: TokenLimit = None,
-    max_bp: MaxBp = None,
-    truncate: Truncate = None,
-    validation_fraction: ValFraction = None,
-    patience: Patience = None,
-    seed: Seed = None,
-    precision: Precision = None,
     device: Device = "auto",
     resume: Resume = False,
     events: Events = None,
     stop_file: StopPath = None,
     quiet: Quiet = False,
+    *,
+    settings: Settings,
 ) -> None:
     """Pretrain an encoder (UniFrac distances + masked nucleotides); no labels needed."""
-    from aam_core.train.stages import run_pretrain
+    from aam_core.io import file_hashes, load_files
+    from aam_core.plan.files import given_settings
+    from aam_core.train.stages import plan_local, run_pretrain
 
-    run_config = _run_config(ctx, config)
-    files = {"tree": tree, "sequences": sequences, "distance_matrix": distance_matrix}
-    inputs = support.load_files(table, **files)
-    hashes = support.dataset_hashes(table=table, **files)
-    _execute(
-        ctx,
-        functools.partial(
-            run_pretrain, inputs, run_config, out, device=device, dataset_sha256=hashes
-        ),
-    )
+    values = given_settings(config, settings)  # before any input file is read
+    files = {
+        "table": table,
+        "tree": tree,
+        "sequences": sequences,
+        "distance_matrix": distance_matrix,
+    }
+    inputs = load_files(files)
+    run = plan_local("pretrain", values, inputs)
+    hashes = file_hashes(files)
+    stage = functools.partial(run_pretrain, device=device, dataset_sha256=hashes)
+    _execute(ctx, functools.partial(stage, inputs, run, out))
 
 
 @app.command()
 @guarded
+@run_options(exclude=("passes",))
 def train(
     ctx: typer.Context,
     table: Table,
     metadata: Metadata,
     target: Annotated[str, Opt("--target", help="Metadata column to predict.")],
     task: Task,
-    out: Annotated[Path, Opt("--out", help="Run directory.")],
+    out: Out,
     tree: Tree = None,
     sequences: Sequences = None,
     pretrained_encoder: Annotated[Path | None, Opt("--pretrained-encoder")] = None,
     freeze_base: Annotated[bool, Opt("--freeze-base", help="Keep the encoder fixed.")] = False,
-    group_column: GroupColumn = None,
-    baseline: Annotated[
-        bool | None, Opt("--baseline/--no-baseline", help="Random forest beside the model.")
-    ] = None,
     config: ConfigFile = None,
-    preset: Preset = None,
-    epochs: Epochs = None,
-    batch_size: BatchSize = None,
-    lr: Lr = None,
-    rarefaction_depth: Depth = None,
-    token_limit: TokenLimit = None,
-    max_bp: MaxBp = None,
-    truncate: Truncate = None,
-    validation_fraction: ValFraction = None,
-    patience: Patience = None,
-    seed: Seed = None,
-    precision: Precision = None,
     device: Device = "auto",
     resume: Resume = False,
     events: Events = None,
     stop_file: StopPath = None,
     quiet: Quiet = False,
+    *,
+    settings: Settings,
 ) -> None:
     """Train a regressor or classifier on a metadata column, from scratch or from an encoder."""
-    from aam_core.train.prepare import TargetSpec
-    from aam_core.train.stages import run_train
+    from aam_core.io import file_hashes, load_files
+    from aam_core.plan import TargetSpec
+    from aam_core.plan.files import given_settings
+    from aam_core.train.stages import plan_local, run_train
 
-    run_config = _run_config(ctx, config)
-    files = {"tree": tree, "metadata": metadata, "sequences": sequences}
-    inputs = support.load_files(table, **files)
-    hashes = support.dataset_hashes(table=table, **files)
-    spec = TargetSpec(target, task)
-    run = functools.partial(
-        run_train,
+    values = given_settings(config, settings)
+    files = {"table": table, "tree": tree, "metadata": metadata, "sequences": sequences}
+    inputs = load_files(files)
+    run = plan_local(
+        "train",
+        values,
         inputs,
-        spec,
-        run_config,
-        out,
+        target=TargetSpec(target, task),
         base_checkpoint=pretrained_encoder,
+        base_field="base_model_id",
         freeze_base=freeze_base,
-        device=device,
-        dataset_sha256=hashes,
     )
-    _execute(ctx, run)
+    hashes = file_hashes(files)
+    stage = functools.partial(run_train, device=device, dataset_sha256=hashes)
+    _execute(ctx, functools.partial(stage, inputs, run, out))
 
 
 @app.command()
@@ -234,13 +195,16 @@ def predict(
     ] = None,
 ) -> None:
     """Predict every sample of a table: one row per sample, in the target's units."""
-    predictor = support.load_predictor(model, device)
-    inputs = support.load_files(table, sequences=sequences)
+    from aam_core.io import load_files
+    from aam_core.predict import write_predictions
+
+    predictor = output.load_predictor(model, device)
+    inputs = load_files({"table": table, "sequences": sequences})
     result = predictor.predict(
         inputs.table, inputs.sequences, passes=passes, seed=seed, embeddings=embeddings
     )
-    support.write_predictions(result, out, support.output_format(out, fmt))
-    typer.echo(support.prediction_note(result, out), err=True)
+    write_predictions(result, out, output.output_format(out, fmt))
+    typer.echo(output.prediction_note(result, out), err=True)
 
 
 @app.command()
@@ -258,10 +222,11 @@ def evaluate(
     out: Annotated[Path | None, Opt("--out", help="Also write the JSON here.")] = None,
 ) -> None:
     """Metrics of a trained model on a labelled table, as JSON."""
-    from aam_core.predict import evaluate as evaluate_model
+    from aam_core.evaluate import evaluate as evaluate_model
+    from aam_core.io import load_files
 
-    predictor = support.load_predictor(model, device)
-    inputs = support.load_files(table, metadata=metadata, sequences=sequences)
+    predictor = output.load_predictor(model, device)
+    inputs = load_files({"table": table, "metadata": metadata, "sequences": sequences})
     metrics = evaluate_model(
         predictor,
         inputs.table,
@@ -271,11 +236,17 @@ def evaluate(
         passes=passes,
         seed=seed,
     )
-    typer.echo(support.json_output(metrics, out))
+    typer.echo(output.json_output(metrics, out))
+
+
+BASELINE_SETTINGS = (
+    "rarefaction_depth", "validation_fraction", "seed", "max_bp", "truncate", "group_column"
+)  # fmt: skip
 
 
 @app.command()
 @guarded
+@run_options(exclude=[n for n in field_names() if n not in BASELINE_SETTINGS])
 def baseline(
     ctx: typer.Context,
     table: Table,
@@ -284,24 +255,21 @@ def baseline(
     task: Task,
     sequences: Sequences = None,
     split: Annotated[Path | None, Opt("--split", help="split.tsv of a training run.")] = None,
-    group_column: GroupColumn = None,
     config: ConfigFile = None,
-    rarefaction_depth: Depth = None,
-    validation_fraction: ValFraction = None,
-    seed: Seed = None,
-    max_bp: MaxBp = None,
-    truncate: Truncate = None,
     out: Annotated[Path | None, Opt("--out", help="Also write the JSON here.")] = None,
+    *,
+    settings: Settings,
 ) -> None:
     """A random forest alone on the same preprocessing and split, as JSON."""
-    from aam_core.train.prepare import TargetSpec
-    from aam_core.train.stages import run_baseline
+    from aam_core.io import load_files
+    from aam_core.plan import TargetSpec
+    from aam_core.plan.files import build_config
+    from aam_core.train.outputs import run_baseline
 
-    run_config = _run_config(ctx, config)
-    inputs = support.load_files(table, metadata=metadata, sequences=sequences)
-    spec = TargetSpec(target, task)
-    result = run_baseline(inputs, spec, run_config, split_file=split)
-    typer.echo(support.json_output(result, out))
+    run_config = build_config(config, settings)
+    inputs = load_files({"table": table, "metadata": metadata, "sequences": sequences})
+    result = run_baseline(inputs, TargetSpec(target, task), run_config, split_file=split)
+    typer.echo(output.json_output(result, out))
 
 
 @app.command()
@@ -316,8 +284,8 @@ def summary(
     from aam_core.model.summary import parameter_counts
 
     loaded = load_checkpoint(checkpoint, name=str(checkpoint))
-    info = support.checkpoint_summary(loaded, parameter_counts(build_model(loaded)))
-    text = support.dumps(info, indent=2) if as_json else support.format_checkpoint_summary(info)
+    info = output.checkpoint_summary(loaded, parameter_counts(build_model(loaded)))
+    text = json_text(info, indent=2) if as_json else output.format_checkpoint_summary(info)
     typer.echo(text)
 
 
@@ -332,18 +300,17 @@ def demo(
     quiet: Quiet = False,
 ) -> None:
     """A synthetic study end to end: pretrain, train an age regressor, predict (under a minute)."""
-    with support.ConsoleProgress(quiet=quiet) as progress:
-        result = support.run_demo(
+    from aam_core.cli.console import ConsoleProgress
+    from aam_core.demo import demo_report, run_demo
+
+    with ConsoleProgress(quiet=quiet) as progress:
+        result = run_demo(
             out, samples=samples, seed=seed, device=device, callbacks=progress, log=progress.write
         )
-    typer.echo(support.demo_report(result))
+    typer.echo(demo_report(result))
 
 
 def main() -> None:
     # torch's notice about its sparse CSR tensors (UniFrac) is noise to a user of the tool
     warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
     app()
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,27 @@
+"""Run planning, torch-free: the run configuration (the one schema of a run's settings), the
+rule for targets, config files, and the planner that resolves a run or names what to fix."""
+
+from aam_core.plan.config import RunConfig, Stage
+from aam_core.plan.planner import (
+    BaseModel,
+    DatasetFacts,
+    Kind,
+    ResolvedRun,
+    architecture,
+    plan_run,
+)
+from aam_core.plan.targets import MAX_NUMERIC_CLASSES, TargetSpec, check_target
+
+__all__ = [
+    "MAX_NUMERIC_CLASSES",
+    "BaseModel",
+    "DatasetFacts",
+    "Kind",
+    "ResolvedRun",
+    "RunConfig",
+    "Stage",
+    "TargetSpec",
+    "architecture",
+    "check_target",
+    "plan_run",
+]

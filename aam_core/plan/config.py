@@ -1,0 +1,279 @@
+"""The run configuration: every setting of a pretraining, training or prediction run, flat.
+
+This dataclass is the one schema of a run's settings. A REST job's ``config`` object
+(``app.contracts.JobConfig`` is generated from these fields, with their bounds and defaults),
+the command-line tool's flags (``aam_core.cli.options``) and config files (TOML, YAML, JSON)
+all map onto it, so a key means the same everywhere and has the same bounds (``patience: 0``
+is "never stop early" in all three).
+
+Each field's metadata holds its ``help`` sentence and its ``bounds`` (``ge``, ``gt``, ``le``,
+``lt``); :meth:`RunConfig.__post_init__` checks types and bounds from them, then the rules that
+tie fields together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from functools import cache
+from typing import Any, Literal
+
+from aam_core.errors import ConfigError
+from aam_core.model.config import (
+    AAMConfig,
+    LossWeights,
+    NucleotideEncoderConfig,
+    SampleEncoderConfig,
+    TargetConfig,
+)
+
+Precision = Literal["auto", "fp32", "bf16"]
+Stage = Literal["pretrain", "train"]
+MAXIMISED = frozenset(
+    {"accuracy", "macro_f1", "roc_auc", "r2", "pearson_r", "unifrac_r2", "nucleotide_accuracy"}
+)
+BOUND_WORDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+
+
+def setting(default: Any = None, help: str = "", *, why: str = "", **bounds: float) -> Any:
+    """A field with its help sentence and bounds (``ge``, ``gt``, ``le``, ``lt``); ``why`` is
+    added to the message of a value out of bounds."""
+    unknown = set(bounds) - set(BOUND_WORDS)
+    assert not unknown, f"unknown bounds {unknown}"
+    metadata = {"help": help, "bounds": bounds, "why": why}
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    # model architecture (None = the preset's value)
+    preset: Literal["default", "tiny"] = setting("default", "Model size preset.")
+    embedding_dim: int | None = setting(None, "Width D of both encoders.", ge=2, le=4096)
+    layers: int | None = setting(None, "Sample-encoder layers.", ge=1, le=64)
+    nucleotide_layers: int | None = setting(None, "Nucleotide-encoder layers.", ge=1, le=64)
+    heads: int | None = setting(None, "Attention heads of both encoders.", ge=1, le=64)
+    dropout: float | None = setting(None, "Dropout of both encoders.", ge=0, lt=1)
+    loss_weights: Mapping[str, float] | None = setting(
+        None, "Weights of unifrac, faith_pd, nucleotide, count, target (unset: the stage's)."
+    )
+    target_loss: Literal["mse", "huber"] = setting("mse", "Regression loss (train jobs).")
+    class_weights: Literal["none", "balanced"] = setting(
+        "none", "Class weights of the classification loss (train jobs)."
+    )
+    # data
+    token_limit: int = setting(1024, "Most ASVs read per sample.", ge=1, le=65_536)
+    max_bp: int = setting(150, "Longest ASV sequence read, in bp.", ge=1, le=10_000)
+    truncate: bool = setting(False, "Cut sequences longer than max_bp instead of refusing.")
+    rarefaction_depth: int | None = setting(
+        None, "Reads per sample after rarefaction (unset: chosen from the depths).", ge=1
+    )
+    rerarefy: bool = setting(False, "Draw a new rarefaction every epoch.")
+    validation_fraction: float = setting(0.2, "Share of samples for validation.", gt=0, lt=1)
+    group_column: str | None = setting(
+        None, "Metadata column whose groups (e.g. subjects) never span train and validation."
+    )
+    # optimisation
+    epochs: int = setting(50, "Passes over the training samples.", ge=1, le=100_000)
+    batch_size: int = setting(
+        16, "Samples per batch (per GPU).", why="UniFrac compares pairs", ge=2, le=65_536
+    )
+    lr: float = setting(1e-4, "Peak learning rate (AdamW).", gt=0, le=1)
+    weight_decay: float = setting(0.01, "AdamW weight decay.", ge=0)
+    warmup_fraction: float = setting(0.05, "Share of steps spent warming up.", ge=0, lt=1)
+    grad_clip: float = setting(1.0, "Gradient norm clip (0 = off).", ge=0)
+    grad_accumulation: int = setting(1, "Batches per optimiser step.", ge=1)
+    patience: int = setting(10, "Epochs without improvement before stopping (0 = never).", ge=0)
+    monitor: str | None = setting(None, "Validation metric to follow (unset: the stage's).")
+    precision: Precision = setting("auto", "auto (bf16 on CUDA), fp32 or bf16.")  # noqa: RUF009
+    compile: bool = setting(False, "Compile the model with torch.compile.")
+    seed: int = setting(0, "Seed of the split, initial weights, rarefaction and order.", ge=0)
+    gpus: int = setting(1, "GPUs (processes) for one job.", ge=1, le=64)
+    num_workers: int = setting(0, "Data-loader worker processes.", ge=0, le=64)
+    baseline: bool = setting(True, "Fit a random forest on the same split (train jobs).")
+    passes: int = setting(1, "Rarefaction passes averaged per sample (prediction).", ge=1, le=100)
+    extra: Mapping[str, Any] = setting({}, "Free-form notes, kept in the run's report.")
+
+    def __post_init__(self) -> None:
+        hints = _hints()
+        for f in fields(self):
+            value = getattr(self, f.name)
+            _check_type(f.name, value, hints[f.name])
+            _check_bounds(f, value)
+        if self.embedding_dim is not None or self.heads is not None:
+            preset = self.model_config_base().sample
+            dim, heads = self.embedding_dim or preset.dim, self.heads or preset.heads
+            if dim % heads:
+                raise ConfigError(
+                    f"embedding_dim ({dim}) must be divisible by heads ({heads})",
+                    field="config.heads" if self.heads is not None else "config.embedding_dim",
+                )
+        if self.loss_weights is not None:
+            unknown = sorted(set(self.loss_weights) - {f.name for f in fields(LossWeights)})
+            if unknown:
+                raise ConfigError(
+                    f"unknown loss_weights keys: {', '.join(unknown)} (expected unifrac, "
+                    "faith_pd, nucleotide, count, target)",
+                    field="config.loss_weights",
+                )
+            try:
+                LossWeights(**self.loss_weights)
+            except ConfigError as exc:
+                raise ConfigError(exc.message, field="config.loss_weights") from None
+        self.encoders()  # validates the architecture fields together
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> RunConfig:
+        """Build from a mapping (a config file, a job's config); unknown keys are an error."""
+        unknown = sorted(set(values) - set(field_names()))
+        if unknown:
+            raise ConfigError(f"unknown config keys: {', '.join(unknown)}", field="config")
+        return cls(**dict(values))
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["loss_weights"] = None if self.loss_weights is None else dict(self.loss_weights)
+        out["extra"] = dict(self.extra)
+        return out
+
+    def weights(self, stage: Stage) -> LossWeights:
+        if self.loss_weights is not None:
+            return LossWeights(**self.loss_weights)
+        return LossWeights.pretraining() if stage == "pretrain" else LossWeights.training()
+
+    def architecture_overrides(self) -> dict[str, Any]:
+        names = ("embedding_dim", "layers", "nucleotide_layers", "heads", "dropout")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+    def model_config_base(self) -> AAMConfig:
+        return AAMConfig.tiny() if self.preset == "tiny" else AAMConfig.default()
+
+    @property
+    def dim(self) -> int:
+        return self.embedding_dim or self.model_config_base().dim
+
+    def model_config(self, stage: Stage, target: TargetConfig | None = None) -> AAMConfig:
+        """The model this run builds from scratch (fine-tuning takes the encoder's instead)."""
+        nucleotide, sample = self.encoders()
+        weights = self.weights(stage)
+        if stage == "pretrain":
+            return AAMConfig(nucleotide=nucleotide, sample=sample, loss_weights=weights)
+        return AAMConfig(nucleotide=nucleotide, sample=sample, target=target, loss_weights=weights)
+
+    def encoders(self) -> tuple[NucleotideEncoderConfig, SampleEncoderConfig]:
+        """The two encoders' configs: the preset with this run's overrides."""
+        base = self.model_config_base()
+        nuc, smp = base.nucleotide, base.sample
+        dim = self.embedding_dim or smp.dim
+        heads = self.heads or smp.heads
+        dropout = smp.dropout if self.dropout is None else self.dropout
+        nucleotide = NucleotideEncoderConfig(
+            dim=dim,
+            layers=self.nucleotide_layers or nuc.layers,
+            heads=heads,
+            ffn_mult=nuc.ffn_mult,
+            dropout=dropout,
+            max_bp=self.max_bp,
+        )
+        sample = SampleEncoderConfig(
+            dim=dim,
+            layers=self.layers or smp.layers,
+            heads=heads,
+            ffn_mult=smp.ffn_mult,
+            dropout=dropout,
+            token_limit=self.token_limit,
+        )
+        return nucleotide, sample
+
+    def monitor_metric(self, stage: Stage, task: str | None) -> tuple[str, Literal["min", "max"]]:
+        """The validation metric early stopping and the best checkpoint follow."""
+        name = self.monitor or (
+            "loss" if stage == "pretrain" or task == "classification" else "mae"
+        )
+        return name, ("max" if name in MAXIMISED else "min")
+
+
+@cache
+def _hints() -> dict[str, Any]:
+    return typing.get_type_hints(RunConfig)
+
+
+@cache
+def field_names() -> tuple[str, ...]:
+    return tuple(f.name for f in fields(RunConfig))
+
+
+def settings() -> tuple[dataclasses.Field[Any], ...]:
+    """The fields of :class:`RunConfig`, for the edges that generate their schema from it."""
+    return fields(RunConfig)
+
+
+def type_hint(name: str) -> Any:
+    """The resolved type annotation of a field."""
+    return _hints()[name]
+
+
+def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) is Literal:
+        return "one of " + ", ".join(repr(v) for v in typing.get_args(hint))
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        hint, "a mapping"
+    )
+
+
+def _check_type(name: str, value: Any, hint: Any) -> None:
+    """``value`` against a field's annotation: int, float, bool, str, a Literal, a Mapping, or
+    one of those or None."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    wanted = [o for o in options if o is not type(None)]
+    if value is None and type(None) in options:
+        return
+    for option in wanted:
+        origin = typing.get_origin(option)
+        if origin is Literal and value in typing.get_args(option):
+            return
+        if origin is not None and origin is not Literal and isinstance(value, Mapping):
+            return
+        if option is bool and isinstance(value, bool):
+            return
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return
+        if option is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return
+        if option is str and isinstance(value, str):
+            return
+    expected = " or ".join(_describe(o) for o in wanted)
+    raise ConfigError(f"{name} must be {expected}, got {value!r}", field=f"config.{name}")
+
+
+def _check_bounds(f: dataclasses.Field[Any], value: Any) -> None:
+    bounds: dict[str, float] = f.metadata.get("bounds", {})
+    if value is None or not bounds:
+        return
+    if all(_within(k, b, value) for k, b in bounds.items()):
+        return
+    lower = next(((k, b) for k, b in bounds.items() if k in ("ge", "gt")), None)
+    upper = next(((k, b) for k, b in bounds.items() if k in ("le", "lt")), None)
+    if lower and upper and upper[1] <= 1:  # a fraction: the interval reads best
+        rule = (
+            f"in {'[' if lower[0] == 'ge' else '('}{lower[1]:g}, "
+            f"{upper[1]:g}{']' if upper[0] == 'le' else ')'}"
+        )
+    else:  # the bound the value breaks
+        kind, bound = next((k, b) for k, b in bounds.items() if not _within(k, b, value))
+        rule = f"{BOUND_WORDS[kind]} {bound:g}"
+    why = f" ({f.metadata['why']})" if f.metadata.get("why") else ""
+    raise ConfigError(f"{f.name} must be {rule}{why}, got {value}", field=f"config.{f.name}")
+
+
+def _within(kind: str, bound: float, value: Any) -> bool:
+    return {"ge": value >= bound, "gt": value > bound, "le": value <= bound, "lt": value < bound}[
+        kind
+    ]

@@ -1,0 +1,82 @@
+"""Running a model over a dataset's batches: the data loader, autocast, and evaluation in eval
+mode. Training (:mod:`aam_core.train.loop`) and the final validation of a run share them."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from aam_core.data.batching import Batch, Collator, SampleDataset
+from aam_core.errors import ConfigError
+from aam_core.model import SequenceEncoder, SequenceRegressor
+from aam_core.train.losses import compute_losses
+from aam_core.train.tracking import Tracker
+
+Model = SequenceEncoder | SequenceRegressor
+
+
+def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on CUDA ("auto" or "bf16"); fp32 on CPU."""
+    use_bf16 = device.type == "cuda" and precision in ("auto", "bf16")
+    if precision == "bf16" and device.type != "cuda":
+        raise ConfigError(
+            "precision 'bf16' needs a CUDA device; use 'auto' or 'fp32' on CPU",
+            field="config.precision",
+        )
+    if use_bf16:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def make_loader(
+    dataset: SampleDataset,
+    collate: Collator,
+    batches: list[list[int]],
+    num_workers: int,
+    device: torch.device,
+) -> DataLoader[Batch]:
+    """Batches in the given order (seeded by the caller), collated in worker processes.
+
+    The loader gets its own generator: drawing its worker seed from torch's global generator
+    would shift the dropout and masking draws of a run resumed in the middle of an epoch.
+    """
+    return DataLoader(
+        dataset,  # type: ignore[arg-type]
+        batch_sampler=batches,
+        collate_fn=collate,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
+def evaluate_rows(
+    model: Model,
+    dataset: SampleDataset,
+    collate: Collator,
+    rows: np.ndarray,
+    *,
+    batch_size: int,
+    device: torch.device,
+    precision: str = "auto",
+    class_weights: torch.Tensor | None = None,
+    keep: bool = False,
+    num_workers: int = 0,
+) -> Tracker:
+    """Losses, metrics (and with ``keep`` predictions) of ``rows`` of ``dataset``, in eval
+    mode (no dropout, no masking) without gradients."""
+    batches = [rows[i : i + batch_size].tolist() for i in range(0, len(rows), batch_size)]
+    tracker = Tracker(model, keep_predictions=keep)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), autocast_for(device, precision):
+        for batch in make_loader(dataset, collate, batches, num_workers, device):
+            batch = batch.to(device, non_blocking=True)
+            output = model(batch)
+            tracker.update(batch, output, compute_losses(model, output, batch, class_weights))
+    model.train(was_training)
+    return tracker

@@ -1,0 +1,182 @@
+"""What a finished run writes from its best checkpoint: the split, validation predictions,
+plots, the random-forest baseline on the same split, and the report; and the baseline alone
+(``aam baseline``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from aam_core.checkpoint import build_model, load_checkpoint
+from aam_core.io import Inputs
+from aam_core.io.errors import InputError
+from aam_core.io.files import write_json
+from aam_core.plan.config import RunConfig, Stage
+from aam_core.plan.targets import TargetSpec
+from aam_core.train import artifacts
+from aam_core.train.baseline import fit_baseline, relative_abundance
+from aam_core.train.baseline import to_dict as baseline_dict
+from aam_core.train.callbacks import Callback
+from aam_core.train.loop import FitResult, RunData, evaluate_rows
+from aam_core.train.prepare import PreparedData, prepare_data
+from aam_core.train.splits import Split
+
+
+def write_outputs(
+    stage: Stage,
+    fit: FitResult,
+    prepared: PreparedData,
+    config: RunConfig,
+    out_dir: Path,
+    device: torch.device,
+    report: dict[str, Any],
+    data: RunData,
+    log: Callback,
+) -> tuple[dict[str, float], dict[str, Any] | None]:
+    """Outputs of a finished run, from its best checkpoint: validation predictions, split,
+    baseline, plots and the report."""
+    split = prepared.split
+    table = prepared.table
+    artifacts.write_split_tsv(
+        out_dir / "split.tsv",
+        [table.sample_ids[i] for i in split.train],
+        [table.sample_ids[i] for i in split.validation],
+    )
+    plots = out_dir / "plots"
+    plots.mkdir(exist_ok=True)
+    if any(r.get("loss") is not None for r in fit.history):
+        artifacts.plot_loss(fit.history, plots / "loss.png", title=f"{stage} loss")
+    validation: dict[str, float] = {}
+    best = fit.best_checkpoint if fit.best_checkpoint and fit.best_checkpoint.exists() else None
+    if best is not None and data.validation is not None and data.validation_collate is not None:
+        model = build_model(load_checkpoint(best)).to(device)
+        tracker = evaluate_rows(
+            model,
+            data.validation,
+            data.validation_collate,
+            np.arange(len(data.validation)),
+            batch_size=config.batch_size,
+            device=device,
+            precision=config.precision,
+            keep=True,
+        )
+        validation = tracker.summary()
+        _write_validation_outputs(tracker, prepared, stage, out_dir, plots)
+    baseline = None
+    if stage == "train" and config.baseline and prepared.targets is not None:
+        result = fit_baseline(
+            relative_abundance(prepared.rarefied),
+            prepared.targets,
+            split.train,
+            split.validation,
+            task="classification" if prepared.classes is not None else "regression",
+            n_classes=None if prepared.classes is None else len(prepared.classes),
+            seed=config.seed,
+        )
+        baseline = baseline_dict(result)
+        write_json(out_dir / "baseline.json", baseline)
+        log.on_log(f"baseline (random forest) validation: {_brief(result.metrics)}")
+    report.update(
+        stopped=fit.stopped,
+        epochs_run=fit.epochs_run,
+        steps=fit.steps,
+        monitor=fit.monitor,
+        best_epoch=fit.best_epoch,
+        best_value=fit.best_value,
+        validation=validation,
+        baseline=None if baseline is None else baseline.get("metrics"),
+    )
+    write_json(out_dir / "report.json", report)
+    if validation:
+        log.on_log(f"best checkpoint (epoch {fit.best_epoch}) validation: {_brief(validation)}")
+    return validation, baseline
+
+
+def _write_validation_outputs(
+    tracker: Any, prepared: PreparedData, stage: Stage, out_dir: Path, plots: Path
+) -> None:
+    ids = tracker.sample_ids
+    if stage == "pretrain" or not tracker.predictions:
+        return
+    predicted = np.concatenate(tracker.predictions)
+    true = np.concatenate(tracker.truths)
+    if prepared.classes is not None:
+        classes = list(prepared.classes)
+        artifacts.write_predictions_tsv(
+            out_dir / "validation_predictions.tsv",
+            ids,
+            true=true,
+            predicted=predicted.argmax(1),
+            classes=classes,
+            probabilities=predicted,
+        )
+        k = len(classes)
+        confusion = np.zeros((k, k), dtype=np.int64)
+        np.add.at(confusion, (true.astype(np.int64), predicted.argmax(1)), 1)
+        artifacts.plot_confusion(
+            confusion, classes, plots / "confusion.png", title="Validation confusion matrix"
+        )
+    else:
+        values = predicted[:, 0] if predicted.ndim == 2 and predicted.shape[1] == 1 else predicted
+        artifacts.write_predictions_tsv(
+            out_dir / "validation_predictions.tsv", ids, true=true, predicted=values
+        )
+        artifacts.plot_predicted_vs_true(
+            true, values, plots / "predicted_vs_true.png", title="Validation: predicted vs true"
+        )
+
+
+def _brief(metrics: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{k} {v:.4g}"
+        for k, v in metrics.items()
+        if isinstance(v, float) and not k.startswith("loss_")
+    )
+
+
+def run_baseline(
+    inputs: Inputs,
+    target: TargetSpec,
+    config: RunConfig,
+    *,
+    split_file: str | Path | None = None,
+) -> dict[str, Any]:
+    """The random forest alone, on the run's preprocessing and split: the seeded split of
+    ``config`` or the one a training run wrote (``split.tsv``)."""
+    prepared = prepare_data(inputs, config, target=target)
+    split = prepared.split
+    if split_file is not None:
+        given = artifacts.read_split_tsv(split_file)
+        index = {sid: i for i, sid in enumerate(prepared.table.sample_ids)}
+        wanted = [*given.get("train", []), *given.get("validation", [])]
+        unknown = [sid for sid in wanted if sid not in index]
+        if unknown:
+            raise InputError(
+                f"{len(unknown)} samples of the split are not usable in this table (missing, "
+                f"below the rarefaction depth or without a target): {unknown[:5]}",
+                file=Path(split_file).name,
+            )
+        split = Split(
+            np.sort([index[s] for s in given.get("train", [])]).astype(np.int64),
+            np.sort([index[s] for s in given.get("validation", [])]).astype(np.int64),
+        )
+    assert prepared.targets is not None
+    result = fit_baseline(
+        relative_abundance(prepared.rarefied),
+        prepared.targets,
+        split.train,
+        split.validation,
+        task=target.task,
+        n_classes=None if prepared.classes is None else len(prepared.classes),
+        seed=config.seed,
+    )
+    return {
+        **baseline_dict(result),
+        "n_train": int(split.train.size),
+        "n_validation": int(split.validation.size),
+        "rarefaction_depth": prepared.depth,
+        "warnings": prepared.report.get("warnings", []),
+    }

@@ -1,0 +1,185 @@
+"""The run planner and the one run configuration: every edge (REST, flags, config files)
+resolves a run the same way, and every refusal is a UserError naming its field."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from aam_core.errors import ConfigError, UserError
+from aam_core.io.errors import TargetError
+from aam_core.model.config import AAMConfig
+from aam_core.plan import BaseModel, DatasetFacts, RunConfig, TargetSpec, plan_run
+from aam_core.plan.config import settings
+
+SUMMARY: dict[str, Any] = {
+    "n_samples": 40,
+    "sequence_length": {"min": 100, "max": 150},
+    "sample_depth": {"min": 900, "median": 3000.0, "max": 8000},
+    "has_tree": True,
+    "metadata_columns": [
+        {"name": "age", "kind": "numeric", "n_missing": 0, "n_distinct": 30, "integer": False},
+        {"name": "visits", "kind": "numeric", "n_missing": 2, "n_distinct": 4, "integer": True},
+        {"name": "site", "kind": "categorical", "n_missing": 0, "n_classes": 3},
+        {"name": "subject", "kind": "categorical", "n_missing": 0, "n_classes": 10},
+    ],
+}
+DATASET = DatasetFacts("dataset 'ds_1'", SUMMARY)
+AGE = TargetSpec("age", "regression")
+
+
+def encoder(**preprocessing: Any) -> BaseModel:
+    model = AAMConfig.tiny(nucleotide_mask_fraction=0.25, count_mask_fraction=0.3)
+    return BaseModel(
+        where="model 'mdl_1'",
+        kind="encoder",
+        model=model.to_dict(),
+        preprocessing={"max_bp": 150, "token_limit": 256, "truncate": False, **preprocessing},
+    )
+
+
+def refusal(error: type[UserError], **call: Any) -> UserError:
+    kind = call.pop("kind", "train" if "target" in call else "pretrain")
+    with pytest.raises(error) as info:
+        plan_run(kind, call.pop("config", {}), call.pop("dataset", DATASET), **call)
+    return info.value
+
+
+def test_patience_zero_means_never_stop_early_everywhere() -> None:
+    run = plan_run("train", {"patience": 0}, DATASET, target=AGE)
+    assert run.config.patience == 0
+    error = refusal(ConfigError, config={"patience": -1})
+    assert (error.field, str(error)) == ("config.patience", "patience must be >= 0, got -1")
+
+
+@pytest.mark.parametrize(
+    ("config", "field", "message"),
+    [
+        ({"epochs": 0}, "config.epochs", "epochs must be >= 1, got 0"),
+        ({"lr": 2}, "config.lr", "lr must be in (0, 1], got 2"),
+        ({"batch_size": 1}, "config.batch_size",
+         "batch_size must be >= 2 (UniFrac compares pairs), got 1"),
+        ({"epochs": "3"}, "config.epochs", "epochs must be an integer, got '3'"),
+        ({"baseline": 1}, "config.baseline", "baseline must be true or false, got 1"),
+        ({"precision": "fp16"}, "config.precision",
+         "precision must be one of 'auto', 'fp32', 'bf16', got 'fp16'"),
+        ({"embedding_dim": 30, "heads": 4}, "config.heads",
+         "embedding_dim (30) must be divisible by heads (4)"),
+        ({"epoch": 3}, "config", "unknown config keys: epoch"),
+        ({"loss_weights": {"unifrac": 0}}, "config", "at least one loss weight must be > 0"),
+    ],
+)  # fmt: skip
+def test_settings_are_checked_against_their_bounds(
+    config: dict[str, Any], field: str, message: str
+) -> None:
+    error = refusal(ConfigError, config=config)
+    assert (error.field, str(error)) == (field, message)
+
+
+def test_each_bound_is_declared_once_on_the_field() -> None:
+    bounds = {f.name: f.metadata["bounds"] for f in settings() if f.metadata["bounds"]}
+    assert bounds["lr"] == {"gt": 0, "le": 1} and bounds["patience"] == {"ge": 0}
+    for name, rule in bounds.items():  # the default of every bounded setting keeps its rule
+        default = getattr(RunConfig(), name)
+        if default is not None:
+            RunConfig.from_mapping({name: default})
+        assert all(key in ("ge", "gt", "le", "lt") for key in rule)
+
+
+def test_keys_that_do_not_apply_to_the_kind_name_the_key() -> None:
+    model = dataclasses.replace(encoder(), kind="regressor")
+    error = refusal(ConfigError, kind="predict", config={"epochs": 2}, base=model)
+    assert error.field == "config.epochs"
+    assert str(error).startswith("does not apply to a predict job; it takes only passes and seed")
+    assert refusal(ConfigError, config={"passes": 3}).field == "config.passes"
+    assert refusal(ConfigError, config={"class_weights": "balanced"}).field == (
+        "config.class_weights"
+    )
+    run = plan_run("predict", {"passes": 5, "seed": 2}, DATASET, base=model)
+    assert (run.config.passes, run.config.seed, run.model) == (5, 2, None)
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        (TargetSpec("height", "regression"), "'height' is not a metadata column of dataset "
+         "'ds_1' (columns: 'age', 'visits', 'site', 'subject')"),
+        (TargetSpec("site", "regression"), "'site' is categorical; regression needs a numeric "
+         "column (use task 'classification' for labels)"),
+        (TargetSpec("age", "classification"), "'age' is numeric with 30 distinct values; "
+         "classification needs labels: a categorical column, or integer codes with at most 50 "
+         "distinct values (use task 'regression' for a measurement)"),
+    ],
+)  # fmt: skip
+def test_the_target_rule(target: TargetSpec, message: str) -> None:
+    error = refusal(TargetError, target=target)
+    assert (error.field, str(error)) == ("target.column", message)
+
+
+def test_classes_are_counted_from_the_summary() -> None:
+    site = plan_run("train", {}, DATASET, target=TargetSpec("site", "classification"))
+    visits = plan_run("train", {}, DATASET, target=TargetSpec("visits", "classification"))
+    assert site.model is not None and site.model.target is not None
+    assert visits.model is not None and visits.model.target is not None
+    assert (site.model.target.out_dim, visits.model.target.out_dim) == (3, 4)
+
+
+def test_fine_tuning_keeps_the_encoder_s_model_and_reads_as_it_did() -> None:
+    run = plan_run(
+        "train", {"epochs": 3}, DATASET, target=AGE, base=encoder(rarefaction_depth=2000)
+    )
+    assert run.model is not None and run.model.target is not None
+    # the whole stored architecture, masking fractions included (the API's copy lost them)
+    assert (run.model.nucleotide_mask_fraction, run.model.count_mask_fraction) == (0.25, 0.3)
+    assert run.model.nucleotide == AAMConfig.tiny().nucleotide
+    assert (run.config.token_limit, run.config.rarefaction_depth) == (256, 2000)
+    assert run.model.loss_weights.active() == {"target"}
+    assert run.notes == (
+        "using the encoder's preprocessing: token_limit=256, rarefaction_depth=2000",
+    )
+    explicit = plan_run("train", {"rarefaction_depth": 500}, DATASET, target=AGE, base=encoder())
+    assert explicit.config.rarefaction_depth == 500
+
+
+def test_a_base_model_s_clashes_name_the_setting() -> None:
+    error = refusal(ConfigError, target=AGE, base=encoder(), config={"dropout": 0.3})
+    assert error.field == "config.dropout"
+    assert str(error) == (
+        "architecture settings differ from the pretrained encoder: dropout=0.3 (encoder has 0.0)"
+    )
+    error = refusal(ConfigError, target=AGE, base=encoder(), config={"token_limit": 64})
+    assert error.field == "config.token_limit"
+    deep = encoder(rarefaction_depth=9000)
+    error = refusal(UserError, target=AGE, base=deep)
+    assert error.field == "base_model_id"
+    assert str(error) == (
+        "model 'mdl_1' was trained at 9000 reads, deeper than every sample of dataset 'ds_1' "
+        "(the deepest has 8000): rarefaction would drop them all; set config.rarefaction_depth"
+    )
+
+
+def test_dataset_rules() -> None:
+    no_tree = DatasetFacts("dataset 'ds_2'", {**SUMMARY, "has_tree": False})
+    assert refusal(UserError, dataset=no_tree).field == "dataset_id"
+    plan_run("pretrain", {}, dataclasses.replace(no_tree, has_distance_matrix=True))
+    assert refusal(ConfigError, config={"max_bp": 120}).field == "config.max_bp"
+    plan_run("pretrain", {"max_bp": 120, "truncate": True}, DATASET)
+    error = refusal(ConfigError, config={"group_column": "donor"})
+    assert error.field == "config.group_column"
+    error = refusal(ConfigError, config={"gpus": 2, "batch_size": 32})
+    assert str(error).startswith("2 GPUs x batch_size 32 = 64 samples per step, but dataset")
+
+
+def test_the_planner_imports_no_torch() -> None:
+    code = (
+        "import sys, json; import aam_core.plan.planner, aam_core.plan.files; "
+        "print(json.dumps(sorted(m for m in sys.modules if m == 'torch' or "
+        "m.startswith(('aam_core.train', 'aam_core.model.aam', 'sklearn', 'skbio')))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []
