@@ -9,6 +9,7 @@ holds what exact resume needs (optimiser, scheduler, RNG states, epoch, step).
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import re
 from dataclasses import dataclass, field
@@ -19,9 +20,10 @@ import torch
 
 from aam_core import __version__
 from aam_core.errors import UserError
+from aam_core.forest import ForestError, ForestPart
 from aam_core.io.files import atomic_write
 from aam_core.model import AAMConfig, SequenceEncoder, SequenceRegressor
-from aam_core.model.config import ConfigError
+from aam_core.model.config import ConfigError, SampleEncoderConfig
 
 FORMAT = "aam-checkpoint"
 FORMAT_VERSION = 1
@@ -49,6 +51,8 @@ class Checkpoint:
     library_version: str = __version__
     format_version: int = FORMAT_VERSION
     resume: dict[str, Any] | None = None
+    forest: ForestPart | None = None  # an ensemble's random forest and blend weight
+    vocabulary: tuple[str, ...] | None = None  # the ASVs of config.sample.vocabulary, in order
 
     @property
     def classes(self) -> list[str] | None:
@@ -70,7 +74,7 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:
     """Write atomically: a crash never leaves a half-written file under ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
+    payload: dict[str, Any] = {
         "format": FORMAT,
         "format_version": checkpoint.format_version,
         "library_version": checkpoint.library_version,
@@ -84,6 +88,10 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:
         "metrics": checkpoint.metrics,
         "resume": checkpoint.resume,
     }
+    if checkpoint.forest is not None:
+        payload["ensemble"] = checkpoint.forest.to_payload()
+    if checkpoint.vocabulary is not None:
+        payload["vocabulary"] = list(checkpoint.vocabulary)
     with atomic_write(path, "wb", fsync=True) as fh:  # fsync: a checkpoint is hours of work
         torch.save(payload, fh)
     return path
@@ -147,11 +155,33 @@ def load_checkpoint(path: str | Path, *, name: str | None = None) -> Checkpoint:
             library_version=str(payload.get("library_version")),
             format_version=version,
             resume=payload.get("resume"),
+            vocabulary=(
+                None
+                if payload.get("vocabulary") is None
+                else tuple(str(s) for s in payload["vocabulary"])
+            ),
+            forest=(
+                None
+                if payload.get("ensemble") is None
+                else ForestPart.from_payload(payload["ensemble"], file=file)
+            ),
         )
+    except ForestError as exc:  # its message names the file
+        raise CheckpointError(str(exc)) from None
     except (KeyError, TypeError, ConfigError) as exc:
         raise CheckpointError(f"{file}: incomplete or inconsistent checkpoint ({exc})") from None
     if (kind == "encoder") != (config.target is None):
         raise CheckpointError(f"{file}: kind {kind!r} does not match its config's target head")
+    known = 0 if checkpoint.vocabulary is None else len(checkpoint.vocabulary)
+    if known != config.sample.vocabulary:
+        raise CheckpointError(
+            f"{file}: its ASV vocabulary lists {known} ASVs, its model embeds "
+            f"{config.sample.vocabulary}"
+        )
+    if checkpoint.forest is not None and (
+        kind == "encoder" or checkpoint.forest.task != config.target.task  # type: ignore[union-attr]
+    ):
+        raise CheckpointError(f"{file}: its forest does not predict what its model predicts")
     return checkpoint
 
 
@@ -189,7 +219,7 @@ def load_encoder(
             k[len("base.") :]: v for k, v in checkpoint.state_dict.items() if k.startswith("base.")
         }
     if checkpoint.config.nucleotide != regressor.config.nucleotide or (
-        checkpoint.config.sample != regressor.config.sample
+        _encoder_part(checkpoint.config.sample) != _encoder_part(regressor.config.sample)
     ):
         raise CheckpointError(
             f"{name}: its encoder architecture (dim {checkpoint.config.dim}, "
@@ -208,3 +238,9 @@ def load_encoder(
         missing=sorted(result.missing_keys),
         skipped=sorted(set(source) - set(matched)),
     )
+
+
+def _encoder_part(config: SampleEncoderConfig) -> SampleEncoderConfig:
+    """A sample encoder's shape without its ASV vocabulary, which belongs to one training set:
+    an encoder with or without one fine-tunes into a model with or without another."""
+    return dataclasses.replace(config, vocabulary=0, identity_dropout=0.0)

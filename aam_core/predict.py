@@ -7,24 +7,40 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
+import scipy.sparse as sp
 import torch
 
 from aam_core.checkpoint import Checkpoint, build_model, load_checkpoint
-from aam_core.data.batching import Collator, Sample
-from aam_core.data.rarefy import sample_rng, subsample_row
-from aam_core.data.selection import select_asvs
+from aam_core.data.batching import Batch, Collator, Sample
+from aam_core.data.rarefy import rarefy_by_content
+from aam_core.data.selection import select_asvs, sequence_ranks
 from aam_core.data.tokens import tokenize
 from aam_core.errors import UserError
-from aam_core.io.files import atomic_write, json_text
 from aam_core.io.types import FeatureTable
 from aam_core.model import SequenceEncoder, SequenceRegressor
-from aam_core.vector_cache import AsvVectorCache
+from aam_core.predictions import PredictionResult, SamplePrediction, write_predictions
+from aam_core.vector_cache import DEFAULT_CAPACITY, AsvVectorCache
+
+# The model runs in float64 at prediction. In float32 a sample's result moves in the last bits
+# with the batch it shares (kernels block and reduce differently for other shapes and padding;
+# measured on a tiny regressor: 1 ulp, 3.8e-6 years at ~40), so the same sample alone and in a
+# table differed. In float64 the same reorderings move it by ~1e-13, and TF32, which training
+# turns on for CUDA matmuls, does not apply.
+__all__ = [
+    "PREDICT_DTYPE",
+    "PredictionError",
+    "PredictionResult",
+    "Predictor",
+    "SamplePrediction",
+    "write_predictions",
+]
+
+PREDICT_DTYPE = torch.float64
 
 
 class PredictionError(UserError):
@@ -33,72 +49,13 @@ class PredictionError(UserError):
     problem = "invalid-prediction-request"
 
 
-@dataclass(frozen=True)
-class SamplePrediction:
-    sample_id: str
-    prediction: list[float] | None = None  # regressor, original units (one per output)
-    prediction_std: list[float] | None = None  # over rarefaction passes (passes > 1)
-    label: str | None = None  # classifier
-    probabilities: dict[str, float] | None = None
-    probabilities_std: dict[str, float] | None = None
-    embedding: list[float] | None = None
-    n_features: int = 0  # ASVs with reads in the sample (after rarefaction)
-    n_features_used: int = 0  # of those, the ones the model read (top token_limit)
-    fraction_reads_used: float = 0.0
-    warnings: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class PredictionResult:
-    kind: str
-    target: dict[str, Any] | None
-    samples: list[SamplePrediction]
-
-    def to_frame(self) -> pd.DataFrame:
-        rows = []
-        for s in self.samples:
-            row: dict[str, Any] = {"sample_id": s.sample_id}
-            if s.prediction is not None:
-                many = len(s.prediction) > 1
-                for i, v in enumerate(s.prediction):
-                    row[f"prediction_{i}" if many else "prediction"] = v
-                for i, v in enumerate(s.prediction_std or []):
-                    row[f"prediction_std_{i}" if many else "prediction_std"] = v
-            if s.label is not None:
-                row["label"] = s.label
-                for name, p in (s.probabilities or {}).items():
-                    row[f"prob_{name}"] = p
-                for name, p in (s.probabilities_std or {}).items():
-                    row[f"prob_std_{name}"] = p
-            if s.embedding is not None:
-                for i, v in enumerate(s.embedding):
-                    row[f"embedding_{i}"] = v
-            row.update(
-                n_features=s.n_features,
-                n_features_used=s.n_features_used,
-                fraction_reads_used=s.fraction_reads_used,
-                warnings="; ".join(s.warnings),
-            )
-            rows.append(row)
-        return pd.DataFrame(rows)
-
-
-def write_predictions(result: PredictionResult, path: str | Path, fmt: str = "tsv") -> None:
-    """One row per sample (TSV), or the samples as JSON (``fmt="json"``), written atomically
-    (a reader never sees half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as handle:
-        if fmt == "json":
-            samples = [dataclasses.asdict(s) for s in result.samples]
-            payload = {"kind": result.kind, "target": result.target, "samples": samples}
-            handle.write(json_text(payload, indent=2) + "\n")
-        else:
-            result.to_frame().to_csv(handle, sep="\t", index=False)
-
-
 class Predictor:
-    """A loaded model ready to predict (the service keeps these in an LRU cache)."""
+    """A loaded model ready to predict (the service keeps these in an LRU cache).
+
+    A prediction is a function of the sample's counts and the model alone (DESIGN.md section
+    7): ASVs are ranked with ties broken by sequence, a sample deeper than the training depth
+    is rarefied with a seed from its content (not its row), and the model runs in float64.
+    """
 
     def __init__(
         self,
@@ -111,7 +68,8 @@ class Predictor:
         the service turns it on, the command-line tool predicts once and leaves it off."""
         self.checkpoint = checkpoint
         self.device = torch.device(device)
-        self.model: SequenceEncoder | SequenceRegressor = build_model(checkpoint).to(self.device)
+        model = build_model(checkpoint).to(self.device, dtype=PREDICT_DTYPE)
+        self.model: SequenceEncoder | SequenceRegressor = model
         self.model.eval()
         pre = checkpoint.preprocessing
         self.max_bp = int(pre["max_bp"])
@@ -130,11 +88,19 @@ class Predictor:
     def kind(self) -> str:
         return self.checkpoint.kind
 
+    @property
+    def default_passes(self) -> int:
+        """Rarefaction passes when the caller names none: the checkpoint's
+        ``preprocessing["prediction_passes"]`` (a training recipe may set it), else 1."""
+        return int(self.checkpoint.preprocessing.get("prediction_passes", 1))
+
     def memory_bytes(self) -> int:
-        """Parameters and buffers, plus the vector cache when full (float32 vectors)."""
+        """Parameters and buffers, plus the vector cache when full."""
         tensors = [*self.model.parameters(), *self.model.buffers()]
-        cache = 0 if self.vector_cache is None else self.vector_cache.capacity * self._dim * 4
-        return sum(t.numel() * t.element_size() for t in tensors) + cache
+        cache = 0 if self.vector_cache is None else self.vector_cache.capacity * self._dim
+        forest = 0 if self.checkpoint.forest is None else self.checkpoint.forest.memory_bytes()
+        weights = sum(t.numel() * t.element_size() for t in tensors)
+        return weights + cache * PREDICT_DTYPE.itemsize + forest
 
     @property
     def _dim(self) -> int:
@@ -145,12 +111,16 @@ class Predictor:
         table: FeatureTable,
         sequences: Sequence[str],
         *,
-        passes: int = 1,
+        passes: int | None = None,
         seed: int = 0,
         embeddings: bool = False,
         batch_size: int = 64,
     ) -> PredictionResult:
-        """Predict every sample of ``table`` (``sequences``: one DNA string per feature)."""
+        """Predict every sample of ``table`` (``sequences``: one DNA string per feature).
+
+        ``passes``: rarefaction passes averaged per sample (default :attr:`default_passes`);
+        only samples deeper than the training depth differ between passes."""
+        passes = self.default_passes if passes is None else passes
         if passes < 1:
             raise PredictionError(f"passes must be >= 1, got {passes}")
         if self.kind == "encoder" and not embeddings:
@@ -164,30 +134,74 @@ class Predictor:
                 f"({table.n_features})"
             )
         tokens = tokenize(sequences, max_bp=self.max_bp, truncate=self.truncate)
-        collate = Collator(tokens, token_limit=self.token_limit)
-        outputs: list[list[dict[str, np.ndarray]]] = []  # [pass][batch]
+        collate = Collator(
+            tokens, token_limit=self.token_limit, vocabulary=self._vocabulary_rows(sequences)
+        )
+        reads = _Reads(table, sequences, sequence_ranks(sequences))
+        # Later passes re-read a chunk's ASVs (rarefaction only drops some): with a cache, K
+        # passes cost one nucleotide-encoder run per chunk and K runs of the sample encoder.
+        cache = self.vector_cache
+        if cache is None and passes > 1:
+            cache = AsvVectorCache(DEFAULT_CAPACITY)
+        deep = np.zeros(table.n_samples, dtype=bool)
+        if self.depth is not None:
+            deep = table.depths() > self.depth
+        outputs: dict[str, np.ndarray] = {}  # key -> [K, n, ...]
         coverage: list[tuple[int, int, float]] = []
-        for p in range(passes):
-            samples = [self._sample(table, row, seed, p) for row in range(table.n_samples)]
-            if p == 0:
-                coverage = [self._coverage(s) for s in samples]
-            outputs.append(
-                [
-                    self._run(collate([*samples[i : i + batch_size]]), embeddings)
-                    for i in range(0, len(samples), batch_size)
-                ]
-            )
+        for start in range(0, table.n_samples, batch_size):
+            chunk = np.arange(start, min(start + batch_size, table.n_samples))
+            for p in range(passes):
+                # a sample at or below the training depth is not rarefied: every pass is pass 0
+                rows = chunk if p == 0 else chunk[deep[chunk]]
+                if rows.size:
+                    samples = [self._sample(reads, int(row), seed, p) for row in rows]
+                    if p == 0:
+                        coverage.extend(self._coverage(s) for s in samples)
+                    parts = self._run(collate(samples), embeddings, cache)
+                    parts.update(self._blend(parts, samples, reads))
+                    for key, value in parts.items():
+                        store = outputs.setdefault(
+                            key, np.zeros((passes, table.n_samples, *value.shape[1:]))
+                        )
+                        store[p, rows] = value
+                if p > 0:
+                    for store in outputs.values():
+                        store[p, chunk[~deep[chunk]]] = store[0, chunk[~deep[chunk]]]
         return self._assemble(table, outputs, coverage)
 
-    def _sample(self, table: FeatureTable, row: int, seed: int, rarefaction_pass: int) -> Sample:
-        csr = table.counts
+    def samples(
+        self,
+        table: FeatureTable,
+        sequences: Sequence[str],
+        *,
+        seed: int = 0,
+        rarefaction_pass: int = 0,
+    ) -> list[Sample]:
+        """Every sample of ``table`` as the model reads it: rarefied when deeper than the
+        training depth, its ASVs in rank order."""
+        reads = _Reads(table, sequences, sequence_ranks(sequences))
+        return [self._sample(reads, row, seed, rarefaction_pass) for row in range(table.n_samples)]
+
+    def _sample(self, reads: _Reads, row: int, seed: int, rarefaction_pass: int) -> Sample:
+        csr = reads.table.counts
         lo, hi = csr.indptr[row], csr.indptr[row + 1]
         features, counts = csr.indices[lo:hi].astype(np.int64), csr.data[lo:hi].astype(np.int64)
+        present = counts > 0  # a stored zero is no read: it must not take a rank
+        features, counts = features[present], counts[present]
         if self.depth is not None and counts.sum() > self.depth:
-            drawn = subsample_row(counts, self.depth, sample_rng(seed, row, rarefaction_pass))
-            features, counts = features[drawn > 0], drawn[drawn > 0]
-        features, counts = select_asvs(features, counts, token_limit=len(features))
-        return Sample(row, table.sample_ids[row], features, counts)
+            features, counts = rarefy_by_content(
+                features,
+                counts,
+                self.depth,
+                sequences=reads.sequences,
+                ranks=reads.ranks,
+                seed=seed,
+                draw=rarefaction_pass,
+            )
+        features, counts = select_asvs(
+            features, counts, ranks=reads.ranks, token_limit=len(features)
+        )
+        return Sample(row, reads.table.sample_ids[row], features, counts)
 
     def _coverage(self, sample: Sample) -> tuple[int, int, float]:
         total = int(sample.counts.sum())
@@ -196,45 +210,70 @@ class Predictor:
         return len(sample.features), len(used), fraction
 
     @torch.no_grad()
-    def _run(self, batch: Any, embeddings: bool) -> dict[str, np.ndarray]:
+    def _run(
+        self, batch: Batch, embeddings: bool, cache: AsvVectorCache | None
+    ) -> dict[str, np.ndarray]:
         batch = batch.to(self.device)
+        batch = dataclasses.replace(batch, abundance=batch.abundance.to(PREDICT_DTYPE))
         model = self.model
         base = model.base if isinstance(model, SequenceRegressor) else model
         vectors = None
-        if self.vector_cache is not None:
-            vectors = self.vector_cache.vectors(batch.tokens, lambda t: base.nucleotide(t).vectors)
+        if cache is not None:
+            vectors = cache.vectors(batch.tokens, lambda t: base.nucleotide(t).vectors)
         out: dict[str, np.ndarray] = {}
         if isinstance(model, SequenceRegressor):
             result = model(batch, asv_vectors=vectors)
             assert result.target is not None
             if model.kind == "classifier":
-                out["probabilities"] = torch.softmax(result.target.float(), -1).cpu().numpy()
+                out["probabilities"] = torch.softmax(result.target, -1).cpu().numpy()
             else:
-                values = model.target_norm.destandardize(result.target.float())
-                out["prediction"] = values.cpu().numpy()
+                out["prediction"] = model.target_norm.destandardize(result.target).cpu().numpy()
             embedding = result.embedding
         else:
             embedding = model.encode(batch, asv_vectors=vectors).embedding
         if embeddings:
-            out["embedding"] = embedding.float().cpu().numpy()
+            out["embedding"] = embedding.cpu().numpy()
         return out
+
+    def _blend(
+        self, parts: dict[str, np.ndarray], samples: list[Sample], reads: _Reads
+    ) -> dict[str, np.ndarray]:
+        """An ensemble's forest on the same rarefied reads the model read, and the blend
+        ``w * AAM + (1 - w) * forest`` in place of the model's own output (which is kept as
+        the ``aam`` component)."""
+        forest = self.checkpoint.forest
+        if forest is None:
+            return {}
+        key = "prediction" if "prediction" in parts else "probabilities"
+        counts = sp.csr_matrix(
+            (
+                np.concatenate([s.counts for s in samples]),
+                np.concatenate([s.features for s in samples]),
+                np.concatenate([[0], np.cumsum([len(s.features) for s in samples])]),
+            ),
+            shape=(len(samples), reads.table.n_features),
+        )  # [n, n_features]: every read the model's input came from
+        n_classes = len(self.checkpoint.classes or [])
+        trees = forest.predict(counts, reads.sequences, n_classes)  # [n] or [n, K]
+        aam = parts[key]  # [n, 1] or [n, K]
+        trees = trees.reshape(aam.shape)
+        return {
+            key: forest.weight * aam + (1.0 - forest.weight) * trees,
+            "aam": aam,
+            "forest": trees,
+        }
 
     def _assemble(
         self,
         table: FeatureTable,
-        outputs: list[list[dict[str, np.ndarray]]],
+        outputs: dict[str, np.ndarray],
         coverage: list[tuple[int, int, float]],
     ) -> PredictionResult:
-        def stacked(key: str) -> np.ndarray | None:
-            if key not in outputs[0][0]:
-                return None
-            return np.stack([np.concatenate([b[key] for b in run]) for run in outputs])  # [K, n, .]
-
         prediction, probabilities, embedding = (
-            stacked("prediction"),
-            stacked("probabilities"),
-            stacked("embedding"),
-        )
+            outputs.get("prediction"),
+            outputs.get("probabilities"),
+            outputs.get("embedding"),
+        )  # each [K, n, .]
         classes = self.checkpoint.classes or []
         depths = table.depths()
         results = []
@@ -253,22 +292,26 @@ class Predictor:
                     f"only the {n_used} most abundant of {n_feat} ASVs were read (token limit)"
                 )
             entry: dict[str, Any] = {}
-            passes = len(outputs)
             if prediction is not None and depths[i] > 0:
                 entry["prediction"] = prediction[:, i].mean(axis=0).tolist()
-                if passes > 1:
+                if len(prediction) > 1:
                     entry["prediction_std"] = prediction[:, i].std(axis=0).tolist()
             if probabilities is not None and depths[i] > 0:
                 mean = probabilities[:, i].mean(axis=0)
                 entry["label"] = classes[int(mean.argmax())]
                 entry["probabilities"] = {c: float(v) for c, v in zip(classes, mean, strict=True)}
-                if passes > 1:
+                if len(probabilities) > 1:
                     std = probabilities[:, i].std(axis=0)
                     entry["probabilities_std"] = {
                         c: float(v) for c, v in zip(classes, std, strict=True)
                     }
             if embedding is not None:
                 entry["embedding"] = embedding[:, i].mean(axis=0).tolist()
+            if "aam" in outputs and depths[i] > 0:
+                entry["components"] = {
+                    name: self._component(outputs[name][:, i].mean(axis=0), classes)
+                    for name in ("aam", "forest")
+                }
             results.append(
                 SamplePrediction(
                     sample_id=sample_id,
@@ -280,3 +323,26 @@ class Predictor:
                 )
             )
         return PredictionResult(self.kind, self.checkpoint.target, results)
+
+    def _vocabulary_rows(self, sequences: Sequence[str]) -> np.ndarray | None:
+        """Each feature's row of the model's ASV vocabulary (0: an ASV it never saw)."""
+        vocabulary = self.checkpoint.vocabulary
+        if vocabulary is None:
+            return None
+        index = {sequence: row for row, sequence in enumerate(vocabulary, start=1)}
+        return np.array([index.get(s.upper(), 0) for s in sequences], dtype=np.int64)
+
+    def _component(self, values: np.ndarray, classes: list[str]) -> Any:
+        if self.kind == "classifier":
+            return {c: float(v) for c, v in zip(classes, values, strict=True)}
+        return values.tolist()
+
+
+@dataclass(frozen=True, eq=False)
+class _Reads:
+    """A table with what ranking and content-seeded rarefaction need: one sequence per
+    feature and each feature's rank among them."""
+
+    table: FeatureTable
+    sequences: Sequence[str]
+    ranks: np.ndarray  # int64 [n_features]

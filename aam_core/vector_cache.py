@@ -17,7 +17,7 @@ import torch
 
 from aam_core.data.tokens import PAD
 
-DEFAULT_CAPACITY = 65_536  # ASVs; at D = 128 in float32 that is 32 MiB
+DEFAULT_CAPACITY = 65_536  # ASVs; at D = 128 in float64 (prediction's precision) that is 64 MiB
 
 
 class AsvVectorCache:

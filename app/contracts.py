@@ -114,6 +114,12 @@ class JobSpec(Strict):
     model_id: str | None = None
     config: JobConfig = Field(default_factory=JobConfig)
     name: str | None = Field(default=None, max_length=200)
+    model: Literal["aam", "ensemble", "auto"] | None = Field(
+        default=None,
+        description="train: what the job registers: AAM alone, AAM blended with a random "
+        "forest on the validation split, or the best of AAM, the forest and their blend "
+        "there (the job's report says why). Default: aam.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> JobSpec:
@@ -129,4 +135,6 @@ class JobSpec(Strict):
             raise ValueError("base_model_id is for train jobs (fine-tuning)")
         if self.freeze_base and self.base_model_id is None:
             raise ValueError("freeze_base needs base_model_id (a pretrained encoder)")
+        if self.model is not None and self.kind != JobKind.train:
+            raise ValueError(f"model is for train jobs; a {self.kind.value} job takes none")
         return self

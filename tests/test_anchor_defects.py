@@ -64,7 +64,7 @@ def test_prediction_rarefies_to_the_training_depth(study_inputs: Inputs, tmp_pat
     assert result.best_checkpoint is not None
     predictor = Predictor.from_path(result.best_checkpoint)
     deep = int(np.argmax(study_inputs.table.depths()))
-    sample = predictor._sample(study_inputs.table, deep, seed=0, rarefaction_pass=0)
+    (sample,) = predictor.samples(study_inputs.table.subset_samples([deep]), study_inputs.sequences)
     assert study_inputs.table.depths()[deep] > 1000 and sample.counts.sum() == 1000
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from aam_core.checkpoint import load_checkpoint
 from aam_core.data.batching import Collator
 from aam_core.data.tokens import tokenize
 from aam_core.evaluate import evaluate
@@ -41,17 +43,18 @@ def test_regression_is_de_standardised_and_rarefied(
     assert predictor.depth == 1500
     table, seqs = study_inputs.table, study_inputs.sequences
     result = predictor.predict(table.subset_samples(np.arange(6)), seqs)
-    # the same numbers by hand: rarefy, collate, run the model, de-standardise
-    samples = [predictor._sample(table, i, 0, 0) for i in range(6)]
+    # the same numbers by hand: rarefy, collate, run the model (float64), de-standardise
+    samples = predictor.samples(table.subset_samples(np.arange(6)), seqs)
     assert all(s.counts.sum() == 1500 for s in samples)  # deeper samples were rarefied
     batch = Collator(tokenize(seqs, max_bp=150), token_limit=12)(samples)
+    batch = dataclasses.replace(batch, abundance=batch.abundance.double())
     model = predictor.model
     with torch.no_grad():
         raw = model(batch).target
-    assert raw is not None
+    assert raw is not None and raw.dtype == torch.float64
     expected = (raw * model.target_norm.std + model.target_norm.mean).squeeze(-1).numpy()
     got = np.array([s.prediction[0] for s in result.samples if s.prediction is not None])
-    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
     ages = study_inputs.metadata.frame["age"]  # type: ignore[union-attr]
     assert abs(got.mean() - ages.mean()) < 2 * ages.std()  # original units, not z-scores
     first = result.samples[0]
@@ -89,6 +92,25 @@ def test_rarefaction_passes_give_a_spread(trained: dict[str, Path], study_inputs
     assert single.samples[0].prediction_std is None
     stds = [s.prediction_std[0] for s in many.samples if s.prediction_std]
     assert len(stds) == 4 and all(np.isfinite(stds)) and max(stds) > 0
+
+
+def test_passes_default_to_the_models_choice(
+    trained: dict[str, Path], study_inputs: Inputs
+) -> None:
+    checkpoint = load_checkpoint(trained["regressor"])
+    assert Predictor(checkpoint).default_passes == 1  # a checkpoint that names none
+    chosen = dataclasses.replace(
+        checkpoint, preprocessing={**checkpoint.preprocessing, "prediction_passes": 3}
+    )
+    predictor = Predictor(chosen)
+    assert predictor.default_passes == 3
+    table = study_inputs.table.subset_samples(np.arange(4))
+    by_default = predictor.predict(table, study_inputs.sequences).samples
+    explicit = predictor.predict(table, study_inputs.sequences, passes=3).samples
+    assert [s.prediction for s in by_default] == [s.prediction for s in explicit]
+    assert all(s.prediction_std and s.prediction_std[0] > 0 for s in by_default)
+    single = predictor.predict(table, study_inputs.sequences, passes=1).samples
+    assert all(s.prediction_std is None for s in single)
 
 
 def test_classifier_names_classes_with_probabilities(
@@ -159,10 +181,11 @@ def test_vector_cache_gives_the_same_numbers_and_skips_known_asvs(
         want = plain.predict(part, part.feature_ids, embeddings=embeddings).samples
         got = cached.predict(part, part.feature_ids, embeddings=embeddings).samples
         for w, g in zip(want, got, strict=True):
+            # float64: vectors computed in another batch agree far below the 1e-6 contract
             if embeddings:
-                np.testing.assert_allclose(g.embedding, w.embedding, rtol=1e-5, atol=1e-5)  # type: ignore[arg-type]
+                np.testing.assert_allclose(g.embedding, w.embedding, rtol=0, atol=1e-9)  # type: ignore[arg-type]
             else:
-                np.testing.assert_allclose(g.prediction, w.prediction, rtol=1e-5, atol=1e-5)  # type: ignore[arg-type]
+                np.testing.assert_allclose(g.prediction, w.prediction, rtol=0, atol=1e-9)  # type: ignore[arg-type]
         counts.append((cached.vector_cache.hits, cached.vector_cache.misses))
     (h1, m1), (h2, m2), (h3, m3) = counts
     assert h1 == 0 and m1 > 0  # cold: every ASV read is encoded
@@ -181,7 +204,7 @@ def test_vector_cache_capacity_evicts_least_recent(
     want = base.predict(table, table.feature_ids).samples
     assert small.vector_cache is not None and len(small.vector_cache) == 5
     for w, g in zip(want, got, strict=True):
-        np.testing.assert_allclose(g.prediction, w.prediction, rtol=1e-5, atol=1e-5)  # type: ignore[arg-type]
-    # memory accounting includes a full cache: 5 vectors of D floats
+        np.testing.assert_allclose(g.prediction, w.prediction, rtol=0, atol=1e-9)  # type: ignore[arg-type]
+    # memory accounting includes a full cache: 5 vectors of D float64 values
     dim = small.checkpoint.config.dim
-    assert small.memory_bytes() - base.memory_bytes() == 5 * dim * 4
+    assert small.memory_bytes() - base.memory_bytes() == 5 * dim * 8

@@ -100,6 +100,7 @@ def build_plan(
         values["base_checkpoint"] = _model_checkpoint(session, storage, spec.base_model_id)
         values["model_name"] = spec.base_model_id
     values["freeze_base"] = spec.freeze_base
+    values["model_kind"] = spec.model
     # A requeued job continues from the checkpoint its earlier attempt left.
     values["resume"] = (run_dir / "checkpoints" / "last.pt").is_file()
     return RunPlan(**values)

@@ -28,6 +28,7 @@ class RunPlan:
     target: dict[str, str] | None = None  # train: {"column", "task"}
     base_checkpoint: str | None = None  # train: the base model's checkpoint
     freeze_base: bool = False
+    model_kind: str | None = None  # train: aam | ensemble | auto (None: the default)
     model_checkpoint: str | None = None  # predict: the model applied
     model_name: str | None = None  # how messages name the base or applied model (its ID)
     resume: bool = False  # continue from out_dir/checkpoints/last.pt

@@ -51,7 +51,15 @@ StopPath = Annotated[Path | None, Opt("--stop-file", help="Stop cleanly once thi
 Quiet = Annotated[bool, Opt("--quiet", help="No progress bar or log lines.")]
 Out = Annotated[Path, Opt("--out", help="Run directory.")]
 Settings = Mapping[str, Any]
-NOT_PRETRAIN = ("target_loss", "class_weights", "baseline", "passes")
+NOT_PRETRAIN = (
+    "target_loss",
+    "class_weights",
+    "target_pooling",
+    "asv_vocabulary",
+    "identity_dropout",
+    "baseline",
+    "passes",
+)
 
 
 def guarded(func: Callable[P, R]) -> Callable[P, R]:
@@ -146,6 +154,14 @@ def train(
     sequences: Sequences = None,
     pretrained_encoder: Annotated[Path | None, Opt("--pretrained-encoder")] = None,
     freeze_base: Annotated[bool, Opt("--freeze-base", help="Keep the encoder fixed.")] = False,
+    model: Annotated[
+        Literal["aam", "ensemble", "auto"] | None,
+        Opt(
+            "--model",
+            help="aam (default); ensemble: AAM blended with a random forest on the validation "
+            "split; auto: the best of AAM, the forest and the blend there.",
+        ),
+    ] = None,
     config: ConfigFile = None,
     device: Device = "auto",
     resume: Resume = False,
@@ -172,6 +188,7 @@ def train(
         base_checkpoint=pretrained_encoder,
         base_field="base_model_id",
         freeze_base=freeze_base,
+        model_kind=model,
     )
     hashes = file_hashes(files)
     stage = functools.partial(run_train, device=device, dataset_sha256=hashes)

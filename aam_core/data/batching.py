@@ -16,7 +16,12 @@ import torch
 from torch.utils.data import Dataset
 
 from aam_core.data.rarefy import rarefy, sample_rng, subsample_row
-from aam_core.data.selection import N_ABUNDANCE_FEATURES, abundance_features, select_asvs
+from aam_core.data.selection import (
+    N_ABUNDANCE_FEATURES,
+    abundance_features,
+    select_asvs,
+    sequence_ranks,
+)
 from aam_core.data.tokens import PAD
 from aam_core.data.unifrac import UniFracEngine
 from aam_core.io.types import FeatureTable
@@ -26,7 +31,7 @@ from aam_core.io.types import FeatureTable
 class Sample:
     row: int  # row of the sample in the dataset's table
     sample_id: str
-    features: np.ndarray  # int64 [k]: every ASV of the sample, in rank order (count desc)
+    features: np.ndarray  # int64 [k]: every ASV of the sample, in rank order (count desc, seq)
     counts: np.ndarray  # int64 [k]: reads after rarefaction, same order
     target: float | int | np.ndarray | None = None
 
@@ -43,6 +48,7 @@ class Batch:
     target: torch.Tensor | None = None  # float32 [B] / [B, k] or int64 [B] (class index)
     unifrac: torch.Tensor | None = None  # [B, B] distances from the engine
     faith_pd: torch.Tensor | None = None  # [B]
+    identity: torch.Tensor | None = None  # int64 [B, S]: row of the ASV vocabulary, 0 = none
 
     @property
     def size(self) -> int:
@@ -62,6 +68,7 @@ class Batch:
             target=move(self.target),
             unifrac=move(self.unifrac),
             faith_pd=move(self.faith_pd),
+            identity=move(self.identity),
         )
 
 
@@ -71,6 +78,11 @@ class SampleDataset(Dataset[Sample]):
 
     ``depth=None`` serves counts as they are. With ``rerarefy=True`` every epoch draws a new
     rarefaction (seeded by seed, epoch and row; call :meth:`set_epoch`).
+
+    ``sequences`` (one per feature) break ties in count when ASVs are ranked, as prediction
+    does. The default, the table's feature IDs, is right when the IDs are the sequences; with
+    hashed IDs (QIIME 2) ties would follow the hashes: still not file order, but not the order
+    prediction uses.
     """
 
     def __init__(
@@ -81,7 +93,13 @@ class SampleDataset(Dataset[Sample]):
         seed: int = 0,
         rerarefy: bool = False,
         targets: Sequence[float | int] | np.ndarray | None = None,
+        sequences: Sequence[str] | None = None,
     ) -> None:
+        if sequences is not None and len(sequences) != table.n_features:
+            raise ValueError(
+                f"number of sequences ({len(sequences)}) must match number of features "
+                f"({table.n_features})"
+            )
         if targets is not None and len(targets) != table.n_samples:
             raise ValueError(
                 f"number of targets ({len(targets)}) must match number of samples "
@@ -98,6 +116,7 @@ class SampleDataset(Dataset[Sample]):
         self.seed = seed
         self.rerarefy = rerarefy
         self.targets = None if targets is None else np.asarray(targets)
+        self.ranks = sequence_ranks(table.feature_ids if sequences is None else sequences)
         self.epoch = 0
         self._static = table
         if depth is not None and not rerarefy:
@@ -121,7 +140,9 @@ class SampleDataset(Dataset[Sample]):
             csr = self._static.counts
             lo, hi = csr.indptr[row], csr.indptr[row + 1]
             features, counts = csr.indices[lo:hi], csr.data[lo:hi]
-        features, counts = select_asvs(features, counts, token_limit=len(features))
+        features, counts = select_asvs(
+            features, counts, ranks=self.ranks, token_limit=len(features)
+        )
         target = None if self.targets is None else self.targets[row]
         return Sample(row, self.table.sample_ids[row], features, counts.astype(np.int64), target)
 
@@ -138,9 +159,11 @@ class Collator:
         engine: UniFracEngine | None = None,
         distances: np.ndarray | None = None,
         target_dtype: torch.dtype = torch.float32,
+        vocabulary: np.ndarray | None = None,
     ) -> None:
         """``distances``: a precomputed UniFrac matrix ``[n, n]`` over the dataset's rows, used
-        instead of an engine (then no Faith PD)."""
+        instead of an engine (then no Faith PD). ``vocabulary``: int64 ``[n_features]``, each
+        feature's row of the model's ASV vocabulary (0: not in it)."""
         if token_limit < 1:
             raise ValueError(f"token_limit must be >= 1, got {token_limit}")
         if engine is not None and distances is not None:
@@ -150,6 +173,7 @@ class Collator:
         self.token_limit = token_limit
         self.engine = engine
         self.target_dtype = target_dtype
+        self.vocabulary = vocabulary
 
     def __call__(self, samples: Sequence[Sample]) -> Batch:
         if not samples:
@@ -194,7 +218,16 @@ class Collator:
             target=self._targets(samples),
             unifrac=unifrac,
             faith_pd=faith,
+            identity=self._identity(kept, width),
         )
+
+    def _identity(self, kept: Sequence[np.ndarray], width: int) -> torch.Tensor | None:
+        if self.vocabulary is None:
+            return None
+        identity = np.zeros((len(kept), width), dtype=np.int64)  # [B, S]; 0 = none or padding
+        for i, features in enumerate(kept):
+            identity[i, : len(features)] = self.vocabulary[features]
+        return torch.from_numpy(identity)
 
     def _targets(self, samples: Sequence[Sample]) -> torch.Tensor | None:
         values = [s.target for s in samples]

@@ -1,7 +1,14 @@
-"""Seeded rarefaction (subsampling without replacement) and the default-depth rule."""
+"""Seeded rarefaction (subsampling without replacement) and the default-depth rule.
+
+Training seeds each sample's draw from its row (any subset of a dataset reproduces); prediction
+seeds it from the sample's content (:func:`content_rng`), so that a sample is subsampled the
+same way whatever other samples share its table (DESIGN.md section 7).
+"""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,6 +68,43 @@ def subsample_row(counts: np.ndarray, depth: int, rng: np.random.Generator) -> n
 def sample_rng(seed: int, row: int, epoch: int = 0) -> np.random.Generator:
     """One generator per (seed, epoch, sample row): any subset of samples reproduces."""
     return np.random.default_rng([seed, epoch, row])
+
+
+def content_rng(
+    sequences: Sequence[str], counts: np.ndarray, seed: int, draw: int = 0
+) -> np.random.Generator:
+    """One generator per (seed, draw, sample content): the content is the sample's
+    (sequence, count) pairs, which the caller gives in a canonical order (sorted by sequence,
+    then count) and must draw in that order too, since a draw assigns reads by position.
+
+    The digest is BLAKE2b, not Python's ``hash``, which is salted per process."""
+    digest = hashlib.blake2b(digest_size=16)
+    for sequence, count in zip(sequences, counts, strict=True):
+        digest.update(f"{sequence.upper()}\t{int(count)}\n".encode())
+    return np.random.default_rng([seed, draw, int.from_bytes(digest.digest(), "little")])
+
+
+def rarefy_by_content(
+    features: np.ndarray,
+    counts: np.ndarray,
+    depth: int,
+    *,
+    sequences: Sequence[str],
+    ranks: np.ndarray,
+    seed: int,
+    draw: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Subsample one sample (``features``: indices into ``sequences`` and ``ranks``, the
+    table's :func:`~aam_core.data.selection.sequence_ranks`) to ``depth`` reads, seeded by its
+    content: the same sample gives the same reads in any table and any feature order.
+
+    Returns the features with reads and their drawn counts, sorted by sequence."""
+    order = np.lexsort((counts, ranks[features]))  # by sequence, then count
+    features, counts = features[order], counts[order]
+    rng = content_rng([sequences[j] for j in features], counts, seed, draw)
+    drawn = subsample_row(counts, depth, rng)
+    kept = drawn > 0
+    return features[kept], drawn[kept]
 
 
 def rarefy(

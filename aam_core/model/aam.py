@@ -101,7 +101,7 @@ class SequenceEncoder(nn.Module):
             if mask_nucleotides or not dedup:
                 raise ValueError("asv_vectors is for inference: no masking, dedup=True")
             rows = asv_vectors[batch.asv_index.clamp_min(0)] * batch.mask[..., None]  # [B, S, D]
-            out = self.sample(rows, batch.abundance, batch.mask, hidden)
+            out = self.sample(rows, batch.abundance, batch.mask, hidden, batch.identity)
             return Encoded(out.states, out.embedding)
         mask = batch.mask  # [B, S]
         if dedup:
@@ -116,7 +116,7 @@ class SequenceEncoder(nn.Module):
             tokens = corruption.tokens
         nuc = self.nucleotide(tokens)  # vectors [U, D], states [U, L, D]
         asv_vectors = nuc.vectors[index.clamp_min(0)] * mask[..., None]  # [B, S, D]
-        out = self.sample(asv_vectors, batch.abundance, mask, hidden)
+        out = self.sample(asv_vectors, batch.abundance, mask, hidden, batch.identity)
         if corruption is None:
             return Encoded(out.states, out.embedding)
         logits = self.nucleotide_head(nuc.states)  # [U, L, 4]; the loss ignores unchosen
@@ -226,5 +226,6 @@ class SequenceRegressor(nn.Module):
             nucleotide_targets=out.nucleotide_targets,
             count=count,
             count_targets=count_targets,
-            target=self.target_head(encoded.asv_states, batch.mask),  # [B, out_dim]
+            # [B, out_dim]; abundance[..., 1] is each slot's share of the sample's reads
+            target=self.target_head(encoded.asv_states, batch.mask, batch.abundance[..., 1]),
         )

@@ -15,6 +15,7 @@ from aam_core.errors import ConfigError
 
 Task = Literal["regression", "classification"]
 TargetLoss = Literal["mse", "huber"]
+TargetPooling = Literal["attention", "attention+abundance"]
 
 __all__ = [
     "AAMConfig",
@@ -64,11 +65,20 @@ class SampleEncoderConfig:
     dropout: float = 0.1
     token_limit: int = 1024  # most ASVs per sample = number of rank positions
     abundance_features: int = N_ABUNDANCE_FEATURES
+    # ASVs seen in training that get a learned identity embedding beside their sequence's
+    # vector (0: none; the checkpoint lists them); any other ASV is read by sequence alone
+    vocabulary: int = 0
+    identity_dropout: float = 0.0  # share of slots whose identity is hidden while training
 
     def __post_init__(self) -> None:
         _check_transformer("sample", self.dim, self.heads, self.layers, self.dropout)
         _check(self.ffn_mult >= 1, f"sample.ffn_mult must be >= 1, got {self.ffn_mult}")
         _check(self.token_limit >= 1, f"sample.token_limit must be >= 1, got {self.token_limit}")
+        _check(self.vocabulary >= 0, f"sample.vocabulary must be >= 0, got {self.vocabulary}")
+        _check(
+            0.0 <= self.identity_dropout < 1.0,
+            f"sample.identity_dropout must be in [0, 1), got {self.identity_dropout}",
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,6 +88,10 @@ class TargetConfig:
     hidden: int = 128
     loss: TargetLoss = "mse"  # regression only
     huber_delta: float = 1.0
+    # How ASV states become the head's input: attention pooling alone (the checkpoints written
+    # before this field), or beside it the abundance-weighted mean of the states, a direct
+    # path from "which ASVs, how abundant" to the target.
+    pooling: TargetPooling = "attention"
 
     def __post_init__(self) -> None:
         _check(
@@ -94,6 +108,10 @@ class TargetConfig:
             f"target.loss must be 'mse' or 'huber', got {self.loss!r}",
         )
         _check(self.huber_delta > 0, f"target.huber_delta must be > 0, got {self.huber_delta}")
+        _check(
+            self.pooling in ("attention", "attention+abundance"),
+            f"target.pooling must be 'attention' or 'attention+abundance', got {self.pooling!r}",
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

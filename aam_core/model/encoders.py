@@ -63,6 +63,12 @@ class SampleEncoder(nn.Module):
         self.abundance = nn.Linear(config.abundance_features, config.dim)
         self.abundance_mask = nn.Parameter(torch.zeros(config.dim))
         self.rank = nn.Embedding(config.token_limit, config.dim)
+        self.identity: nn.Embedding | None = None
+        if config.vocabulary:  # row 0: an ASV outside the vocabulary (or padding), always zero
+            self.identity = nn.Embedding(config.vocabulary + 1, config.dim, padding_idx=0)
+            nn.init.normal_(self.identity.weight, std=0.02)
+            with torch.no_grad():
+                self.identity.weight[0].zero_()
         self.transformer = Transformer(
             config.dim, config.heads, config.layers, config.ffn_mult, config.dropout
         )
@@ -74,7 +80,10 @@ class SampleEncoder(nn.Module):
         abundance: torch.Tensor,
         mask: torch.Tensor,
         hidden: torch.Tensor | None = None,
+        identity: torch.Tensor | None = None,
     ) -> SampleOutput:
+        """``identity [B, S]``: each slot's row of the ASV vocabulary (0: none); used when the
+        encoder has a vocabulary."""
         _b, s, _ = asv_vectors.shape  # asv_vectors: [B, S, D], abundance: [B, S, F], mask: [B, S]
         if s > self.config.token_limit:
             raise ValueError(f"{s} ASVs per sample exceed token_limit={self.config.token_limit}")
@@ -83,6 +92,13 @@ class SampleEncoder(nn.Module):
             abundance_in = torch.where(hidden[..., None], self.abundance_mask, abundance_in)
         ranks = torch.arange(s, device=asv_vectors.device)  # [S]
         x = asv_vectors + abundance_in + self.rank(ranks)[None]  # [B, S, D]
+        if self.identity is not None and identity is not None:
+            if self.training and self.config.identity_dropout > 0:
+                # hide some identities so the sequence path learns to stand on its own (an
+                # ASV never seen in training has only its sequence)
+                keep = torch.rand(identity.shape, device=identity.device)
+                identity = identity * (keep >= self.config.identity_dropout)  # [B, S]
+            x = x + self.identity(identity)  # [B, S, D]
         x = x * mask[..., None]  # padding slots carry nothing
         states = self.transformer(x, mask)  # [B, S, D]
         return SampleOutput(states, self.pool(states, mask))

@@ -57,17 +57,30 @@ class NucleotideHead(nn.Module):
 
 
 class TargetHead(nn.Module):
-    """Attention pooling over ASV states -> MLP -> out_dim (values or class logits)."""
+    """Attention pooling over ASV states (and with ``pooling="attention+abundance"`` the
+    abundance-weighted mean of the states beside it) -> MLP -> out_dim (values or logits)."""
 
     def __init__(self, dim: int, config: TargetConfig) -> None:
         super().__init__()
         self.pool = AttentionPool(dim)
+        self.weighted = config.pooling == "attention+abundance"
+        width = 2 * dim if self.weighted else dim
         self.mlp = nn.Sequential(
-            nn.LayerNorm(dim),
-            nn.Linear(dim, config.hidden),
+            nn.LayerNorm(width),
+            nn.Linear(width, config.hidden),
             nn.GELU(),
             nn.Linear(config.hidden, config.out_dim),
         )
 
-    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self.pool(states, mask))  # [B, out_dim]
+    def forward(
+        self, states: torch.Tensor, mask: torch.Tensor, relative: torch.Tensor
+    ) -> torch.Tensor:
+        """``states [B, S, D]``, ``mask [B, S]``, ``relative [B, S]``: each slot's share of
+        the sample's reads (0 for padding)."""
+        pooled = self.pool(states, mask)  # [B, D]
+        if self.weighted:
+            share = relative * mask  # [B, S]
+            share = share / share.sum(-1, keepdim=True).clamp_min(1e-12)  # [B, S], rows sum to 1
+            mean = torch.einsum("bs,bsd->bd", share, states)  # [B, D]
+            pooled = torch.cat([pooled, mean], dim=-1)  # [B, 2D]
+        return self.mlp(pooled)  # [B, out_dim]

@@ -65,6 +65,19 @@ class RunConfig:
     class_weights: Literal["none", "balanced"] = setting(
         "none", "Class weights of the classification loss (train jobs)."
     )
+    target_pooling: Literal["attention", "attention+abundance"] = setting(
+        "attention",
+        "Input of the target head: attention pooling of the ASV states, or beside it their "
+        "abundance-weighted mean (train jobs).",
+    )
+    asv_vocabulary: bool = setting(
+        False,
+        "Learn an identity embedding for each ASV of the train split beside its sequence's "
+        "vector (train jobs); other ASVs are read by sequence alone.",
+    )
+    identity_dropout: float = setting(
+        0.2, "Share of ASV identities hidden per training step (with asv_vocabulary).", ge=0, lt=1
+    )
     # data
     token_limit: int = setting(1024, "Most ASVs read per sample.", ge=1, le=65_536)
     max_bp: int = setting(150, "Longest ASV sequence read, in bp.", ge=1, le=10_000)

@@ -23,8 +23,17 @@ from aam_core.plan.config import RunConfig, Stage
 from aam_core.plan.targets import TargetSpec, check_target, missing_column
 
 Kind = Literal["pretrain", "train", "predict"]
+ModelKind = Literal["aam", "ensemble", "auto"]  # what a train run registers (see below)
+MODEL_KINDS: tuple[ModelKind, ...] = ("aam", "ensemble", "auto")
+DEFAULT_MODEL_KIND: ModelKind = "aam"
 PREDICT_KEYS = ("passes", "seed")  # a predict job takes everything else from its model
-TRAIN_ONLY_KEYS = ("target_loss", "class_weights")
+TRAIN_ONLY_KEYS = (
+    "target_loss",
+    "class_weights",
+    "target_pooling",
+    "asv_vocabulary",
+    "identity_dropout",
+)
 # The dataset files each kind of run reads (of aam_core.io.ROLES).
 KIND_ROLES: dict[Kind, tuple[str, ...]] = {
     "pretrain": tuple(r for r in ROLES if r != "metadata"),
@@ -72,6 +81,9 @@ class ResolvedRun:
     base: BaseModel | None = None
     freeze_base: bool = False
     notes: tuple[str, ...] = ()  # what the planner decided for the user, for the run's log
+    # train: AAM alone, AAM blended with a random forest, or the better of AAM, the forest and
+    # their blend on the validation split (aam_core.train.ensemble)
+    model_kind: ModelKind = "aam"
 
 
 def plan_run(
@@ -82,9 +94,18 @@ def plan_run(
     target: TargetSpec | None = None,
     base: BaseModel | None = None,
     freeze_base: bool = False,
+    model_kind: ModelKind | None = None,
 ) -> ResolvedRun:
-    """Resolve a run, or raise the first :class:`UserError` it would meet."""
+    """Resolve a run, or raise the first :class:`UserError` it would meet. ``model_kind``
+    is for train runs (None: the default, :data:`DEFAULT_MODEL_KIND`)."""
     _check_keys(kind, config)
+    if model_kind is not None and kind != "train":
+        raise UserError(f"model {model_kind!r} is for train jobs", field="model")
+    if model_kind is not None and model_kind not in MODEL_KINDS:
+        raise UserError(
+            f"model must be one of {', '.join(repr(k) for k in MODEL_KINDS)}, got {model_kind!r}",
+            field="model",
+        )
     run = RunConfig.from_mapping(config)
     if kind == "predict":
         assert base is not None, "a prediction applies a model"
@@ -106,7 +127,8 @@ def plan_run(
     _check_depth(run, dataset, base, explicit="rarefaction_depth" in config)
     _check_lengths(run.max_bp, run.truncate, dataset, base)
     _check_gpus(run, dataset)
-    return ResolvedRun(kind, run, model, target, base, freeze_base, notes)
+    chosen: ModelKind = (model_kind or DEFAULT_MODEL_KIND) if kind == "train" else "aam"
+    return ResolvedRun(kind, run, model, target, base, freeze_base, notes, chosen)
 
 
 def _check_keys(kind: Kind, config: Mapping[str, Any]) -> None:
@@ -213,7 +235,11 @@ def _model_config(
         if target is not None:
             hidden = run.dim if base is None else architecture(base).dim
             head = TargetConfig(
-                task=target.task, out_dim=n_classes or 1, hidden=hidden, loss=run.target_loss
+                task=target.task,
+                out_dim=n_classes or 1,
+                hidden=hidden,
+                loss=run.target_loss,
+                pooling=run.target_pooling,
             )
         if base is None:
             return run.model_config(stage, head)

@@ -4,10 +4,12 @@ plots, the random-forest baseline on the same split, and the report; and the bas
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from aam_core.checkpoint import build_model, load_checkpoint
@@ -17,12 +19,21 @@ from aam_core.io.files import write_json
 from aam_core.plan.config import RunConfig, Stage
 from aam_core.plan.targets import TargetSpec
 from aam_core.train import artifacts
-from aam_core.train.baseline import fit_baseline, relative_abundance
+from aam_core.train.baseline import BaselineResult, fit_baseline, relative_abundance
 from aam_core.train.baseline import to_dict as baseline_dict
 from aam_core.train.callbacks import Callback
 from aam_core.train.loop import FitResult, RunData, evaluate_rows
 from aam_core.train.prepare import PreparedData, prepare_data
 from aam_core.train.splits import Split
+
+
+@dataclass(frozen=True, eq=False)
+class RunOutputs:
+    validation: dict[str, float]  # the best checkpoint's validation metrics
+    baseline: dict[str, Any] | None  # the random forest's summary (baseline.json)
+    forest: BaselineResult | None  # the tuned forest, fitted on the train split
+    features: sp.csr_matrix | None  # the forest's inputs: rarefied relative abundances
+    predictions: np.ndarray | None  # the model's validation predictions, split order
 
 
 def write_outputs(
@@ -32,12 +43,14 @@ def write_outputs(
     config: RunConfig,
     out_dir: Path,
     device: torch.device,
-    report: dict[str, Any],
     data: RunData,
     log: Callback,
-) -> tuple[dict[str, float], dict[str, Any] | None]:
+    *,
+    need_forest: bool = False,
+) -> RunOutputs:
     """Outputs of a finished run, from its best checkpoint: validation predictions, split,
-    baseline, plots and the report."""
+    baseline (a random forest tuned by its out-of-bag error, with ``config.baseline`` or
+    ``need_forest``) and plots."""
     split = prepared.split
     table = prepared.table
     artifacts.write_split_tsv(
@@ -50,6 +63,7 @@ def write_outputs(
     if any(r.get("loss") is not None for r in fit.history):
         artifacts.plot_loss(fit.history, plots / "loss.png", title=f"{stage} loss")
     validation: dict[str, float] = {}
+    predictions = None
     best = fit.best_checkpoint if fit.best_checkpoint and fit.best_checkpoint.exists() else None
     if best is not None and data.validation is not None and data.validation_collate is not None:
         model = build_model(load_checkpoint(best)).to(device)
@@ -65,20 +79,36 @@ def write_outputs(
         )
         validation = tracker.summary()
         _write_validation_outputs(tracker, prepared, stage, out_dir, plots)
-    baseline = None
-    if stage == "train" and config.baseline and prepared.targets is not None:
-        result = fit_baseline(
-            relative_abundance(prepared.rarefied),
+        if tracker.predictions:
+            predictions = np.concatenate(tracker.predictions)
+            if prepared.classes is None and predictions.ndim == 2 and predictions.shape[1] == 1:
+                predictions = predictions[:, 0]
+    if validation:
+        log.on_log(f"best checkpoint (epoch {fit.best_epoch}) validation: {_brief(validation)}")
+    baseline = forest = features = None
+    if stage == "train" and (config.baseline or need_forest) and prepared.targets is not None:
+        features = relative_abundance(prepared.rarefied)
+        forest = fit_baseline(
+            features,
             prepared.targets,
             split.train,
             split.validation,
             task="classification" if prepared.classes is not None else "regression",
             n_classes=None if prepared.classes is None else len(prepared.classes),
             seed=config.seed,
+            tune=True,
         )
-        baseline = baseline_dict(result)
+        baseline = baseline_dict(forest)
         write_json(out_dir / "baseline.json", baseline)
-        log.on_log(f"baseline (random forest) validation: {_brief(result.metrics)}")
+        log.on_log(
+            f"baseline (random forest, {forest.params}) validation: {_brief(forest.metrics)}"
+        )
+    return RunOutputs(validation, baseline, forest, features, predictions)
+
+
+def write_report(
+    report: dict[str, Any], fit: FitResult, outputs: RunOutputs, out_dir: Path
+) -> None:
     report.update(
         stopped=fit.stopped,
         epochs_run=fit.epochs_run,
@@ -86,13 +116,10 @@ def write_outputs(
         monitor=fit.monitor,
         best_epoch=fit.best_epoch,
         best_value=fit.best_value,
-        validation=validation,
-        baseline=None if baseline is None else baseline.get("metrics"),
+        validation=outputs.validation,
+        baseline=None if outputs.baseline is None else outputs.baseline.get("metrics"),
     )
     write_json(out_dir / "report.json", report)
-    if validation:
-        log.on_log(f"best checkpoint (epoch {fit.best_epoch}) validation: {_brief(validation)}")
-    return validation, baseline
 
 
 def _write_validation_outputs(
@@ -172,6 +199,7 @@ def run_baseline(
         task=target.task,
         n_classes=None if prepared.classes is None else len(prepared.classes),
         seed=config.seed,
+        tune=True,
     )
     return {
         **baseline_dict(result),

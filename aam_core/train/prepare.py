@@ -51,10 +51,25 @@ class PreparedData:
                 seed=config.seed,
                 rerarefy=True,
                 targets=targets,
+                sequences=self.sequences,
             )
-        return SampleDataset(self.rarefied.subset_samples(rows), targets=targets)
+        return SampleDataset(
+            self.rarefied.subset_samples(rows), targets=targets, sequences=self.sequences
+        )
 
-    def collator(self, config: RunConfig, rows: np.ndarray) -> Collator:
+    def asv_vocabulary(self) -> tuple[tuple[str, ...], np.ndarray]:
+        """The ASVs with reads in the train split, sorted by sequence (identity embeddings
+        learn from them alone), and each feature's row among them, 1-based (0: not one)."""
+        train = self.rarefied.subset_samples(self.split.train).counts
+        seen = np.flatnonzero(np.asarray(train.sum(axis=0)).ravel() > 0)  # [V] feature indices
+        order = seen[np.argsort(np.array([self.sequences[f] for f in seen]), kind="stable")]
+        rows = np.zeros(len(self.sequences), dtype=np.int64)  # [n_features]
+        rows[order] = np.arange(1, order.size + 1)
+        return tuple(self.sequences[f] for f in order), rows
+
+    def collator(
+        self, config: RunConfig, rows: np.ndarray, vocabulary: np.ndarray | None = None
+    ) -> Collator:
         distances = None
         if self.distances is not None:  # batches index dataset rows: subset the matrix once
             distances = self.distances[np.ix_(rows, rows)]
@@ -64,6 +79,7 @@ class PreparedData:
             engine=self.engine,
             distances=distances,
             target_dtype=_target_dtype(self.classes),
+            vocabulary=vocabulary,
         )
 
 

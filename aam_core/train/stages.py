@@ -32,12 +32,21 @@ from aam_core.checkpoint import (
 )
 from aam_core.io import Inputs, summarize
 from aam_core.model.aam import SequenceEncoder, SequenceRegressor
-from aam_core.plan import BaseModel, DatasetFacts, Kind, ResolvedRun, TargetSpec, plan_run
+from aam_core.plan import (
+    BaseModel,
+    DatasetFacts,
+    Kind,
+    ModelKind,
+    ResolvedRun,
+    TargetSpec,
+    plan_run,
+)
 from aam_core.plan.config import RunConfig, Stage
 from aam_core.train.callbacks import Callback, CallbackList
 from aam_core.train.distributed import DistContext, init_distributed
+from aam_core.train.ensemble import attach_ensemble
 from aam_core.train.loop import FitResult, RunData, Trainer
-from aam_core.train.outputs import write_outputs
+from aam_core.train.outputs import write_outputs, write_report
 from aam_core.train.prepare import PreparedData, prepare_data
 
 Model = SequenceEncoder | SequenceRegressor
@@ -87,6 +96,7 @@ def plan_local(
     base_field: str = "base_model_id",
     base_name: str | None = None,
     freeze_base: bool = False,
+    model_kind: ModelKind | None = None,
 ) -> ResolvedRun:
     """Plan a pretrain or train run on inputs read from files, from ``base_checkpoint`` when
     given (messages name it ``base_name``, by default its path)."""
@@ -96,7 +106,13 @@ def plan_local(
         checkpoint = load_checkpoint(base_checkpoint, name=name)
         base = checkpoint_facts(checkpoint, name=name, field=base_field, path=base_checkpoint)
     return plan_run(
-        kind, config, dataset_facts(inputs), target=target, base=base, freeze_base=freeze_base
+        kind,
+        config,
+        dataset_facts(inputs),
+        target=target,
+        base=base,
+        freeze_base=freeze_base,
+        model_kind=model_kind,
     )
 
 
@@ -165,6 +181,15 @@ def run_train(
     model_config = dataclasses.replace(
         run.model, target=dataclasses.replace(run.model.target, out_dim=out_dim)
     )
+    vocabulary = None
+    if config.asv_vocabulary:
+        vocabulary = prepared.asv_vocabulary()
+        sample = dataclasses.replace(
+            model_config.sample,
+            vocabulary=len(vocabulary[0]),
+            identity_dropout=config.identity_dropout,
+        )
+        model_config = dataclasses.replace(model_config, sample=sample)
     torch.manual_seed(config.seed)  # the initial weights are part of the run's seed
     model = SequenceRegressor(model_config, freeze_base=run.freeze_base)
     extra: dict[str, Any] = {}
@@ -183,6 +208,8 @@ def run_train(
         ctx=ctx,
         target=target,
         extra_report=extra,
+        model_kind=run.model_kind,
+        vocabulary=vocabulary,
     )
 
 
@@ -240,6 +267,8 @@ def _run(
     ctx: DistContext | None,
     target: TargetSpec | None,
     extra_report: dict[str, Any],
+    model_kind: ModelKind = "aam",
+    vocabulary: tuple[tuple[str, ...], np.ndarray] | None = None,
 ) -> RunResult:
     ctx = ctx or init_distributed(device)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -250,11 +279,12 @@ def _run(
             log.on_log(f"warning: {warning}")
     _fit_normalisers(model, prepared)
     split = prepared.split
+    rows = None if vocabulary is None else vocabulary[1]
     data = RunData(
         train=prepared.dataset(split.train, config),
         validation=prepared.dataset(split.validation, config) if split.validation.size else None,
-        train_collate=prepared.collator(config, split.train),
-        validation_collate=prepared.collator(config, split.validation)
+        train_collate=prepared.collator(config, split.train, rows),
+        validation_collate=prepared.collator(config, split.validation, rows)
         if split.validation.size
         else None,
     )
@@ -275,6 +305,7 @@ def _run(
                 "rarefaction_depth": prepared.depth,
             },
             "target": target_info,
+            "vocabulary": None if vocabulary is None else vocabulary[0],
             "training": {
                 "stage": stage,
                 "n_train": int(split.train.size),
@@ -316,9 +347,27 @@ def _run(
         return RunResult(
             out_dir, kind, fit.best_checkpoint, fit.last_checkpoint, fit, {}, None, report
         )
-    validation, baseline = write_outputs(
-        stage, fit, prepared, config, out_dir, ctx.device, report, data, log
+    outputs = write_outputs(
+        stage,
+        fit,
+        prepared,
+        config,
+        out_dir,
+        ctx.device,
+        data,
+        log,
+        need_forest=model_kind != "aam",
     )
+    if model_kind != "aam":
+        report["ensemble"] = attach_ensemble(fit, prepared, config, outputs, model_kind, log)
+    write_report(report, fit, outputs, out_dir)
     return RunResult(
-        out_dir, kind, fit.best_checkpoint, fit.last_checkpoint, fit, validation, baseline, report
+        out_dir,
+        kind,
+        fit.best_checkpoint,
+        fit.last_checkpoint,
+        fit,
+        outputs.validation,
+        outputs.baseline,
+        report,
     )

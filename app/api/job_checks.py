@@ -58,7 +58,15 @@ def check_job(
         base = _base(found, "base_model_id")
     target = None if spec.target is None else TargetSpec(spec.target.column, spec.target.task)
     kind: Kind = "pretrain" if spec.kind == JobKind.pretrain else "train"
-    plan_run(kind, config, facts, target=target, base=base, freeze_base=spec.freeze_base)
+    plan_run(
+        kind,
+        config,
+        facts,
+        target=target,
+        base=base,
+        freeze_base=spec.freeze_base,
+        model_kind=spec.model,
+    )
     return CheckedJob(spec=spec, dataset=dataset)
 
 

@@ -303,6 +303,8 @@ class SamplePredictionOut(BaseModel):
     label: str | None = None
     probabilities: dict[str, float] | None = None
     embedding: list[float] | None = None
+    # an ensemble model's parts ("aam", "forest"): values, or class probabilities
+    components: dict[str, Any] | None = None
     n_features_used: int
     fraction_reads_used: float
     warnings: list[str] = Field(default_factory=list)

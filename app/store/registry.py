@@ -49,6 +49,15 @@ def register_checkpoint(
         "freeze_base": checkpoint.freeze_base,
         "training": checkpoint.training,
     }
+    if checkpoint.forest is not None:  # an ensemble: AAM blended with a random forest
+        forest = checkpoint.forest
+        config["ensemble"] = {
+            "choice": forest.choice,
+            "weight": forest.weight,
+            "forest": dict(forest.params),
+            "n_features": len(forest.features),
+            "reason": forest.reason,
+        }
     kind: ModelKind = checkpoint.kind  # type: ignore[assignment]
     return create_model(
         session,

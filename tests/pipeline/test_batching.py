@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 from skbio.diversity import beta_diversity
 
@@ -10,6 +11,7 @@ from aam_core.data.rarefy import rarefy
 from aam_core.data.synthetic import SyntheticStudy
 from aam_core.data.tokens import tokenize
 from aam_core.data.unifrac import UniFracEngine, index_branches
+from aam_core.io.types import FeatureTable
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +98,25 @@ def test_dataset_refuses_bad_setups(study: SyntheticStudy) -> None:
         SampleDataset(study.table, targets=[1.0, 2.0])
     with pytest.raises(ValueError, match="samples have fewer than 1000000 reads; rarefy first"):
         SampleDataset(study.table, depth=1_000_000)
+
+
+def test_training_ranks_tied_asvs_by_sequence_as_prediction_does() -> None:
+    # IDs are hashes whose order disagrees with the sequences' order
+    ids = ("h3", "h1", "h2", "h0")
+    sequences = ("GGTA", "TACA", "ACCA", "CATG")
+    counts = sp.csr_matrix(np.array([[5, 5, 9, 5]]))
+    table = FeatureTable(("s",), ids, counts)
+    sample = SampleDataset(table, sequences=sequences)[0]
+    # 9 first, then the three 5s by sequence: CATG, GGTA, TACA
+    assert [sequences[j] for j in sample.features] == ["ACCA", "CATG", "GGTA", "TACA"]
+    assert sample.counts.tolist() == [9, 5, 5, 5]
+    reverse = FeatureTable(("s",), ids[::-1], sp.csr_matrix(counts.toarray()[:, ::-1]))
+    again = SampleDataset(reverse, sequences=sequences[::-1])[0]
+    assert [sequences[::-1][j] for j in again.features] == ["ACCA", "CATG", "GGTA", "TACA"]
+    # without sequences, the IDs rank ties: still independent of the file's order
+    by_id = SampleDataset(table)[0]
+    assert [ids[j] for j in by_id.features] == ["h2", "h0", "h1", "h3"]
+    with pytest.raises(
+        ValueError, match=r"number of sequences \(3\) must match number of features \(4\)"
+    ):
+        SampleDataset(table, sequences=sequences[:3])

@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from aam_core.data.rarefy import choose_depth, rarefy
+from aam_core.data.rarefy import choose_depth, rarefy, rarefy_by_content
+from aam_core.data.selection import sequence_ranks
 from aam_core.data.synthetic import SyntheticStudy
 from aam_core.io.types import FeatureTable
 
@@ -75,3 +80,60 @@ def test_rarefaction_is_unbiased() -> None:
     draws = np.vstack([rarefy(table, 100, seed=s).table.counts.toarray()[0] for s in range(400)])
     expected = 100 * table.counts.toarray()[0] / 1000
     np.testing.assert_allclose(draws.mean(axis=0), expected, atol=1.0)
+
+
+SAMPLE = {"TTGACA": 40, "ACGTAA": 25, "GGCATT": 25, "CATGCA": 9, "AAGTCC": 1}
+DRAW_SCRIPT = """
+import numpy as np
+from aam_core.data.rarefy import rarefy_by_content
+from aam_core.data.selection import sequence_ranks
+seqs = {seqs!r}
+counts = np.array({counts!r})
+f, c = rarefy_by_content(np.arange(len(seqs)), counts, 50, sequences=seqs,
+                         ranks=sequence_ranks(seqs), seed=7, draw=1)
+print([[seqs[j] for j in f], c.tolist()])
+"""
+
+
+def _draw(
+    sequences: list[str], counts: list[int], *, seed: int = 7, draw: int = 1
+) -> list[list[str] | list[int]]:
+    """The sample drawn to 50 reads: [sequences with reads, their reads]."""
+    ranks = sequence_ranks(sequences)
+    f, c = rarefy_by_content(
+        np.arange(len(sequences)), np.array(counts), 50, sequences=sequences, ranks=ranks,
+        seed=seed, draw=draw,
+    )  # fmt: skip
+    return [[sequences[j] for j in f], c.tolist()]
+
+
+def test_prediction_rarefaction_follows_the_content_not_the_order_or_company() -> None:
+    seqs, counts = list(SAMPLE), list(SAMPLE.values())
+    drawn = _draw(seqs, counts)
+    names, reads = [str(s) for s in drawn[0]], [int(c) for c in drawn[1]]
+    assert sum(reads) == 50 and names == sorted(names)
+    assert all(c <= SAMPLE[s] for s, c in zip(names, reads, strict=True))
+    # features listed in reverse, and among features of other samples (reads 0 here)
+    assert _draw(seqs[::-1], counts[::-1]) == drawn
+    others = ["CCCCCC", *seqs[:2], "GGGGGG", *seqs[2:]]
+    f, c = rarefy_by_content(
+        np.array([1, 2, 4, 5, 6]), np.array(counts), 50, sequences=others,
+        ranks=sequence_ranks(others), seed=7, draw=1,
+    )  # fmt: skip
+    assert [[others[j] for j in f], c.tolist()] == drawn
+    # another seed, pass or content is another draw
+    assert _draw(seqs, counts, seed=8) != drawn
+    assert _draw(seqs, counts, draw=2) != drawn
+    assert _draw(seqs, [*counts[:-1], 2]) != drawn
+
+
+def test_prediction_rarefaction_seed_is_stable_across_processes() -> None:
+    # Python's str hash is salted per process; the seed must not be.
+    seqs, counts = list(SAMPLE), list(SAMPLE.values())
+    script = DRAW_SCRIPT.format(seqs=seqs, counts=counts)
+    for salt in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": salt}
+        out = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+        )
+        assert out.stdout.strip() == str(_draw(seqs, counts))

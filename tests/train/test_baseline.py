@@ -178,7 +178,7 @@ def test_to_dict_is_json_with_nan_as_null() -> None:
     assert summary["metrics"]["roc_auc"] is None
     assert summary["metrics"]["accuracy"] == result.metrics["accuracy"]
     assert summary["task"] == "classification" and summary["n_estimators"] == N_TREES
-    assert set(summary) == {"task", "metrics", "train_metrics", "n_estimators", "seconds"}
+    assert set(summary) == {"task", "metrics", "train_metrics", "n_estimators", "params", "seconds"}
 
 
 @pytest.mark.parametrize(

@@ -116,6 +116,8 @@ def _document(result: PredictionResult, output: str) -> list[SamplePredictionOut
             entry["label"], entry["probabilities"] = s.label, s.probabilities
         elif s.prediction is not None:
             entry["prediction"] = s.prediction[0] if len(s.prediction) == 1 else s.prediction
+        if output != "embedding" and s.components is not None:
+            entry["components"] = s.components
         out.append(SamplePredictionOut(**entry))
     return out
 

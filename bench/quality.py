@@ -1,0 +1,201 @@
+"""Model-quality benchmark: AAM against a tuned random forest, a CLR linear model and a constant
+on identical repeated grouped K-fold splits of a real study; prints one JSON object.
+
+    python bench/quality.py DATASET_DIR --target COL --task regression|classification \
+        [--group COL] [--where COL=VALUE ...] [--seeds 3] [--folds 5] [--models rf,aam,...]
+
+For each seed the groups (subjects) are shuffled into K outer folds (stratified for
+classification). Inside each outer training fold one grouped inner validation split (20% of
+groups, ``aam_core.train.splits.split_rows``: the split AAM's own training draws) makes every
+choice: forest and linear hyperparameters, and AAM's early stopping. The outer test fold is
+only scored. Writes ``quality.json``, ``quality.png`` and ``predictions.tsv`` to ``--out``
+(default ``quality-results/<dataset>-<target>/``, relative to the working directory).
+
+The study, folds and models: quality_models.py; scoring, intervals and the figure:
+quality_report.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import pandas as pd
+from quality_models import (
+    LOGISTIC_CS,
+    MODELS,
+    RIDGE_ALPHAS,
+    TREES,
+    AamOptions,
+    Fold,
+    Study,
+    UsageError,
+    ensemble_missing,
+    fit_fold,
+    inner_split,
+    load_study,
+    outer_folds,
+)
+from quality_report import (
+    PRIMARY,
+    environment,
+    finite,
+    log,
+    plot_quality,
+    prediction_frame,
+    score,
+    summarise,
+)
+
+from aam_core.errors import UserError
+from aam_core.plan import RunConfig
+from aam_core.plan.targets import Task
+
+
+def resolve_models(spec: str | None) -> list[str]:
+    """The models to run: ``--models`` checked, or every model this aam_core can train."""
+    missing = ensemble_missing()
+    if spec is None:
+        return [m for m in MODELS if m != "ensemble" or missing is None]
+    chosen = list(dict.fromkeys(m.strip() for m in spec.split(",") if m.strip()))
+    if not chosen or any(m not in MODELS for m in chosen):
+        raise UsageError(f"--models {spec!r}: choose from {', '.join(MODELS)}")
+    if "ensemble" in chosen and missing:
+        raise UsageError(f"--models ensemble: {missing}")
+    return chosen
+
+
+def aam_options(args: argparse.Namespace) -> AamOptions:
+    try:
+        overrides = json.loads(args.aam_config) if args.aam_config else {}
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--aam-config is not JSON ({exc})") from None
+    if not isinstance(overrides, dict):
+        raise UsageError(f"--aam-config must be a JSON mapping, got {args.aam_config!r}")
+    fixed = sorted(set(overrides) & {"group_column", "validation_fraction", "seed"})
+    if fixed:  # every model must choose on the same inner split
+        raise UsageError(f"--aam-config: {', '.join(fixed)} are set by the benchmark")
+    RunConfig.from_mapping(overrides)  # an unknown key or a bad value fails before any work
+    return AamOptions(overrides, args.device, args.pretrain, args.keep_checkpoints)
+
+
+def protocol(
+    args: argparse.Namespace, study: Study, models: list[str], aam: AamOptions
+) -> dict[str, Any]:
+    """What was compared and how: the samples, the folds, each model's features and grid."""
+    search, refit = TREES[args.budget]
+    settings = aam.settings(study.group, 0)
+    return {
+        "dataset": str(args.dataset), "target": args.target, "task": args.task,
+        "group": args.group, "where": args.where, "min_reads": args.min_reads,
+        "n_samples": int(study.y.size), "n_groups": int(np.unique(study.groups).size),
+        "samples_dropped": study.notes, "classes": list(study.classes) or None,
+        "seeds": args.seeds, "folds": args.folds, "models": models,
+        "primary_metric": PRIMARY[args.task], "budget": args.budget,
+        "inner_validation": "per outer training fold, 20% of its groups (seeded by the outer "
+        "seed), drawn as AAM's training draws it (split_rows over the samples its rarefaction "
+        "keeps): the forest's and the linear model's choices and AAM's early stopping",
+        "rf": {"features": "relative abundance (counts / sample total, all features)",
+               "grid": {"max_features": ["sqrt", 0.3, 1.0], "min_samples_leaf": [1, 3, 5]},
+               "n_estimators_search": search, "n_estimators_refit": refit,
+               "note": None if search == refit else f"{args.budget} budget: the grid is "
+               f"searched with {search} trees, the chosen forest refit with {refit}"},
+        "linear": {"features": "CLR of counts + 0.5",
+                   "grid": {"C": LOGISTIC_CS} if study.classes else {"alpha": RIDGE_ALPHAS}},
+        "aam": {"settings": {**settings, "seed": "the outer seed"}, "pretrain": args.pretrain,
+                "device": args.device, "recipe": RunConfig.from_mapping(settings).to_dict()},
+    }  # fmt: skip
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    add = parser.add_argument
+    add("dataset", type=Path, help="folder with table.biom, metadata.tsv (tree, rep-seqs)")
+    add("--target", required=True)
+    add("--task", required=True, choices=("regression", "classification"))
+    add("--group", help="subject column (default: every sample is its own group)")
+    add("--where", action="append", default=[], help="keep samples with COL=VALUE")
+    add("--min-reads", type=int, default=1000, help="drop samples with fewer reads")
+    add("--seeds", type=int, default=3)
+    add("--folds", type=int, default=5)
+    add("--models", help=f"comma-separated, of {', '.join(MODELS)} (default: all available)")
+    add("--aam-config", help="JSON mapping of RunConfig keys over AAM's defaults")
+    add("--pretrain", action="store_true", help="pretrain AAM's encoder in every outer fold")
+    add("--device", default="cpu", help="AAM's device")
+    add("--budget", choices=tuple(TREES), default="cpu", help="forest sizes")
+    add("--out", type=Path, help="output folder (default quality-results/<dataset>-<target>)")
+    add("--keep-checkpoints", action="store_true", help="keep AAM's checkpoints")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    started = time.perf_counter()
+    args = parse_args(argv)
+    task = cast(Task, args.task)
+    models, aam = resolve_models(args.models), aam_options(args)
+    study = load_study(args.dataset, args.target, task, args.group, args.where, args.min_reads)
+    if args.pretrain and study.inputs.tree is None:
+        raise UsageError(f"--pretrain needs a tree: {args.dataset} has no tree.nwk")
+    out = args.out or Path("quality-results") / f"{study.name}-{args.target}"
+    out.mkdir(parents=True, exist_ok=True)
+    depth = RunConfig.from_mapping(aam.settings(study.group, 0)).rarefaction_depth
+    metric, ids = PRIMARY[task], np.array(study.inputs.table.sample_ids)
+    records: dict[str, list[dict[str, Any]]] = {m: [] for m in models}
+    frames = []
+    for seed in range(args.seeds):
+        labels = study.codes if study.classes else None
+        splits = outer_folds(study.groups, labels, args.folds, seed)
+        for index, (train, test) in enumerate(splits, start=1):
+            fold = Fold(seed, index, train, test, *inner_split(study, train, seed, depth))
+            truth, groups = study.y[test], study.groups[test]
+            for model, prediction, info, seconds in fit_fold(
+                study, fold, models, args.budget, aam, out
+            ):
+                given = {"classes": study.classes, **dataclasses.asdict(prediction)}
+                metrics = score(task, truth, groups, **given)
+                records[model].append(
+                    {"seed": seed, "fold": index, "n_test": int(test.size),
+                     "n_test_groups": int(np.unique(groups).size), **metrics,
+                     "seconds": seconds, "details": info}
+                )  # fmt: skip
+                frames.append(
+                    prediction_frame(model, seed, index, ids[test], groups, truth, **given)
+                )
+                choices = [f"{k} {v}" for k, v in info.items() if not isinstance(v, dict | None)]
+                log(
+                    f"[{model}] seed {seed} fold {index}/{args.folds}: {metric} "
+                    f"{metrics['per_sample'][metric]:.4g} (subject-weighted "
+                    f"{metrics['subject_weighted'][metric]:.4g}), {seconds:.1f} s, "
+                    + ", ".join(choices)
+                )
+    predictions = pd.concat(frames, ignore_index=True)
+    predictions.to_csv(out / "predictions.tsv", sep="\t", index=False)
+    results, differences = summarise(task, study.classes, records, predictions)
+    title = f"{study.name} {args.target}: {args.seeds} seeds x {args.folds} grouped folds"
+    plot_quality(out / "quality.png", title, task, records, predictions)
+    report = finite(
+        {
+            **protocol(args, study, models, aam),
+            "results": results,
+            "differences": differences,
+            "seconds": time.perf_counter() - started,
+            **environment(args.device),
+            "files": {n: str(out / n) for n in ("quality.json", "quality.png", "predictions.tsv")},
+        }
+    )
+    (out / "quality.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    try:
+        print(json.dumps(main(), indent=2))
+    except (UsageError, UserError) as exc:
+        sys.exit(f"error: {exc}")

@@ -1,0 +1,349 @@
+"""Scoring, statistics, progress lines and the figure of ``bench/quality.py``.
+
+Metrics per sample and with each subject (group) weighted once, summaries over folds and the
+paired bootstrap interval are pure functions, so that every number the benchmark reports can be
+checked by hand. The PNG is drawn with matplotlib's object-oriented API on an Agg canvas, never
+pyplot, whose global state is not ours to change.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import sys
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.metrics import f1_score, roc_auc_score
+
+from aam_core.train.callbacks import Callback, EpochEvent
+
+PRIMARY = {"regression": "mae", "classification": "roc_auc"}
+METRICS = {
+    "regression": ("mae", "rmse", "r2"),
+    "classification": ("accuracy", "macro_f1", "roc_auc"),
+}
+VIEWS = ("per_sample", "subject_weighted")
+
+
+def log(message: str) -> None:
+    """A progress line on stderr (stdout carries the JSON)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+class EpochLog(Callback):
+    """AAM's epochs and log lines on stderr, prefixed with the fold."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    def on_epoch(self, event: EpochEvent) -> None:
+        value = "-" if event.value is None else f"{event.value:.4g}"
+        log(
+            f"{self.label} epoch {event.epoch}/{event.epochs}: {event.monitor} {value} "
+            f"(best epoch {event.best_epoch}), {event.seconds:.1f} s"
+        )
+
+    def on_log(self, message: str) -> None:
+        log(f"{self.label} {message}")
+
+
+def subject_weights(groups: Sequence[str] | np.ndarray) -> np.ndarray:
+    """``1 / (samples of the sample's group)``: each group then weighs as much as one sample.
+
+    >>> subject_weights(["a", "a", "b"]).tolist()
+    [0.5, 0.5, 1.0]
+    """
+    _, inverse, counts = np.unique(np.asarray(groups), return_inverse=True, return_counts=True)
+    return 1.0 / counts[inverse]
+
+
+def regression_metrics(true: np.ndarray, predicted: np.ndarray, weights: np.ndarray) -> dict:
+    """Weighted MAE, RMSE and R² (R² against the weighted mean of ``true``; NaN when every
+    true value is the same)."""
+    w = np.asarray(weights, dtype=np.float64) / np.sum(weights)
+    y, error = np.asarray(true, np.float64), np.asarray(predicted, np.float64) - true
+    squared = float(np.sum(w * error**2))
+    spread = float(np.sum(w * (y - np.sum(w * y)) ** 2))
+    return {
+        "mae": float(np.sum(w * np.abs(error))),
+        "rmse": math.sqrt(squared),
+        "r2": 1.0 - squared / spread if spread > 0 else math.nan,
+    }
+
+
+def classification_metrics(
+    true: np.ndarray,
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    classes: Sequence[str],
+    weights: np.ndarray,
+) -> dict:
+    """Weighted accuracy, macro-F1 (over the classes present in ``true`` or ``labels``) and ROC
+    AUC: the positive (second) class's probability for two classes, one-vs-rest macro for
+    more; NaN when ``true`` lacks a class the AUC needs."""
+    true, labels = np.asarray(true, dtype=object), np.asarray(labels, dtype=object)
+    w = np.asarray(weights, dtype=np.float64)
+    prob = np.asarray(probabilities, dtype=np.float64)  # [n, K]
+    auc = math.nan  # a fold holding one class only has no AUC
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)  # the NaN says it
+        try:
+            if len(classes) == 2:
+                auc = float(roc_auc_score(true == classes[1], prob[:, 1], sample_weight=w))
+            else:
+                auc = float(
+                    roc_auc_score(
+                        true, prob, multi_class="ovr", labels=list(classes), sample_weight=w
+                    )
+                )
+        except ValueError:  # one-vs-rest with a class absent from ``true``
+            pass
+    return {
+        "accuracy": float(np.sum(w * (true == labels)) / np.sum(w)),
+        "macro_f1": float(
+            f1_score(true, labels, average="macro", sample_weight=w, zero_division=0)
+        ),
+        "roc_auc": auc,
+    }
+
+
+def score(
+    task: str,
+    true: np.ndarray,
+    groups: np.ndarray,
+    *,
+    values: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    probabilities: np.ndarray | None = None,
+    classes: Sequence[str] = (),
+) -> dict[str, dict[str, float]]:
+    """Metrics per sample and with each group weighted once:
+    ``{"per_sample": {...}, "subject_weighted": {...}}``."""
+    out = {}
+    for view, weights in zip(VIEWS, (np.ones(len(true)), subject_weights(groups)), strict=True):
+        if task == "regression":
+            assert values is not None
+            out[view] = regression_metrics(true, values, weights)
+        else:
+            assert labels is not None and probabilities is not None
+            out[view] = classification_metrics(true, labels, probabilities, classes, weights)
+    return out
+
+
+def mean_sd(records: Sequence[Mapping[str, Any]], task: str) -> tuple[dict, dict]:
+    """Mean and sample standard deviation over fold records, per view and metric (NaN folds,
+    such as a one-class fold's AUC, left out)."""
+    means: dict[str, dict[str, float | None]] = {}
+    sds: dict[str, dict[str, float | None]] = {}
+    for view in VIEWS:
+        means[view], sds[view] = {}, {}
+        for metric in METRICS[task]:
+            values = np.array([r[view][metric] for r in records], dtype=np.float64)
+            values = values[np.isfinite(values)]
+            means[view][metric] = float(values.mean()) if values.size else None
+            sds[view][metric] = float(values.std(ddof=1)) if values.size > 1 else None
+    return means, sds
+
+
+def bootstrap_interval(
+    differences: Sequence[float] | np.ndarray,
+    *,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, Any]:
+    """Percentile bootstrap interval of the mean of paired per-fold differences: resample the
+    differences with replacement ``n_resamples`` times (seeded). Non-finite differences are
+    left out. ``below_zero``/``above_zero``: the whole interval lies on that side of 0.
+
+    Folds share training samples and seeds reuse the same samples, so the differences are not
+    independent and the interval is narrower than a fully honest one; it is still the paired
+    comparison on identical folds the benchmark is for."""
+    d = np.asarray(differences, dtype=np.float64)
+    d = d[np.isfinite(d)]
+    if d.size == 0:
+        return {"n": 0, "mean": None, "low": None, "high": None}
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, d.size, size=(n_resamples, d.size))].mean(axis=1)  # [n_resamples]
+    tail = (1.0 - level) / 2 * 100
+    low, high = (float(v) for v in np.percentile(means, [tail, 100 - tail]))
+    return {
+        "n": int(d.size),
+        "mean": float(d.mean()),
+        "low": low,
+        "high": high,
+        "below_zero": high < 0,
+        "above_zero": low > 0,
+    }
+
+
+def prediction_frame(
+    model: str,
+    seed: int,
+    fold: int,
+    sample_ids: Sequence[str],
+    groups: np.ndarray,
+    true: np.ndarray,
+    *,
+    values: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    probabilities: np.ndarray | None = None,
+    classes: Sequence[str] = (),
+) -> pd.DataFrame:
+    """One outer test fold's predictions, one row per sample (the rows of predictions.tsv)."""
+    frame = pd.DataFrame(
+        {"model": model, "seed": seed, "fold": fold, "sample_id": list(sample_ids),
+         "group": list(groups), "true": list(true)}
+    )  # fmt: skip
+    if values is not None:
+        frame["predicted"] = values
+    else:
+        assert probabilities is not None
+        frame["predicted"] = labels
+        for k, name in enumerate(classes):
+            frame[f"prob_{name}"] = probabilities[:, k]
+    return frame
+
+
+def score_frame(frame: pd.DataFrame, task: str, classes: Sequence[str]) -> dict:
+    """:func:`score` of rows of predictions.tsv (subject weights within these rows)."""
+    groups = frame["group"].to_numpy()
+    if task == "regression":
+        return score(
+            task, frame["true"].to_numpy(float), groups, values=frame["predicted"].to_numpy(float)
+        )
+    prob = frame[[f"prob_{c}" for c in classes]].to_numpy(np.float64)
+    true, labels = frame["true"].astype(str).to_numpy(), frame["predicted"].astype(str).to_numpy()
+    return score(task, true, groups, labels=labels, probabilities=prob, classes=classes)
+
+
+def summarise(
+    task: str,
+    classes: Sequence[str],
+    records: Mapping[str, list[dict[str, Any]]],
+    predictions: pd.DataFrame,
+    *,
+    reference: str = "rf",
+    n_resamples: int = 10_000,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Per model: fold records, mean and sd over folds, pooled out-of-fold scores per seed and
+    summed seconds; and the paired differences of the primary metric against ``reference``."""
+    results: dict[str, Any] = {}
+    for model, folds in records.items():
+        means, sds = mean_sd(folds, task)
+        pooled = [
+            {"seed": int(seed), **score_frame(rows, task, classes)}
+            for seed, rows in predictions[predictions["model"] == model].groupby("seed")
+        ]
+        seconds = sum(r["seconds"] for r in folds)
+        results[model] = {"mean": means, "sd": sds, "pooled": pooled, "seconds": seconds,
+                          "folds": folds}  # fmt: skip
+    metric = PRIMARY[task]
+    differences: dict[str, Any] = {}
+    for model in records:
+        if model == reference or reference not in records:
+            continue
+        pairs = list(zip(records[model], records[reference], strict=True))
+        assert all((a["seed"], a["fold"]) == (b["seed"], b["fold"]) for a, b in pairs)
+        differences[f"{model}-{reference}"] = {
+            view: bootstrap_interval(
+                [a[view][metric] - b[view][metric] for a, b in pairs], n_resamples=n_resamples
+            )
+            for view in VIEWS
+        }
+    return results, differences
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
+def environment(device: str) -> dict[str, Any]:
+    """The machine and the package versions a run's times and numbers belong to."""
+    import sklearn
+    import torch
+
+    from aam_core import __version__
+
+    return {
+        "machine": {
+            "cores": os.cpu_count(),
+            "usable_cores": len(os.sched_getaffinity(0)),
+            "torch_threads": torch.get_num_threads(),
+            "device": device,
+            "platform": platform.platform(),
+        },
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "sklearn": sklearn.__version__,
+            "numpy": np.__version__,
+            "aam_core": __version__,
+        },
+    }
+
+
+def plot_quality(
+    path: Path,
+    title: str,
+    task: str,
+    records: Mapping[str, Sequence[Mapping[str, Any]]],
+    predictions: pd.DataFrame,
+) -> Path:
+    """Per model and view, the fold values of the primary metric (points) with their mean and
+    bootstrap 95% interval (bar); for regression also AAM's and the forest's pooled
+    out-of-fold predictions of the first seed against the truth."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    metric = PRIMARY[task]
+    scatter = {}
+    for model in ("aam", "rf") if task == "regression" else ():
+        rows = predictions[(predictions["model"] == model) & (predictions["seed"] == 0)]
+        if len(rows):
+            scatter[model] = (rows["true"].to_numpy(float), rows["predicted"].to_numpy(float))
+    panels = len(VIEWS) + len(scatter)
+    fig = Figure(figsize=(4.5 * panels, 4.8), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+    jitter = np.random.default_rng(0)  # fixed: the same results give the same picture
+    for ax, view in zip(axes, VIEWS, strict=False):
+        for x, model in enumerate(records):
+            values = np.array([r[view][metric] for r in records[model]], dtype=np.float64)
+            values = values[np.isfinite(values)]
+            if not values.size:
+                continue
+            ax.scatter(x + jitter.uniform(-0.15, 0.15, values.size), values, s=14, alpha=0.6)
+            ci = bootstrap_interval(values)
+            bar = [[ci["mean"] - ci["low"]], [ci["high"] - ci["mean"]]]
+            ax.errorbar(x + 0.3, ci["mean"], yerr=bar, fmt="o", color="black", capsize=4)
+        ax.set_xticks(range(len(records)), list(records))
+        ax.set_ylabel(metric)
+        ax.set_title(f"{metric} per fold ({view.replace('_', ' ')})")
+        ax.grid(alpha=0.3)
+    for ax, (model, (true, predicted)) in zip(axes[len(VIEWS) :], scatter.items(), strict=True):
+        ax.scatter(true, predicted, s=8, alpha=0.5)
+        low = float(min(true.min(), predicted.min()))
+        high = float(max(true.max(), predicted.max()))
+        ax.plot([low, high], [low, high], color="grey", linewidth=1)
+        ax.set_xlabel("true")
+        ax.set_ylabel("predicted (out of fold, seed 0)")
+        ax.set_title(f"{model}: predicted vs true")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    return path

@@ -1,0 +1,353 @@
+"""bench/quality.py: subject-weighted metrics and the bootstrap interval against hand-computed
+values, grouped folds, the ensemble hook, and one end-to-end run on a tiny synthetic study whose
+fold metrics are recomputed from the predictions it wrote."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from sklearn.metrics import (
+    accuracy_score,
+    f1_score,
+    mean_absolute_error,
+    mean_squared_error,
+    r2_score,
+    roc_auc_score,
+)
+
+from aam_core.data.synthetic import SyntheticSpec, generate, write_study
+from aam_core.errors import UserError
+from aam_core.predict import SamplePrediction
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def load(name: str) -> ModuleType:
+    """A bench/ script by path (bench/ is not a package); registered under its own name so
+    that quality.py's ``import quality_models`` finds it."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+report = load("quality_report")
+models = load("quality_models")
+quality = load("quality")
+
+
+def test_regression_metrics_weigh_each_subject_once() -> None:
+    # errors 1, 0, -3; subject a has two samples, b one
+    true, predicted, groups = np.array([1.0, 3.0, 10.0]), np.array([2.0, 3.0, 7.0]), ["a", "a", "b"]
+    assert report.subject_weights(groups).tolist() == [0.5, 0.5, 1.0]
+    got = report.score("regression", true, np.array(groups), values=predicted)
+    # per sample: mean 14/3, total sum of squares 402/9, residual 10
+    assert got["per_sample"]["mae"] == pytest.approx(4 / 3)
+    assert got["per_sample"]["rmse"] == pytest.approx(math.sqrt(10 / 3))
+    assert got["per_sample"]["r2"] == pytest.approx(1 - 90 / 402)
+    # weights 1/4, 1/4, 1/2: weighted mean 6, spread 16.5, mean squared error 4.75
+    assert got["subject_weighted"]["mae"] == pytest.approx(1.75)
+    assert got["subject_weighted"]["rmse"] == pytest.approx(math.sqrt(4.75))
+    assert got["subject_weighted"]["r2"] == pytest.approx(1 - 4.75 / 16.5)
+
+
+def test_classification_metrics_weigh_each_subject_once() -> None:
+    true = np.array(["x", "x", "y", "y"])
+    prob_y = np.array([0.1, 0.6, 0.4, 0.9])
+    probabilities = np.stack([1 - prob_y, prob_y], axis=1)
+    labels = np.array(["x", "y", "x", "y"])
+    groups = np.array(["a", "a", "a", "b"])
+    got = report.score(
+        "classification", true, groups, labels=labels, probabilities=probabilities,
+        classes=("x", "y"),
+    )  # fmt: skip
+    # per sample: 2 of 4 right; F1 0.5 for both classes; 3 of 4 positive-negative pairs ordered
+    assert got["per_sample"] == pytest.approx({"accuracy": 0.5, "macro_f1": 0.5, "roc_auc": 0.75})
+    # weights 1/3, 1/3, 1/3, 1: accuracy (1/3 + 1) / 2; F1 x: 2/3 / (4/3), y: 2 / (8/3);
+    # AUC (1/9 + 1/3 + 1/3) / (4/3 * 2/3)
+    assert got["subject_weighted"] == pytest.approx(
+        {"accuracy": 2 / 3, "macro_f1": (0.5 + 0.75) / 2, "roc_auc": 7 / 8}
+    )
+
+
+def test_a_fold_with_one_class_has_no_auc() -> None:
+    got = report.classification_metrics(
+        np.array(["x", "x"]), np.array(["x", "y"]), np.array([[0.9, 0.1], [0.2, 0.8]]),
+        ("x", "y"), np.ones(2),
+    )  # fmt: skip
+    assert math.isnan(got["roc_auc"]) and got["accuracy"] == 0.5
+
+
+def test_bootstrap_interval_by_hand() -> None:
+    equal = report.bootstrap_interval([0.25] * 15)
+    assert equal["n"] == 15
+    assert equal["mean"] == equal["low"] == equal["high"] == pytest.approx(0.25, abs=1e-12)
+    assert equal["above_zero"] and not equal["below_zero"]
+    # two differences: a resample's mean is 0, 0.5 or 1 with probabilities 1/4, 1/2, 1/4, so
+    # the 2.5th and 97.5th percentiles are the extremes
+    two = report.bootstrap_interval([0.0, 1.0])
+    assert (two["mean"], two["low"], two["high"]) == (0.5, 0.0, 1.0)
+    assert not two["below_zero"] and not two["above_zero"]
+    assert report.bootstrap_interval([-1.0, math.nan, -2.0])["below_zero"]
+    assert report.bootstrap_interval([-1.0, math.nan, -2.0])["n"] == 2
+    assert report.bootstrap_interval([])["mean"] is None
+
+
+def test_bootstrap_interval_is_seeded() -> None:
+    differences = np.random.default_rng(3).normal(0.2, 1.0, size=15)
+    first = report.bootstrap_interval(differences, seed=0)
+    assert report.bootstrap_interval(differences, seed=0) == first
+    assert report.bootstrap_interval(differences, seed=1)["low"] != first["low"]
+    assert first["mean"] == pytest.approx(differences.mean())
+    assert first["low"] < first["mean"] < first["high"]
+
+
+@pytest.mark.parametrize("stratified", [False, True])
+def test_grouped_folds_keep_groups_whole_and_cover_every_sample_once(stratified: bool) -> None:
+    rng = np.random.default_rng(0)
+    groups = np.array([f"g{g}" for g in rng.integers(0, 13, size=60)])
+    labels = np.char.mod("%d", rng.integers(0, 2, size=60)) if stratified else None
+    assignments = []
+    for seed in (0, 1):
+        folds = models.outer_folds(groups, labels, 5, seed)
+        assert len(folds) == 5
+        tests = np.concatenate([test for _, test in folds])
+        assert np.array_equal(np.sort(tests), np.arange(60))  # every sample tested once
+        for train, test in folds:
+            assert np.array_equal(np.union1d(train, test), np.arange(60))
+            assert not set(groups[train]) & set(groups[test])
+        fold_of = np.empty(60, dtype=int)
+        for k, (_, test) in enumerate(folds):
+            fold_of[test] = k
+        assignments.append(fold_of)
+    assert not np.array_equal(*assignments)  # the seed shuffles the groups
+
+
+def test_clr_by_hand() -> None:
+    got = models.clr(sp.csr_matrix(np.array([[1, 0], [0, 3]])))
+    # log(1.5) - log(0.5) = log 3 and log(3.5) - log(0.5) = log 7, each row centred
+    a, b = math.log(3) / 2, math.log(7) / 2
+    assert got == pytest.approx(np.array([[a, -a], [-b, b]]))
+
+
+def test_sample_output_reads_predictions_and_ensemble_components() -> None:
+    read = models._sample_output
+    assert read(SamplePrediction("s", prediction=[2.5]), (), None) == (2.5, None)
+    sample = SamplePrediction("s", label="y", probabilities={"y": 0.75, "x": 0.25})
+    row, label = read(sample, ("x", "y", "z"), None)  # z: never seen in training
+    assert row.tolist() == [0.25, 0.75, 0.0] and label == "y"
+    # the ensemble's AAM member, as aam_core will report it (SamplePrediction.components)
+    member = SimpleNamespace(components={"aam": 3.5})
+    assert read(member, (), "aam") == (3.5, None)
+    member = SimpleNamespace(components={"aam": {"x": 0.4, "y": 0.6}})
+    row, label = read(member, ("x", "y"), "aam")
+    assert row.tolist() == [0.4, 0.6] and label == "y"
+
+
+def test_an_ensemble_is_refused_while_aam_core_has_none() -> None:
+    missing = models.ensemble_missing()
+    if missing is None:
+        assert "ensemble" in quality.resolve_models(None)
+        return
+    assert missing.startswith("the installed aam_core has no ensemble model kind")
+    assert quality.resolve_models(None) == ["rf", "linear", "constant", "aam"]
+    with pytest.raises(models.UsageError, match="--models ensemble: the installed aam_core has no"):
+        quality.resolve_models("rf,ensemble")
+    with pytest.raises(models.UsageError, match="choose from rf, linear, constant, aam, ensemble"):
+        quality.resolve_models("rf,forest")
+
+
+def test_aam_config_cannot_move_the_shared_split() -> None:
+    def options(config: str) -> object:
+        argv = ["data", "--target", "age", "--task", "regression", "--aam-config", config]
+        return quality.aam_options(quality.parse_args(argv))
+
+    with pytest.raises(models.UsageError, match="seed, validation_fraction are set by the bench"):
+        options('{"seed": 3, "validation_fraction": 0.3, "lr": 0.001}')
+    with pytest.raises(UserError, match=r"lr must be in \(0, 1\], got -1"):
+        options('{"lr": -1}')
+    with pytest.raises(models.UsageError, match="--aam-config must be a JSON mapping"):
+        options("[1]")
+    assert options('{"lr": 0.001}').settings("subject", 2) == {  # type: ignore[attr-defined]
+        "group_column": "subject",
+        "validation_fraction": 0.2,
+        "seed": 2,
+        "lr": 0.001,
+    }
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    study = generate(SyntheticSpec(n_samples=60, n_asvs=60, asvs_per_sample=12, seed=1))
+    directory = tmp_path_factory.mktemp("synthetic")
+    write_study(study, directory)
+    return directory
+
+
+def test_sample_filters(study_dir: Path) -> None:
+    metadata = pd.read_csv(study_dir / "metadata.tsv", sep="\t", index_col=0)
+    site_a = models.load_study(study_dir, "age", "regression", "subject", ["site=site_A"], 1)
+    assert site_a.y.size == (metadata["site"] == "site_A").sum()
+    assert site_a.notes["not site=site_A"] == (metadata["site"] != "site_A").sum()
+    deep = models.load_study(study_dir, "age", "regression", "subject", [], 6000)
+    full = models.load_study(study_dir, "age", "regression", "subject", [], 1)
+    assert (
+        deep.y.size
+        == (full.inputs.table.depths() >= 6000).sum()
+        == 60 - deep.notes["below 6000 reads"]
+    )
+
+
+def _recomputed(rows: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Regression metrics of predictions.tsv rows, with scikit-learn, per sample and with
+    weights 1 / (samples of the subject among these rows)."""
+    out = {}
+    sizes = rows.groupby("group")["group"].transform("size").to_numpy()
+    for view, weights in (("per_sample", None), ("subject_weighted", 1.0 / sizes)):
+        true, predicted = rows["true"], rows["predicted"]
+        out[view] = {
+            "mae": mean_absolute_error(true, predicted, sample_weight=weights),
+            "rmse": math.sqrt(mean_squared_error(true, predicted, sample_weight=weights)),
+            "r2": r2_score(true, predicted, sample_weight=weights),
+        }
+    return out
+
+
+@pytest.fixture
+def small_forests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forests of 10 and 20 trees: the protocol is what these tests check, and a 500-tree
+    refit per fold would be most of their time."""
+    monkeypatch.setitem(models.TREES, "cpu", (10, 20))
+
+
+@pytest.mark.usefixtures("small_forests")
+def test_end_to_end_on_a_synthetic_study(study_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    aam_config = {"preset": "tiny", "epochs": 2, "rarefaction_depth": 500, "token_limit": 32}
+    result = quality.main(
+        [str(study_dir), "--target", "age", "--task", "regression", "--group", "subject",
+         "--seeds", "1", "--folds", "2", "--models", "rf,linear,constant,aam",
+         "--aam-config", json.dumps(aam_config), "--out", str(out)]
+    )  # fmt: skip
+    assert json.loads((out / "quality.json").read_text()) == result
+    assert (out / "quality.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (result["n_samples"], result["n_groups"]) == (60, 15)  # 4 samples per subject
+    assert result["models"] == ["rf", "linear", "constant", "aam"]
+    assert result["primary_metric"] == "mae"
+    assert set(result["differences"]) == {"linear-rf", "constant-rf", "aam-rf"}
+    assert result["machine"]["cores"] >= 1 and result["versions"]["sklearn"]
+    predictions = pd.read_csv(out / "predictions.tsv", sep="\t")
+    for model, summary in result["results"].items():
+        rows = predictions[predictions["model"] == model]
+        assert sorted(rows["sample_id"]) == sorted(f"S{i:05d}" for i in range(60))  # once each
+        assert [(f["seed"], f["fold"]) for f in summary["folds"]] == [(0, 1), (0, 2)]
+        for fold in summary["folds"]:
+            fold_rows = rows[rows["fold"] == fold["fold"]]
+            assert fold["n_test"] == len(fold_rows)
+            expected = _recomputed(fold_rows)
+            for view in ("per_sample", "subject_weighted"):
+                assert {k: fold[view][k] for k in expected[view]} == pytest.approx(expected[view])
+        assert summary["pooled"][0]["subject_weighted"] == pytest.approx(
+            _recomputed(rows)["subject_weighted"]
+        )
+        maes = [f["per_sample"]["mae"] for f in summary["folds"]]
+        assert summary["mean"]["per_sample"]["mae"] == pytest.approx(np.mean(maes))
+        assert summary["sd"]["per_sample"]["mae"] == pytest.approx(np.std(maes, ddof=1))
+    constant = result["results"]["constant"]["folds"][0]["details"]["value"]
+    assert constant == pytest.approx(
+        float(np.median(predictions.query("model == 'rf' and fold == 2")["true"]))
+    )  # the median of the other fold, its training fold
+    rf, aam = result["results"]["rf"]["folds"], result["results"]["aam"]["folds"]
+    expected = [
+        a["per_sample"]["mae"] - r["per_sample"]["mae"] for a, r in zip(aam, rf, strict=True)
+    ]
+    assert result["differences"]["aam-rf"]["per_sample"]["mean"] == pytest.approx(np.mean(expected))
+    for fold in aam:  # the forest chose on the validation samples AAM stopped on
+        assert fold["details"]["inner_split_matches"] is True
+        assert fold["details"]["epochs_run"] == 2
+
+
+@pytest.mark.usefixtures("small_forests")
+def test_end_to_end_classification_with_three_classes(study_dir: Path, tmp_path: Path) -> None:
+    result = quality.main(
+        [str(study_dir), "--target", "site", "--task", "classification", "--group", "subject",
+         "--seeds", "1", "--folds", "3", "--models", "rf,linear,constant",
+         "--out", str(tmp_path)]
+    )  # fmt: skip
+    classes = ["site_A", "site_B", "site_C"]
+    assert result["classes"] == classes and result["primary_metric"] == "roc_auc"
+    predictions = pd.read_csv(tmp_path / "predictions.tsv", sep="\t")
+    for model, summary in result["results"].items():
+        for fold in summary["folds"]:
+            chosen = (predictions["model"] == model) & (predictions["fold"] == fold["fold"])
+            rows = predictions[chosen]
+            sizes = rows.groupby("group")["group"].transform("size").to_numpy()
+            for view, weights in (("per_sample", None), ("subject_weighted", 1.0 / sizes)):
+                true, labels = rows["true"], rows["predicted"]
+                prob = rows[[f"prob_{c}" for c in classes]].to_numpy()
+                expected = {
+                    "accuracy": accuracy_score(true, labels, sample_weight=weights),
+                    "macro_f1": f1_score(true, labels, average="macro", sample_weight=weights),
+                    "roc_auc": roc_auc_score(
+                        true, prob, multi_class="ovr", labels=classes, sample_weight=weights
+                    ),
+                }
+                assert fold[view] == pytest.approx(expected)
+    for fold in result["results"]["constant"]["folds"]:
+        assert fold["per_sample"]["roc_auc"] == 0.5  # one score for every sample
+
+
+def test_pretraining_reports_the_encoders_held_out_unifrac_r2(
+    study_dir: Path, tmp_path: Path
+) -> None:
+    aam_config = {"preset": "tiny", "epochs": 1, "rarefaction_depth": 500, "token_limit": 32}
+    result = quality.main(
+        [str(study_dir), "--target", "age", "--task", "regression", "--group", "subject",
+         "--seeds", "1", "--folds", "2", "--models", "aam", "--pretrain",
+         "--aam-config", json.dumps(aam_config), "--out", str(tmp_path)]
+    )  # fmt: skip
+    assert result["aam"]["pretrain"] is True
+    for fold in result["results"]["aam"]["folds"]:
+        run = tmp_path / "aam" / f"seed0-fold{fold['fold']}"
+        pretrain = json.loads((run / "pretrain" / "report.json").read_text())
+        r2 = fold["details"]["unifrac_r2"]  # pairs of validation samples only
+        assert isinstance(r2, float) and r2 == pretrain["validation"]["unifrac_r2"]
+        fine_tune = json.loads((run / "train" / "report.json").read_text())
+        assert fine_tune["base_checkpoint"]["path"].endswith("pretrain/checkpoints/best.pt")
+        assert not (run / "pretrain" / "checkpoints").exists()  # removed once predicted
+
+
+@pytest.mark.skipif(models.ensemble_missing() is not None, reason="aam_core has no ensemble")
+@pytest.mark.usefixtures("small_forests")
+def test_aam_and_the_ensemble_come_from_one_run(study_dir: Path, tmp_path: Path) -> None:
+    aam_config = {"preset": "tiny", "epochs": 2, "rarefaction_depth": 500, "token_limit": 32}
+    result = quality.main(
+        [str(study_dir), "--target", "age", "--task", "regression", "--group", "subject",
+         "--seeds", "1", "--folds", "2", "--models", "rf,aam,ensemble",
+         "--aam-config", json.dumps(aam_config), "--out", str(tmp_path)]
+    )  # fmt: skip
+    assert set(result["differences"]) == {"aam-rf", "ensemble-rf"}
+    aam, ensemble = result["results"]["aam"]["folds"], result["results"]["ensemble"]["folds"]
+    assert len(list((tmp_path / "aam").iterdir())) == 2  # one training run per fold
+    predictions = pd.read_csv(tmp_path / "predictions.tsv", sep="\t")
+    for a, e in zip(aam, ensemble, strict=True):
+        assert a["seconds"] == e["seconds"] and a["details"]["shared_run"]
+        assert 0 <= e["details"]["ensemble"]["weight"] <= 1
+        for model, fold in (("aam", a), ("ensemble", e)):
+            rows = predictions[
+                (predictions["model"] == model) & (predictions["fold"] == fold["fold"])
+            ]
+            assert fold["per_sample"] == pytest.approx(_recomputed(rows)["per_sample"])
