@@ -295,7 +295,9 @@ class Predictor:
             if prediction is not None and depths[i] > 0:
                 entry["prediction"] = prediction[:, i].mean(axis=0).tolist()
                 if len(prediction) > 1:
-                    entry["prediction_std"] = prediction[:, i].std(axis=0).tolist()
+                    # about the first pass: identical passes give exactly 0, not a rounding
+                    spread = prediction[:, i] - prediction[:1, i]  # [passes, out_dim]
+                    entry["prediction_std"] = spread.std(axis=0).tolist()
             if probabilities is not None and depths[i] > 0:
                 mean = probabilities[:, i].mean(axis=0)
                 entry["label"] = classes[int(mean.argmax())]

@@ -296,16 +296,23 @@ def run_aam(
     base = None
     if options.pretrain:
         untargeted = {k: v for k, v in settings.items() if k not in planner.TRAIN_ONLY_KEYS}
-        plan = plan_local("pretrain", untargeted, inputs)
+        plan = plan_local("pretrain", untargeted, inputs, device=options.device)
         log_pretrain = EpochLog(f"{label} pretrain")
         encoder = run_pretrain(
             inputs, plan, run_dir / "pretrain", device=options.device, callbacks=log_pretrain
         )
         info["unifrac_r2"] = encoder.validation.get("unifrac_r2")  # validation pairs only
         base = encoder.best_checkpoint or encoder.last_checkpoint
-    # passed by name only when wanted: an aam_core without ensembles has no such argument
     kind: dict[str, Any] = {"model_kind": "ensemble"} if "ensemble" in wanted else {}
-    plan = plan_local("train", settings, inputs, target=study.target, base_checkpoint=base, **kind)
+    plan = plan_local(
+        "train",
+        settings,
+        inputs,
+        target=study.target,
+        base_checkpoint=base,
+        device=options.device,
+        **kind,
+    )
     log_train = EpochLog(label)
     run = run_train(inputs, plan, run_dir / "train", device=options.device, callbacks=log_train)
     drawn = read_split_tsv(run_dir / "train" / "split.tsv")["validation"]

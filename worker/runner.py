@@ -127,6 +127,7 @@ def execute(plan: RunPlan, callback: Callback) -> dict[str, Any]:
         base_name=plan.model_name,
         freeze_base=plan.freeze_base,
         model_kind=plan.model_kind,  # type: ignore[arg-type]
+        device=plan.device,
     )
     stage = run_pretrain if plan.kind == "pretrain" else run_train
     common: dict[str, Any] = {

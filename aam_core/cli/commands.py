@@ -134,7 +134,7 @@ def pretrain(
         "distance_matrix": distance_matrix,
     }
     inputs = load_files(files)
-    run = plan_local("pretrain", values, inputs)
+    run = plan_local("pretrain", values, inputs, device=device)
     hashes = file_hashes(files)
     stage = functools.partial(run_pretrain, device=device, dataset_sha256=hashes)
     _execute(ctx, functools.partial(stage, inputs, run, out))
@@ -189,6 +189,7 @@ def train(
         base_field="base_model_id",
         freeze_base=freeze_base,
         model_kind=model,
+        device=device,
     )
     hashes = file_hashes(files)
     stage = functools.partial(run_train, device=device, dataset_sha256=hashes)

@@ -36,6 +36,7 @@ MAXIMISED = frozenset(
     {"accuracy", "macro_f1", "roc_auc", "r2", "pearson_r", "unifrac_r2", "nucleotide_accuracy"}
 )
 BOUND_WORDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+PRESET_LR = {"default": 1e-4, "tiny": 1e-3}
 
 
 def setting(default: Any = None, help: str = "", *, why: str = "", **bounds: float) -> Any:
@@ -52,7 +53,11 @@ def setting(default: Any = None, help: str = "", *, why: str = "", **bounds: flo
 @dataclass(frozen=True, kw_only=True)
 class RunConfig:
     # model architecture (None = the preset's value)
-    preset: Literal["default", "tiny"] = setting("default", "Model size preset.")
+    preset: Literal["auto", "default", "tiny"] = setting(
+        "auto",
+        "Model size: default (D=128; 4 sample and 2 nucleotide layers), tiny (D=32, one layer "
+        "each: trains fast on a CPU), or auto: default on a GPU, tiny on a CPU.",
+    )
     embedding_dim: int | None = setting(None, "Width D of both encoders.", ge=2, le=4096)
     layers: int | None = setting(None, "Sample-encoder layers.", ge=1, le=64)
     nucleotide_layers: int | None = setting(None, "Nucleotide-encoder layers.", ge=1, le=64)
@@ -95,11 +100,23 @@ class RunConfig:
     batch_size: int = setting(
         16, "Samples per batch (per GPU).", why="UniFrac compares pairs", ge=2, le=65_536
     )
-    lr: float = setting(1e-4, "Peak learning rate (AdamW).", gt=0, le=1)
+    lr: float | None = setting(
+        None,
+        "Peak learning rate (AdamW); unset: the preset's (default 1e-4, tiny 1e-3).",
+        gt=0,
+        le=1,
+    )
     weight_decay: float = setting(0.01, "AdamW weight decay.", ge=0)
     warmup_fraction: float = setting(0.05, "Share of steps spent warming up.", ge=0, lt=1)
     grad_clip: float = setting(1.0, "Gradient norm clip (0 = off).", ge=0)
     grad_accumulation: int = setting(1, "Batches per optimiser step.", ge=1)
+    ema: float = setting(
+        0.0,
+        "Decay of a moving average of the weights that validation and the saved model use "
+        "(0: off; e.g. 0.99 averages about the last 100 steps).",
+        ge=0,
+        lt=1,
+    )
     patience: int = setting(10, "Epochs without improvement before stopping (0 = never).", ge=0)
     monitor: str | None = setting(None, "Validation metric to follow (unset: the stage's).")
     precision: Precision = setting("auto", "auto (bf16 on CUDA), fp32 or bf16.")  # noqa: RUF009
@@ -166,7 +183,23 @@ class RunConfig:
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
     def model_config_base(self) -> AAMConfig:
+        """The preset's model ("auto" before a device is known: the larger one)."""
         return AAMConfig.tiny() if self.preset == "tiny" else AAMConfig.default()
+
+    @property
+    def peak_lr(self) -> float:
+        """``lr``, or the preset's peak learning rate (small models learn faster)."""
+        if self.lr is not None:
+            return self.lr
+        return PRESET_LR["tiny" if self.preset == "tiny" else "default"]
+
+    def for_device(self, device_type: str) -> RunConfig:
+        """``preset="auto"`` resolved for a run on ``device_type`` ("cuda" or "cpu"): the
+        default model on a GPU, the tiny one on a CPU, where the default trains at a few
+        samples a second."""
+        if self.preset != "auto":
+            return self
+        return self.replace(preset="default" if device_type == "cuda" else "tiny")
 
     @property
     def dim(self) -> int:

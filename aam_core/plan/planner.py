@@ -95,9 +95,11 @@ def plan_run(
     base: BaseModel | None = None,
     freeze_base: bool = False,
     model_kind: ModelKind | None = None,
+    device: str | None = None,
 ) -> ResolvedRun:
     """Resolve a run, or raise the first :class:`UserError` it would meet. ``model_kind``
-    is for train runs (None: the default, :data:`DEFAULT_MODEL_KIND`)."""
+    is for train runs (None: the default, :data:`DEFAULT_MODEL_KIND`). ``device`` ("cpu",
+    "cuda", "cuda:1"; None: not known yet, as at submission) resolves ``preset="auto"``."""
     _check_keys(kind, config)
     if model_kind is not None and kind != "train":
         raise UserError(f"model {model_kind!r} is for train jobs", field="model")
@@ -120,6 +122,9 @@ def plan_run(
         n_classes = check_target(target, dataset.columns, dataset.n_samples, dataset.where)
     if base is not None:
         run, notes = _adopt_base(run, config, base)
+    elif device is not None and run.preset == "auto":
+        run = run.for_device(device.split(":")[0])
+        notes = (f"preset auto: {run.preset} (a run on {device})",)
     stage: Stage = "pretrain" if kind == "pretrain" else "train"
     model = _model_config(run, stage, target, n_classes, base)
     _check_group(run, dataset)
@@ -219,6 +224,8 @@ def _adopt_base(
     if differing:
         adopted = ", ".join(f"{k}={v}" for k, v in differing.items())
         notes = (f"using the encoder's preprocessing: {adopted}",)
+    if run.preset == "auto":  # the base's size sets the learning rate's scale
+        changes["preset"] = "tiny" if encoder.dim <= AAMConfig.tiny().dim else "default"
     return run.replace(**changes), notes
 
 

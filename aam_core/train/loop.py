@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
 from aam_core.checkpoint import Checkpoint, checkpoint_from_model, save_checkpoint
@@ -102,7 +103,7 @@ class Trainer:
         self.parameters = trainable
         self.optimiser = torch.optim.AdamW(
             trainable,
-            lr=config.lr,
+            lr=config.peak_lr,
             weight_decay=config.weight_decay,
             fused=self.device.type == "cuda",  # one kernel for all parameters on GPUs
         )
@@ -121,6 +122,18 @@ class Trainer:
             )
         if config.compile:
             self.forward = torch.compile(self.forward)  # type: ignore[assignment]
+        # An exponential moving average of the weights: what validation, early stopping and
+        # the checkpoints see (the optimiser keeps stepping the raw weights).
+        self.ema: AveragedModel | None = None
+        if config.ema > 0:
+            self.ema = AveragedModel(
+                self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True
+            )
+
+    @property
+    def weights(self) -> Model:
+        """The model validation and the checkpoints use: the moving average when there is one."""
+        return self.model if self.ema is None else self.ema.module  # type: ignore[return-value]
 
     # -- checkpoints ----------------------------------------------------------------------
 
@@ -130,8 +143,11 @@ class Trainer:
         state = (
             resume_state(progress, self.optimiser, self.scheduler, world_size) if resume else None
         )
+        if state is not None and self.ema is not None:
+            # last.pt resumes: the raw weights are the model's, the average rides along
+            state["ema"] = self.ema.state_dict()
         checkpoint: Checkpoint = checkpoint_from_model(
-            self.model,
+            self.model if resume else self.weights,
             metrics=progress.metrics(self.monitor),
             resume=state,
             **self.checkpoint_fields(),
@@ -183,6 +199,8 @@ class Trainer:
         self.optimiser.step()
         self.scheduler.step()
         self.optimiser.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
 
     def _merged(self, tracker: Tracker) -> dict[str, float]:
         if not self.ctx.enabled:
@@ -197,7 +215,7 @@ class Trainer:
         """This rank's share of ``dataset`` in eval mode."""
         rows = shard(np.arange(len(dataset)), self.ctx, pad=False)
         return evaluate_rows(
-            self.model,
+            self.weights,
             dataset,
             collate,
             rows,
@@ -216,6 +234,8 @@ class Trainer:
         progress = Progress()
         if resume is not None:
             progress = restore(resume, self.optimiser, self.scheduler, self.ctx.world_size)
+            if self.ema is not None and "ema" in resume:
+                self.ema.load_state_dict(resume["ema"])
             self.callbacks.on_log(f"resuming at epoch {progress.epoch + 1}, step {progress.step}")
         started = time.monotonic()
         while progress.epoch < self.config.epochs:

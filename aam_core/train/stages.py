@@ -43,7 +43,7 @@ from aam_core.plan import (
 )
 from aam_core.plan.config import RunConfig, Stage
 from aam_core.train.callbacks import Callback, CallbackList
-from aam_core.train.distributed import DistContext, init_distributed
+from aam_core.train.distributed import DistContext, init_distributed, resolve_device
 from aam_core.train.ensemble import attach_ensemble
 from aam_core.train.loop import FitResult, RunData, Trainer
 from aam_core.train.outputs import write_outputs, write_report
@@ -97,8 +97,10 @@ def plan_local(
     base_name: str | None = None,
     freeze_base: bool = False,
     model_kind: ModelKind | None = None,
+    device: str | None = None,
 ) -> ResolvedRun:
-    """Plan a pretrain or train run on inputs read from files, from ``base_checkpoint`` when
+    """Plan a pretrain or train run on inputs read from files (``device``: where it will run;
+    "auto" picks as the run will), from ``base_checkpoint`` when
     given (messages name it ``base_name``, by default its path)."""
     base = None
     if base_checkpoint is not None:
@@ -113,6 +115,7 @@ def plan_local(
         base=base,
         freeze_base=freeze_base,
         model_kind=model_kind,
+        device=None if device is None else str(resolve_device(device)),
     )
 
 

@@ -183,3 +183,23 @@ def test_the_planner_imports_no_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
+
+
+def test_preset_auto_sizes_the_model_for_the_device() -> None:
+    cpu = plan_run("train", {}, DATASET, target=AGE, device="cpu")
+    assert (cpu.config.preset, cpu.config.peak_lr) == ("tiny", 1e-3)
+    assert cpu.model is not None and cpu.model.dim == AAMConfig.tiny().dim
+    assert cpu.notes == ("preset auto: tiny (a run on cpu)",)
+    gpu = plan_run("train", {}, DATASET, target=AGE, device="cuda:1")
+    assert (gpu.config.preset, gpu.config.peak_lr) == ("default", 1e-4)
+    assert gpu.model is not None and gpu.model.dim == AAMConfig.default().dim
+    # at submission the device is not known: checked as the larger model, decided later
+    assert plan_run("train", {}, DATASET, target=AGE).config.preset == "auto"
+    # an explicit preset or learning rate wins; a base model's size sets the preset
+    assert (
+        plan_run("train", {"preset": "default"}, DATASET, target=AGE, device="cpu").config.preset
+        == "default"
+    )
+    assert plan_run("train", {"lr": 5e-4}, DATASET, target=AGE, device="cpu").config.peak_lr == 5e-4
+    tuned = plan_run("train", {}, DATASET, target=AGE, base=encoder(), device="cuda")
+    assert (tuned.config.preset, tuned.config.peak_lr) == ("tiny", 1e-3)

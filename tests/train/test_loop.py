@@ -186,3 +186,26 @@ def test_resume_state_restores_progress_optimiser_scheduler_and_rng() -> None:
     assert all(torch.equal(old[0][k], new[0][k]) for k in ("exp_avg", "exp_avg_sq", "step"))
     with pytest.raises(ValueError, match="checkpointed with 1 processes; .* not 2"):
         restore(state, fresh_optimiser, fresh_scheduler, world_size=2)
+
+
+def test_a_moving_average_is_what_validation_and_best_pt_use_and_it_resumes(
+    study_inputs: Inputs, tmp_path: Path
+) -> None:
+    plan = train_plan(study_inputs, AGE, epochs=3, ema=0.9)
+    straight = run_train(study_inputs, plan, tmp_path / "straight")
+    with pytest.raises(KeyboardInterrupt):
+        run_train(study_inputs, plan, tmp_path / "resumed", callbacks=CrashAfterEpoch(2))
+    resumed = run_train(study_inputs, plan, tmp_path / "resumed", resume=True)
+    assert resumed.fit.history == straight.fit.history  # validation of the same averages
+    for name in ("best.pt", "last.pt"):
+        a = _weights(tmp_path / "straight" / "checkpoints" / name)
+        b = _weights(tmp_path / "resumed" / "checkpoints" / name)
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    last = load_checkpoint(straight.last_checkpoint)
+    assert last.resume is not None
+    average = {k.removeprefix("module."): v for k, v in last.resume["ema"].items()}
+    raw = last.state_dict
+    key = "target_head.mlp.1.weight"
+    assert not torch.equal(raw[key], average[key])  # last.pt keeps the raw weights to resume
+    if straight.fit.best_epoch == 3:  # best.pt holds the average of the epoch it was saved at
+        assert torch.equal(_weights(straight.best_checkpoint)[key], average[key])
