@@ -20,14 +20,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import multiprocessing
+import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 import pandas as pd
+import quality_models
 from quality_models import (
     LOGISTIC_CS,
     MODELS,
@@ -86,6 +90,82 @@ def aam_options(args: argparse.Namespace) -> AamOptions:
     return AamOptions(overrides, args.device, args.pretrain, args.keep_checkpoints)
 
 
+@dataclasses.dataclass(frozen=True)
+class FoldContext:
+    study: Study
+    models: list[str]
+    budget: str
+    aam: AamOptions
+    out: Path
+    depth: int | None
+    n_folds: int
+
+
+FoldResult = list[tuple[str, dict[str, Any], pd.DataFrame]]
+_CONTEXT: FoldContext | None = None  # a worker process's, inherited through fork
+
+
+def run_fold(context: FoldContext, seed: int, index: int, train: Any, test: Any) -> FoldResult:
+    """Every model on one outer fold: per model its record and its prediction rows."""
+    study = context.study
+    task = study.target.task
+    metric, ids = PRIMARY[task], np.array(study.inputs.table.sample_ids)
+    fold = Fold(seed, index, train, test, *inner_split(study, train, seed, context.depth))
+    truth, groups = study.y[test], study.groups[test]
+    results: FoldResult = []
+    for model, prediction, info, seconds in fit_fold(
+        study, fold, context.models, context.budget, context.aam, context.out
+    ):
+        given = {"classes": study.classes, **dataclasses.asdict(prediction)}
+        metrics = score(task, truth, groups, **given)
+        record = {
+            "seed": seed, "fold": index, "n_test": int(test.size),
+            "n_test_groups": int(np.unique(groups).size), **metrics,
+            "seconds": seconds, "details": info,
+        }  # fmt: skip
+        frame = prediction_frame(model, seed, index, ids[test], groups, truth, **given)
+        results.append((model, record, frame))
+        choices = [f"{k} {v}" for k, v in info.items() if not isinstance(v, dict | None)]
+        log(
+            f"[{model}] seed {seed} fold {index}/{context.n_folds}: {metric} "
+            f"{metrics['per_sample'][metric]:.4g} (subject-weighted "
+            f"{metrics['subject_weighted'][metric]:.4g}), {seconds:.1f} s, " + ", ".join(choices)
+        )
+    return results
+
+
+def _run_fold_in_worker(seed: int, index: int, train: Any, test: Any) -> FoldResult:
+    assert _CONTEXT is not None
+    return run_fold(_CONTEXT, seed, index, train, test)
+
+
+def _start_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)  # the jobs share the cores instead of fighting for them
+    quality_models.FOREST_JOBS = threads
+
+
+def map_folds(
+    context: FoldContext, folds: list[tuple[int, int, Any, Any]], jobs: int
+) -> Iterator[FoldResult]:
+    """Each fold's results, in fold order; ``jobs`` > 1 runs that many folds at once in
+    forked processes, each with its share of the cores (the forest included)."""
+    global _CONTEXT
+    if jobs <= 1:
+        yield from (run_fold(context, *fold) for fold in folds)
+        return
+    _CONTEXT = context
+    threads = max(1, len(os.sched_getaffinity(0)) // jobs)
+    with ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_start_worker,
+        initargs=(threads,),
+    ) as pool:
+        yield from pool.map(_run_fold_in_worker, *zip(*folds, strict=True))
+
+
 def protocol(
     args: argparse.Namespace, study: Study, models: list[str], aam: AamOptions
 ) -> dict[str, Any]:
@@ -94,7 +174,7 @@ def protocol(
     settings = aam.settings(study.group, 0)
     return {
         "dataset": str(args.dataset), "target": args.target, "task": args.task,
-        "group": args.group, "where": args.where, "min_reads": args.min_reads,
+        "group": args.group, "where": args.where, "jobs": args.jobs, "min_reads": args.min_reads,
         "n_samples": int(study.y.size), "n_groups": int(np.unique(study.groups).size),
         "samples_dropped": study.notes, "classes": list(study.classes) or None,
         "seeds": args.seeds, "folds": args.folds, "models": models,
@@ -130,6 +210,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--pretrain", action="store_true", help="pretrain AAM's encoder in every outer fold")
     add("--device", default="cpu", help="AAM's device")
     add("--budget", choices=tuple(TREES), default="cpu", help="forest sizes")
+    add("--jobs", type=int, default=1, help="outer folds run at once (processes sharing the cores)")
     add("--out", type=Path, help="output folder (default quality-results/<dataset>-<target>)")
     add("--keep-checkpoints", action="store_true", help="keep AAM's checkpoints")
     return parser.parse_args(argv)
@@ -140,41 +221,29 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     task = cast(Task, args.task)
     models, aam = resolve_models(args.models), aam_options(args)
+    if args.jobs < 1:
+        raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
     study = load_study(args.dataset, args.target, task, args.group, args.where, args.min_reads)
     if args.pretrain and study.inputs.tree is None:
         raise UsageError(f"--pretrain needs a tree: {args.dataset} has no tree.nwk")
     out = args.out or Path("quality-results") / f"{study.name}-{args.target}"
     out.mkdir(parents=True, exist_ok=True)
     depth = RunConfig.from_mapping(aam.settings(study.group, 0)).rarefaction_depth
-    metric, ids = PRIMARY[task], np.array(study.inputs.table.sample_ids)
     records: dict[str, list[dict[str, Any]]] = {m: [] for m in models}
     frames = []
-    for seed in range(args.seeds):
-        labels = study.codes if study.classes else None
-        splits = outer_folds(study.groups, labels, args.folds, seed)
-        for index, (train, test) in enumerate(splits, start=1):
-            fold = Fold(seed, index, train, test, *inner_split(study, train, seed, depth))
-            truth, groups = study.y[test], study.groups[test]
-            for model, prediction, info, seconds in fit_fold(
-                study, fold, models, args.budget, aam, out
-            ):
-                given = {"classes": study.classes, **dataclasses.asdict(prediction)}
-                metrics = score(task, truth, groups, **given)
-                records[model].append(
-                    {"seed": seed, "fold": index, "n_test": int(test.size),
-                     "n_test_groups": int(np.unique(groups).size), **metrics,
-                     "seconds": seconds, "details": info}
-                )  # fmt: skip
-                frames.append(
-                    prediction_frame(model, seed, index, ids[test], groups, truth, **given)
-                )
-                choices = [f"{k} {v}" for k, v in info.items() if not isinstance(v, dict | None)]
-                log(
-                    f"[{model}] seed {seed} fold {index}/{args.folds}: {metric} "
-                    f"{metrics['per_sample'][metric]:.4g} (subject-weighted "
-                    f"{metrics['subject_weighted'][metric]:.4g}), {seconds:.1f} s, "
-                    + ", ".join(choices)
-                )
+    labels = study.codes if study.classes else None
+    folds = [
+        (seed, index, train, test)
+        for seed in range(args.seeds)
+        for index, (train, test) in enumerate(
+            outer_folds(study.groups, labels, args.folds, seed), start=1
+        )
+    ]
+    context = FoldContext(study, models, args.budget, aam, out, depth, args.folds)
+    for fold_results in map_folds(context, folds, args.jobs):
+        for model, record, frame in fold_results:
+            records[model].append(record)
+            frames.append(frame)
     predictions = pd.concat(frames, ignore_index=True)
     predictions.to_csv(out / "predictions.tsv", sep="\t", index=False)
     results, differences = summarise(task, study.classes, records, predictions)

@@ -48,6 +48,7 @@ RF_GRID = [(f, leaf) for f in ("sqrt", 0.3, 1.0) for leaf in (1, 3, 5)]
 # in 6 folds, but the points it chose between were within the search's own noise, and an untuned
 # 500-tree forest scored as the tuned one (MAE 2.82 vs 2.81, AUC 0.88 vs 0.88).
 TREES = {"cpu": (100, 500), "gpu": (500, 500)}
+FOREST_JOBS = -1  # every core; a fold of quality.py --jobs N: its share
 RIDGE_ALPHAS = (1.0, 10.0, 100.0, 1e3, 1e4, 1e5)  # CLR features number in the thousands
 LOGISTIC_CS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 VALIDATION_FRACTION = 0.2
@@ -223,7 +224,7 @@ def fit_rf(study: Study, fold: Fold, budget: str) -> tuple[Prediction, dict[str,
         trees = TREES[budget][1 if refit else 0]
         features, leaf = point
         return forest(
-            n_estimators=trees, max_features=features, min_samples_leaf=leaf, n_jobs=-1,
+            n_estimators=trees, max_features=features, min_samples_leaf=leaf, n_jobs=FOREST_JOBS,
             random_state=fold.seed,
         )  # fmt: skip
 

@@ -10,6 +10,7 @@ import math
 import sys
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -351,3 +352,30 @@ def test_aam_and_the_ensemble_come_from_one_run(study_dir: Path, tmp_path: Path)
                 (predictions["model"] == model) & (predictions["fold"] == fold["fold"])
             ]
             assert fold["per_sample"] == pytest.approx(_recomputed(rows)["per_sample"])
+
+
+@pytest.mark.usefixtures("small_forests")
+def test_folds_run_in_parallel_give_the_results_of_one_at_a_time(
+    study_dir: Path, tmp_path: Path
+) -> None:
+    def run(jobs: int) -> tuple[dict[str, Any], pd.DataFrame]:
+        out = tmp_path / f"jobs{jobs}"
+        result = quality.main(
+            [str(study_dir), "--target", "age", "--task", "regression", "--group", "subject",
+             "--seeds", "2", "--folds", "2", "--models", "rf,linear,constant",
+             "--jobs", str(jobs), "--out", str(out)]
+        )  # fmt: skip
+        return result, pd.read_csv(out / "predictions.tsv", sep="\t")
+
+    (one, one_rows), (two, two_rows) = run(1), run(2)
+    assert two["jobs"] == 2
+    for model in ("rf", "linear", "constant"):
+        alone, parallel = one["results"][model]["folds"], two["results"][model]["folds"]
+        assert [(f["seed"], f["fold"]) for f in parallel] == [(0, 1), (0, 2), (1, 1), (1, 2)]
+        for a, p in zip(alone, parallel, strict=True):
+            assert (a["seed"], a["fold"], a["details"]) == (p["seed"], p["fold"], p["details"])
+            for view in ("per_sample", "subject_weighted"):  # a forest's sums, other threads
+                assert p[view] == pytest.approx(a[view], rel=1e-12)
+    pd.testing.assert_frame_equal(one_rows, two_rows, rtol=1e-12)
+    with pytest.raises(models.UsageError, match="--jobs must be >= 1, got 0"):
+        quality.main([str(study_dir), "--target", "age", "--task", "regression", "--jobs", "0"])
