@@ -46,7 +46,13 @@ def test_regression_is_de_standardised_and_rarefied(
     # the same numbers by hand: rarefy, collate, run the model (float64), de-standardise
     samples = predictor.samples(table.subset_samples(np.arange(6)), seqs)
     assert all(s.counts.sum() == 1500 for s in samples)  # deeper samples were rarefied
-    batch = Collator(tokenize(seqs, max_bp=150), token_limit=12)(samples)
+    # the model's ASV vocabulary (on by default): each feature's row of it
+    vocabulary = predictor.checkpoint.vocabulary
+    assert vocabulary is not None
+    row_of = {sequence: row for row, sequence in enumerate(vocabulary, start=1)}
+    rows = np.array([row_of.get(s, 0) for s in seqs], dtype=np.int64)
+    assert (rows > 0).any()
+    batch = Collator(tokenize(seqs, max_bp=150), token_limit=12, vocabulary=rows)(samples)
     batch = dataclasses.replace(batch, abundance=batch.abundance.double())
     model = predictor.model
     with torch.no_grad():

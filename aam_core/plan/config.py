@@ -14,6 +14,7 @@ tie fields together.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -37,6 +38,12 @@ MAXIMISED = frozenset(
 )
 BOUND_WORDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
 PRESET_LR = {"default": 1e-4, "tiny": 1e-3}
+MIN_AUTO_BATCH, MAX_AUTO_BATCH = 16, 64
+
+
+def auto_batch_size(n_train: int) -> int:
+    """An eighth of ``n_train`` training samples (at least 8 steps an epoch), from 16 to 64."""
+    return min(max(n_train // 8, MIN_AUTO_BATCH), MAX_AUTO_BATCH)
 
 
 def setting(default: Any = None, help: str = "", *, why: str = "", **bounds: float) -> Any:
@@ -76,9 +83,9 @@ class RunConfig:
         "abundance-weighted mean (train jobs).",
     )
     asv_vocabulary: bool = setting(
-        False,
+        True,
         "Learn an identity embedding for each ASV of the train split beside its sequence's "
-        "vector (train jobs); other ASVs are read by sequence alone.",
+        "vector (train jobs, not with a frozen encoder); other ASVs are read by sequence alone.",
     )
     identity_dropout: float = setting(
         0.2, "Share of ASV identities hidden per training step (with asv_vocabulary).", ge=0, lt=1
@@ -97,8 +104,12 @@ class RunConfig:
     )
     # optimisation
     epochs: int = setting(50, "Passes over the training samples.", ge=1, le=100_000)
-    batch_size: int = setting(
-        16, "Samples per batch (per GPU).", why="UniFrac compares pairs", ge=2, le=65_536
+    batch_size: int | None = setting(
+        None,
+        "Samples per batch (per GPU); unset: an eighth of the train split, from 16 to 64.",
+        why="UniFrac compares pairs",
+        ge=2,
+        le=65_536,
     )
     lr: float | None = setting(
         None,
@@ -185,6 +196,20 @@ class RunConfig:
     def model_config_base(self) -> AAMConfig:
         """The preset's model ("auto" before a device is known: the larger one)."""
         return AAMConfig.tiny() if self.preset == "tiny" else AAMConfig.default()
+
+    def for_samples(self, n_samples: int) -> RunConfig:
+        """``batch_size`` unset resolved for a dataset of ``n_samples``: an eighth of its train
+        split (at least 8 steps an epoch), from 16 to 64. Larger batches give smoother
+        training and fewer, cheaper steps; a small study still gets enough steps to learn."""
+        if self.batch_size is not None:
+            return self
+        n_train = n_samples - math.ceil(n_samples * self.validation_fraction)
+        return self.replace(batch_size=auto_batch_size(n_train))
+
+    @property
+    def batch(self) -> int:
+        """``batch_size``; unset (a config no planner resolved): the largest automatic one."""
+        return self.batch_size or MAX_AUTO_BATCH
 
     @property
     def peak_lr(self) -> float:

@@ -125,6 +125,9 @@ def plan_run(
     elif device is not None and run.preset == "auto":
         run = run.for_device(device.split(":")[0])
         notes = (f"preset auto: {run.preset} (a run on {device})",)
+    if run.batch_size is None:
+        run = run.for_samples(dataset.n_samples)
+        notes += (f"batch_size {run.batch_size} (an eighth of the train split, 16 to 64)",)
     stage: Stage = "pretrain" if kind == "pretrain" else "train"
     model = _model_config(run, stage, target, n_classes, base)
     _check_group(run, dataset)
@@ -332,9 +335,9 @@ def _check_gpus(run: RunConfig, dataset: DatasetFacts) -> None:
         return
     n_samples = dataset.n_samples
     n_train = n_samples - math.ceil(n_samples * run.validation_fraction)
-    if run.gpus * run.batch_size > n_train:
+    if run.gpus * run.batch > n_train:
         raise ConfigError(
-            f"{run.gpus} GPUs x batch_size {run.batch_size} = {run.gpus * run.batch_size} "
+            f"{run.gpus} GPUs x batch_size {run.batch} = {run.gpus * run.batch} "
             f"samples per step, but {dataset.where} has at most {n_train} training samples "
             f"({n_samples} samples, validation_fraction {run.validation_fraction:g}); every "
             "GPU needs a full batch: ask for fewer GPUs",

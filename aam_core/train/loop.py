@@ -21,7 +21,7 @@ from aam_core.data.batching import Batch, Collator, SampleDataset
 from aam_core.io.files import write_jsonl
 from aam_core.model import SequenceEncoder, SequenceRegressor
 from aam_core.model.heads import pairwise_distances
-from aam_core.plan.config import RunConfig, Stage
+from aam_core.plan.config import RunConfig, Stage, auto_batch_size
 from aam_core.train.callbacks import Callback, CallbackList, EpochEvent, StepEvent
 from aam_core.train.distributed import (
     DistContext,
@@ -81,7 +81,10 @@ class Trainer:
         self.device = self.ctx.device
         self.model = model.to(self.device)  # the plain module: configs, checkpoints
         self.data = data
-        self.config = config
+        # a batch size left unset (a config built without the planner): from the train split
+        self.config = config = config.replace(
+            batch_size=config.batch_size or auto_batch_size(len(data.train))
+        )
         self.stage = stage
         self.out_dir = Path(out_dir)
         self.checkpoint_fields = checkpoint_fields
@@ -108,7 +111,7 @@ class Trainer:
             fused=self.device.type == "cuda",  # one kernel for all parameters on GPUs
         )
         self.batches_per_epoch = math.ceil(
-            len(shard(np.arange(len(data.train)), self.ctx, pad=True)) / config.batch_size
+            len(shard(np.arange(len(data.train)), self.ctx, pad=True)) / config.batch
         )
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / config.grad_accumulation)
         self.total_steps = self.steps_per_epoch * config.epochs
@@ -164,7 +167,7 @@ class Trainer:
     def _epoch_batches(self, epoch: int) -> list[list[int]]:
         order = np.random.default_rng([self.config.seed, epoch]).permutation(len(self.data.train))
         rows = shard(order, self.ctx, pad=True)
-        size = self.config.batch_size
+        size = self.config.batch
         return [rows[i : i + size].tolist() for i in range(0, len(rows), size)]
 
     def _global_unifrac(self, batch: Batch, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -219,7 +222,7 @@ class Trainer:
             dataset,
             collate,
             rows,
-            batch_size=self.config.batch_size,
+            batch_size=self.config.batch,
             device=self.device,
             precision=self.config.precision,
             class_weights=self.class_weights,

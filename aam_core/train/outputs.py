@@ -72,7 +72,7 @@ def write_outputs(
             data.validation,
             data.validation_collate,
             np.arange(len(data.validation)),
-            batch_size=config.batch_size,
+            batch_size=config.batch,
             device=device,
             precision=config.precision,
             keep=True,

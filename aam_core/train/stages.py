@@ -185,7 +185,9 @@ def run_train(
         run.model, target=dataclasses.replace(run.model.target, out_dim=out_dim)
     )
     vocabulary = None
-    if config.asv_vocabulary:
+    if config.asv_vocabulary and run.freeze_base:
+        log.on_log("asv_vocabulary: off, the encoder is frozen (its identities could not learn)")
+    elif config.asv_vocabulary:
         vocabulary = prepared.asv_vocabulary()
         sample = dataclasses.replace(
             model_config.sample,

@@ -38,7 +38,7 @@ def test_flags_override_the_file_and_none_means_not_given(tmp_path: Path) -> Non
     path.write_text('preset = "tiny"\nepochs = 3\nlr = 0.005\n')
     config = build_config(path, {"epochs": 1, "lr": None, "seed": 4})
     assert (config.preset, config.epochs, config.lr, config.seed) == ("tiny", 1, 0.005, 4)
-    assert config.batch_size == 16  # RunConfig's default, in neither
+    assert config.batch_size is None  # RunConfig's default, in neither: the planner's choice
 
 
 @pytest.mark.parametrize(

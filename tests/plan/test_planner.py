@@ -141,6 +141,7 @@ def test_fine_tuning_keeps_the_encoder_s_model_and_reads_as_it_did() -> None:
     assert run.model.loss_weights.active() == {"target"}
     assert run.notes == (
         "using the encoder's preprocessing: token_limit=256, rarefaction_depth=2000",
+        "batch_size 16 (an eighth of the train split, 16 to 64)",
     )
     explicit = plan_run("train", {"rarefaction_depth": 500}, DATASET, target=AGE, base=encoder())
     assert explicit.config.rarefaction_depth == 500
@@ -175,6 +176,19 @@ def test_dataset_rules() -> None:
     assert str(error).startswith("2 GPUs x batch_size 32 = 64 samples per step, but dataset")
 
 
+@pytest.mark.parametrize(
+    ("n_samples", "fraction", "batch"),
+    [(40, 0.2, 16), (200, 0.2, 20), (700, 0.2, 64), (1000, 0.5, 62), (100_000, 0.2, 64)],
+)
+def test_an_unset_batch_size_is_an_eighth_of_the_train_split(
+    n_samples: int, fraction: float, batch: int
+) -> None:
+    facts = DatasetFacts("dataset 'ds_1'", {**SUMMARY, "n_samples": n_samples})
+    run = plan_run("train", {"validation_fraction": fraction}, facts, target=AGE)
+    assert run.config.batch_size == batch  # n_train // 8, from 16 to 64
+    assert plan_run("train", {"batch_size": 8}, facts, target=AGE).config.batch_size == 8
+
+
 def test_the_planner_imports_no_torch() -> None:
     code = (
         "import sys, json; import aam_core.plan.planner, aam_core.plan.files; "
@@ -189,7 +203,10 @@ def test_preset_auto_sizes_the_model_for_the_device() -> None:
     cpu = plan_run("train", {}, DATASET, target=AGE, device="cpu")
     assert (cpu.config.preset, cpu.config.peak_lr) == ("tiny", 1e-3)
     assert cpu.model is not None and cpu.model.dim == AAMConfig.tiny().dim
-    assert cpu.notes == ("preset auto: tiny (a run on cpu)",)
+    assert cpu.notes == (
+        "preset auto: tiny (a run on cpu)",
+        "batch_size 16 (an eighth of the train split, 16 to 64)",
+    )
     gpu = plan_run("train", {}, DATASET, target=AGE, device="cuda:1")
     assert (gpu.config.preset, gpu.config.peak_lr) == ("default", 1e-4)
     assert gpu.model is not None and gpu.model.dim == AAMConfig.default().dim
