@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
@@ -241,7 +242,7 @@ def test_end_to_end_on_a_synthetic_study(study_dir: Path, tmp_path: Path) -> Non
     result = quality.main(
         [str(study_dir), "--target", "age", "--task", "regression", "--group", "subject",
          "--seeds", "1", "--folds", "2", "--models", "rf,linear,constant,aam",
-         "--aam-config", json.dumps(aam_config), "--out", str(out)]
+         "--aam-config", json.dumps(aam_config), "--jobs", "1", "--out", str(out)]
     )  # fmt: skip
     assert json.loads((out / "quality.json").read_text()) == result
     assert (out / "quality.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -289,6 +290,7 @@ def test_end_to_end_classification_with_three_classes(study_dir: Path, tmp_path:
          "--out", str(tmp_path)]
     )  # fmt: skip
     classes = ["site_A", "site_B", "site_C"]
+    assert result["jobs"] == len(os.sched_getaffinity(0))  # --budget cpu: a fold per core
     assert result["classes"] == classes and result["primary_metric"] == "roc_auc"
     predictions = pd.read_csv(tmp_path / "predictions.tsv", sep="\t")
     for model, summary in result["results"].items():
@@ -318,7 +320,7 @@ def test_pretraining_reports_the_encoders_held_out_unifrac_r2(
     result = quality.main(
         [str(study_dir), "--target", "age", "--task", "regression", "--group", "subject",
          "--seeds", "1", "--folds", "2", "--models", "aam", "--pretrain",
-         "--aam-config", json.dumps(aam_config), "--out", str(tmp_path)]
+         "--aam-config", json.dumps(aam_config), "--jobs", "1", "--out", str(tmp_path)]
     )  # fmt: skip
     assert result["aam"]["pretrain"] is True
     for fold in result["results"]["aam"]["folds"]:
@@ -338,7 +340,7 @@ def test_aam_and_the_ensemble_come_from_one_run(study_dir: Path, tmp_path: Path)
     result = quality.main(
         [str(study_dir), "--target", "age", "--task", "regression", "--group", "subject",
          "--seeds", "1", "--folds", "2", "--models", "rf,aam,ensemble",
-         "--aam-config", json.dumps(aam_config), "--out", str(tmp_path)]
+         "--aam-config", json.dumps(aam_config), "--jobs", "1", "--out", str(tmp_path)]
     )  # fmt: skip
     assert set(result["differences"]) == {"aam-rf", "ensemble-rf"}
     aam, ensemble = result["results"]["aam"]["folds"], result["results"]["ensemble"]["folds"]
