@@ -235,15 +235,23 @@ def small_forests(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(models.TREES, "cpu", (10, 20))
 
 
+TINY_AAM = {"preset": "tiny", "epochs": 2, "rarefaction_depth": 500, "token_limit": 32}
+
+
+def run_age_study(study_dir: Path, out: Path, models: str) -> dict[str, Any]:
+    """quality.py on the synthetic study's age, grouped by subject: 1 seed, 2 folds, a tiny
+    AAM of 2 epochs, one fold at a time."""
+    return quality.main(
+        [str(study_dir), "--target", "age", "--task", "regression", "--group", "subject",
+         "--seeds", "1", "--folds", "2", "--models", models,
+         "--aam-config", json.dumps(TINY_AAM), "--jobs", "1", "--out", str(out)]
+    )  # fmt: skip
+
+
 @pytest.mark.usefixtures("small_forests")
 def test_end_to_end_on_a_synthetic_study(study_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    aam_config = {"preset": "tiny", "epochs": 2, "rarefaction_depth": 500, "token_limit": 32}
-    result = quality.main(
-        [str(study_dir), "--target", "age", "--task", "regression", "--group", "subject",
-         "--seeds", "1", "--folds", "2", "--models", "rf,linear,constant,aam",
-         "--aam-config", json.dumps(aam_config), "--jobs", "1", "--out", str(out)]
-    )  # fmt: skip
+    result = run_age_study(study_dir, out, "rf,linear,constant,aam")
     assert json.loads((out / "quality.json").read_text()) == result
     assert (out / "quality.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (result["n_samples"], result["n_groups"]) == (60, 15)  # 4 samples per subject
@@ -336,12 +344,7 @@ def test_pretraining_reports_the_encoders_held_out_unifrac_r2(
 @pytest.mark.skipif(models.ensemble_missing() is not None, reason="aam_core has no ensemble")
 @pytest.mark.usefixtures("small_forests")
 def test_aam_and_the_ensemble_come_from_one_run(study_dir: Path, tmp_path: Path) -> None:
-    aam_config = {"preset": "tiny", "epochs": 2, "rarefaction_depth": 500, "token_limit": 32}
-    result = quality.main(
-        [str(study_dir), "--target", "age", "--task", "regression", "--group", "subject",
-         "--seeds", "1", "--folds", "2", "--models", "rf,aam,ensemble",
-         "--aam-config", json.dumps(aam_config), "--jobs", "1", "--out", str(tmp_path)]
-    )  # fmt: skip
+    result = run_age_study(study_dir, tmp_path, "rf,aam,ensemble")
     assert set(result["differences"]) == {"aam-rf", "ensemble-rf"}
     aam, ensemble = result["results"]["aam"]["folds"], result["results"]["ensemble"]["folds"]
     assert len(list((tmp_path / "aam").iterdir())) == 2  # one training run per fold
