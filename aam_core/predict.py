@@ -21,6 +21,7 @@ from aam_core.data.rarefy import rarefy_by_content
 from aam_core.data.selection import select_asvs, sequence_ranks
 from aam_core.data.tokens import tokenize
 from aam_core.errors import UserError
+from aam_core.io.errors import preview
 from aam_core.io.types import FeatureTable
 from aam_core.model import SequenceEncoder, SequenceRegressor
 from aam_core.predictions import PredictionResult, SamplePrediction, write_predictions
@@ -132,6 +133,12 @@ class Predictor:
             raise PredictionError(
                 f"number of sequences ({len(sequences)}) must match number of features "
                 f"({table.n_features})"
+            )
+        empty = [table.sample_ids[i] for i in np.flatnonzero(table.depths() == 0)]
+        if empty:
+            raise PredictionError(
+                f"{len(empty)} samples have no reads ({preview(empty)}): nothing can be "
+                "predicted from them; remove them from the table"
             )
         tokens = tokenize(sequences, max_bp=self.max_bp, truncate=self.truncate)
         collate = Collator(
@@ -279,9 +286,7 @@ class Predictor:
         results = []
         for i, sample_id in enumerate(table.sample_ids):
             warnings = []
-            if depths[i] == 0:
-                warnings.append("the sample has no reads: nothing to predict from")
-            elif self.depth is not None and depths[i] < self.depth:
+            if self.depth is not None and depths[i] < self.depth:
                 warnings.append(
                     f"the sample has {depths[i]} reads, fewer than the training rarefaction "
                     f"depth ({self.depth}); predicted without rarefaction"
@@ -292,13 +297,13 @@ class Predictor:
                     f"only the {n_used} most abundant of {n_feat} ASVs were read (token limit)"
                 )
             entry: dict[str, Any] = {}
-            if prediction is not None and depths[i] > 0:
+            if prediction is not None:
                 entry["prediction"] = prediction[:, i].mean(axis=0).tolist()
                 if len(prediction) > 1:
                     # about the first pass: identical passes give exactly 0, not a rounding
                     spread = prediction[:, i] - prediction[:1, i]  # [passes, out_dim]
                     entry["prediction_std"] = spread.std(axis=0).tolist()
-            if probabilities is not None and depths[i] > 0:
+            if probabilities is not None:
                 mean = probabilities[:, i].mean(axis=0)
                 entry["label"] = classes[int(mean.argmax())]
                 entry["probabilities"] = {c: float(v) for c, v in zip(classes, mean, strict=True)}
@@ -309,7 +314,7 @@ class Predictor:
                     }
             if embedding is not None:
                 entry["embedding"] = embedding[:, i].mean(axis=0).tolist()
-            if "aam" in outputs and depths[i] > 0:
+            if "aam" in outputs:
                 entry["components"] = {
                     name: self._component(outputs[name][:, i].mean(axis=0), classes)
                     for name in ("aam", "forest")

@@ -69,25 +69,27 @@ def test_regression_is_de_standardised_and_rarefied(
     assert first.fraction_reads_used == pytest.approx(kept)
 
 
-def test_shallow_and_empty_samples_are_flagged(
+def test_shallow_samples_are_flagged_and_empty_ones_refused(
     trained: dict[str, Path], study_inputs: Inputs
 ) -> None:
     predictor = Predictor.from_path(trained["regressor"])
     seqs = study_inputs.sequences
-    counts = np.zeros((2, len(seqs)), dtype=np.int64)
+    counts = np.zeros((3, len(seqs)), dtype=np.int64)
     counts[0, :3] = [100, 50, 20]  # 170 reads, below the training depth
-    table = FeatureTable(
-        ("shallow", "empty"), study_inputs.table.feature_ids, sp.csr_matrix(counts)
+    ids = ("shallow", "empty", "also empty")
+    table = FeatureTable(ids, study_inputs.table.feature_ids, sp.csr_matrix(counts))
+    with pytest.raises(PredictionError) as caught:
+        predictor.predict(table, seqs)
+    assert str(caught.value) == (
+        "2 samples have no reads ('empty', 'also empty'): nothing can be predicted from them; "
+        "remove them from the table"
     )
-    result = predictor.predict(table, seqs)
-    shallow, empty = result.samples
+    (shallow,) = predictor.predict(table.subset_samples(np.array([0])), seqs).samples
     assert shallow.prediction is not None and shallow.fraction_reads_used == 1.0
     assert shallow.warnings == [
         "the sample has 170 reads, fewer than the training rarefaction depth (1500); "
         "predicted without rarefaction"
     ]
-    assert empty.prediction is None
-    assert empty.warnings == ["the sample has no reads: nothing to predict from"]
 
 
 def test_rarefaction_passes_give_a_spread(trained: dict[str, Path], study_inputs: Inputs) -> None:

@@ -3,14 +3,23 @@
 The format is judged by content, never by extension (uploads are stored under hashes).
 IDs and shapes are checked on the raw file before biom-format parses it, so that duplicate
 IDs and shape mismatches are reported by name instead of as biom's internal errors.
+
+One rule for every entry (uploads, predict jobs, the command-line tool, and JSON samples sent
+to ``POST /predict`` through :func:`table_from_counts`):
+
+- a count is a whole number of reads from 0 to ``MAX_READS``, and so is a sample's total (far
+  above any sequencing run, far below the int64 sums every later step takes);
+- a sample or feature ID is non-empty and holds no control character (tab, newline, ...),
+  which would break the rows of every TSV file the service writes.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +39,8 @@ from aam_core.io.errors import (
 )
 from aam_core.io.types import FeatureTable
 
+MAX_READS = 10**12  # reads in one sample; a count can be no larger either
+_READS = "counts must be whole numbers of reads from 0 to 10^12"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _HDF5_OFFSETS = (0, 512, 1024, 2048)  # the superblock may follow a user block
 
@@ -213,14 +224,89 @@ def _check_empty(*, n_samples: int, n_features: int, file: str) -> None:
         )
 
 
+def _unusable_id(value: str) -> bool:
+    """Empty, or holding a control character (tab, newline, NUL, ...: Unicode category Cc)."""
+    return not value or any(unicodedata.category(c) == "Cc" for c in value)
+
+
+def check_id_text(kind: str, ids: Sequence[str], file: str) -> None:
+    """Refuse empty IDs and IDs with control characters, naming them (quoted as Python
+    literals, so that a tab shows as ``\\t``)."""
+    bad = [i for i in ids if _unusable_id(i)]
+    if bad:
+        raise UnreadableFileError(
+            f"{len(bad)} {kind} IDs are empty or hold a control character (tab, newline, ...): "
+            f"{preview(bad)}; an ID must be printable text",
+            file=file,
+        )
+
+
 def _check_ids(samples: Sequence[str], features: Sequence[str], file: str) -> None:
     _check_empty(n_samples=len(samples), n_features=len(features), file=file)
     for kind, ids in (("sample", samples), ("feature", features)):
+        check_id_text(kind, ids, file)
         dups = _duplicates(ids)
         if dups:
             raise DuplicateIdError(
                 f"{len(dups)} {kind} IDs appear more than once: {preview(dups)}", file=file
             )
+
+
+def _check_depths(depths: np.ndarray, sample_ids: Sequence[str], file: str) -> None:
+    """Refuse samples whose reads add up to more than ``MAX_READS`` (``depths``: float64 sums,
+    which cannot wrap as int64 sums do)."""
+    rows = np.flatnonzero(np.asarray(depths, dtype=np.float64) > MAX_READS)
+    over = [sample_ids[int(i)] for i in rows]
+    if over:
+        raise CountsError(
+            f"{len(over)} samples have more than 10^12 reads in all ({preview(over)}); {_READS}",
+            file=file,
+        )
+
+
+def table_from_counts(
+    samples: Sequence[tuple[str, Mapping[str, int]]], *, file: str
+) -> FeatureTable:
+    """A table from ``(sample ID, {feature ID: count})`` pairs, under the rule of
+    :func:`read_table` (features sorted; zero counts dropped)."""
+    ids = [sample_id for sample_id, _ in samples]
+    features = sorted({feature for _, counts in samples for feature in counts})
+    if not ids:
+        _check_empty(n_samples=0, n_features=len(features), file=file)
+    check_id_text("sample", ids, file)
+    check_id_text("feature", features, file)
+    dups = _duplicates(ids)
+    if dups:
+        raise DuplicateIdError(
+            f"sample IDs must be unique; {len(dups)} appear more than once ({preview(dups)})",
+            file=file,
+        )
+    for what, test in (
+        ("negative", lambda c: c < 0),
+        ("above 10^12", lambda c: c > MAX_READS),
+    ):
+        bad = [sid for sid, counts in samples if any(test(c) for c in counts.values())]
+        if bad:
+            raise CountsError(
+                f"{len(bad)} samples have {what} counts ({preview(bad)}); {_READS}", file=file
+            )
+    _check_depths(np.array([sum(c.values()) for _, c in samples], dtype=np.float64), ids, file)
+    column = {feature: j for j, feature in enumerate(features)}
+    rows, cols, values = [], [], []
+    for i, (_, counts) in enumerate(samples):
+        for feature, count in counts.items():
+            if count > 0:
+                rows.append(i)
+                cols.append(column[feature])
+                values.append(count)
+    matrix = sp.csr_matrix(
+        (np.asarray(values, dtype=np.int64), (rows, cols)),
+        shape=(len(ids), len(features)),
+        dtype=np.int64,
+    )  # [n_samples, n_features]
+    return FeatureTable(
+        sample_ids=tuple(ids), feature_ids=tuple(features), counts=matrix, source=file
+    )
 
 
 def _to_feature_table(table: biom.Table, file: str) -> FeatureTable:
@@ -230,11 +316,15 @@ def _to_feature_table(table: biom.Table, file: str) -> FeatureTable:
     rows = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))  # row of each value
     sample_ids = tuple(str(s) for s in table.ids(axis="sample"))
     finite = np.isfinite(values)
-    reads = "counts must be non-negative integer reads"
     for what, bad, rule in (
-        ("non-finite (NaN or infinite)", ~finite, reads),
-        ("negative", finite & (values < 0), reads),
-        ("non-integer", finite & (values != np.round(values)), f"{reads}, not relative abundances"),
+        ("non-finite (NaN or infinite)", ~finite, _READS),
+        ("negative", finite & (values < 0), _READS),
+        ("above 10^12", finite & (values > MAX_READS), _READS),
+        (
+            "non-integer",
+            finite & (values != np.round(values)),
+            f"{_READS}, not relative abundances",
+        ),
     ):
         if bad.any():
             samples = [sample_ids[i] for i in np.unique(rows[bad])]
@@ -243,6 +333,7 @@ def _to_feature_table(table: biom.Table, file: str) -> FeatureTable:
                 f"({preview(samples)}); {rule}",
                 file=file,
             )
+    _check_depths(np.asarray(counts.sum(axis=1)).ravel(), sample_ids, file)  # float64 sums
     result = sp.csr_matrix(counts, dtype=np.int64)
     result.eliminate_zeros()
     return FeatureTable(

@@ -55,14 +55,14 @@ DATASET_CASES: list[tuple[str, dict[str, str], int, str]] = [
         {"table": "negative_counts.json.biom"},
         422,
         "negative_counts.json.biom: 2 counts are negative, in 2 samples ('S2', 'S4'); counts "
-        "must be non-negative integer reads",
+        "must be whole numbers of reads from 0 to 10^12",
     ),
     (
         "fractional counts",
         {"table": "fractional_counts.json.biom"},
         422,
         "fractional_counts.json.biom: 2 counts are non-integer, in 2 samples ('S1', 'S3'); "
-        "counts must be non-negative integer reads, not relative abundances",
+        "counts must be whole numbers of reads from 0 to 10^12, not relative abundances",
     ),
     (
         "duplicate samples",
@@ -99,6 +99,20 @@ DATASET_CASES: list[tuple[str, dict[str, str], int, str]] = [
         422,
         "unrooted.nwk: tree is not rooted: its root has 3 children; root it first "
         "(e.g. `qiime phylogeny midpoint-root`)",
+    ),
+    (
+        "a count past int64 once summed",
+        {"table": "huge_count.json.biom"},
+        422,
+        "huge_count.json.biom: 1 counts are above 10^12, in 1 samples ('S2'); counts must be "
+        "whole numbers of reads from 0 to 10^12",
+    ),
+    (
+        "a tab in a sample ID",
+        {"table": "tab_in_sample_id.json.biom"},
+        422,
+        "tab_in_sample_id.json.biom: 1 sample IDs are empty or hold a control character (tab, "
+        "newline, ...): 'S\\t2'; an ID must be printable text",
     ),
     (
         "metadata with duplicate IDs",

@@ -184,8 +184,8 @@ def test_bad_requests(client: TestClient, study: Study, tmp_path: Path) -> None:
     negative = [{"id": "s1", "counts": {"ACGT" * 30: -3}}]
     bad = post("/predict", json={"model_id": model.id, "samples": negative}, headers=ALICE)
     assert _problem(bad, 422) == (
-        "request body: counts must be non-negative integer reads; 1 samples have negative "
-        "counts ('s1')"
+        "request body: 1 samples have negative counts ('s1'); counts must be whole numbers of "
+        "reads from 0 to 10^12"
     )
     not_dna = [{"id": "s1", "counts": {"d41d8cd98f00b204e9800998ecf8427e": 10}}]
     bad = post("/predict", json={"model_id": model.id, "samples": not_dna}, headers=ALICE)
@@ -229,6 +229,47 @@ def test_bad_requests(client: TestClient, study: Study, tmp_path: Path) -> None:
     assert _problem(garbage, 422).startswith("junk.biom: ")
     assert services.cache.loads == 0  # no bad request loaded the model
     assert list(services.settings.uploads_dir.iterdir()) == []  # temporary uploads removed
+
+
+def test_counts_and_ids_outside_the_rule_are_refused_by_name(
+    client: TestClient, study: Study, tmp_path: Path
+) -> None:
+    """Issue 15's table: each was a 500, or a null prediction with 200."""
+    model = register_tiny(_services(client), "regressor", "alice", tmp_path)
+    good = _samples(study[0], 1)[0]
+    asv = next(iter(good["counts"]))
+
+    def predict(*samples: dict[str, Any]) -> str:
+        body = {"model_id": model.id, "samples": [good, *samples]}
+        return _problem(client.post("/predict", json=body, headers=ALICE), 422)
+
+    assert predict({"id": "huge", "counts": {asv: 10**30}}) == (
+        "request body: 1 samples have above 10^12 counts ('huge'); counts must be whole "
+        "numbers of reads from 0 to 10^12"
+    )
+    assert predict({"id": "sum", "counts": {asv: 6 * 10**11, asv[::-1]: 6 * 10**11}}) == (
+        "request body: 1 samples have more than 10^12 reads in all ('sum'); counts must be "
+        "whole numbers of reads from 0 to 10^12"
+    )
+    no_reads = "1 samples have no reads ('{}'): nothing can be predicted from them; remove them"
+    assert predict({"id": "nothing", "counts": {}}).startswith(no_reads.format("nothing"))
+    assert predict({"id": "zeros", "counts": {asv: 0}}).startswith(no_reads.format("zeros"))
+    for bad in ("a\tb", "a\nb"):
+        assert predict({"id": bad, "counts": {asv: 3}}) == (
+            "request body: 1 sample IDs are empty or hold a control character (tab, newline, "
+            f"...): {bad!r}; an ID must be printable text"
+        )
+    # alone, an empty sample leaves the table without features: the same answer, not a 500
+    alone = {"model_id": model.id, "samples": [{"id": "nothing", "counts": {}}]}
+    response = client.post("/predict", json=alone, headers=ALICE)
+    assert _problem(response, 422).startswith(no_reads.format("nothing"))
+    huge = Path(__file__).resolve().parents[1] / "data" / "bad" / "huge_count.json.biom"
+    table = {"table": ("huge.biom", huge.read_bytes())}
+    response = client.post("/predict", data={"model_id": model.id}, files=table, headers=ALICE)
+    assert _problem(response, 422) == (
+        "huge.biom: 1 counts are above 10^12, in 1 samples ('S2'); counts must be whole "
+        "numbers of reads from 0 to 10^12"
+    )
 
 
 def test_synchronous_limit_points_to_predict_jobs(

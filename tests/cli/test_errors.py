@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import biom
+import h5py
+import numpy as np
 import pytest
 
+from aam_core.io import read_table
 from tests.cli.conftest import Study, aam
 
 BAD = Path(__file__).resolve().parents[1] / "data" / "bad"
@@ -110,3 +114,23 @@ def test_unusable_target(
 def test_missing_required_option_is_a_usage_error(tmp_path: Path) -> None:
     result = aam("train", "--table", tmp_path / "t.biom", "--out", tmp_path / "o", code=2)
     assert "Missing option" in result.stderr
+
+
+def test_a_sample_without_reads_is_refused_by_name(
+    encoder_run: Path, study: Study, tmp_path: Path
+) -> None:
+    table = read_table(study.table)
+    counts = np.vstack([table.counts.toarray(), np.zeros((1, table.n_features))])  # + no reads
+    ids = [*table.sample_ids, "blank_well"]
+    path = tmp_path / "with_blank.biom"
+    with h5py.File(path, "w") as h5:
+        biom.Table(counts.T, list(table.feature_ids), ids).to_hdf5(h5, "test")
+    encoder = encoder_run / "checkpoints" / "best.pt"
+    out = tmp_path / "embeddings.tsv"
+    result = aam("predict", "--model", encoder, "--table", path, "--out", out, "--embeddings",
+                 code=2)  # fmt: skip
+    assert _one_error_line(result.stderr) == (
+        "error: 1 samples have no reads ('blank_well'): nothing can be predicted from them; "
+        "remove them from the table"
+    )
+    assert not out.exists()

@@ -55,14 +55,28 @@ CASES: list[tuple[str, Callable[[Path], object], type[InputError], str]] = [
         read_table,
         CountsError,
         "negative_counts.json.biom: 2 counts are negative, in 2 samples ('S2', 'S4'); counts "
-        "must be non-negative integer reads",
+        "must be whole numbers of reads from 0 to 10^12",
     ),
     (
         "fractional_counts.json.biom",
         read_table,
         CountsError,
         "fractional_counts.json.biom: 2 counts are non-integer, in 2 samples ('S1', 'S3'); "
-        "counts must be non-negative integer reads, not relative abundances",
+        "counts must be whole numbers of reads from 0 to 10^12, not relative abundances",
+    ),
+    (
+        "huge_count.json.biom",
+        read_table,
+        CountsError,
+        "huge_count.json.biom: 1 counts are above 10^12, in 1 samples ('S2'); counts must be "
+        "whole numbers of reads from 0 to 10^12",
+    ),
+    (
+        "tab_in_sample_id.json.biom",
+        read_table,
+        UnreadableFileError,
+        "tab_in_sample_id.json.biom: 1 sample IDs are empty or hold a control character (tab, "
+        "newline, ...): 'S\\t2'; an ID must be printable text",
     ),
     (
         "duplicate_samples.json.biom",

@@ -16,6 +16,7 @@ from aam_core.io import (
     read_table,
     zero_count_samples,
 )
+from aam_core.io.table import table_from_counts
 
 FEATURES = ["ACGT", "CCGGA", "TTTAN"]
 SAMPLES = ["s1", "s2", "s3", "s4"]
@@ -181,7 +182,7 @@ def test_negative_counts_name_samples_and_count(hdf5_table) -> None:
         read_table(hdf5_table(counts, FEATURES, SAMPLES))
     assert str(info.value) == (
         "table.biom: 3 counts are negative, in 2 samples ('s1', 's3'); counts must be "
-        "non-negative integer reads"
+        "whole numbers of reads from 0 to 10^12"
     )
 
 
@@ -192,7 +193,7 @@ def test_fractional_counts_are_not_reads(hdf5_table) -> None:
         read_table(hdf5_table(counts, FEATURES, SAMPLES))
     assert str(info.value) == (
         "table.biom: 4 counts are non-integer, in 3 samples ('s1', 's3', 's4'); counts must be "
-        "non-negative integer reads, not relative abundances"
+        "whole numbers of reads from 0 to 10^12, not relative abundances"
     )
 
 
@@ -205,7 +206,7 @@ def test_nan_counts(json_table) -> None:
         read_table(path)
     assert str(info.value) == (
         "table.json: 1 counts are non-finite (NaN or infinite), in 1 samples ('s1'); counts "
-        "must be non-negative integer reads"
+        "must be whole numbers of reads from 0 to 10^12"
     )
 
 
@@ -303,3 +304,87 @@ def test_row_counts_round_trip() -> None:
     table = FeatureTable(("a", "b"), ("AC", "GT", "TT"), sp.csr_matrix(dense))
     assert table.row_counts(0) == {"GT": 5, "TT": 2}
     assert table.row_counts(1) == {"AC": 7}
+
+
+# -- the one rule for counts and IDs (issue 15): every entry reads tables through it --------
+
+
+def test_a_count_above_10_to_the_12_is_refused_not_wrapped(hdf5_table, json_table) -> None:
+    big = [[5, 0, 1], [0, 1e20, 0], [12, 3, 0], [0, 7, 7]]  # int64 would wrap to negative
+    for path in (hdf5_table(big, FEATURES, SAMPLES), json_table(big, FEATURES, SAMPLES)):
+        with pytest.raises(CountsError) as info:
+            read_table(path)
+        assert str(info.value) == (
+            f"{path.name}: 1 counts are above 10^12, in 1 samples ('s2'); counts must be whole "
+            "numbers of reads from 0 to 10^12"
+        )
+
+
+def test_a_sample_whose_reads_add_up_past_10_to_the_12_is_refused(hdf5_table) -> None:
+    near = [[5, 0, 1], [0, 0, 0], [6e11, 6e11, 0], [0, 7, 7]]  # each count allowed, not the sum
+    with pytest.raises(CountsError) as info:
+        read_table(hdf5_table(near, FEATURES, SAMPLES))
+    assert str(info.value) == (
+        "table.biom: 1 samples have more than 10^12 reads in all ('s3'); counts must be whole "
+        "numbers of reads from 0 to 10^12"
+    )
+    at_limit = [[5, 0, 1], [0, 0, 0], [10**12 - 3, 3, 0], [0, 7, 7]]
+    assert read_table(hdf5_table(at_limit, FEATURES, SAMPLES)).depths()[2] == 10**12
+
+
+@pytest.mark.parametrize("bad", ["s\t2", "s2\n", "s\r2", "\x1b[0m", ""], ids=repr)  # HDF5: no NUL
+def test_sample_ids_with_control_characters_are_refused(hdf5_table, json_table, bad) -> None:
+    ids = ["s1", bad, "s3", "s4"]
+    hdf5 = hdf5_table(COUNTS, FEATURES, SAMPLES)
+    _rename_ids(hdf5, "sample", ids)
+    text = json_table(COUNTS, FEATURES, SAMPLES)
+    doc = _json_doc(text)
+    doc["columns"][1]["id"] = bad
+    text.write_text(json.dumps(doc))
+    for path in (hdf5, text):
+        with pytest.raises(UnreadableFileError) as info:
+            read_table(path)
+        assert str(info.value) == (
+            f"{path.name}: 1 sample IDs are empty or hold a control character (tab, newline, "
+            f"...): {bad!r}; an ID must be printable text"
+        )
+
+
+def test_feature_ids_follow_the_same_rule(hdf5_table) -> None:
+    path = hdf5_table(COUNTS, FEATURES, SAMPLES)
+    _rename_ids(path, "observation", ["ACGT", "CC\tGGA", "TTTAN"])
+    with pytest.raises(UnreadableFileError, match=r"1 feature IDs are empty or hold a control"):
+        read_table(path)
+
+
+def test_ids_may_hold_any_printable_text(hdf5_table) -> None:
+    ids = ["s 1", "ß-2", "サンプル3", "s.4;#"]  # spaces, non-ASCII and punctuation are fine
+    path = hdf5_table(COUNTS, FEATURES, SAMPLES)
+    _rename_ids(path, "sample", ids)
+    assert read_table(path).sample_ids == tuple(ids)
+
+
+def test_json_samples_follow_the_rule_of_tables() -> None:
+    table = table_from_counts(
+        [("b", {"TT": 2, "AC": 0}), ("a", {"AC": 5}), ("c", {})], file="request body"
+    )
+    assert table.sample_ids == ("b", "a", "c") and table.feature_ids == ("AC", "TT")
+    np.testing.assert_array_equal(table.counts.toarray(), [[0, 2], [5, 0], [0, 0]])
+    assert table.counts.nnz == 2 and table.counts.dtype == np.int64
+    cases = [
+        ([("s1", {"AC": 10**30})], CountsError, "1 samples have above 10^12 counts ('s1')"),
+        ([("s1", {"AC": -1})], CountsError, "1 samples have negative counts ('s1')"),
+        (
+            [("s1", {"AC": 6 * 10**11, "TT": 6 * 10**11})],
+            CountsError,
+            "1 samples have more than 10^12 reads in all ('s1')",
+        ),
+        ([("a\nb", {"AC": 1})], UnreadableFileError, "1 sample IDs are empty or hold a control"),
+        ([("a\x00", {"AC": 1})], UnreadableFileError, "1 sample IDs are empty or hold a control"),
+        ([("s1", {"A\tC": 1})], UnreadableFileError, "1 feature IDs are empty or hold a control"),
+        ([("s1", {}), ("s1", {})], DuplicateIdError, "sample IDs must be unique; 1 appear"),
+    ]
+    for samples, error, message in cases:
+        with pytest.raises(error) as info:
+            table_from_counts(samples, file="request body")
+        assert str(info.value).startswith(f"request body: {message}"), str(info.value)

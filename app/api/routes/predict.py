@@ -8,16 +8,13 @@ through a ``predict`` job.
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
-import numpy as np
-import scipy.sparse as sp
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
-from aam_core.io import CountsError, FeatureTable, read_sequences, read_table, resolve_sequences
-from aam_core.io.errors import DuplicateIdError, preview
+from aam_core.io import FeatureTable, read_sequences, read_table, resolve_sequences
+from aam_core.io.table import table_from_counts
 from aam_core.predict import PredictionResult, Predictor
 from aam_core.vector_cache import DEFAULT_CAPACITY
 from app.api.deps import CallerDep, Services, ServicesDep
@@ -66,39 +63,9 @@ _BODY = {
 
 
 def table_from_samples(request: PredictRequest) -> FeatureTable:
-    """A count table from JSON samples; feature IDs are the sequences themselves."""
-    ids = [s.id for s in request.samples]
-    duplicates = sorted(i for i, n in Counter(ids).items() if n > 1)
-    if duplicates:
-        raise DuplicateIdError(
-            f"sample IDs must be unique; {len(duplicates)} appear more than once "
-            f"({preview(duplicates)})",
-            file="request body",
-        )
-    negative = [s.id for s in request.samples if any(c < 0 for c in s.counts.values())]
-    if negative:
-        raise CountsError(
-            f"counts must be non-negative integer reads; {len(negative)} samples have negative "
-            f"counts ({preview(negative)})",
-            file="request body",
-        )
-    features = sorted({seq for s in request.samples for seq in s.counts})
-    column = {seq: j for j, seq in enumerate(features)}
-    rows, cols, values = [], [], []
-    for i, sample in enumerate(request.samples):
-        for seq, count in sample.counts.items():
-            if count > 0:
-                rows.append(i)
-                cols.append(column[seq])
-                values.append(count)
-    counts = sp.csr_matrix(
-        (np.asarray(values, dtype=np.int64), (rows, cols)),
-        shape=(len(ids), len(features)),
-        dtype=np.int64,
-    )  # [n_samples, n_features]
-    return FeatureTable(
-        sample_ids=tuple(ids), feature_ids=tuple(features), counts=counts, source="request body"
-    )
+    """A count table from JSON samples (feature IDs are the sequences themselves), under the
+    rule every table entry follows (aam_core.io.table)."""
+    return table_from_counts([(s.id, s.counts) for s in request.samples], file="request body")
 
 
 def _document(result: PredictionResult, output: str) -> list[SamplePredictionOut]:

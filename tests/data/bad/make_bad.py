@@ -132,6 +132,11 @@ def main() -> None:
     write_json(json_table([3, 4], rows, cols, data), BAD / "fractional_counts.json.biom")
     doc = json_table([3, 4], rows, ["S1", "S2", "S1", "S3"], [[0, 0, 1.0]])
     write_json(doc, BAD / "duplicate_samples.json.biom")
+    # 1e20 reads: past int64 once summed (issue 15); a sample ID with a tab breaks TSV rows
+    data = [[0, 0, 4.0], [1, 1, 1e20], [2, 2, 9.0]]
+    write_json(json_table([3, 4], rows, cols, data), BAD / "huge_count.json.biom")
+    doc = json_table([3, 4], rows, ["S1", "S\t2", "S3", "S4"], [[0, 0, 1.0], [1, 1, 2.0]])
+    write_json(doc, BAD / "tab_in_sample_id.json.biom")
 
     f = GOOD_FEATURES
     (DATA / "io_good_tree.nwk").write_text(
