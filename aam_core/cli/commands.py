@@ -55,6 +55,7 @@ NOT_PRETRAIN = (
     "target_loss",
     "class_weights",
     "target_pooling",
+    "linear_head",
     "asv_vocabulary",
     "identity_dropout",
     "baseline",

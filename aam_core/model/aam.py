@@ -174,7 +174,12 @@ class SequenceRegressor(nn.Module):
         ):
             raise ConfigError("the base encoder's architecture differs from config's")
         self.count_head = ScalarHead(config.dim)
-        self.target_head = TargetHead(config.dim, config.target)
+        self.target_head = TargetHead(
+            config.dim,
+            config.target,
+            vocabulary=config.sample.vocabulary,
+            identity_dropout=config.sample.identity_dropout,
+        )
         self.target_norm = Standardizer(config.target.out_dim)
         if freeze_base:
             self.base.requires_grad_(False)
@@ -227,5 +232,11 @@ class SequenceRegressor(nn.Module):
             count=count,
             count_targets=count_targets,
             # [B, out_dim]; abundance[..., 1] is each slot's share of the sample's reads
-            target=self.target_head(encoded.asv_states, batch.mask, batch.abundance[..., 1]),
+            target=self.target_head(
+                encoded.asv_states,
+                batch.mask,
+                batch.abundance[..., 1],
+                batch.abundance[..., 0],
+                batch.identity,
+            ),
         )

@@ -92,6 +92,10 @@ class TargetConfig:
     # before this field), or beside it the abundance-weighted mean of the states, a direct
     # path from "which ASVs, how abundant" to the target.
     pooling: TargetPooling = "attention"
+    # A learned weight per ASV of the vocabulary times its log1p(count) / log1p(depth), summed
+    # over the sample's ASVs and added to the head's output: a linear model on log abundances
+    # beside the network (off in the checkpoints written before this field; needs a vocabulary).
+    linear: bool = False
 
     def __post_init__(self) -> None:
         _check(

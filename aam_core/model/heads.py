@@ -58,9 +58,17 @@ class NucleotideHead(nn.Module):
 
 class TargetHead(nn.Module):
     """Attention pooling over ASV states (and with ``pooling="attention+abundance"`` the
-    abundance-weighted mean of the states beside it) -> MLP -> out_dim (values or logits)."""
+    abundance-weighted mean of the states beside it) -> MLP -> out_dim (values or logits).
 
-    def __init__(self, dim: int, config: TargetConfig) -> None:
+    With ``config.linear`` and a vocabulary of V ASVs, a linear term on log abundances is added
+    to the MLP's output: ``sum_s W[identity_s] * log1p(count_s) / log1p(depth)``, ``W [V+1,
+    out_dim]`` starting at zero (row 0, ASVs outside the vocabulary, stays zero). While
+    training, ``identity_dropout`` of the slots drop out of it, as their identity embeddings do.
+    """
+
+    def __init__(
+        self, dim: int, config: TargetConfig, *, vocabulary: int = 0, identity_dropout: float = 0.0
+    ) -> None:
         super().__init__()
         self.pool = AttentionPool(dim)
         self.weighted = config.pooling == "attention+abundance"
@@ -71,16 +79,36 @@ class TargetHead(nn.Module):
             nn.GELU(),
             nn.Linear(config.hidden, config.out_dim),
         )
+        self.linear: nn.Embedding | None = None
+        self.identity_dropout = identity_dropout
+        if config.linear and vocabulary > 0:
+            self.linear = nn.Embedding(vocabulary + 1, config.out_dim, padding_idx=0)
+            nn.init.zeros_(self.linear.weight)
 
     def forward(
-        self, states: torch.Tensor, mask: torch.Tensor, relative: torch.Tensor
+        self,
+        states: torch.Tensor,
+        mask: torch.Tensor,
+        relative: torch.Tensor,
+        log_counts: torch.Tensor | None = None,
+        identity: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``states [B, S, D]``, ``mask [B, S]``, ``relative [B, S]``: each slot's share of
-        the sample's reads (0 for padding)."""
+        the sample's reads (0 for padding); ``log_counts [B, S]``: log1p of its reads;
+        ``identity [B, S]``: its vocabulary row (0: none), for the linear term."""
         pooled = self.pool(states, mask)  # [B, D]
         if self.weighted:
             share = relative * mask  # [B, S]
             share = share / share.sum(-1, keepdim=True).clamp_min(1e-12)  # [B, S], rows sum to 1
             mean = torch.einsum("bs,bsd->bd", share, states)  # [B, D]
             pooled = torch.cat([pooled, mean], dim=-1)  # [B, 2D]
-        return self.mlp(pooled)  # [B, out_dim]
+        out = self.mlp(pooled)  # [B, out_dim]
+        if self.linear is None or identity is None or log_counts is None:
+            return out
+        if self.training and self.identity_dropout > 0:
+            keep = torch.rand(identity.shape, device=identity.device) >= self.identity_dropout
+            identity = identity * keep  # [B, S]
+        counts = torch.expm1(log_counts) * mask  # [B, S]
+        depth = torch.log1p(counts.sum(-1, keepdim=True)).clamp_min(1e-6)  # [B, 1]
+        scale = (log_counts * mask / depth).to(out.dtype)  # [B, S], in [0, 1]
+        return out + torch.einsum("bs,bso->bo", scale, self.linear(identity).to(out.dtype))

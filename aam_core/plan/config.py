@@ -82,6 +82,11 @@ class RunConfig:
         "Input of the target head: attention pooling of the ASV states, or beside it their "
         "abundance-weighted mean (train jobs).",
     )
+    linear_head: bool = setting(
+        True,
+        "Add a linear model on the log abundances of the ASVs of the train split to the target "
+        "head's output (train jobs, with asv_vocabulary).",
+    )
     asv_vocabulary: bool = setting(
         True,
         "Learn an identity embedding for each ASV of the train split beside its sequence's "

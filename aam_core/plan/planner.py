@@ -31,6 +31,7 @@ TRAIN_ONLY_KEYS = (
     "target_loss",
     "class_weights",
     "target_pooling",
+    "linear_head",
     "asv_vocabulary",
     "identity_dropout",
 )
@@ -250,6 +251,7 @@ def _model_config(
                 hidden=hidden,
                 loss=run.target_loss,
                 pooling=run.target_pooling,
+                linear=run.linear_head,
             )
         if base is None:
             return run.model_config(stage, head)

@@ -195,6 +195,10 @@ def run_train(
             identity_dropout=config.identity_dropout,
         )
         model_config = dataclasses.replace(model_config, sample=sample)
+    if model_config.target is not None and model_config.target.linear and vocabulary is None:
+        log.on_log("linear_head: off, it needs the ASV vocabulary (asv_vocabulary)")
+        head = dataclasses.replace(model_config.target, linear=False)
+        model_config = dataclasses.replace(model_config, target=head)
     torch.manual_seed(config.seed)  # the initial weights are part of the run's seed
     model = SequenceRegressor(model_config, freeze_base=run.freeze_base)
     extra: dict[str, Any] = {}
