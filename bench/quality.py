@@ -41,7 +41,6 @@ from quality_models import (
     Fold,
     Study,
     UsageError,
-    ensemble_missing,
     fit_fold,
     inner_split,
     load_study,
@@ -64,15 +63,12 @@ from aam_core.plan.targets import Task
 
 
 def resolve_models(spec: str | None) -> list[str]:
-    """The models to run: ``--models`` checked, or every model this aam_core can train."""
-    missing = ensemble_missing()
+    """The models to run: ``--models`` checked, or every model."""
     if spec is None:
-        return [m for m in MODELS if m != "ensemble" or missing is None]
+        return list(MODELS)
     chosen = list(dict.fromkeys(m.strip() for m in spec.split(",") if m.strip()))
     if not chosen or any(m not in MODELS for m in chosen):
         raise UsageError(f"--models {spec!r}: choose from {', '.join(MODELS)}")
-    if "ensemble" in chosen and missing:
-        raise UsageError(f"--models ensemble: {missing}")
     return chosen
 
 
@@ -177,7 +173,8 @@ def protocol(
         "group": args.group, "where": args.where, "jobs": args.jobs, "min_reads": args.min_reads,
         "n_samples": int(study.y.size), "n_groups": int(np.unique(study.groups).size),
         "samples_dropped": study.notes, "classes": list(study.classes) or None,
-        "seeds": args.seeds, "folds": args.folds, "models": models,
+        "seeds": args.seeds, "first_seed": args.first_seed, "folds": args.folds,
+        "models": models,
         "primary_metric": PRIMARY[args.task], "budget": args.budget,
         "inner_validation": "per outer training fold, 20% of its groups (seeded by the outer "
         "seed), drawn as AAM's training draws it (split_rows over the samples its rarefaction "
@@ -204,6 +201,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--where", action="append", default=[], help="keep samples with COL=VALUE")
     add("--min-reads", type=int, default=1000, help="drop samples with fewer reads")
     add("--seeds", type=int, default=3)
+    add(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="seeds first-seed .. first-seed+seeds-1: a decision made on other seeds' splits "
+        "than the ones reported",
+    )
     add("--folds", type=int, default=5)
     add("--models", help=f"comma-separated, of {', '.join(MODELS)} (default: all available)")
     add("--aam-config", help="JSON mapping of RunConfig keys over AAM's defaults")
@@ -236,6 +240,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         args.jobs = len(os.sched_getaffinity(0)) if args.budget == "cpu" else 1
     if args.jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.first_seed < 0:
+        raise UsageError(f"--first-seed must be >= 0, got {args.first_seed}")
     study = load_study(args.dataset, args.target, task, args.group, args.where, args.min_reads)
     if args.pretrain and study.inputs.tree is None:
         raise UsageError(f"--pretrain needs a tree: {args.dataset} has no tree.nwk")
@@ -247,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     labels = study.codes if study.classes else None
     folds = [
         (seed, index, train, test)
-        for seed in range(args.seeds)
+        for seed in range(args.first_seed, args.first_seed + args.seeds)
         for index, (train, test) in enumerate(
             outer_folds(study.groups, labels, args.folds, seed), start=1
         )

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -254,23 +253,6 @@ def fit_constant(study: Study, fold: Fold) -> tuple[Prediction, dict[str, Any]]:
     return constant, {"value": majority}
 
 
-def ensemble_missing() -> str | None:
-    """Why the installed aam_core cannot give AAM and the AAM + forest ensemble from one train
-    run (None: it can): it needs ``plan_local(..., model_kind="ensemble")`` and predictions
-    that carry each member's value (``SamplePrediction.components``)."""
-    if "ensemble" not in getattr(planner, "MODEL_KINDS", ()) or "model_kind" not in (
-        inspect.signature(plan_local).parameters
-    ):
-        return "the installed aam_core has no ensemble model kind (plan_local has no model_kind)"
-    if "components" not in {f.name for f in dataclasses.fields(SamplePrediction)}:
-        return (
-            "the installed aam_core has no ensemble model kind whose predictions carry each "
-            "member's value (SamplePrediction.components), so AAM and the ensemble cannot be "
-            "read from one run"
-        )
-    return None
-
-
 @dataclass(frozen=True)
 class AamOptions:
     overrides: Mapping[str, Any]  # RunConfig keys over aam_core's defaults (--aam-config)
@@ -356,8 +338,8 @@ def _sample_output(
     label; ``component``: that member's value of an ensemble's prediction instead. Classes
     the model never saw in training get probability 0."""
     value: Any = sample
-    if component is not None:  # getattr: an aam_core without ensembles has no such field
-        members = getattr(sample, "components", None) or {}
+    if component is not None:
+        members = sample.components or {}
         if component not in members:
             raise ValueError(f"{sample.sample_id}: the prediction has no {component!r} member")
         value = members[component]

@@ -159,15 +159,9 @@ def test_sample_output_reads_predictions_and_ensemble_components() -> None:
     assert row.tolist() == [0.4, 0.6] and label == "y"
 
 
-def test_an_ensemble_is_refused_while_aam_core_has_none() -> None:
-    missing = models.ensemble_missing()
-    if missing is None:
-        assert "ensemble" in quality.resolve_models(None)
-        return
-    assert missing.startswith("the installed aam_core has no ensemble model kind")
-    assert quality.resolve_models(None) == ["rf", "linear", "constant", "aam"]
-    with pytest.raises(models.UsageError, match="--models ensemble: the installed aam_core has no"):
-        quality.resolve_models("rf,ensemble")
+def test_models_are_checked_and_default_to_all() -> None:
+    assert quality.resolve_models(None) == ["rf", "linear", "constant", "aam", "ensemble"]
+    assert quality.resolve_models(" aam, rf,aam") == ["aam", "rf"]
     with pytest.raises(models.UsageError, match="choose from rf, linear, constant, aam, ensemble"):
         quality.resolve_models("rf,forest")
 
@@ -341,7 +335,6 @@ def test_pretraining_reports_the_encoders_held_out_unifrac_r2(
         assert not (run / "pretrain" / "checkpoints").exists()  # removed once predicted
 
 
-@pytest.mark.skipif(models.ensemble_missing() is not None, reason="aam_core has no ensemble")
 @pytest.mark.usefixtures("small_forests")
 def test_aam_and_the_ensemble_come_from_one_run(study_dir: Path, tmp_path: Path) -> None:
     result = run_age_study(study_dir, tmp_path, "rf,aam,ensemble")
@@ -384,3 +377,18 @@ def test_folds_run_in_parallel_give_the_results_of_one_at_a_time(
     pd.testing.assert_frame_equal(one_rows, two_rows, rtol=1e-12)
     with pytest.raises(models.UsageError, match="--jobs must be >= 1, got 0"):
         quality.main([str(study_dir), "--target", "age", "--task", "regression", "--jobs", "0"])
+    # --first-seed: seed 1 alone is the second seed of the run above, fold for fold
+    later = quality.main(
+        [str(study_dir), "--target", "age", "--task", "regression", "--group", "subject",
+         "--seeds", "1", "--first-seed", "1", "--folds", "2", "--models", "rf,linear,constant",
+         "--jobs", "1", "--out", str(tmp_path / "later")]
+    )  # fmt: skip
+    assert later["first_seed"] == 1
+    for model in ("rf", "linear", "constant"):
+        again, before = later["results"][model]["folds"], one["results"][model]["folds"][2:]
+        assert [(f["seed"], f["fold"]) for f in again] == [(1, 1), (1, 2)]
+        for a, b in zip(again, before, strict=True):
+            assert a["per_sample"] == pytest.approx(b["per_sample"], rel=1e-12)
+    with pytest.raises(models.UsageError, match="--first-seed must be >= 0, got -1"):
+        quality.main([str(study_dir), "--target", "age", "--task", "regression",
+                      "--first-seed", "-1"])  # fmt: skip
