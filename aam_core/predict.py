@@ -134,7 +134,8 @@ class Predictor:
                 f"number of sequences ({len(sequences)}) must match number of features "
                 f"({table.n_features})"
             )
-        empty = [table.sample_ids[i] for i in np.flatnonzero(table.depths() == 0)]
+        depths = table.depths()  # [n_samples]
+        empty = [table.sample_ids[i] for i in np.flatnonzero(depths == 0)]
         if empty:
             raise PredictionError(
                 f"{len(empty)} samples have no reads ({preview(empty)}): nothing can be "
@@ -152,7 +153,7 @@ class Predictor:
             cache = AsvVectorCache(DEFAULT_CAPACITY)
         deep = np.zeros(table.n_samples, dtype=bool)
         if self.depth is not None:
-            deep = table.depths() > self.depth
+            deep = depths > self.depth
         outputs: dict[str, np.ndarray] = {}  # key -> [K, n, ...]
         coverage: list[tuple[int, int, float]] = []
         for start in range(0, table.n_samples, batch_size):

@@ -91,3 +91,12 @@ class AttentionPool(nn.Module):
         scores = scores.masked_fill(~valid & ~empty, float("-inf"))
         weights = torch.softmax(scores, dim=-1) * valid  # [N, T]
         return torch.einsum("nt,ntd->nd", weights, h)  # [N, D]
+
+
+def hide_identities(identity: torch.Tensor, rate: float) -> torch.Tensor:
+    """``identity [B, S]`` (vocabulary rows) with a random ``rate`` of the slots set to row 0,
+    the row of an ASV outside the vocabulary (training only; ``rate`` 0: unchanged)."""
+    if rate <= 0:
+        return identity
+    keep = torch.rand(identity.shape, device=identity.device)
+    return identity * (keep >= rate)  # [B, S]

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from aam_core.data.tokens import PAD
-from aam_core.model.blocks import AttentionPool, Transformer
+from aam_core.model.blocks import AttentionPool, Transformer, hide_identities
 from aam_core.model.config import NucleotideEncoderConfig, SampleEncoderConfig
 
 
@@ -93,11 +93,10 @@ class SampleEncoder(nn.Module):
         ranks = torch.arange(s, device=asv_vectors.device)  # [S]
         x = asv_vectors + abundance_in + self.rank(ranks)[None]  # [B, S, D]
         if self.identity is not None and identity is not None:
-            if self.training and self.config.identity_dropout > 0:
+            if self.training:
                 # hide some identities so the sequence path learns to stand on its own (an
                 # ASV never seen in training has only its sequence)
-                keep = torch.rand(identity.shape, device=identity.device)
-                identity = identity * (keep >= self.config.identity_dropout)  # [B, S]
+                identity = hide_identities(identity, self.config.identity_dropout)
             x = x + self.identity(identity)  # [B, S, D]
         x = x * mask[..., None]  # padding slots carry nothing
         states = self.transformer(x, mask)  # [B, S, D]

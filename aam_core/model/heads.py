@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from aam_core.model.blocks import AttentionPool
+from aam_core.model.blocks import AttentionPool, hide_identities
 from aam_core.model.config import TargetConfig
 
 # d = sqrt(max(|z_i - z_j|², EPS)): finite gradients when two embeddings coincide.
@@ -105,9 +105,8 @@ class TargetHead(nn.Module):
         out = self.mlp(pooled)  # [B, out_dim]
         if self.linear is None or identity is None or log_counts is None:
             return out
-        if self.training and self.identity_dropout > 0:
-            keep = torch.rand(identity.shape, device=identity.device) >= self.identity_dropout
-            identity = identity * keep  # [B, S]
+        if self.training:
+            identity = hide_identities(identity, self.identity_dropout)  # [B, S]
         counts = torch.expm1(log_counts) * mask  # [B, S]
         depth = torch.log1p(counts.sum(-1, keepdim=True)).clamp_min(1e-6)  # [B, 1]
         scale = (log_counts * mask / depth).to(out.dtype)  # [B, S], in [0, 1]
