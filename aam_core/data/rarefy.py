@@ -60,9 +60,21 @@ def choose_depth(
     return DepthChoice(depth, note)
 
 
+# numpy's hypergeometric draws take fewer than 10^9 reads in all; a table may hold 10^12.
+MARGINALS_LIMIT = 10**9
+
+
 def subsample_row(counts: np.ndarray, depth: int, rng: np.random.Generator) -> np.ndarray:
     """Draw ``depth`` reads without replacement from one sample's nonzero counts."""
-    return rng.multivariate_hypergeometric(counts.astype(np.int64), depth, method="marginals")
+    counts = counts.astype(np.int64)
+    total = int(counts.sum())
+    if total < MARGINALS_LIMIT:
+        return rng.multivariate_hypergeometric(counts, depth, method="marginals")
+    # The same draw for deeper samples: ``depth`` distinct read positions out of ``total``
+    # (Floyd's algorithm, O(depth) memory), each assigned to the feature whose reads hold it.
+    reads = rng.choice(total, size=depth, replace=False)  # (depth,)
+    owners = np.searchsorted(np.cumsum(counts), reads, side="right")  # (depth,)
+    return np.bincount(owners, minlength=counts.size).astype(np.int64)  # (n_features,)
 
 
 def sample_rng(seed: int, row: int, epoch: int = 0) -> np.random.Generator:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from aam_core.data.rarefy import choose_depth, rarefy, rarefy_by_content
+from aam_core.data.rarefy import choose_depth, rarefy, rarefy_by_content, subsample_row
 from aam_core.data.selection import sequence_ranks
 from aam_core.data.synthetic import SyntheticStudy
 from aam_core.io.types import FeatureTable
@@ -80,6 +80,19 @@ def test_rarefaction_is_unbiased() -> None:
     draws = np.vstack([rarefy(table, 100, seed=s).table.counts.toarray()[0] for s in range(400)])
     expected = 100 * table.counts.toarray()[0] / 1000
     np.testing.assert_allclose(draws.mean(axis=0), expected, atol=1.0)
+
+
+def test_samples_of_a_billion_reads_and_more_are_rarefied_without_bias() -> None:
+    # numpy's hypergeometric draw stops below 10^9 reads; a table may hold up to 10^12 a sample.
+    table = _table([4 * 10**11])  # counts 2e11, 1e11, 1e11
+    draws = np.vstack([rarefy(table, 100, seed=s).table.counts.toarray()[0] for s in range(400)])
+    assert (draws.sum(axis=1) == 100).all()
+    np.testing.assert_allclose(draws.mean(axis=0), [50, 25, 25], atol=1.5)
+    again = rarefy(table, 100, seed=3).table.counts.toarray()[0]
+    np.testing.assert_array_equal(again, draws[3])
+    # a feature of 2 reads among 10^12 keeps at most 2 of them, however deep the draw
+    few = subsample_row(np.array([10**12 - 2, 2]), 10**6, np.random.default_rng(0))
+    assert few.sum() == 10**6 and few[1] <= 2
 
 
 SAMPLE = {"TTGACA": 40, "ACGTAA": 25, "GGCATT": 25, "CATGCA": 9, "AAGTCC": 1}
