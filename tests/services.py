@@ -3,11 +3,15 @@ missing service, and scratch PostgreSQL databases that a test creates and drops 
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
+import shutil
 import socket
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
@@ -24,6 +28,41 @@ def unavailable(message: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{message} (CI=true: these tests must run)")
     pytest.skip(message)
+
+
+@contextmanager
+def small_disk(path: Path, size: str) -> Iterator[Path]:
+    """A size-limited filesystem (tmpfs of ``size``, e.g. ``"2m"``) mounted at ``path`` for the
+    block; needs root (or CAP_SYS_ADMIN), as CI has."""
+    path.mkdir(parents=True, exist_ok=True)
+    mount = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if mount.returncode != 0:
+        unavailable(
+            f"cannot mount a {size} tmpfs at {path} for the full-disk tests "
+            f"({mount.stderr.strip() or 'mount failed'}); run them as root"
+        )
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "--lazy", str(path)], check=True)
+
+
+def fill(directory: Path, leave: int = 0) -> Path:
+    """Fill the filesystem of ``directory`` with one file, up to ``leave`` free bytes (or
+    until it refuses: other writers may be filling it at the same time)."""
+    filler = directory / "filler"
+    with filler.open("ab", buffering=0) as handle:
+        while (room := shutil.disk_usage(directory).free - leave) > 0:
+            try:
+                handle.write(b"\0" * min(room, 1024**2))
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                break
+    return filler
 
 
 def free_port() -> int:

@@ -210,12 +210,18 @@ def _settle(
 
 def _child_error(final: dict[str, Any], reporter: JobReporter) -> JobFailure:
     """The child decided whether the error is the user's (``user``: a UserError, by
-    isinstance): their error as it is, with its field; anything else is a bug, logged with its
-    traceback."""
+    isinstance): their error as it is, with its field; a full disk says so; anything else is a
+    bug, logged with its traceback."""
     kind = str(final.get("error_type") or "Error")
     detail = str(final.get("detail") or kind)
     if final.get("user"):
         return JobFailure(kind, detail, field=final.get("field"))
+    if final.get("disk_full"):
+        return JobFailure(
+            "StorageFull",
+            f"the worker's disk is full ({detail}); the checkpoints written before are kept: "
+            "free space on the worker, then submit the job again",
+        )
     reporter.log(f"internal error: {kind}: {detail}\n{final.get('traceback', '')}")
     reporter.flush(force=True)
     return JobFailure(kind, f"{detail} (an internal error; the job's log holds the traceback)")

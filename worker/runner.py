@@ -141,18 +141,21 @@ def execute(plan: RunPlan, callback: Callback) -> dict[str, Any]:
 
 def error_message(exc: BaseException) -> dict[str, Any]:
     """What the worker learns of a failure: a user error (any UserError, decided here with
-    isinstance) with its field, or an internal one with its traceback."""
+    isinstance) with its field, a write the disk refused for lack of space, or an internal
+    error with its traceback."""
     from aam_core.errors import UserError
+    from aam_core.io.files import is_disk_full
 
     message: dict[str, Any] = {
         "type": "error",
         "error_type": type(exc).__name__,
         "detail": str(exc) or type(exc).__name__,
         "user": isinstance(exc, UserError),
+        "disk_full": is_disk_full(exc),
     }
     if isinstance(exc, UserError):
         message["field"] = exc.field
-    else:
+    elif not message["disk_full"]:
         message["traceback"] = traceback.format_exc()[-8000:]
     return message
 

@@ -8,6 +8,7 @@ and a metric is NaN whenever it is undefined (R² of a constant target), so thos
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -18,6 +19,13 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 import numpy as np
+
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is a write refused for lack of space (no space left, or over quota)."""
+    return isinstance(exc, OSError) and exc.errno in NO_SPACE
 
 
 @contextmanager

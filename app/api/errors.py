@@ -13,9 +13,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aam_core.errors import UserError
+from app.api.schemas import problem_responses
+from app.store.db import storage_full
 
 log = logging.getLogger("aam.api")
 
@@ -32,7 +35,15 @@ TITLES = {
     422: "Unprocessable content",
     500: "Internal server error",
     503: "Service unavailable",
+    507: "Insufficient storage",
 }
+# FastAPI's 400 for a body it cannot decode (bytes that are not UTF-8), said usefully
+FASTAPI_UNPARSED = "There was an error parsing the body"
+UNPARSED = "the request body could not be read: send UTF-8 JSON (Content-Type: application/json)"
+STORAGE_FULL = (
+    "the server's storage is full: nothing of this request was kept; "
+    "ask the operator to free space, then send it again"
+)
 
 
 class ApiError(Exception):
@@ -102,7 +113,33 @@ def _validation_errors(exc: RequestValidationError) -> tuple[str, list[dict[str,
     return f"{where}: {first['msg']}{more}", errors
 
 
+def _document_problems(app: FastAPI) -> None:
+    """Say in ``/openapi.json`` what the handlers below answer: FastAPI documents its request
+    validation 422 as an ``application/json`` ``HTTPValidationError``, but it is a problem
+    document like every other 4xx here."""
+    default = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = default()
+        problem_422 = problem_responses(422)[422]
+        for operation in (op for path in document["paths"].values() for op in path.values()):
+            responses = operation.get("responses", {})
+            if "application/json" in responses.get("422", {}).get("content", {}):
+                responses["422"] = problem_422
+        schemas = document.get("components", {}).get("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
+        app.openapi_schema = document
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install(app: FastAPI) -> None:
+    _document_problems(app)
+
     @app.exception_handler(ApiError)
     async def _api(_: Request, exc: ApiError) -> JSONResponse:
         return problem(
@@ -116,11 +153,25 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+        detail = UNPARSED if exc.detail == FASTAPI_UNPARSED else str(exc.detail)
+        return problem(exc.status_code, detail, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(UserError)
     async def _user(_: Request, exc: UserError) -> JSONResponse:
         return user_problem(exc)
+
+    async def _storage(request: Request, exc: Exception) -> JSONResponse:
+        """A write the disk, SQLite's file on it or PostgreSQL refused for lack of space is a
+        507; other OS and database errors are the server's."""
+        if storage_full(exc):
+            log.error("storage full on %s %s: %s", request.method, request.url.path, exc)
+            return problem(507, STORAGE_FULL, kind="storage-full")
+        return await _unexpected(request, exc)
+
+    # Handlers of these classes run inside the app (Exception's run in Starlette's outermost
+    # middleware, which re-raises after answering).
+    app.add_exception_handler(OSError, _storage)
+    app.add_exception_handler(OperationalError, _storage)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -14,7 +14,8 @@ from typing import IO
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
-from app.api.errors import ApiError
+from aam_core.io.files import is_disk_full
+from app.api.errors import STORAGE_FULL, ApiError
 
 MAX_FIELD_BYTES = 1024 * 1024  # a text field (model_id, name, output, a JSON blob) is small
 MAX_PARTS = 16
@@ -188,6 +189,11 @@ async def read_multipart(
         parser.finalize()
     except ApiError:
         collector.abort()
+        raise
+    except OSError as exc:
+        collector.abort()
+        if is_disk_full(exc):
+            raise ApiError(507, STORAGE_FULL, kind="storage-full") from None
         raise
     except Exception as exc:  # python-multipart's parse errors, a client that went away
         collector.abort()

@@ -23,6 +23,7 @@ from app.store.db import (
     migrate,
     normalize_url,
     ping,
+    storage_full,
 )
 from app.store.job_history import add_metrics, append_logs, get_logs, get_metrics
 from app.store.job_state import (
@@ -109,6 +110,7 @@ __all__ = [
     "release_job",
     "request_cancel",
     "requeue_stale",
+    "storage_full",
     "update_progress",
     "utcnow",
     "worker_gone",

@@ -23,8 +23,11 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.util import identity_key
+
+from aam_core.io.files import is_disk_full
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_S = 30.0
@@ -168,6 +171,25 @@ def migrate(engine: Engine) -> None:
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
+
+
+SQLITE_FULL = 13  # sqlite3's result code for "database or disk is full"
+POSTGRES_DISK_FULL = "53100"  # SQLSTATE disk_full
+
+
+def storage_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is a write refused for lack of space: by the filesystem, by SQLite
+    (whose file shares it) or by PostgreSQL."""
+    if is_disk_full(exc):
+        return True
+    if isinstance(exc, OperationalError) and exc.orig is not None:
+        orig = exc.orig
+        return (
+            getattr(orig, "sqlite_errorcode", None) == SQLITE_FULL
+            or getattr(orig, "sqlstate", None) == POSTGRES_DISK_FULL
+            or is_disk_full(orig)
+        )
+    return False
 
 
 def ping(engine: Engine) -> tuple[bool, str]:

@@ -19,6 +19,7 @@ from app.store.tables import Job, JobLog, JobMetric, utcnow
 
 MAX_LOG_MESSAGE = 10_000  # characters kept of one log line (a huge traceback is cut)
 MAX_LOG_PAGE = 10_000
+MAX_LOG_LINE = 2**31 - 1  # job_logs.line is a 32-bit integer column
 
 
 def _metric_row(job_id: str, record: Mapping[str, Any], now: datetime) -> dict[str, Any]:

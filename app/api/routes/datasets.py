@@ -89,7 +89,7 @@ def _create(services: Services, caller: Caller, upload: Upload) -> DatasetOut:
     status_code=201,
     response_model=DatasetOut,
     openapi_extra=_UPLOAD_BODY,
-    responses=problem_responses(400, 401, 413, 415, 422),
+    responses=problem_responses(400, 401, 413, 415, 422, 507),
 )
 async def upload_dataset(
     request: Request, response: Response, services: ServicesDep, caller: CallerDep
@@ -134,7 +134,7 @@ async def get_dataset(dataset: DatasetDep) -> DatasetOut:  # no I/O: the row is 
     "/datasets/{dataset_id}",
     status_code=204,
     response_class=Response,
-    responses=problem_responses(401, 404, 409),
+    responses=problem_responses(401, 404, 409, 507),
 )
 def remove_dataset(dataset: DatasetDep, session: SessionDep, services: ServicesDep) -> Response:
     """Delete the dataset and the files no other dataset shares; 409 while a queued, running

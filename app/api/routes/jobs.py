@@ -53,7 +53,7 @@ from app.store import (
     list_jobs,
     request_cancel,
 )
-from app.store.job_history import MAX_LOG_PAGE
+from app.store.job_history import MAX_LOG_LINE, MAX_LOG_PAGE
 from app.store.tables import NAME_LENGTH
 
 log = logging.getLogger("aam.api")
@@ -92,7 +92,7 @@ def _replay(job: Job, body: dict[str, Any], key: str, response: Response) -> Job
     "/jobs",
     status_code=202,
     response_model=JobOut,
-    responses=problem_responses(401, 422, 503),
+    responses=problem_responses(400, 401, 422, 503, 507),
 )
 def submit_job(
     spec: JobSpec,
@@ -191,7 +191,7 @@ def _finished(job_id: str, state: JobState) -> ApiError:
     "/jobs/{job_id}/cancel",
     status_code=202,
     response_model=JobOut,
-    responses=problem_responses(401, 404, 409),
+    responses=problem_responses(401, 404, 409, 507),
 )
 def cancel_job(job: JobDep, session: SessionDep) -> JobOut:
     """A queued job ends cancelled at once; a running one goes to ``cancelling`` and its worker
@@ -222,7 +222,7 @@ def job_metrics(job: JobDep, session: SessionDep) -> list[MetricRecord]:
 def job_logs(
     job: JobDep,
     session: SessionDep,
-    since: Annotated[int, Query(ge=0)] = 0,
+    since: Annotated[int, Query(ge=0, le=MAX_LOG_LINE)] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_LOG_PAGE)] = 1000,
 ) -> Logs:
     """Log lines after line ``since``; pass ``next_since`` back to follow the log."""

@@ -83,7 +83,7 @@ def _import(services: Services, caller: Caller, upload: Upload) -> ModelOut:
     status_code=201,
     response_model=ModelOut,
     openapi_extra=_IMPORT_BODY,
-    responses=problem_responses(400, 401, 413, 415, 422),
+    responses=problem_responses(400, 401, 413, 415, 422, 507),
 )
 async def import_model(
     request: Request, response: Response, services: ServicesDep, caller: CallerDep
@@ -187,7 +187,7 @@ def get_plot(model: ModelDep, plot: str, request: Request, services: ServicesDep
     "/models/{model_id}",
     status_code=204,
     response_class=Response,
-    responses=problem_responses(401, 404, 409),
+    responses=problem_responses(401, 404, 409, 507),
 )
 def remove_model(model: ModelDep, session: SessionDep, services: ServicesDep) -> Response:
     """Delete the model, drop it from the prediction cache, and remove its checkpoint and plots

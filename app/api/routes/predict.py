@@ -179,7 +179,7 @@ async def _parse(
     "/predict",
     response_model=PredictResponse,
     openapi_extra=_BODY,
-    responses=problem_responses(400, 401, 404, 413, 415, 422),
+    responses=problem_responses(400, 401, 404, 413, 415, 422, 507),
 )
 async def predict(
     request: Request,
