@@ -36,9 +36,6 @@ import json
 import math
 import os
 import platform
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -47,9 +44,20 @@ from typing import Any
 
 import aiohttp
 import httpx
-import numpy as np
 import redis
 import torch
+from _server import (
+    HEADERS,
+    KEY,
+    SMALL_JOB,
+    SMALL_STUDY,
+    child_running,
+    children,
+    cpu_seconds,
+    log_errors,
+    start,
+    summary,
+)
 
 from aam_core.checkpoint import checkpoint_from_model, save_checkpoint
 from aam_core.data.synthetic import SyntheticSpec, generate, write_study
@@ -59,22 +67,7 @@ from app.settings import Settings
 from app.store import LocalArtifactStore, make_engine, make_session_factory
 from app.store.registry import register_checkpoint
 
-KEY = "bench-key-0123456789abcdef"
-HEADERS = {"Authorization": f"Bearer {KEY}"}
 REDIS_DB = 10  # its own: 11, 13 and 14 are the tests', 12 bench/jobs.py's
-# The jobs of the serve layout: a tiny pretraining of one epoch takes seconds on two cores.
-SMALL_STUDY = SyntheticSpec(n_samples=48, n_asvs=60, asvs_per_sample=12, seed=3)
-SMALL_JOB = {"preset": "tiny", "epochs": 1, "batch_size": 8, "rarefaction_depth": 1000,
-             "token_limit": 32}  # fmt: skip
-ERROR_MARKS = ("database is locked", "Traceback", '"level": "ERROR"', '"level": "CRITICAL"',
-               "ERROR/", "CRITICAL/")  # fmt: skip
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _register_default_model(settings: Settings, directory: Path) -> str:
@@ -101,43 +94,12 @@ def _register_default_model(settings: Settings, directory: Path) -> str:
 Call = Callable[[aiohttp.ClientSession, int], Awaitable[dict[str, float] | None]]
 
 
-def _summary(values: list[float]) -> dict[str, float]:
-    array = np.asarray(values)
-    return {
-        "p50_ms": round(float(np.percentile(array, 50)), 2),
-        "p99_ms": round(float(np.percentile(array, 99)), 2),
-    }
-
-
-def _cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of these processes (Linux /proc), 0 where unreadable."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
 def _api_pids(server: int, layout: str) -> list[int]:
     """The API process and its children (the API processes under AAM_API_WORKERS > 1); under
     ``serve``, the ``python -m app`` child of serve (not the worker)."""
     if layout == "serve":
-        for child in _children(server):
-            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-            if argv[1:3] == [b"-m", b"app"]:
-                server = child
-                break
-    return [server, *_children(server)]
+        server = child_running(server, "app") or server
+    return [server, *children(server)]
 
 
 def _measure(
@@ -169,14 +131,14 @@ def _measure(
             await asyncio.gather(*(client(http) for _ in range(concurrency)))
 
     pids = pids or []
-    server_before, client_before = _cpu_seconds(pids), time.process_time()
+    server_before, client_before = cpu_seconds(pids), time.process_time()
     asyncio.run(run())
-    server_cpu, client_cpu = _cpu_seconds(pids) - server_before, time.process_time() - client_before
+    server_cpu, client_cpu = cpu_seconds(pids) - server_before, time.process_time() - client_before
     whole, *parts = latencies or {"none": [math.nan]}
     result: dict[str, Any] = {
         "requests": n,
         "concurrency": concurrency,
-        **_summary(latencies.get(whole, [math.nan])),
+        **summary(latencies.get(whole, [math.nan])),
         "errors": errors,
         # CPU per call, to see where a loaded machine's time goes (client: this process)
         "client_cpu_ms": round(client_cpu * 1000 / n, 2),
@@ -184,56 +146,24 @@ def _measure(
     if pids:
         result["server_cpu_ms"] = round(server_cpu * 1000 / n, 2)
     if parts:
-        result["parts"] = {part: _summary(latencies[part]) for part in parts}
+        result["parts"] = {part: summary(latencies[part]) for part in parts}
     return result
 
 
 def _start(layout: str, settings: Settings, args: argparse.Namespace, log: Path) -> Any:
     """The server process of the layout, its output in ``log``; its URL once it answers."""
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AAM_")}
-    env.update({
+    env = {
         "AAM_DATA_DIR": str(settings.data_dir),
         "AAM_API_KEYS": f"bench:{KEY}",
-        "AAM_PORT": str(port),
         "AAM_LOG_LEVEL": "WARNING",
         "AAM_API_WORKERS": str(args.api_workers),
         "AAM_PREDICT_CONCURRENCY": str(args.predict_concurrency),
-    })  # fmt: skip
+    }
     if layout == "api":
         env["AAM_BROKER_URL"] = f"redis://127.0.0.1:6379/{REDIS_DB}"
-        module = "app"
-    else:
-        env["AAM_DEVICE"] = "cpu"
-        module = "worker.serve"
-    with log.open("ab") as sink:
-        server = subprocess.Popen([sys.executable, "-m", module], env=env,
-                                  stdin=subprocess.DEVNULL, stdout=sink, stderr=sink)  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        if server.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"the server did not start:\n{log.read_text()[-3000:]}")
-        try:
-            if layout == "api" and httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                break
-            if layout == "serve" and httpx.get(f"{base}/ready", timeout=5).status_code == 200:
-                break  # the worker too
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    return server, base
-
-
-def _log_errors(log: Path) -> dict[str, Any]:
-    """Error lines in the processes' output, and how many say "database is locked"."""
-    lines = log.read_text(errors="replace").splitlines()
-    errors = [line for line in lines if any(mark in line for mark in ERROR_MARKS)]
-    return {
-        "database_locked": sum("database is locked" in line for line in lines),
-        "error_lines": len(errors),
-        "first_errors": [line[:300] for line in errors[:5]],
-    }
+        return start("app", env, log)
+    env["AAM_DEVICE"] = "cpu"
+    return start("worker.serve", env, log, ready="/ready", probe_timeout=5)  # the worker too
 
 
 def _jobs_report(base: str) -> dict[str, Any]:
@@ -361,7 +291,7 @@ def main() -> None:
         "predict_concurrency": args.predict_concurrency or usable_cores(),
         "sample_shape": "~150 ASVs x 150 bp",
         **results,
-        "log": _log_errors(log),
+        "log": log_errors(log),
     }, indent=2))  # fmt: skip
 
 
