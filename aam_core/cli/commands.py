@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 import typer
 
 from aam_core.cli import output
-from aam_core.cli.options import error_line, run_options
+from aam_core.cli.options import RUN_SETTINGS, error_line, run_options
 from aam_core.errors import UserError
 from aam_core.io.files import json_text
 from aam_core.plan.config import field_names
@@ -30,6 +30,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # click's plain help: rich's tables cut long option names at 80 columns (--pretrained-en…)
+    rich_markup_mode=None,
 )
 
 Opt = typer.Option
@@ -103,7 +105,7 @@ def _execute(ctx: typer.Context, run: Callable[..., Any]) -> None:
     typer.echo(output.run_summary(result))
 
 
-@app.command()
+@app.command(epilog=RUN_SETTINGS)
 @guarded
 @run_options(exclude=NOT_PRETRAIN)
 def pretrain(
@@ -141,7 +143,7 @@ def pretrain(
     _execute(ctx, functools.partial(stage, inputs, run, out))
 
 
-@app.command()
+@app.command(epilog=RUN_SETTINGS)
 @guarded
 @run_options(exclude=("passes",))
 def train(
@@ -153,7 +155,9 @@ def train(
     out: Out,
     tree: Tree = None,
     sequences: Sequences = None,
-    pretrained_encoder: Annotated[Path | None, Opt("--pretrained-encoder")] = None,
+    pretrained_encoder: Annotated[
+        Path | None, Opt("--pretrained-encoder", help="Encoder checkpoint of aam pretrain.")
+    ] = None,
     freeze_base: Annotated[bool, Opt("--freeze-base", help="Keep the encoder fixed.")] = False,
     model: Annotated[
         Literal["aam", "ensemble", "auto"] | None,

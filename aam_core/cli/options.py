@@ -21,7 +21,8 @@ from aam_core.errors import ConfigError, UserError
 from aam_core.plan.config import settings, type_hint
 
 F = TypeVar("F", bound=Callable[..., Any])
-PANEL = "Run settings (also keys of a --config file)"
+# the help's last paragraph in commands with run settings (click's plain help has no panels)
+RUN_SETTINGS = "Run settings (--preset and the options after it) are also keys of a --config file."
 FILE_ONLY = frozenset({"extra"})  # free-form notes: a config file's business
 
 
@@ -59,7 +60,7 @@ def _option(name: str, help: str) -> tuple[Any, Any]:
     flag = option_name(name)
     if value_type is bool:
         flag = f"{flag}/--no-{flag[2:]}"
-    info = typer.Option(flag, help=help, rich_help_panel=PANEL, show_default=False)
+    info = typer.Option(flag, help=help, show_default=False)
     return Annotated[value_type | None, info], None
 
 
