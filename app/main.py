@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 
 from aam_core import __version__
 from app.api import errors
@@ -86,7 +87,11 @@ def create_app(
         yield
         services.engine.dispose()
 
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from the package, not from a CDN: offline
+    # clusters (common on GPU hosts) rendered a blank page. No validator badge: it is fetched
+    # from swagger.io.
+    app = FastAPIOffline(
+        swagger_ui_parameters={"validatorUrl": None},
         title="AAM service",
         version=__version__,
         summary="Train Attention All Microbes models on 16S tables and predict host properties.",
