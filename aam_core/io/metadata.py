@@ -36,6 +36,11 @@ MISSING = frozenset(  # compared lower-case
 )
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 _TYPES_ROW = "#q2:types"
+# csv's errors (strict mode) for a quote that is never closed, or text after a closing quote
+_QUOTE_ERRORS = {
+    "unexpected end of data": "a cell starts with a double quote that no later quote closes",
+    "'\t' expected after '\"'": "a quoted cell goes on after its closing double quote",
+}
 
 
 def read_metadata(path: str | Path, *, name: str | None = None) -> Metadata:
@@ -49,8 +54,14 @@ def read_metadata(path: str | Path, *, name: str | None = None) -> Metadata:
         raise UnreadableFileError("not a TSV file: it is not UTF-8 text", file=file) from None
     try:
         header, declared, rows = _split(text, file)
-    except csv.Error as exc:  # NUL bytes, a field over csv's size limit
-        raise UnreadableFileError(f"not a readable TSV file ({exc})", file=file) from None
+    except csv.Error as exc:  # NUL bytes, a field over csv's size limit, an unclosed quote
+        quotes = _QUOTE_ERRORS.get(str(exc))
+        reason = (
+            f": {quotes} (a quoted cell ends with a quote right before a tab or a line end)"
+            if quotes
+            else f" ({exc})"
+        )
+        raise UnreadableFileError(f"not a readable TSV file{reason}", file=file) from None
     columns = header[1:]
     ids = [row[0] for _, row in rows]
     _check_ids(ids, [line for line, _ in rows], file)
@@ -62,6 +73,8 @@ def read_metadata(path: str | Path, *, name: str | None = None) -> Metadata:
         values = [row[j] for _, row in rows]
         kind = _column_kind(column, values, declared.get(column), ids, file)
         typed[column] = _typed(values, kind, index)
+        if kind == "numeric":
+            _check_finite(column, values, typed[column], file)
         described.append(describe(column, kind, typed[column]))
         if typed[column].isna().all():
             warnings.append(f"metadata column {column!r} has no values")
@@ -122,7 +135,8 @@ def _split(text: str, file: str) -> tuple[list[str], dict[str, str], list[tuple[
     declared: dict[str, str] = {}
     rows: list[tuple[int, list[str]]] = []
     just_after_header = False
-    for line, raw in enumerate(csv.reader(io.StringIO(text), delimiter="\t"), start=1):
+    # strict: an unclosed quote is an error, not a cell that swallows the rest of the file
+    for line, raw in enumerate(csv.reader(io.StringIO(text), delimiter="\t", strict=True), 1):
         cells = [c.strip() for c in raw]
         if not any(cells):
             continue
@@ -210,6 +224,18 @@ def _column_kind(
         "'categorical'",
         file=file,
     )
+
+
+def _check_finite(column: str, values: list[str], series: pd.Series, file: str) -> None:
+    """Refuse numbers beyond float64 ('1e999'), which would become infinity."""
+    huge = np.isinf(series.to_numpy())
+    if huge.any():
+        raise MetadataError(
+            f"column {column!r} has {int(huge.sum())} numbers too large for a 64-bit float (e.g. "
+            f"{preview(v for v, h in zip(values, huge, strict=True) if h)} in samples "
+            f"{preview(series.index[huge])}); numbers must lie within ±1.8e308",
+            file=file,
+        )
 
 
 def _typed(values: list[str], kind: ColumnKind, index: pd.Index) -> pd.Series:

@@ -10,13 +10,16 @@ to ``POST /predict`` through :func:`table_from_counts`):
 - a count is a whole number of reads from 0 to ``MAX_READS``, and so is a sample's total (far
   above any sequencing run, far below the int64 sums every later step takes);
 - a sample or feature ID is non-empty and holds no control character (tab, newline, ...),
-  which would break the rows of every TSV file the service writes.
+  which would break the rows of every TSV file the service writes, and no lone surrogate
+  (a JSON escape such as ``"\\ud800"``), which no UTF-8 file or response can hold.
 """
 
 from __future__ import annotations
 
 import json
+import numbers
 import re
+import reprlib
 import unicodedata
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -29,6 +32,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from aam_core.io.archive import DEFAULT_MAX_BYTES, TABLE_MEMBER, TABLE_TYPES, extract_member, is_zip
+from aam_core.io.biom_hdf5 import check_hdf5_matrix
 from aam_core.io.errors import (
     CountsError,
     DuplicateIdError,
@@ -118,6 +122,7 @@ def _read_hdf5(path: Path, file: str) -> biom.Table:
                     file=file,
                 ) from None
             _check_ids(samples, features, file)
+            check_hdf5_matrix(h5, len(features), len(samples), file)
             try:
                 return biom.Table.from_hdf5(h5)
             except Exception as exc:  # biom raises KeyError, ValueError, TypeError, ...
@@ -172,6 +177,8 @@ def _read_json(path: Path, file: str) -> biom.Table:
     _check_ids(samples, features, file)
     for axis in ("rows", "columns"):  # biom requires the key; many writers omit it
         doc[axis] = [{"id": str(e["id"]), "metadata": e.get("metadata")} for e in doc[axis]]
+    if doc["matrix_type"] == "sparse" and not doc["data"]:  # biom reads [] as a 0 x 0 matrix
+        doc["data"] = [[0, 0, 0]]  # an explicit zero: the all-zero table of the declared shape
     try:
         return biom.Table.from_json(doc)
     except Exception as exc:  # biom raises KeyError, ValueError, TypeError, ...
@@ -190,7 +197,14 @@ def _check_json_shape(doc: dict[str, Any], n_rows: int, n_cols: int, file: str) 
             f"and {n_cols} columns (samples)",
             file=file,
         )
+    if doc["matrix_type"] not in ("sparse", "dense"):  # biom reads any other as sparse
+        raise UnreadableFileError(
+            f"matrix_type is {reprlib.repr(doc['matrix_type'])}; expected 'sparse' or 'dense'",
+            file=file,
+        )
     data = doc["data"]
+    if not isinstance(data, list):
+        raise UnreadableFileError("malformed 'data' in the JSON BIOM table", file=file)
     try:
         if doc["matrix_type"] == "sparse":
             bad = [e for e in data if not (0 <= e[0] < n_rows and 0 <= e[1] < n_cols)]
@@ -198,6 +212,21 @@ def _check_json_shape(doc: dict[str, Any], n_rows: int, n_cols: int, file: str) 
                 raise UnreadableFileError(
                     f"{len(bad)} sparse entries lie outside the declared shape {shape} "
                     f"(e.g. row {bad[0][0]}, column {bad[0][1]})",
+                    file=file,
+                )
+            malformed = [e for e in data if not _is_sparse_entry(e)]
+            if malformed:
+                raise UnreadableFileError(
+                    f"{len(malformed)} sparse entries are not [row, column, count] with whole-"
+                    f"number row and column (e.g. {reprlib.repr(malformed[0])})",
+                    file=file,
+                )
+            given = Counter((e[0], e[1]) for e in data if e[2] != 0)  # explicit zeros add 0
+            repeated = [cell for cell, n in given.items() if n > 1]
+            if repeated:  # biom would add them up
+                raise UnreadableFileError(
+                    f"{len(repeated)} cells have more than one non-zero sparse entry (e.g. row "
+                    f"{repeated[0][0]}, column {repeated[0][1]}); each count must be given once",
                     file=file,
                 )
         else:
@@ -210,6 +239,19 @@ def _check_json_shape(doc: dict[str, Any], n_rows: int, n_cols: int, file: str) 
                 )
     except (TypeError, IndexError, KeyError):
         raise UnreadableFileError("malformed 'data' in the JSON BIOM table", file=file) from None
+
+
+def _is_sparse_entry(entry: object) -> bool:
+    """``[row, column, count]`` with whole-number indices (2.0 is fine, 0.5 and true are not)."""
+    return (
+        isinstance(entry, list)
+        and len(entry) == 3
+        and all(
+            (isinstance(i, int) and not isinstance(i, bool))
+            or (isinstance(i, float) and i.is_integer())
+            for i in entry[:2]
+        )
+    )
 
 
 def _duplicates(ids: Sequence[str]) -> list[str]:
@@ -230,13 +272,20 @@ def _unusable_id(value: str) -> bool:
 
 
 def check_id_text(kind: str, ids: Sequence[str], file: str) -> None:
-    """Refuse empty IDs and IDs with control characters, naming them (quoted as Python
-    literals, so that a tab shows as ``\\t``)."""
+    """Refuse empty IDs and IDs with control characters or lone surrogates, naming them
+    (quoted as Python literals, so that a tab shows as ``\\t``)."""
     bad = [i for i in ids if _unusable_id(i)]
     if bad:
         raise UnreadableFileError(
             f"{len(bad)} {kind} IDs are empty or hold a control character (tab, newline, ...): "
             f"{preview(bad)}; an ID must be printable text",
+            file=file,
+        )
+    unpaired = [i for i in ids if any(unicodedata.category(c) == "Cs" for c in i)]
+    if unpaired:
+        raise UnreadableFileError(
+            f"{len(unpaired)} {kind} IDs hold a lone surrogate ({preview(unpaired)}), which is "
+            "not text; an ID must be printable text",
             file=file,
         )
 
@@ -264,6 +313,14 @@ def _check_depths(depths: np.ndarray, sample_ids: Sequence[str], file: str) -> N
         )
 
 
+def _is_whole(count: object) -> bool:
+    """An integer, or a float with a whole value (a JSON parser may give 2.0 for 2); not a bool,
+    NaN, infinity, text or None."""
+    if isinstance(count, bool) or not isinstance(count, numbers.Real):
+        return False
+    return isinstance(count, numbers.Integral) or float(count).is_integer()
+
+
 def table_from_counts(
     samples: Sequence[tuple[str, Mapping[str, int]]], *, file: str
 ) -> FeatureTable:
@@ -282,6 +339,7 @@ def table_from_counts(
             file=file,
         )
     for what, test in (
+        ("non-integer", lambda c: not _is_whole(c)),  # first: the others compare numbers
         ("negative", lambda c: c < 0),
         ("above 10^12", lambda c: c > MAX_READS),
     ):

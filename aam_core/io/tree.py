@@ -7,6 +7,8 @@ Extra tips are normal (one tree often serves several tables) and are not an erro
 from __future__ import annotations
 
 import io
+import math
+import reprlib
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -52,6 +54,13 @@ def read_tree(
     except Exception as exc:  # skbio's NewickFormatError and the parser's own errors
         reason = short_reason(exc, 300)
         raise UnreadableFileError(f"cannot parse as Newick: {reason}", file=file) from None
+    rest = _after_tree(text)
+    if rest:  # scikit-bio read the first tree and ignored the rest
+        raise UnreadableFileError(
+            f"the file goes on after the tree's closing ';' ({reprlib.repr(rest)}); a Newick "
+            "file must hold one tree",
+            file=file,
+        )
     validate_tree(tree, file=file)
     return tree
 
@@ -75,6 +84,13 @@ def validate_tree(tree: TreeNode, *, file: str | None = None) -> None:
             f"(e.g. {preview(no_length)}); UniFrac needs a length on every branch",
             file=file,
         )
+    non_finite = [n.name or _UNNAMED for n in nodes if not math.isfinite(n.length)]
+    if non_finite:  # 'nan', 'inf' and '1e999' all parse as floats
+        raise TreeError(
+            f"{len(non_finite)} of {len(nodes)} branches have a length that is NaN or infinite "
+            f"(e.g. {preview(non_finite)}); UniFrac needs a finite length on every branch",
+            file=file,
+        )
     negative = [n.name or _UNNAMED for n in nodes if n.length < 0]
     if negative:
         raise TreeError(
@@ -93,6 +109,25 @@ def validate_tree(tree: TreeNode, *, file: str | None = None) -> None:
         raise DuplicateIdError(
             f"{len(dups)} tip names appear more than once: {preview(dups)}", file=file
         )
+
+
+def _after_tree(text: str) -> str:
+    """What follows the tree's closing ';', outside quoted names and [comments], stripped
+    (``text`` is stripped)."""
+    if text.endswith(";") and text.count(";") == 1:  # the usual file: no need to scan it
+        return ""
+    quoted, depth, ended = False, 0, False
+    rest: list[str] = []
+    for char in text:
+        if depth or (char == "[" and not quoted):  # comments nest; quotes do not count in them
+            depth += {"[": 1, "]": -1}.get(char, 0)
+        elif ended:
+            rest.append(char)
+        elif char == "'":
+            quoted = not quoted  # '' inside a quoted name toggles twice
+        elif char == ";" and not quoted:
+            ended = True
+    return "".join(rest).strip()
 
 
 def missing_tips(tree: TreeNode, feature_ids: Iterable[str]) -> list[str]:
