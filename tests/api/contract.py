@@ -25,7 +25,7 @@ from tests.services import free_port
 
 KEY = "contract-key-0123456789ab"
 HEADERS = {"Authorization": f"Bearer {KEY}"}
-REDIS_DB = 13
+REDIS_DB = 15  # its own: 11, 13 and 14 are the other tests', 10 and 12 the benchmarks'
 
 
 def no_server_error(ctx: object, response: Response, case: schemathesis.Case) -> None:
@@ -121,7 +121,7 @@ def _store_some(base: str, root: Path, study: StudyFiles) -> dict[str, str]:
 def serve_for_contract(
     root: Path, study: StudyFiles
 ) -> Iterator[tuple[str, dict[str, str], dict[str, str]]]:
-    """``python -m app`` on a free loopback port with one key, Redis database 13 as its broker
+    """``python -m app`` on a free loopback port with one key, Redis database 15 as its broker
     (nothing consumes it; emptied at the end): its address, headers and stored identifiers."""
     port = free_port()
     env = {
