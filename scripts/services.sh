@@ -33,3 +33,14 @@ if ! command -v docker-compose >/dev/null && command -v apt-get >/dev/null && [ 
 fi
 command -v docker-compose >/dev/null && echo "services: docker-compose ok" \
     || echo "services: docker-compose not available"
+
+# Debian's Chromium for the browser tests (Playwright drives it; Playwright's own browser
+# download is not reachable from the build machines).
+if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "services: installing chromium (apt)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 \
+        || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1; } \
+        || true
+fi
+command -v chromium >/dev/null && echo "services: chromium ok" || echo "services: chromium not available"

@@ -32,11 +32,33 @@ from app.store import get_model
 router = APIRouter(tags=["prediction"])
 
 OUTPUTS = ("prediction", "embedding")
+
+
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """A pydantic JSON schema with its ``#/$defs/...`` references replaced by the definitions
+    (these models do not nest recursively). Inside the OpenAPI document such a reference points
+    at a ``$defs`` of the document root, which does not exist: ReDoc refused the whole page."""
+    definitions = schema.get("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return resolve(definitions[ref.removeprefix("#/$defs/")])
+            return {k: resolve(v) for k, v in node.items() if k != "$defs"}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
 _BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": PredictRequest.model_json_schema()},
+            "application/json": {"schema": _inlined(PredictRequest.model_json_schema())},
             "multipart/form-data": {
                 "schema": {
                     "type": "object",

@@ -1,0 +1,59 @@
+"""Browser fixtures: Debian's Chromium driven by Playwright, and the API as a real process
+(``python -m app``, open on loopback, SQLite and the embedded broker in a temporary data dir)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, sync_playwright
+
+from tests.services import free_port, unavailable
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        unavailable("Debian's chromium is not installed (scripts/services.sh installs it as root)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``python -m app`` on a free loopback port; its base URL."""
+    root = tmp_path_factory.mktemp("browser")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AAM_")}
+    env.update(AAM_DATA_DIR=str(root / "data"), AAM_PORT=str(port), AAM_LOG_LEVEL="WARNING")
+    log = (root / "server.log").open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "app"], env=env, stdout=log, stderr=log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"the server exited: {Path(log.name).read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("the server did not answer /health within 60 s")
+            time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+        log.close()
