@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,11 +72,76 @@ class PredictionResult:
         return pd.DataFrame(rows)
 
 
+# q2-sample-classifier's file layouts, which ``qiime tools import`` takes: PredictionsFormat
+# (SampleData[RegressorPredictions] / SampleData[ClassifierPredictions]) and
+# ProbabilitiesFormat (SampleData[Probabilities])
+Q2_PREDICTIONS = "predictions.tsv"
+Q2_PROBABILITIES = "class_probabilities.tsv"
+
+
+def q2_dir(path: str | Path) -> Path:
+    """Where ``write_predictions(result, path)`` puts the q2-sample-classifier files:
+    ``preds.tsv`` -> ``preds_q2/``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}_q2")
+
+
+def q2_tables(result: PredictionResult) -> dict[str, str]:
+    """The q2-sample-classifier files of a prediction, file name -> text: ``predictions.tsv``
+    (header ``id<TAB>prediction``; a regressor's value or a classifier's label) and, for a
+    classifier, ``class_probabilities.tsv`` (header ``id<TAB><class>...``). None for an
+    encoder or a regressor with several outputs (q2 has no layout for them)."""
+    tables: dict[str, str] = {}
+    samples = result.samples
+    names = [s.sample_id for s in samples] + [str(s.label) for s in samples]
+    names += list(samples[0].probabilities or {}) if samples else []
+    if not all(_plain(n) for n in names):
+        return tables  # a tab, line break or leading '#' that q2's plain TSV cannot hold
+    if samples and all(s.label is not None for s in samples):
+        tables[Q2_PREDICTIONS] = _tsv(["id", "prediction"], ([s.sample_id, str(s.label)]
+                                                           for s in samples))  # fmt: skip
+        classes = list(samples[0].probabilities or {})
+        if classes:
+            rows = (
+                [s.sample_id, *(repr(float((s.probabilities or {})[c])) for c in classes)]
+                for s in samples
+            )
+            tables[Q2_PROBABILITIES] = _tsv(["id", *classes], rows)
+    elif samples and all(s.prediction is not None and len(s.prediction) == 1 for s in samples):
+        rows = ([s.sample_id, repr(float((s.prediction or [])[0]))] for s in samples)
+        tables[Q2_PREDICTIONS] = _tsv(["id", "prediction"], rows)
+    return tables
+
+
+def _plain(cell: str) -> bool:
+    return not cell.startswith("#") and not any(c in cell for c in "\t\r\n")
+
+
+def _tsv(header: list[str], rows: Iterable[list[str]]) -> str:
+    # plain tab-joined cells: q2's format validators split lines on tabs, without quoting
+    return "".join("\t".join(cells) + "\n" for cells in [header, *rows])
+
+
+def write_q2_predictions(result: PredictionResult, directory: str | Path) -> list[Path]:
+    """Write ``q2_tables(result)`` into ``directory`` (atomically, each); the paths written."""
+    tables = q2_tables(result)
+    directory = Path(directory)
+    written = []
+    for name, text in tables.items():
+        directory.mkdir(parents=True, exist_ok=True)
+        with atomic_write(directory / name) as handle:
+            handle.write(text)
+        written.append(directory / name)
+    return written
+
+
 def write_predictions(result: PredictionResult, path: str | Path, fmt: str = "tsv") -> None:
     """One row per sample (TSV), or the samples as JSON (``fmt="json"``), written atomically
-    (a reader never sees half a file)."""
+    (a reader never sees half a file); beside it, in ``q2_dir(path)``, the same predictions in
+    q2-sample-classifier's layouts (``write_q2_predictions``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    write_q2_predictions(result, q2_dir(path))
     with atomic_write(path) as handle:
         if fmt == "json":
             samples = [dataclasses.asdict(s) for s in result.samples]

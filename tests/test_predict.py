@@ -216,3 +216,33 @@ def test_vector_cache_capacity_evicts_least_recent(
     # memory accounting includes a full cache: 5 vectors of D float64 values
     dim = small.checkpoint.config.dim
     assert small.memory_bytes() - base.memory_bytes() == 5 * dim * 8
+
+
+def test_q2_sample_classifier_files_of_real_predictions(
+    trained: dict[str, Path], study_inputs: Inputs, tmp_path: Path
+) -> None:
+    """The classifier's and regressor's predictions in q2-sample-classifier's layouts hold the
+    same labels, probabilities and values as the AAM TSV."""
+    from aam_core.predict import write_predictions
+    from aam_core.predictions import q2_dir
+    from tests.test_q2_predictions import read_q2_predictions, read_q2_probabilities
+
+    table, seqs = study_inputs.table, study_inputs.sequences
+    classified = Predictor.from_path(trained["classifier"]).predict(table, seqs)
+    write_predictions(classified, tmp_path / "site.tsv")
+    labels = read_q2_predictions(q2_dir(tmp_path / "site.tsv") / "predictions.tsv", numeric=False)
+    assert labels == {s.sample_id: s.label for s in classified.samples}
+    assert list(labels) == list(table.sample_ids)
+    classes, probs = read_q2_probabilities(
+        q2_dir(tmp_path / "site.tsv") / "class_probabilities.tsv"
+    )
+    assert classes == list(classified.samples[0].probabilities or {})
+    for s in classified.samples:
+        assert probs[s.sample_id] == [(s.probabilities or {})[c] for c in classes]
+        assert s.label == classes[int(np.argmax(probs[s.sample_id]))]
+
+    regressed = Predictor.from_path(trained["regressor"]).predict(table, seqs)
+    write_predictions(regressed, tmp_path / "age.tsv")
+    values = read_q2_predictions(q2_dir(tmp_path / "age.tsv") / "predictions.tsv", numeric=True)
+    assert values == {s.sample_id: (s.prediction or [])[0] for s in regressed.samples}
+    assert not (q2_dir(tmp_path / "age.tsv") / "class_probabilities.tsv").exists()

@@ -11,6 +11,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from aam_core.checkpoint import load_checkpoint
+from aam_core.io import sha256_file
+from aam_core.io.files import atomic_write, json_text
+from aam_core.model_card import card_markdown, model_card
 from app.contracts import JobSpec, JobState
 from app.store import ArtifactStore, begin_write, finish_job
 from app.store.registry import register_checkpoint
@@ -37,6 +41,24 @@ def store_outputs(storage: ArtifactStore, run_dir: Path) -> dict[str, str]:
         for name, file in RUN_OUTPUTS.items()
         if (run_dir / file).is_file()
     }
+
+
+def store_card(storage: ArtifactStore, checkpoint: Path, run_dir: Path) -> dict[str, str]:
+    """The model's card, written into the run directory as ``card.md`` and ``card.json`` and
+    stored as the outputs ``card_markdown`` and ``card_json``: the card that
+    ``GET /models/{id}/card`` answers, built from the same checkpoint. A card is a by-product:
+    one that cannot be written is logged and left out, and the trained model is still kept."""
+    try:
+        card = model_card(load_checkpoint(checkpoint), checkpoint_sha256=sha256_file(checkpoint))
+        files = {"card_markdown": run_dir / "card.md", "card_json": run_dir / "card.json"}
+        with atomic_write(files["card_markdown"]) as handle:
+            handle.write(card_markdown(card))
+        with atomic_write(files["card_json"]) as handle:
+            handle.write(json_text(card, indent=2) + "\n")
+        return {name: storage.put_file(path)[0] for name, path in files.items()}
+    except Exception:  # the checkpoint itself is validated again when it is registered
+        log.exception("the model card of %s could not be written", checkpoint)
+        return {}
 
 
 def clean_report(report: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
@@ -70,6 +92,7 @@ def finish_training(
     checkpoint = Path(summary.get("best_checkpoint") or summary["last_checkpoint"])
     plots = {plot.stem: plot for plot in sorted((run_dir / "plots").glob("*.png"))}
     outputs = store_outputs(storage, run_dir)
+    outputs.update(store_card(storage, checkpoint, run_dir))
     details = {key: summary.get(key) for key in ("stopped", "epochs_run", "best_epoch", "monitor")}
     begin_write(session)
     model = register_checkpoint(
@@ -115,8 +138,10 @@ def finish_prediction(
     *,
     worker: str,
 ) -> bool:
-    """Store the predictions TSV (``outputs["predictions"]``) and mark the job succeeded."""
+    """Store the predictions TSV (``outputs["predictions"]``) and the q2-sample-classifier files
+    (``q2_predictions``, ``q2_class_probabilities``) and mark the job succeeded."""
     sha256, _ = storage.put_file(Path(summary["predictions"]))
+    q2 = {f"q2_{Path(f).stem}": storage.put_file(Path(f))[0] for f in summary.get("q2_files", [])}
     reporter.log(
         f"predicted {summary['n_samples']} samples with a {summary['kind']} "
         f"({summary['samples_with_warnings']} with warnings)"
@@ -137,7 +162,7 @@ def finish_prediction(
         state=JobState.succeeded,
         worker=worker,
         report=report,
-        outputs={"predictions": sha256},
+        outputs={"predictions": sha256, **q2},
     )
 
 

@@ -83,6 +83,7 @@ def _predict(plan: RunPlan) -> dict[str, Any]:
     from aam_core.checkpoint import load_checkpoint
     from aam_core.plan import plan_run
     from aam_core.predict import Predictor, write_predictions
+    from aam_core.predictions import q2_dir
     from aam_core.train.distributed import resolve_device
     from aam_core.train.stages import checkpoint_facts, dataset_facts
 
@@ -101,6 +102,8 @@ def _predict(plan: RunPlan) -> dict[str, Any]:
     return {
         "kind": result.kind,
         "predictions": str(plan.predictions_path),
+        # q2-sample-classifier's layouts: predictions.tsv, class_probabilities.tsv
+        "q2_files": sorted(str(f) for f in q2_dir(plan.predictions_path).glob("*.tsv")),
         "n_samples": len(result.samples),
         "samples_with_warnings": len(warned),
         "warnings": sorted({w for s in warned for w in s.warnings})[:20],

@@ -18,7 +18,7 @@ import typer
 from aam_core.cli import output
 from aam_core.cli.options import RUN_SETTINGS, error_line, run_options
 from aam_core.errors import UserError
-from aam_core.io.files import json_text
+from aam_core.io.files import atomic_write, json_text
 from aam_core.plan.config import field_names
 
 P = ParamSpec("P")
@@ -310,6 +310,39 @@ def summary(
     info = output.checkpoint_summary(loaded, parameter_counts(build_model(loaded)))
     text = json_text(info, indent=2) if as_json else output.format_checkpoint_summary(info)
     typer.echo(text)
+
+
+@app.command()
+@guarded
+def card(
+    ctx: typer.Context,
+    model: Annotated[
+        Path, Opt("--model", help="A checkpoint written by aam pretrain or aam train.")
+    ],
+    fmt: Annotated[
+        Literal["markdown", "json"] | None,
+        Opt("--format", help="Default: json for an --out ending in .json, else markdown."),
+    ] = None,
+    out: Annotated[Path | None, Opt("--out", help="Write the card here, not to stdout.")] = None,
+) -> None:
+    """A checkpoint's model card: data digests, split and seed, settings, metrics beside the
+    baselines, library versions, intended use and limits."""
+    from aam_core.checkpoint import load_checkpoint
+    from aam_core.io import sha256_file
+    from aam_core.model_card import card_markdown, model_card
+
+    built = model_card(
+        load_checkpoint(model, name=str(model)), checkpoint_sha256=sha256_file(model)
+    )
+    if fmt is None:
+        fmt = "json" if out is not None and out.suffix.lower() == ".json" else "markdown"
+    text = json_text(built, indent=2) + "\n" if fmt == "json" else card_markdown(built)
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    with atomic_write(out) as handle:
+        handle.write(text)
+    typer.echo(f"model card ({fmt}) -> {out}", err=True)
 
 
 @app.command()

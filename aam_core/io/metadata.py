@@ -1,7 +1,10 @@
 """QIIME-style sample metadata (TSV): first column = sample ID, columns typed by content.
 
 Everything is read as text first; a column is numeric when every non-missing value parses
-as a number, unless a ``#q2:types`` row (right after the header) declares its type.
+as a number, unless a ``#q2:types`` row (right after the header) declares its type. Which cells
+are missing follows a ``#q2:missing`` row when there is one (QIIME 2 2023.5+: per column
+``INSDC:missing``, ``no-missing`` or ``blank``); otherwise empty cells, INSDC's terms ('not
+provided', Qiita's 'Missing: Not provided', '<not provided>', ...) and NA-like spellings are.
 """
 
 from __future__ import annotations
@@ -19,23 +22,65 @@ import pandas as pd
 from aam_core.io.errors import EmptyInputError, MetadataError, UnreadableFileError, preview
 from aam_core.io.types import ColumnKind, Metadata, MetadataColumn
 
-ID_HEADERS = ("#SampleID", "sample-id", "sampleid", "sample_id", "id", "sample name")
-MISSING = frozenset(  # compared lower-case
-    {
-        "",
-        "na",
-        "n/a",
-        "nan",
-        "null",
-        "none",
-        "not applicable",
-        "missing",
-        "not provided",
-        "not collected",
+# QIIME 2's sample/feature ID headers (qiime2.metadata SUPPORTED_ID_HEADERS: Qiita's
+# 'sample_name', QIIME 1's '#SampleID', biom's '#OTUID', ...), then this project's own earlier
+# spellings. All are compared in any case: QIIME 2 matches the '#' forms and 'sample_name'
+# exactly, so any file it accepts is accepted here.
+ID_HEADERS = (
+    "#SampleID",
+    "#Sample ID",
+    "sample-id",
+    "sample id",
+    "sampleid",
+    "sample_id",
+    "sample_name",
+    "sample name",
+    "id",
+    "feature-id",
+    "feature id",
+    "featureid",
+    "#OTUID",
+    "#OTU ID",
+)
+_ID_HEADERS = frozenset(h.lower() for h in ID_HEADERS)
+# INSDC's missing-value reporting terms, Qiita's "Missing: ..." spellings of them and the
+# bracketed "<not provided>" forms (all compared lower-case): missing values, never categories.
+_INSDC_TERMS = (
+    "not applicable",
+    "not collected",
+    "not provided",
+    "restricted access",
+)
+INSDC_MISSING = frozenset(
+    {"", "missing"}
+    | set(_INSDC_TERMS)
+    | {f"missing: {t}" for t in _INSDC_TERMS}
+    | {f"<{t}>" for t in (*_INSDC_TERMS, "missing")}
+    | {
+        f"missing: {reason}"  # INSDC's reasons for a missing value (2023)
+        for reason in (
+            "control sample",
+            "sample group",
+            "synthetic construct",
+            "lab stock",
+            "third party data",
+            "data agreement established pre-2023",
+            "endangered species",
+            "human-identifiable",
+        )
     }
 )
+MISSING = INSDC_MISSING | {"na", "n/a", "nan", "null", "none"}  # without a #q2:missing row
+# ``#q2:missing`` schemes (QIIME 2 2023.5+): the cells that are missing in such a column
+MISSING_SCHEMES = {
+    "INSDC:missing": INSDC_MISSING,
+    "no-missing": frozenset({""}),  # QIIME 2's own: an empty cell is still no value
+    "blank": frozenset({""}),
+}
+_SCHEMES = {k.lower(): v for k, v in MISSING_SCHEMES.items()}
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 _TYPES_ROW = "#q2:types"
+_MISSING_ROW = "#q2:missing"
 # csv's errors (strict mode) for a quote that is never closed, or text after a closing quote
 _QUOTE_ERRORS = {
     "unexpected end of data": "a cell starts with a double quote that no later quote closes",
@@ -53,7 +98,7 @@ def read_metadata(path: str | Path, *, name: str | None = None) -> Metadata:
     except UnicodeDecodeError:
         raise UnreadableFileError("not a TSV file: it is not UTF-8 text", file=file) from None
     try:
-        header, declared, rows = _split(text, file)
+        header, directives, rows = _split(text, file)
     except csv.Error as exc:  # NUL bytes, a field over csv's size limit, an unclosed quote
         quotes = _QUOTE_ERRORS.get(str(exc))
         reason = (
@@ -69,10 +114,13 @@ def read_metadata(path: str | Path, *, name: str | None = None) -> Metadata:
     typed: dict[str, pd.Series] = {}
     described: list[MetadataColumn] = []
     warnings: list[str] = []
+    declared = {c: t.lower() for c, t in directives.get(_TYPES_ROW, {}).items()}
+    schemes = directives.get(_MISSING_ROW, {})
     for j, column in enumerate(columns, start=1):
         values = [row[j] for _, row in rows]
-        kind = _column_kind(column, values, declared.get(column), ids, file)
-        typed[column] = _typed(values, kind, index)
+        terms = _missing_terms(column, schemes.get(column), file)
+        kind = _column_kind(column, values, declared.get(column), ids, file, terms)
+        typed[column] = _typed(values, kind, index, terms)
         if kind == "numeric":
             _check_finite(column, values, typed[column], file)
         described.append(describe(column, kind, typed[column]))
@@ -82,8 +130,9 @@ def read_metadata(path: str | Path, *, name: str | None = None) -> Metadata:
     return Metadata(frame=frame, columns=tuple(described), source=file, warnings=tuple(warnings))
 
 
-def is_missing(value: str) -> bool:
-    return value.strip().lower() in MISSING
+def is_missing(value: str, terms: frozenset[str] = MISSING) -> bool:
+    """Whether a cell is a missing value (``terms``: a ``MISSING_SCHEMES`` value, lower-case)."""
+    return value.strip().lower() in terms
 
 
 def describe(name: str, kind: ColumnKind, series: pd.Series) -> MetadataColumn:
@@ -129,12 +178,15 @@ def align_metadata(metadata: Metadata, sample_ids: Sequence[str]) -> tuple[pd.Da
     return aligned, len(sample_ids) - n_matched, len(frame) - n_matched
 
 
-def _split(text: str, file: str) -> tuple[list[str], dict[str, str], list[tuple[int, list[str]]]]:
-    """Header cells, declared ``#q2:types`` by column, and the data rows with line numbers."""
+def _split(
+    text: str, file: str
+) -> tuple[list[str], dict[str, dict[str, str]], list[tuple[int, list[str]]]]:
+    """Header cells, the directive rows right after it (``#q2:types``, ``#q2:missing``: the
+    value by column, non-empty only), and the data rows with line numbers."""
     header: list[str] | None = None
-    declared: dict[str, str] = {}
+    directives: dict[str, dict[str, str]] = {}
     rows: list[tuple[int, list[str]]] = []
-    just_after_header = False
+    in_directives = False
     # strict: an unclosed quote is an error, not a cell that swallows the rest of the file
     for line, raw in enumerate(csv.reader(io.StringIO(text), delimiter="\t", strict=True), 1):
         cells = [c.strip() for c in raw]
@@ -142,8 +194,8 @@ def _split(text: str, file: str) -> tuple[list[str], dict[str, str], list[tuple[
             continue
         first = cells[0]
         if header is None:
-            if first.lower() in {h.lower() for h in ID_HEADERS}:
-                header, just_after_header = cells, True
+            if first.lower() in _ID_HEADERS:
+                header, in_directives = cells, True
                 _check_header(header, file)
                 continue
             if first.startswith("#"):
@@ -154,9 +206,12 @@ def _split(text: str, file: str) -> tuple[list[str], dict[str, str], list[tuple[
                 f"{accepted} (any case)",
                 file=file,
             )
-        if just_after_header and first.lower() == _TYPES_ROW:
-            declared = {c: t.lower() for c, t in zip(header[1:], cells[1:], strict=False) if t}
-        just_after_header = False
+        # QIIME 2 takes its directives in any order, all before the first data row
+        in_directives = in_directives and first.lower() in (_TYPES_ROW, _MISSING_ROW)
+        if in_directives:
+            directives[first.lower()] = {
+                c: v for c, v in zip(header[1:], cells[1:], strict=False) if v
+            }
         if first.startswith("#"):
             continue
         if len(cells) > len(header) and any(cells[len(header) :]):
@@ -168,7 +223,7 @@ def _split(text: str, file: str) -> tuple[list[str], dict[str, str], list[tuple[
         raise EmptyInputError("the metadata file has no header line", file=file)
     if not rows:
         raise EmptyInputError("the metadata has a header but no sample rows", file=file)
-    return header, declared, rows
+    return header, directives, rows
 
 
 def _check_header(header: list[str], file: str) -> None:
@@ -198,13 +253,31 @@ def _check_ids(ids: list[str], lines: list[int], file: str) -> None:
         )
 
 
+def _missing_terms(column: str, scheme: str | None, file: str) -> frozenset[str]:
+    if scheme is None:
+        return MISSING
+    terms = _SCHEMES.get(scheme.lower())
+    if terms is None:
+        accepted = ", ".join(repr(s) for s in MISSING_SCHEMES)
+        raise MetadataError(
+            f"#q2:missing declares {scheme!r} for column {column!r}; expected one of {accepted}",
+            file=file,
+        )
+    return terms
+
+
 def _column_kind(
-    column: str, values: list[str], declared: str | None, ids: list[str], file: str
+    column: str,
+    values: list[str],
+    declared: str | None,
+    ids: list[str],
+    file: str,
+    terms: frozenset[str] = MISSING,
 ) -> ColumnKind:
     not_numbers = [
         (i, v)
         for i, v in zip(ids, values, strict=True)
-        if not is_missing(v) and not _NUMBER.fullmatch(v)
+        if not is_missing(v, terms) and not _NUMBER.fullmatch(v)
     ]
     if declared is None:
         return "categorical" if not_numbers else "numeric"
@@ -238,9 +311,11 @@ def _check_finite(column: str, values: list[str], series: pd.Series, file: str) 
         )
 
 
-def _typed(values: list[str], kind: ColumnKind, index: pd.Index) -> pd.Series:
+def _typed(
+    values: list[str], kind: ColumnKind, index: pd.Index, terms: frozenset[str] = MISSING
+) -> pd.Series:
     if kind == "numeric":
-        numbers = [np.nan if is_missing(v) else float(v) for v in values]
+        numbers = [np.nan if is_missing(v, terms) else float(v) for v in values]
         return pd.Series(numbers, index=index, dtype=np.float64)
-    labels = [None if is_missing(v) else v for v in values]
+    labels = [None if is_missing(v, terms) else v for v in values]
     return pd.Series(labels, index=index, dtype=object)

@@ -1,4 +1,5 @@
-"""Random-forest baseline on the transformer's own split and inputs (DESIGN.md section 3).
+"""Random-forest baseline on the transformer's own split and inputs (DESIGN.md section 3), and
+the constant one (the train split's mean or class shares).
 
 On real age data a random forest is hard to beat, so every training run fits one on the same
 train/validation rows and the same rarefied relative abundances, and scores it with the same
@@ -258,6 +259,40 @@ def _tuned(
             scores.append(float(np.nanmean(-np.log(np.clip(picked, 1e-6, 1.0)))))
     max_features, leaf = GRID[int(np.nanargmin(scores))]
     return {"max_features": max_features, "min_samples_leaf": leaf}
+
+
+def constant_baseline(
+    targets: np.ndarray,
+    train_rows: np.ndarray,
+    validation_rows: np.ndarray,
+    *,
+    n_classes: int | None = None,
+) -> dict[str, Any]:
+    """The floor any model must clear: every validation sample gets the train split's mean
+    (regression) or its class shares as probabilities (classification, so its accuracy is the
+    majority class's share and its ROC AUC 0.5), scored with the model's accumulators.
+    ``{"prediction": mean or class shares, "metrics": validation metrics}``."""
+    y = np.asarray(targets)
+    train, val = np.asarray(train_rows), np.asarray(validation_rows)
+    if train.size == 0:
+        raise ValueError("train_rows is empty: the constant baseline needs training samples")
+    if n_classes is None:
+        mean = y[train].astype(np.float64).mean(axis=0)  # [] or [k]
+        regression = RegressionMetrics()
+        if val.size:
+            regression.update(np.broadcast_to(mean, y[val].shape), y[val].astype(np.float64))
+        metrics, prediction = regression.compute(), mean.tolist()
+    else:
+        labels = np.round(y.astype(np.float64)).astype(np.int64)
+        shares = np.bincount(labels[train], minlength=n_classes) / train.size  # [K]
+        classification = ClassificationMetrics(n_classes)
+        if val.size:
+            classification.update(np.tile(shares, (val.size, 1)), labels[val])
+        metrics, prediction = classification.compute(), shares.tolist()
+    return {
+        "prediction": prediction,
+        "metrics": {k: _finite_or_none(v) for k, v in metrics.items()},
+    }
 
 
 def _finite_or_none(value: float) -> float | None:

@@ -4,6 +4,7 @@ plots, the random-forest baseline on the same split, and the report; and the bas
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,14 +13,19 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from aam_core.checkpoint import build_model, load_checkpoint
+from aam_core.checkpoint import build_model, load_checkpoint, save_checkpoint
 from aam_core.io import Inputs
 from aam_core.io.errors import InputError
 from aam_core.io.files import write_json
 from aam_core.plan.config import RunConfig, Stage
 from aam_core.plan.targets import TargetSpec
 from aam_core.train import artifacts
-from aam_core.train.baseline import BaselineResult, fit_baseline, relative_abundance
+from aam_core.train.baseline import (
+    BaselineResult,
+    constant_baseline,
+    fit_baseline,
+    relative_abundance,
+)
 from aam_core.train.baseline import to_dict as baseline_dict
 from aam_core.train.callbacks import Callback
 from aam_core.train.loop import FitResult, RunData, evaluate_rows
@@ -34,6 +40,7 @@ class RunOutputs:
     forest: BaselineResult | None  # the tuned forest, fitted on the train split
     features: sp.csr_matrix | None  # the forest's inputs: rarefied relative abundances
     predictions: np.ndarray | None  # the model's validation predictions, split order
+    constant: dict[str, Any] | None = None  # the constant baseline (train runs)
 
 
 def write_outputs(
@@ -85,7 +92,12 @@ def write_outputs(
                 predictions = predictions[:, 0]
     if validation:
         log.on_log(f"best checkpoint (epoch {fit.best_epoch}) validation: {_brief(validation)}")
-    baseline = forest = features = None
+    baseline = forest = features = constant = None
+    n_classes = None if prepared.classes is None else len(prepared.classes)
+    if stage == "train" and prepared.targets is not None and split.validation.size:
+        constant = constant_baseline(
+            prepared.targets, split.train, split.validation, n_classes=n_classes
+        )
     if stage == "train" and (config.baseline or need_forest) and prepared.targets is not None:
         features = relative_abundance(prepared.rarefied)
         forest = fit_baseline(
@@ -94,7 +106,7 @@ def write_outputs(
             split.train,
             split.validation,
             task="classification" if prepared.classes is not None else "regression",
-            n_classes=None if prepared.classes is None else len(prepared.classes),
+            n_classes=n_classes,
             seed=config.seed,
             tune=True,
         )
@@ -103,7 +115,32 @@ def write_outputs(
         log.on_log(
             f"baseline (random forest, {forest.params}) validation: {_brief(forest.metrics)}"
         )
-    return RunOutputs(validation, baseline, forest, features, predictions)
+    return RunOutputs(validation, baseline, forest, features, predictions, constant)
+
+
+def record_baselines(best: Path | None, outputs: RunOutputs) -> None:
+    """Write the baselines' validation metrics into the best checkpoint (``metrics
+    ["baselines"]``: ``random_forest`` and ``constant``), so that the model's card sets them
+    beside the model's own from the file alone. A run without a best checkpoint has no
+    validation split, hence no baselines to record."""
+    baselines: dict[str, Any] = {}
+    if outputs.baseline is not None:
+        baselines["random_forest"] = {
+            "validation": outputs.baseline["metrics"],
+            "train": outputs.baseline["train_metrics"],
+            "n_estimators": outputs.baseline["n_estimators"],
+            "params": outputs.baseline["params"],
+        }
+    if outputs.constant is not None:
+        baselines["constant"] = {
+            "validation": outputs.constant["metrics"],
+            "prediction": outputs.constant["prediction"],
+        }
+    if best is None or not baselines or not best.exists():
+        return
+    checkpoint = load_checkpoint(best)
+    metrics = {**checkpoint.metrics, "baselines": baselines}
+    save_checkpoint(dataclasses.replace(checkpoint, metrics=metrics), best)
 
 
 def write_report(

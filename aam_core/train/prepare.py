@@ -183,15 +183,17 @@ def prepare_data(
             targets = labels
         else:
             targets = kept_values.astype(np.float32)
+    kept_groups = None if groups is None else groups[rows]
     split = split_rows(
         kept.n_samples,
         validation_fraction=config.validation_fraction,
         seed=config.seed,
         labels=labels,
-        groups=None if groups is None else groups[rows],
+        groups=kept_groups,
     )
     if classes is not None and labels is not None:
         split, classes, targets = _drop_unseen_classes(split, classes, labels, kept, report)
+    report["split"] = _split_facts(split, config, kept_groups)
 
     engine = distances = None
     if need_unifrac or need_faith_pd:
@@ -249,6 +251,22 @@ def _groups(inputs: Inputs, config: RunConfig, sample_ids: tuple[str, ...]) -> n
     )
 
 
+def _split_facts(split: Split, config: RunConfig, groups: np.ndarray | None) -> dict[str, Any]:
+    """How the split was drawn, and how many groups (e.g. subjects) each side holds."""
+    facts: dict[str, Any] = {
+        "method": split.method,
+        "seed": config.seed,
+        "validation_fraction": config.validation_fraction,
+        "group_column": config.group_column,
+        "n_train_groups": None,
+        "n_validation_groups": None,
+    }
+    if groups is not None:  # a sample without a group value counts as a group of its own
+        facts["n_train_groups"] = int(np.unique(groups[split.train]).size)
+        facts["n_validation_groups"] = int(np.unique(groups[split.validation]).size)
+    return facts
+
+
 def _drop_unseen_classes(
     split: Split,
     classes: tuple[str, ...],
@@ -266,7 +284,7 @@ def _drop_unseen_classes(
             f"{len(dropped)} validation samples belong to classes absent from the train split "
             f"and are excluded ({preview(dropped)})"
         )
-        split = Split(split.train, np.delete(split.validation, unseen))
+        split = Split(split.train, np.delete(split.validation, unseen), split.method)
     if seen.size < len(classes):
         # re-encode to the train split's classes
         kept_classes = tuple(classes[i] for i in seen)

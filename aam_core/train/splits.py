@@ -15,6 +15,7 @@ from aam_core.errors import ConfigError
 class Split:
     train: np.ndarray  # int64 row indices, sorted
     validation: np.ndarray  # int64 row indices, sorted
+    method: str = "random"  # random | stratified | grouped | stratified+grouped
 
 
 def split_rows(
@@ -32,6 +33,7 @@ def split_rows(
     if n < 2:
         raise ValueError(f"need at least 2 samples to split, got {n}")
     rows = np.arange(n)
+    method = "random"
     if groups is not None:
         n_groups = np.unique(groups).size
         if n_groups < 2:
@@ -46,17 +48,21 @@ def split_rows(
             splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
             try:
                 train, val = next(splitter.split(rows, labels, groups))
+                method = "stratified+grouped"
             except ValueError:
                 train, val = _group_shuffle(rows, groups, validation_fraction, seed)
+                method = "grouped"
         else:
             train, val = _group_shuffle(rows, groups, validation_fraction, seed)
+            method = "grouped"
     elif labels is not None and _can_stratify(labels, validation_fraction):
         train, val = train_test_split(
             rows, test_size=validation_fraction, random_state=seed, stratify=labels
         )
+        method = "stratified"
     else:
         train, val = train_test_split(rows, test_size=validation_fraction, random_state=seed)
-    return Split(np.sort(train).astype(np.int64), np.sort(val).astype(np.int64))
+    return Split(np.sort(train).astype(np.int64), np.sort(val).astype(np.int64), method)
 
 
 def _group_shuffle(

@@ -30,7 +30,7 @@ from aam_core.checkpoint import (
     load_checkpoint,
     load_encoder,
 )
-from aam_core.io import Inputs, summarize
+from aam_core.io import Inputs, sha256_file, summarize
 from aam_core.model.aam import SequenceEncoder, SequenceRegressor
 from aam_core.plan import (
     BaseModel,
@@ -46,8 +46,9 @@ from aam_core.train.callbacks import Callback, CallbackList
 from aam_core.train.distributed import DistContext, init_distributed, resolve_device
 from aam_core.train.ensemble import attach_ensemble
 from aam_core.train.loop import FitResult, RunData, Trainer
-from aam_core.train.outputs import write_outputs, write_report
+from aam_core.train.outputs import record_baselines, write_outputs, write_report
 from aam_core.train.prepare import PreparedData, prepare_data
+from aam_core.train.provenance import training_facts
 
 Model = SequenceEncoder | SequenceRegressor
 
@@ -233,6 +234,7 @@ def _load_base(model: SequenceRegressor, run: ResolvedRun, log: Callback) -> dic
     )
     return {
         "path": base.path,
+        "sha256": sha256_file(base.path),
         "kind": base.kind,
         "matched_keys": len(loaded.matched),
         "missing_keys": loaded.missing,
@@ -305,6 +307,11 @@ def _run(
             "classes": None if prepared.classes is None else list(prepared.classes),
         }
 
+    facts = training_facts(prepared, ctx.device, ctx.world_size)
+    if "base_checkpoint" in extra_report:  # fine-tuning: which encoder, by its file's digest
+        base = extra_report["base_checkpoint"]
+        facts["base_model"] = {k: base[k] for k in ("kind", "sha256", "freeze_base")}
+
     def checkpoint_fields() -> dict[str, Any]:
         return {
             "preprocessing": {
@@ -322,6 +329,7 @@ def _run(
                 "dataset_sha256": dict(dataset_sha256 or {}),
                 "run_config": config.to_dict(),
                 "library_version": __version__,
+                **facts,
             },
         }
 
@@ -367,6 +375,7 @@ def _run(
         log,
         need_forest=model_kind != "aam",
     )
+    record_baselines(fit.best_checkpoint, outputs)
     if model_kind != "aam":
         report["ensemble"] = attach_ensemble(fit, prepared, config, outputs, model_kind, log)
     write_report(report, fit, outputs, out_dir)

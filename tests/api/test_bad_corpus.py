@@ -125,7 +125,9 @@ DATASET_CASES: list[tuple[str, dict[str, str], int, str]] = [
         {"table": "study:table", "metadata": "bad_id_header.tsv"},
         422,
         "bad_id_header.tsv: the first column is 'subject', not a sample ID header; expected one "
-        "of '#SampleID', 'sample-id', 'sampleid', 'sample_id', 'id', 'sample name' (any case)",
+        "of '#SampleID', '#Sample ID', 'sample-id', 'sample id', 'sampleid', 'sample_id', "
+        "'sample_name', 'sample name', 'id', 'feature-id', 'feature id', 'featureid', '#OTUID', "
+        "'#OTU ID' (any case)",
     ),
     (
         "wrong-type .qza as the table",

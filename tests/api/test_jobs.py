@@ -557,3 +557,40 @@ def test_an_unreachable_broker_gives_503_and_no_job(
             "it again later"
         )
         assert job_rows(client) == 0
+
+
+def test_predictions_in_q2_sample_classifier_layouts(
+    client: TestClient, add_dataset: AddDataset, add_model: AddModel
+) -> None:
+    """The worker stores q2-sample-classifier's files beside the AAM TSV; the route serves them
+    by ``layout``, and says which is absent."""
+    from aam_core.predictions import PredictionResult, SamplePrediction, q2_tables
+
+    samples = [
+        SamplePrediction("S1", label="C", probabilities={"C": 0.25, "D": 0.75}),
+        SamplePrediction("S2", label="D", probabilities={"C": 0.5, "D": 0.5}),
+    ]
+    tables = q2_tables(PredictionResult("classifier", None, samples))
+    storage = services_of(client).storage
+    dataset_id, model_id = add_dataset(client, "alice"), add_model(client, "alice", "classifier")
+    body = {"kind": "predict", "dataset_id": dataset_id, "model_id": model_id}
+    job_id: str = client.post("/jobs", json=body, headers=ALICE).json()["id"]
+    claim(client, job_id)
+    outputs = {
+        "predictions": storage.put_bytes(b"sample_id\tlabel\n"),
+        "q2_predictions": storage.put_bytes(tables["predictions.tsv"].encode()),
+    }
+    finish(client, job_id, JobState.succeeded, outputs=outputs)
+    url = f"/jobs/{job_id}/predictions"
+    q2 = client.get(url, params={"layout": "q2-predictions"}, headers=ALICE)
+    assert q2.status_code == 200
+    assert q2.text == "id\tprediction\nS1\tC\nS2\tD\n"
+    assert q2.headers["content-disposition"] == f'attachment; filename="{job_id}_predictions.tsv"'
+    missing = client.get(url, params={"layout": "q2-probabilities"}, headers=ALICE)
+    assert missing.status_code == 404
+    assert missing.json()["detail"] == (
+        f"job {job_id!r} has no class_probabilities.tsv in q2-sample-classifier's layout (class "
+        "probabilities exist for classifiers only; a regressor with several outputs and jobs "
+        "from before this layout have none)"
+    )
+    assert client.get(url, headers=ALICE).text == "sample_id\tlabel\n"

@@ -126,7 +126,9 @@ CASES: list[tuple[str, Callable[[Path], object], type[InputError], str]] = [
         read_metadata,
         MetadataError,
         "bad_id_header.tsv: the first column is 'subject', not a sample ID header; expected one "
-        "of '#SampleID', 'sample-id', 'sampleid', 'sample_id', 'id', 'sample name' (any case)",
+        "of '#SampleID', '#Sample ID', 'sample-id', 'sample id', 'sampleid', 'sample_id', "
+        "'sample_name', 'sample name', 'id', 'feature-id', 'feature id', 'featureid', '#OTUID', "
+        "'#OTU ID' (any case)",
     ),
     (
         "non_dna.fasta",

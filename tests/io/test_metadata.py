@@ -108,8 +108,15 @@ def test_missing_value_tokens(tmp_path: Path) -> None:
         "missing",
         "not provided",
         "NOT COLLECTED",
+        "Restricted Access",
+        "Missing: Not provided",
+        "Missing: Not collected",
+        "Missing: Not applicable",
+        "Missing: Restricted access",
+        "<not provided>",
+        "missing: control sample",
     ]
-    assert {t.lower() for t in tokens} == MISSING
+    assert {t.lower() for t in tokens} <= MISSING
     rows = "".join(f"S{i}\t{t}\t{t}\n" for i, t in enumerate(tokens))
     meta = read_metadata(_write(tmp_path, f"id\tx\ty\n{rows}S98\t1.5\tred\nS99\t2\tblue\n"))
     assert meta.column("x") == MetadataColumn("x", "numeric", len(tokens), None, 2, False)
@@ -120,7 +127,13 @@ def test_missing_value_tokens(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "header",
-    ["#SampleID", "#sampleid", "sample-id", "SampleID", "sample_id", "ID", "id", "Sample Name"],
+    [
+        *("#SampleID", "#sampleid", "sample-id", "SampleID", "sample_id", "ID", "id"),
+        "Sample Name",
+        # QIIME 2's (qiime2.metadata SUPPORTED_ID_HEADERS); 'sample_name' is Qiita's
+        *("sampleid", "sample id", "Sample ID", "featureid", "feature id", "Feature-ID"),
+        *("#Sample ID", "#OTUID", "#OTU ID", "sample_name"),
+    ],
 )
 def test_accepted_id_headers(tmp_path: Path, header: str) -> None:
     meta = read_metadata(_write(tmp_path, f"# written by hand\n{header}\tage\nS1\t1\nS2\t2\n"))
@@ -150,7 +163,9 @@ def test_all_missing_column_is_reported(tmp_path: Path) -> None:
             "subject\tage\nS1\t3\n",
             MetadataError,
             "m.tsv: the first column is 'subject', not a sample ID header; expected one of "
-            "'#SampleID', 'sample-id', 'sampleid', 'sample_id', 'id', 'sample name' (any case)",
+            "'#SampleID', '#Sample ID', 'sample-id', 'sample id', 'sampleid', 'sample_id', "
+            "'sample_name', 'sample name', 'id', 'feature-id', 'feature id', 'featureid', "
+            "'#OTUID', '#OTU ID' (any case)",
         ),
         (
             "id\tage\nS1\t1\nS2\t2\nS1\t3\nS3\t4\nS2\t5\nS1\t6\n",
@@ -218,3 +233,77 @@ def test_metadata_of_another_study_is_refused(tmp_path: Path) -> None:
         "study? (metadata IDs: 'A1', 'A2', 'A3' and 1 more; table IDs: 'S1', 'S2', 'S3' and "
         "2 more)"
     )
+
+
+def test_qiita_sample_name_and_insdc_missing_terms(tmp_path: Path) -> None:
+    """A Qiita sample information file: 'sample_name' header, INSDC terms as missing values."""
+    meta = read_metadata(
+        _write(
+            tmp_path,
+            "sample_name\tage\tsite\n"
+            "10317.A\t34\tgut\n"
+            "10317.B\tMissing: Not provided\tnot collected\n"
+            "10317.C\t<not provided>\tRestricted access\n"
+            "10317.D\t2.5\tskin\n",
+        )
+    )
+    assert list(meta.frame.index) == ["10317.A", "10317.B", "10317.C", "10317.D"]
+    assert meta.column("age") == MetadataColumn("age", "numeric", 2, None, 2, False)
+    assert meta.column("site") == MetadataColumn("site", "categorical", 2, 2)
+    assert meta.frame["site"].tolist() == ["gut", None, None, "skin"]
+
+
+def test_q2_missing_row_sets_the_missing_scheme_per_column(tmp_path: Path) -> None:
+    # directives in either order; 'no-missing': "NA" and "not provided" are values
+    meta = read_metadata(
+        _write(
+            tmp_path,
+            "#SampleID\tage\tnote\tcode\tph\n"
+            "#q2:missing\tINSDC:missing\tno-missing\tno-missing\t\n"
+            "#q2:types\tnumeric\tcategorical\t\t\n"
+            "S1\tnot applicable\tNA\t1\tNA\n"
+            "S2\t41\tnot provided\t\t7\n"
+            "S3\tmissing: third party data\t\t3\tnot collected\n"
+            "S4\t3\tx\t4\t8\n",
+        )
+    )
+    np.testing.assert_array_equal(meta.frame["age"].to_numpy(), [np.nan, 41.0, np.nan, 3.0])
+    assert meta.frame["note"].tolist() == ["NA", "not provided", None, "x"]
+    assert meta.column("note") == MetadataColumn("note", "categorical", 1, 3)
+    np.testing.assert_array_equal(meta.frame["code"].to_numpy(), [1.0, np.nan, 3.0, 4.0])
+    # no directive for 'ph': the default missing values
+    np.testing.assert_array_equal(meta.frame["ph"].to_numpy(), [np.nan, 7.0, np.nan, 8.0])
+    assert "#q2:missing" not in meta.frame.index
+
+
+def test_insdc_missing_scheme_does_not_treat_na_as_missing(tmp_path: Path) -> None:
+    meta = read_metadata(
+        _write(tmp_path, "id\tsite\n#q2:missing\tINSDC:missing\nS1\tNA\nS2\tnot provided\n")
+    )
+    assert meta.frame["site"].tolist() == ["NA", None]
+
+
+def test_no_missing_column_declared_numeric_refuses_insdc_terms(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path, "id\tage\n#q2:types\tnumeric\n#q2:missing\tno-missing\nS1\t3\nS2\tmissing\n"
+    )
+    with pytest.raises(MetadataError) as info:
+        read_metadata(path)
+    assert str(info.value) == (
+        "m.tsv: column 'age' is declared numeric in #q2:types but 1 values are not numbers "
+        "(e.g. 'missing' in samples 'S2')"
+    )
+
+
+def test_unknown_missing_scheme_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(MetadataError) as info:
+        read_metadata(_write(tmp_path, "id\tage\n#q2:missing\tNA-missing\nS1\t3\n"))
+    assert str(info.value) == (
+        "m.tsv: #q2:missing declares 'NA-missing' for column 'age'; expected one of "
+        "'INSDC:missing', 'no-missing', 'blank'"
+    )
+
+
+def test_q2_missing_row_after_data_is_a_comment(tmp_path: Path) -> None:
+    meta = read_metadata(_write(tmp_path, "id\tsite\nS1\tNA\n#q2:missing\tno-missing\nS2\tgut\n"))
+    assert meta.frame["site"].tolist() == [None, "gut"]

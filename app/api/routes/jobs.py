@@ -20,7 +20,7 @@ import csv
 import logging
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
@@ -29,6 +29,7 @@ from app.api import events
 from app.api.deps import CallerDep, JobDep, ServicesDep, SessionDep
 from app.api.errors import ApiError, not_found
 from app.api.job_checks import CheckedJob, check_job, check_still_there
+from app.api.negotiation import prefers_json
 from app.api.schemas import (
     JobOut,
     JobPageQuery,
@@ -231,25 +232,6 @@ def job_logs(
     return Logs(job_id=job.id, lines=lines, next_since=lines[-1].line if lines else since)
 
 
-def _wants_json(accept: str | None) -> bool:
-    """JSON when the Accept header ranks application/json above TSV (TSV wins ties)."""
-    quality = {"json": 0.0, "tsv": 0.0}
-    for part in (accept or "*/*").split(","):
-        media, *params = (p.strip() for p in part.split(";"))
-        q = 1.0
-        for param in params:
-            name, _, value = param.partition("=")
-            if name.strip() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-        for key, media_type in (("json", "application/json"), ("tsv", TSV)):
-            if media.lower() in (media_type, media_type.split("/")[0] + "/*", "*/*"):
-                quality[key] = max(quality[key], q)
-    return quality["json"] > quality["tsv"]
-
-
 def _typed(column: str, value: str) -> Any:
     if column in TEXT_COLUMNS:
         return value
@@ -274,10 +256,23 @@ def _typed(column: str, value: str) -> Any:
         **problem_responses(401, 404, 409),
     },
 )
-async def job_predictions(job: JobDep, services: ServicesDep, request: Request) -> Response:
+async def job_predictions(
+    job: JobDep,
+    services: ServicesDep,
+    request: Request,
+    layout: Annotated[
+        Literal["aam", "q2-predictions", "q2-probabilities"],
+        Query(
+            description="aam (default); or q2-sample-classifier's files for `qiime tools "
+            "import`: q2-predictions (predictions.tsv: id, prediction) or q2-probabilities "
+            "(class_probabilities.tsv: id, one column per class; classifiers only)"
+        ),
+    ] = "aam",
+) -> Response:
     """A succeeded predict job's predictions: one row per sample (sample_id, prediction or
     label and prob_<class> columns, n_features, n_features_used, fraction_reads_used,
-    warnings)."""
+    warnings); with ``layout`` q2-predictions or q2-probabilities, the same predictions in
+    q2-sample-classifier's layouts (always TSV)."""
     if job.kind != JobKind.predict.value:
         raise ApiError(
             404,
@@ -290,6 +285,8 @@ async def job_predictions(job: JobDep, services: ServicesDep, request: Request) 
             f"job {job.id!r} is {job.state}; its predictions exist once it has succeeded",
             kind="job-not-succeeded",
         )
+    if layout != "aam":
+        return _q2_file(job.id, job.outputs or {}, services, layout)
     digest = (job.outputs or {}).get("predictions")
     if digest is None or not services.storage.exists(digest):
         raise ApiError(
@@ -298,11 +295,31 @@ async def job_predictions(job: JobDep, services: ServicesDep, request: Request) 
             kind="not-found",
         )
     path = services.storage.path(digest)
-    if not _wants_json(request.headers.get("accept")):
+    if not prefers_json(request.headers.get("accept"), TSV):
         return FileResponse(path, media_type=TSV, filename=f"{job.id}_predictions.tsv")
     rows = await run_blocking(_read_predictions, path)
     document = JobPredictions(job_id=job.id, model_id=job.model_id, predictions=rows)
     return JSONResponse(document.model_dump(mode="json"))
+
+
+_Q2_FILES = {  # layout -> (job output, file name)
+    "q2-predictions": ("q2_predictions", "predictions.tsv"),
+    "q2-probabilities": ("q2_class_probabilities", "class_probabilities.tsv"),
+}
+
+
+def _q2_file(job_id: str, outputs: dict[str, str], services: ServicesDep, layout: str) -> Response:
+    output, name = _Q2_FILES[layout]
+    digest = outputs.get(output)
+    if digest is None or not services.storage.exists(digest):
+        raise ApiError(
+            404,
+            f"job {job_id!r} has no {name} in q2-sample-classifier's layout (class "
+            "probabilities exist for classifiers only; a regressor with several outputs and "
+            "jobs from before this layout have none)",
+            kind="not-found",
+        )
+    return FileResponse(services.storage.path(digest), media_type=TSV, filename=f"{job_id}_{name}")
 
 
 def _read_predictions(path: Path) -> list[dict[str, Any]]:

@@ -1,21 +1,26 @@
 """Models (API.md, Models): list, read, download, import and delete trained models, and their
-plots. A succeeded job registers its model (worker); ``POST /models`` imports a checkpoint made
-with the command-line tool, loaded with ``weights_only=True`` before anything is stored."""
+plots and cards. A succeeded job registers its model (worker); ``POST /models`` imports a
+checkpoint made with the command-line tool, loaded with ``weights_only=True`` before anything
+is stored. A model's card is built from its checkpoint alone (aam_core.model_card)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 
+from aam_core.checkpoint import load_checkpoint
+from aam_core.model_card import card_markdown, model_card
 from app.api.deps import Caller, CallerDep, ModelDep, Services, ServicesDep, SessionDep
 from app.api.errors import ApiError, not_found
 from app.api.ingest import check_form, form_name, lock_blobs, release_blobs
-from app.api.schemas import ModelOut, ModelPageQuery, Page, problem_responses
+from app.api.negotiation import prefers_json
+from app.api.schemas import ModelCard, ModelOut, ModelPageQuery, Page, problem_responses
 from app.api.threads import run_blocking
 from app.api.uploads import Upload, read_multipart
 from app.store import begin_write, delete_model, list_models, model_in_use
@@ -23,6 +28,7 @@ from app.store.registry import register_checkpoint
 
 log = logging.getLogger("aam.api")
 router = APIRouter(tags=["models"])
+MARKDOWN = "text/markdown"
 
 _IMPORT_BODY: dict[str, Any] = {
     "requestBody": {
@@ -181,6 +187,52 @@ def get_plot(model: ModelDep, plot: str, request: Request, services: ServicesDep
     sha256 = plots[plot]
     what = f"plot {plot!r} of model {model.id!r}"
     return _send(request, lambda: _blob(services, sha256, what), sha256, "image/png", f"{plot}.png")
+
+
+@functools.lru_cache(maxsize=256)
+def _card(sha256: str, path: Path, name: str) -> dict[str, Any]:
+    """A checkpoint's card; cached by the file's digest, which fixes its content (the cached
+    dictionary is only ever serialised, never changed)."""
+    return model_card(load_checkpoint(path, name=name), checkpoint_sha256=sha256)
+
+
+@router.get(
+    "/models/{model_id}/card",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Markdown by default; JSON with Accept: application/json or "
+            "?format=json",
+            "model": ModelCard,
+            "content": {MARKDOWN: {"schema": {"type": "string"}}, "application/json": {}},
+        },
+        **problem_responses(401, 404),
+    },
+)
+async def get_card(
+    model: ModelDep,
+    request: Request,
+    services: ServicesDep,
+    fmt: Annotated[
+        Literal["markdown", "json"] | None,
+        Query(alias="format", description="overrides the Accept header"),
+    ] = None,
+) -> Response:
+    """The model card, from the model's checkpoint alone: data digests, split and seed, run
+    settings, validation metrics beside the random-forest and constant baselines, library
+    versions, intended use and limits. A checkpoint downloaded here and imported elsewhere
+    has the same card there."""
+    sha256 = model.checkpoint_sha256
+    path = _blob(services, sha256, f"the checkpoint of model {model.id!r}")
+    card = await run_blocking(_card, sha256, path, f"{model.id}.pt")
+    accept = request.headers.get("accept")
+    as_json = fmt == "json" if fmt is not None else prefers_json(accept, MARKDOWN)
+    headers = {"Vary": "Accept"}
+    if as_json:
+        headers["Content-Disposition"] = f'inline; filename="{model.id}_card.json"'
+        return JSONResponse(card, headers=headers)
+    headers["Content-Disposition"] = f'inline; filename="{model.id}_card.md"'
+    return Response(card_markdown(card), media_type=f"{MARKDOWN}; charset=utf-8", headers=headers)
 
 
 @router.delete(

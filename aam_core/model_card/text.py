@@ -1,0 +1,194 @@
+"""The card's generated sentences: intended use and limits, from the facts of a card."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aam_core.plan.config import MAXIMISED
+
+
+def number(value: Any) -> str:
+    """A number as the Markdown card shows it: 4 significant digits, "—" when missing."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if not isinstance(value, int | float):
+        return str(value)
+    return str(value) if isinstance(value, int) else f"{value:.4g}"
+
+
+def intended_use(card: Mapping[str, Any]) -> list[str]:
+    model, pre = card["model"], card["model"]["preprocessing"]
+    target = model["target"]
+    same_pipeline = (
+        "Inputs should come from the same amplicon region, primers and denoising pipeline as "
+        f"the training table (ASVs of up to {number(pre['max_bp'])} bp): the model knows ASVs by "
+        "their DNA sequence, and another region or pipeline yields few or none of the same ASVs."
+    )
+    if target is None:
+        what = (
+            "Research use: embedding 16S rRNA amplicon samples (ASV count tables) so that "
+            "distances between embeddings follow their UniFrac distances, and as the pretrained "
+            "encoder of a model trained on a metadata column (aam train --pretrained-encoder, "
+            "or base_model_id in a train job)."
+        )
+    else:
+        classes = target.get("classes")
+        what = (
+            f"Research use: predicting {target['column']} ({target['task']}"
+            + (f", classes {', '.join(map(str, classes))}" if classes else "")
+            + ") from 16S rRNA amplicon count tables of samples like those it was trained on."
+        )
+    return [
+        what,
+        same_pipeline,
+        "Not for clinical, diagnostic or other decisions about individuals: it has not been "
+        "validated for them.",
+    ]
+
+
+def limits(card: Mapping[str, Any]) -> list[str]:
+    model, data, training, metrics = card["model"], card["data"], card["training"], card["metrics"]
+    pre, samples, target = model["preprocessing"], data["samples"], model["target"]
+    limits = [_sample_limit(data, training)]
+    if metrics["model"]:
+        n_validation = number(samples["validation"])
+        limits.append(
+            f"The metrics come from the validation split ({n_validation} samples), which also "
+            f"chose the best epoch (monitor {number(metrics['monitor'])})"
+            + (" and the blend" if model["type"] == "ensemble" else "")
+            + ": they are not from an independent test set, and new samples will likely score "
+            "somewhat worse."
+        )
+    else:
+        limits.append(
+            "There are no validation metrics (no validation split was recorded): how well the "
+            "model does on new samples is unknown."
+        )
+    below = samples["below_rarefaction_depth"]
+    limits.append(
+        f"Samples are rarefied to {number(pre['rarefaction_depth'])} reads; "
+        + (f"{below} samples with fewer reads were left out of training, and " if below else "")
+        + "a shallower sample is predicted unrarefied with a warning, less reliably."
+    )
+    limits.append(
+        f"Only the {number(pre['token_limit'])} most abundant ASVs of a sample are read; its other "
+        "reads are ignored (each prediction reports fraction_reads_used). Sequences longer "
+        f"than {number(pre['max_bp'])} bp are "
+        + ("cut to that length." if pre["truncate"] else "refused.")
+    )
+    vocabulary = model["architecture"]["asv_vocabulary"]
+    limits.append(
+        f"ASVs unseen in training are read by their sequence only: the {vocabulary} ASVs of "
+        "the train split also have a learned identity, so samples dominated by unseen ASVs "
+        "are predicted less reliably."
+        if vocabulary
+        else "Every ASV is read by its sequence alone (no ASV identities were learnt)."
+    )
+    if target is not None:
+        limits.extend(_target_limits(target, data))
+    if model["ensemble"] is not None:
+        limits.append(
+            "Part of each prediction comes from a random forest over the "
+            f"{model['ensemble']['n_forest_features']} ASVs of its training data; other ASVs "
+            "carry no weight in the forest."
+        )
+    limits.extend(_baseline_limits(card))
+    if training["stage"] == "pretrain":
+        limits.append(
+            "Pretraining metrics say how well embeddings fit UniFrac distances (and masked "
+            "nucleotides), not how well they predict any property of a sample."
+        )
+    if data["sha256"] is None:
+        limits.append("The training data's digests were not recorded: it cannot be traced.")
+    if card["library_versions"] is None:
+        limits.append(
+            f"Written by aam {model['aam_version']}; the versions of torch and the other "
+            "libraries were not recorded."
+        )
+    return limits
+
+
+def _sample_limit(data: Mapping[str, Any], training: Mapping[str, Any]) -> str:
+    samples, subjects = data["samples"], data["subjects"]
+    if samples["train"] is None:
+        return "The number of training samples was not recorded."
+    text = f"Trained on {samples['train']} samples"
+    if subjects is not None:
+        text += (
+            f" from {number(subjects['train'])} groups of {subjects['column']!r}, validated on "
+            f"{number(samples['validation'])} samples from {number(subjects['validation'])} other "
+            "groups (no group spans both)."
+        )
+    elif training["config"] is not None:
+        text += (
+            f", validated on {number(samples['validation'])}; no group column was given, so "
+            "repeated samples of one subject may sit on both sides of the split and flatter "
+            "the validation metrics."
+        )
+    else:
+        text += f", validated on {number(samples['validation'])}."
+    return text
+
+
+def _target_limits(target: Mapping[str, Any], data: Mapping[str, Any]) -> list[str]:
+    out = []
+    summary = (data["target"] or {}).get("train")
+    if target["task"] == "regression" and summary and summary.get("n"):
+        low, high = number(summary["min"]), number(summary["max"])
+        out.append(
+            f"{target['column']} ranged from {low} to {high} in the train split (mean "
+            f"{number(summary['mean'])}, sd {number(summary['std'])}); "
+            "predictions outside that range are extrapolation."
+        )
+    if target.get("classes"):
+        classes = target["classes"]
+        out.append(
+            f"It predicts only the {len(classes)} classes of its train split "
+            f"({', '.join(map(str, classes))}); a sample of any other class gets one of these."
+        )
+    missing = data["samples"]["missing_target"]
+    if missing:
+        out.append(f"{missing} samples without a {target['column']} value were left out.")
+    return out
+
+
+def _headline(metrics: Mapping[str, Any]) -> str | None:
+    """The metric the baselines are judged on: the monitored one when they all have it."""
+    model = metrics["model"] or {}
+    others = [b for b in metrics["baselines"].values() if b]
+    for name in (metrics["monitor"], "mae", "macro_f1", "accuracy"):
+        if (
+            name in model
+            and model[name] is not None
+            and all(b.get(name) is not None for b in others)
+        ):
+            return str(name)
+    return None
+
+
+def _baseline_limits(card: Mapping[str, Any]) -> list[str]:
+    metrics = card["metrics"]
+    name = _headline(metrics)
+    if name is None:
+        return []
+    ours = metrics["model"][name]
+    out = []
+    for key, what in (
+        ("random_forest", "a random forest on the same split and abundances"),
+        ("constant", "a constant prediction (the train split's mean or class shares)"),
+    ):
+        theirs = (metrics["baselines"][key] or {}).get(name)
+        if theirs is None:
+            continue
+        worse = ours < theirs if name in MAXIMISED else ours > theirs
+        if worse or ours == theirs:
+            out.append(
+                f"On the validation split {what} scores "
+                + ("as well as" if ours == theirs else "better than")
+                + f" this model on {name} ({number(theirs)} against {number(ours)}): prefer it, or "
+                "more data, before relying on this model."
+            )
+    return out
