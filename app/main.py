@@ -29,6 +29,7 @@ from app.store import (
     make_session_factory,
     migrate,
 )
+from app.ui.app import create_ui
 
 log = logging.getLogger("aam.api")
 
@@ -120,4 +121,5 @@ def create_app(
     app.include_router(datasets.router)
     app.include_router(models.router)
     app.include_router(jobs.router)
+    app.mount("/ui", create_ui(services))
     return app

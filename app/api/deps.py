@@ -24,8 +24,11 @@ from app.api.threads import Slots
 from app.dispatch import Dispatcher
 from app.settings import Settings
 from app.store import ArtifactStore, Dataset, Job, Model, get_dataset, get_job, get_model
+from app.ui.session import session_of
 
 OPEN_OWNER = "local"  # the owner of everything on an open (keyless, loopback-only) server
+# Methods a dashboard session cookie authenticates (see get_caller).
+COOKIE_METHODS = frozenset({"GET", "HEAD"})
 
 
 @dataclass
@@ -105,12 +108,25 @@ def _presented_key(request: Request) -> str | None:
 
 
 async def get_caller(request: Request, services: ServicesDep) -> Caller:
-    """The key's owner; 401 for a missing or unknown key. Open mode: everyone is ``local``."""
+    """The key's owner; 401 for a missing or unknown key. Open mode: everyone is ``local``.
+
+    Without a key, a GET or HEAD may present the dashboard's signed session cookie instead
+    (app/ui/session.py): a browser's EventSource cannot send an Authorization header, so
+    ``/jobs/{id}/events`` and the download links (checkpoint, predictions, logs) of the
+    dashboard need it. Reads only: a cookie is sent by the browser on its own, so accepting it
+    for a POST or DELETE of the API would let another site's form act for the user (the
+    dashboard's own forms post to /ui, which checks a CSRF token). A presented key always wins.
+    """
     settings = services.settings
+    presented = None if settings.open_mode else _presented_key(request)
+    session = None
+    if presented is None and not settings.open_mode and request.method in COOKIE_METHODS:
+        session = session_of(settings, request.cookies)
     if settings.open_mode:
         caller = Caller(owner=OPEN_OWNER, admin=True)
+    elif session is not None:
+        caller = Caller(owner=session.owner, admin=session.admin)
     else:
-        presented = _presented_key(request)
         if presented is None:
             raise ApiError(
                 401, "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",

@@ -18,8 +18,10 @@ from playwright.sync_api import Browser, sync_playwright
 from tests.services import free_port, unavailable
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Per module: Playwright's sync API runs an event loop in this thread while it is open,
+    and later tests that call asyncio.run() (tests/api/test_thread_pool.py) must not see it."""
     chromium = shutil.which("chromium")
     if chromium is None:
         unavailable("Debian's chromium is not installed (scripts/services.sh installs it as root)")

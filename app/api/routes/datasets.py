@@ -63,7 +63,7 @@ _UPLOAD_BODY: dict[str, Any] = {
 }
 
 
-def _create(services: Services, caller: Caller, upload: Upload) -> DatasetOut:
+def create_from_upload(services: Services, caller: Caller, upload: Upload) -> DatasetOut:
     """Validate, store and record one upload (thread pool: CPU and disk work)."""
     table = check_form(upload, required="table", files=DATASET_FILES, fields=("name",))
     name = form_name(upload, table.filename)
@@ -105,7 +105,7 @@ async def upload_dataset(
         files=set(DATASET_FILES),
     )
     try:
-        dataset = await run_blocking(_create, services, caller, upload)
+        dataset = await run_blocking(create_from_upload, services, caller, upload)
     finally:
         upload.cleanup()  # whatever storage did not take
     response.headers["Location"] = f"/datasets/{dataset.id}"

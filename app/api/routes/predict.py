@@ -124,7 +124,7 @@ def _predictor(services: Services, sha256: str) -> Predictor:
     )
 
 
-def _run(
+def predict_table(
     services: Services,
     scope: str | None,
     model_id: str,
@@ -222,7 +222,7 @@ async def predict(
             "(POST /jobs)",
         )
     predictions = await services.predictions.run(
-        _run, services, caller.scope, model_id, table, sequences, output
+        predict_table, services, caller.scope, model_id, table, sequences, output
     )
     return PredictResponse(
         model_id=model_id, device=services.settings.predict_device, predictions=predictions

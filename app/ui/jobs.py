@@ -1,0 +1,156 @@
+"""Jobs: the list (state filter), a job's live page (state, progress and loss from the event
+stream, the log tail, cancel, its error), and the new-job form, which submits through the API's
+own ``POST /jobs`` code so the checks and their messages are the API's."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from pydantic import ValidationError
+
+from aam_core.errors import UserError
+from app.api.deps import Caller, ServicesDep, SessionDep
+from app.api.errors import ApiError, not_found
+from app.api.routes import jobs as api_jobs
+from app.api.schemas import DatasetOut, JobOut
+from app.contracts import JobSpec, JobState
+from app.store import Job, get_job, get_logs, list_datasets, list_jobs, list_models
+from app.store.job_history import MAX_LOG_PAGE
+from app.ui.context import FormDep, UiCallerDep, base_paths, problem_of, render
+
+router = APIRouter()
+LOG_TAIL = 40
+PAGE = 100
+
+
+@router.get("/jobs", response_class=HTMLResponse)
+def jobs_page(
+    request: Request, services: ServicesDep, session: SessionDep, caller: UiCallerDep,
+    state: str = "",
+) -> Response:  # fmt: skip
+    states = [s.value for s in JobState]
+    wanted = JobState(state) if state in states else None
+    rows, _next = list_jobs(session, caller.scope, state=wanted, limit=PAGE)
+    jobs = [JobOut.from_row(row) for row in rows]
+    return render(request, services, "jobs.html", jobs=jobs, states=states, state=state)
+
+
+def _choices(session: SessionDep, caller: Caller) -> dict[str, Any]:
+    """The datasets (with their metadata columns) and models the form offers."""
+    datasets, _ = list_datasets(session, caller.scope, limit=PAGE)
+    models, _ = list_models(session, caller.scope, limit=PAGE)
+    documents = [DatasetOut.from_row(row) for row in datasets]
+    columns = {
+        d.id: [{"name": c.name, "kind": c.kind} for c in d.metadata_columns] for d in documents
+    }
+    return {
+        "datasets": documents,
+        "columns_json": json.dumps(columns),
+        "encoders": [m for m in models if m.kind == "encoder"],
+        "predictors": [m for m in models if m.kind != "encoder"],
+    }
+
+
+@router.get("/jobs/new", response_class=HTMLResponse)
+def new_job_page(
+    request: Request, services: ServicesDep, session: SessionDep, caller: UiCallerDep,
+    dataset: str = "", kind: str = "pretrain",
+) -> Response:  # fmt: skip
+    values = {"kind": kind, "dataset_id": dataset, "config": "{}"}
+    return render(request, services, "job_new.html", values=values, **_choices(session, caller))
+
+
+def spec_body(form: dict[str, str]) -> dict[str, Any]:
+    """The JSON body of ``POST /jobs`` from the form's fields (empty ones left out)."""
+    kind = form.get("kind", "")
+    body: dict[str, Any] = {"kind": kind, "dataset_id": form.get("dataset_id", "")}
+    if form.get("name", "").strip():
+        body["name"] = form["name"].strip()
+    if kind == "train":
+        body["target"] = {"column": form.get("target_column", ""), "task": form.get("task", "")}
+        if form.get("base_model_id"):
+            body["base_model_id"] = form["base_model_id"]
+            body["freeze_base"] = form.get("freeze_base") == "on"
+        if form.get("model"):
+            body["model"] = form["model"]
+    if kind == "predict":
+        body["model_id"] = form.get("model_id", "")
+    text = form.get("config", "").strip()
+    if text:
+        try:
+            config = json.loads(text)
+        except json.JSONDecodeError as exc:
+            where = [{"loc": ["body", "config"], "msg": exc.msg}]
+            message = f"config: not JSON ({exc.msg} at line {exc.lineno})"
+            raise ApiError(422, message, errors=where) from None
+        if not isinstance(config, dict):
+            where = [{"loc": ["body", "config"], "msg": "not a JSON object"}]
+            raise ApiError(422, 'config: must be a JSON object ({"epochs": 1, ...})', errors=where)
+        body["config"] = config
+    return body
+
+
+@router.post("/jobs/new", response_class=HTMLResponse)
+def submit(
+    request: Request, services: ServicesDep, session: SessionDep, caller: UiCallerDep,
+    form: FormDep,
+) -> Response:  # fmt: skip
+    values = {k: v for k, v in form.items() if isinstance(v, str)}
+    try:
+        spec = JobSpec.model_validate(spec_body(values))
+        job = api_jobs.submit_job(spec, Response(), session, caller, services, None)
+    except (ApiError, UserError, ValidationError) as exc:
+        session.rollback()
+        message, field = problem_of(exc)
+        status = exc.status if isinstance(exc, ApiError) else 422
+        return render(
+            request, services, "job_new.html", status, values=values, message=message,
+            field=field, **_choices(session, caller),
+        )  # fmt: skip
+    root, _api = base_paths(request)
+    return RedirectResponse(f"{root}/jobs/{job.id}", status_code=303)
+
+
+def _job(session: SessionDep, caller: Caller, job_id: str) -> Job:
+    job = get_job(session, job_id, caller.scope)
+    if job is None:
+        raise not_found("job", job_id)
+    return job
+
+
+def _job_page(
+    request: Request, services: ServicesDep, session: SessionDep, job: Job, status: int = 200,
+    message: str | None = None,
+) -> Response:  # fmt: skip
+    lines = get_logs(session, job.id, 0, MAX_LOG_PAGE)[-LOG_TAIL:]
+    return render(
+        request, services, "job.html", status, job=JobOut.from_row(job), logs=lines,
+        message=message, terminal=job.state in {s.value for s in api_jobs.TERMINAL_STATES},
+    )  # fmt: skip
+
+
+@router.get("/jobs/{job_id}", response_class=HTMLResponse)
+def job_page(
+    job_id: str, request: Request, services: ServicesDep, session: SessionDep,
+    caller: UiCallerDep,
+) -> Response:  # fmt: skip
+    return _job_page(request, services, session, _job(session, caller, job_id))
+
+
+@router.post("/jobs/{job_id}/cancel", response_class=HTMLResponse)
+def cancel(
+    job_id: str, request: Request, services: ServicesDep, session: SessionDep,
+    caller: UiCallerDep, _: FormDep,
+) -> Response:  # fmt: skip
+    job = _job(session, caller, job_id)
+    try:
+        api_jobs.cancel_job(job, session)
+    except ApiError as exc:
+        session.rollback()
+        return _job_page(request, services, session, _job(session, caller, job_id), exc.status,
+                         exc.detail)  # fmt: skip
+    root, _api = base_paths(request)
+    return RedirectResponse(f"{root}/jobs/{job_id}", status_code=303)

@@ -1,0 +1,150 @@
+"""Models (metrics beside the baselines the row holds, download, delete) and prediction: a
+table uploaded for a model, its predictions shown and offered as TSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from aam_core.errors import UserError
+from aam_core.io import read_table
+from app.api.deps import Caller, ServicesDep, SessionDep
+from app.api.errors import ApiError, not_found
+from app.api.routes import models as api_models
+from app.api.routes import predict as api_predict
+from app.api.schemas import ModelOut, SamplePredictionOut
+from app.api.threads import run_blocking
+from app.api.uploads import read_multipart
+from app.store import get_model, list_models
+from app.ui.context import FormDep, UiCallerDep, base_paths, check_token, problem_of, render
+from app.ui.session import CSRF_FIELD
+
+router = APIRouter()
+PAGE = 100
+
+
+def flat(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested metrics as ``group.name -> value`` (``validation.mae``, ``baseline.r2``)."""
+    out: dict[str, Any] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flat(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def _list(
+    request: Request, services: ServicesDep, session: SessionDep, caller: Caller,
+    status: int = 200, message: str | None = None,
+) -> Response:  # fmt: skip
+    rows, _next = list_models(session, caller.scope, limit=PAGE)
+    models = [ModelOut.from_row(row) for row in rows]
+    metrics = {m.id: flat(m.metrics) for m in models}
+    return render(request, services, "models.html", status, models=models, metrics=metrics,
+                  message=message)  # fmt: skip
+
+
+@router.get("/models", response_class=HTMLResponse)
+def models_page(
+    request: Request, services: ServicesDep, session: SessionDep, caller: UiCallerDep
+) -> Response:
+    return _list(request, services, session, caller)
+
+
+@router.post("/models/{model_id}/delete", response_class=HTMLResponse)
+def delete(
+    model_id: str, request: Request, services: ServicesDep, session: SessionDep,
+    caller: UiCallerDep, _: FormDep,
+) -> Response:  # fmt: skip
+    model = get_model(session, model_id, caller.scope)
+    if model is None:
+        raise not_found("model", model_id)
+    try:
+        api_models.remove_model(model, session, services)
+    except ApiError as exc:
+        session.rollback()
+        return _list(request, services, session, caller, exc.status, exc.detail)
+    root, _api = base_paths(request)
+    return RedirectResponse(f"{root}/models", status_code=303)
+
+
+def _predict_page(
+    request: Request, services: ServicesDep, session: SessionDep, caller: Caller,
+    status: int = 200, **context: Any,
+) -> Response:  # fmt: skip
+    rows, _next = list_models(session, caller.scope, limit=PAGE)
+    models = [m for m in rows if m.kind != "encoder"]
+    return render(request, services, "predict.html", status, models=models, **context)
+
+
+@router.get("/predict", response_class=HTMLResponse)
+def predict_page(
+    request: Request, services: ServicesDep, session: SessionDep, caller: UiCallerDep,
+    model: str = "",
+) -> Response:  # fmt: skip
+    return _predict_page(request, services, session, caller, selected=model)
+
+
+def as_tsv(predictions: list[SamplePredictionOut]) -> str:
+    """The predictions as TSV: sample_id, prediction or label and prob_<class>, reads used."""
+    classes = sorted({c for p in predictions for c in (p.probabilities or {})})
+    header = ["sample_id", "prediction", "label", *(f"prob_{c}" for c in classes),
+              "n_features_used", "fraction_reads_used", "warnings"]  # fmt: skip
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
+    writer.writerow(header)
+    for p in predictions:
+        value = p.prediction
+        shown = ",".join(map(str, value)) if isinstance(value, list) else value
+        probabilities = p.probabilities or {}
+        writer.writerow([p.sample_id, "" if shown is None else shown, p.label or "",
+                         *(probabilities.get(c, "") for c in classes), p.n_features_used,
+                         p.fraction_reads_used, "; ".join(p.warnings)])  # fmt: skip
+    return buffer.getvalue()
+
+
+@router.post("/predict", response_class=HTMLResponse)
+async def predict(
+    request: Request, services: ServicesDep, session: SessionDep, caller: UiCallerDep
+) -> Response:
+    settings = services.settings
+    model_id = ""
+    try:
+        upload = await read_multipart(
+            request, temp_dir=settings.uploads_dir, limit=settings.upload_limit_bytes,
+            files={"table"},
+        )  # fmt: skip
+        try:
+            check_token(request, services, upload.fields.get(CSRF_FIELD))
+            model_id = upload.fields.get("model_id", "").strip()
+            table_file = upload.files.get("table")
+            if not model_id or table_file is None or table_file.size == 0:
+                raise ApiError(422, "choose a model and a table (BIOM or .qza) to predict")
+            table = await run_blocking(read_table, table_file.path, name=table_file.filename)
+        finally:
+            upload.cleanup()
+        if table.n_samples > settings.sync_predict_limit:
+            limit = settings.sync_predict_limit
+            message = f"{table.n_samples} samples is more than this page predicts ({limit})"
+            raise ApiError(413, f"{message}: submit a predict job")
+        predictions = await services.predictions.run(
+            api_predict.predict_table, services, caller.scope, model_id, table, None, "prediction"
+        )
+    except (ApiError, UserError) as exc:
+        message, _field = problem_of(exc)
+        status = exc.status if isinstance(exc, ApiError) else 422
+        return _predict_page(request, services, session, caller, status, selected=model_id,
+                             message=message)  # fmt: skip
+    tsv = as_tsv(predictions)
+    return _predict_page(
+        request, services, session, caller, selected=model_id, predictions=predictions,
+        tsv_href="data:text/tab-separated-values;charset=utf-8," + quote(tsv),
+        rows=[line.split("\t") for line in tsv.splitlines()],
+    )  # fmt: skip

@@ -1,0 +1,71 @@
+// A job's page, live: state, progress, latest loss, error and log lines from the job's event
+// stream (GET /jobs/{id}/events, authenticated by the session cookie), without reloading.
+(function () {
+  "use strict";
+  var root = document.getElementById("job");
+  if (!root || !window.EventSource) return;
+  var terminal = ["succeeded", "failed", "cancelled"];
+  var since = Number(root.dataset.since || 0);
+  var text = function (id, value) {
+    var node = document.getElementById(id);
+    if (node) node.textContent = value;
+  };
+  var fmt = function (value) {
+    return typeof value === "number" ? value.toPrecision(4) : String(value);
+  };
+
+  function followLog() {
+    fetch(root.dataset.logs + "?since=" + since, { credentials: "same-origin" })
+      .then(function (answer) { return answer.ok ? answer.json() : null; })
+      .then(function (logs) {
+        if (!logs || !logs.lines.length) return;
+        var log = document.getElementById("log");
+        logs.lines.forEach(function (line) { log.textContent += line.message + "\n"; });
+        since = logs.next_since;
+        log.scrollTop = log.scrollHeight;
+      })
+      .catch(function () {});
+  }
+
+  function show(job) {
+    var state = document.getElementById("state");
+    state.textContent = job.state;
+    state.className = "state " + job.state;
+    var fraction = job.progress.fraction || 0;
+    document.getElementById("progress-bar").value = fraction;
+    text("progress", Math.round(fraction * 100) + "%");
+    if (job.progress.epochs) text("epoch", "epoch " + (job.progress.epoch || 0) + "/" + job.progress.epochs);
+    var train = job.metrics.train || {}, validation = job.metrics.validation || {};
+    if ("loss" in train || "loss" in validation) {
+      text("loss", ("loss" in train ? fmt(train.loss) : "–") +
+        ("loss" in validation ? " (validation " + fmt(validation.loss) + ")" : ""));
+    }
+    if (job.error) {
+      var error = document.getElementById("error");
+      error.textContent = job.error.type + ": " + (job.error.field ? job.error.field + ": " : "") + job.error.detail;
+      error.hidden = false;
+    }
+    if (job.model_id) {
+      var model = document.getElementById("model");
+      model.textContent = "";
+      var link = document.createElement("a");
+      link.href = root.dataset.ui + "/models#" + job.model_id;
+      link.textContent = job.model_id;
+      model.appendChild(link);
+    }
+    if (terminal.indexOf(job.state) >= 0) {
+      var cancel = document.getElementById("cancel-form");
+      if (cancel) cancel.remove();
+    }
+    followLog();
+  }
+
+  var source = new EventSource(root.dataset.events);
+  ["state", "progress"].forEach(function (name) {
+    source.addEventListener(name, function (event) {
+      var job = JSON.parse(event.data);
+      show(job);
+      if (terminal.indexOf(job.state) >= 0) source.close();
+    });
+  });
+})();
