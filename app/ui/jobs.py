@@ -1,6 +1,7 @@
-"""Jobs: the list (state filter), a job's live page (state, progress and loss from the event
-stream, the log tail, cancel, its error), and the new-job form, which submits through the API's
-own ``POST /jobs`` code so the checks and their messages are the API's."""
+"""Jobs: the list (state filter, unfinished jobs' progress live), a job's live page (state,
+progress, loss and metric curves from the event stream, the log tail, cancel, its error, a train
+job's baselines), and the new-job form, which submits through the API's own ``POST /jobs`` code
+so the checks and their messages are the API's."""
 
 from __future__ import annotations
 
@@ -16,14 +17,23 @@ from app.api.deps import Caller, ServicesDep, SessionDep
 from app.api.errors import ApiError, not_found
 from app.api.routes import jobs as api_jobs
 from app.api.schemas import DatasetOut, JobOut
-from app.contracts import JobSpec, JobState
-from app.store import Job, get_job, get_logs, list_datasets, list_jobs, list_models
+from app.contracts import JobKind, JobSpec, JobState
+from app.store import (
+    Job,
+    get_job,
+    get_logs,
+    get_model,
+    list_datasets,
+    list_jobs,
+    list_models,
+)
 from app.store.job_history import MAX_LOG_PAGE
 from app.ui.context import FormDep, UiCallerDep, base_paths, problem_of, render
 
 router = APIRouter()
 LOG_TAIL = 40
 PAGE = 100
+LIVE_ROWS = 5  # streams followed at once: Chromium allows 6 HTTP/1.1 connections per host
 
 
 @router.get("/jobs", response_class=HTMLResponse)
@@ -35,7 +45,9 @@ def jobs_page(
     wanted = JobState(state) if state in states else None
     rows, _next = list_jobs(session, caller.scope, state=wanted, limit=PAGE)
     jobs = [JobOut.from_row(row) for row in rows]
-    return render(request, services, "jobs.html", jobs=jobs, states=states, state=state)
+    live = [j.id for j in jobs if j.state not in api_jobs.TERMINAL_STATES][:LIVE_ROWS]
+    return render(request, services, "jobs.html", jobs=jobs, states=states, state=state,
+                  live=live)  # fmt: skip
 
 
 def _choices(session: SessionDep, caller: Caller) -> dict[str, Any]:
@@ -126,10 +138,53 @@ def _job_page(
     message: str | None = None,
 ) -> Response:  # fmt: skip
     lines = get_logs(session, job.id, 0, MAX_LOG_PAGE)[-LOG_TAIL:]
+    document = JobOut.from_row(job)
     return render(
-        request, services, "job.html", status, job=JobOut.from_row(job), logs=lines,
-        message=message, terminal=job.state in {s.value for s in api_jobs.TERMINAL_STATES},
+        request, services, "job.html", status, job=document, logs=lines, message=message,
+        terminal=job.state in {s.value for s in api_jobs.TERMINAL_STATES},
+        monitor=monitor_of(document), baselines=_baselines(session, document, job.owner),
     )  # fmt: skip
+
+
+def monitor_of(job: JobOut) -> str:
+    """The metric a job's early stopping follows, as far as the job says: its best epoch's,
+    the report's, the config's, else the default for a regression target (``mae``); ``""``
+    when it is the loss or unknown (the metric curve then shows the first metric recorded)."""
+    config = job.spec.get("config") or {}
+    target = job.spec.get("target") or {}
+    default = "mae" if job.kind == JobKind.train and target.get("task") == "regression" else ""
+    name = job.best.metric or (job.report or {}).get("monitor") or config.get("monitor") or default
+    return "" if name == "loss" else str(name)
+
+
+def baseline_rows(job: JobOut, model_metrics: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Validation metrics of the model beside its baselines: one row per metric a baseline
+    recorded (``metric``, ``model``, ``random_forest``, ``constant``; ``None`` where unknown).
+    The model's numbers are its best epoch's once registered, else the latest epoch's; the
+    random forest's come from the job (``metrics.baseline``), the constant's from the model."""
+    model_metrics = model_metrics or {}
+    baselines = model_metrics.get("baselines") or {}
+    forest = job.metrics.baseline.get("metrics") or (
+        (baselines.get("random_forest") or {}).get("validation") or {}
+    )
+    constant = (baselines.get("constant") or {}).get("validation") or {}
+    model = (model_metrics.get("best") or {}).get("validation") or job.metrics.validation
+    names = [n for n in {**forest, **constant} if not n.startswith("loss")]
+    monitor = monitor_of(job)
+    names.sort(key=lambda n: n != monitor)  # stable: the monitored metric first
+    return [
+        {"metric": n, "model": model.get(n), "random_forest": forest.get(n),
+         "constant": constant.get(n)}
+        for n in names
+    ]  # fmt: skip
+
+
+def _baselines(session: SessionDep, job: JobOut, owner: str | None) -> list[dict[str, Any]] | None:
+    """A train job's baseline rows; ``None`` for other kinds (no table at all)."""
+    if job.kind != JobKind.train:
+        return None
+    model = get_model(session, job.model_id, owner) if job.model_id else None
+    return baseline_rows(job, model.metrics if model is not None else None)
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
@@ -138,6 +193,17 @@ def job_page(
     caller: UiCallerDep,
 ) -> Response:  # fmt: skip
     return _job_page(request, services, session, _job(session, caller, job_id))
+
+
+@router.get("/jobs/{job_id}/baselines", response_class=HTMLResponse)
+def baselines_fragment(
+    job_id: str, request: Request, services: ServicesDep, session: SessionDep,
+    caller: UiCallerDep,
+) -> Response:  # fmt: skip
+    """The job page's baseline table alone, which job.js swaps in when the job's state changes."""
+    job = JobOut.from_row(_job(session, caller, job_id))
+    return render(request, services, "job_baselines.html",
+                  baselines=_baselines(session, job, caller.scope))  # fmt: skip
 
 
 @router.post("/jobs/{job_id}/cancel", response_class=HTMLResponse)

@@ -1,9 +1,11 @@
 // A job's page, live: state, progress, latest loss, error and log lines from the job's event
-// stream (GET /jobs/{id}/events, authenticated by the session cookie), without reloading.
+// stream (GET /jobs/{id}/events, authenticated by the session cookie), without reloading; the
+// loss and metric curves (GET /jobs/{id}/metrics, drawn by curves.js) and a train job's baseline
+// table (/ui/jobs/{id}/baselines) fetched again on each event.
 (function () {
   "use strict";
   var root = document.getElementById("job");
-  if (!root || !window.EventSource) return;
+  if (!root) return;
   var terminal = ["succeeded", "failed", "cancelled"];
   var since = Number(root.dataset.since || 0);
   var text = function (id, value) {
@@ -27,7 +29,56 @@
       .catch(function () {});
   }
 
-  function show(job) {
+  var SPLITS = [["train", "train"], ["validation", "validation"]];
+  var SKIP = ["epoch", "split", "loss"];
+
+  function series(records, name) {
+    return SPLITS.map(function (pair) {
+      var points = records.filter(function (r) {
+        return r.split === pair[0] && typeof r[name] === "number" && isFinite(r[name]);
+      }).map(function (r) { return [r.epoch, r[name]]; });
+      return { name: pair[1], className: pair[0], points: points };
+    });
+  }
+
+  function monitored(records) {
+    if (root.dataset.monitor) return root.dataset.monitor;
+    for (var i = 0; i < records.length; i++) {
+      var names = Object.keys(records[i]).filter(function (k) {
+        return SKIP.indexOf(k) < 0 && k.indexOf("loss") !== 0 && typeof records[i][k] === "number";
+      });
+      if (names.length) return names[0];
+    }
+    return "";
+  }
+
+  function drawCurves() {
+    if (!window.aamCurves) return;
+    fetch(root.dataset.metrics, { credentials: "same-origin" })
+      .then(function (answer) { return answer.ok ? answer.json() : null; })
+      .then(function (records) {
+        if (!records) return;
+        window.aamCurves.draw(document.getElementById("loss-curve"), series(records, "loss"));
+        var name = monitored(records);
+        if (name) text("metric-name", name + " per epoch");
+        window.aamCurves.draw(document.getElementById("metric-curve"), name ? series(records, name) : []);
+      })
+      .catch(function () {});
+  }
+
+  function showBaselines() {
+    if (!root.dataset.baselines) return;
+    fetch(root.dataset.baselines, { credentials: "same-origin" })
+      .then(function (answer) { return answer.ok ? answer.text() : null; })
+      .then(function (html) {
+        if (html !== null) document.getElementById("baselines").innerHTML = html;
+      })
+      .catch(function () {});
+  }
+
+  drawCurves();
+
+  function show(job, name) {
     var state = document.getElementById("state");
     state.textContent = job.state;
     state.className = "state " + job.state;
@@ -58,13 +109,17 @@
       if (cancel) cancel.remove();
     }
     followLog();
+    drawCurves();
+    var fitted = job.metrics.baseline && Object.keys(job.metrics.baseline).length;
+    if (name === "state" || fitted || terminal.indexOf(job.state) >= 0) showBaselines();
   }
 
+  if (!window.EventSource) return;
   var source = new EventSource(root.dataset.events);
   ["state", "progress"].forEach(function (name) {
     source.addEventListener(name, function (event) {
       var job = JSON.parse(event.data);
-      show(job);
+      show(job, name);
       if (terminal.indexOf(job.state) >= 0) source.close();
     });
   });
