@@ -30,6 +30,7 @@ RUN_OUTPUTS = {
     "metrics": "metrics.jsonl",
     "split": "split.tsv",
     "baseline": "baseline.json",
+    "importance": "importance.tsv",  # q2-sample-classifier ImportanceFormat
     "report": "report.json",
 }
 

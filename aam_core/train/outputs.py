@@ -1,6 +1,6 @@
 """What a finished run writes from its best checkpoint: the split, validation predictions,
-plots, the random-forest baseline on the same split, and the report; and the baseline alone
-(``aam baseline``)."""
+plots, the random-forest baseline on the same split, per-ASV importances (``importance.tsv``)
+and the report; and the baseline alone (``aam baseline``)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,12 @@ from aam_core.train.baseline import (
 )
 from aam_core.train.baseline import to_dict as baseline_dict
 from aam_core.train.callbacks import Callback
+from aam_core.train.importance import (
+    IMPORTANCE_FILE,
+    importance_frame,
+    linear_importance,
+    write_importance,
+)
 from aam_core.train.loop import FitResult, RunData, evaluate_rows
 from aam_core.train.prepare import PreparedData, prepare_data
 from aam_core.train.splits import Split
@@ -115,7 +121,38 @@ def write_outputs(
         log.on_log(
             f"baseline (random forest, {forest.params}) validation: {_brief(forest.metrics)}"
         )
+    if stage == "train":
+        kept = best or (fit.last_checkpoint if fit.last_checkpoint.exists() else None)
+        _write_importance(kept, prepared, forest, out_dir / IMPORTANCE_FILE, log)
     return RunOutputs(validation, baseline, forest, features, predictions, constant)
+
+
+def _write_importance(
+    checkpoint: Path | None,
+    prepared: PreparedData,
+    forest: BaselineResult | None,
+    path: Path,
+    log: Callback,
+) -> None:
+    """``importance.tsv`` over the train split's ASVs: the kept checkpoint's linear-term weights
+    and the forest's importances, whichever exist (see :mod:`aam_core.train.importance`)."""
+    vocabulary, rows = prepared.asv_vocabulary()  # rows: [n_features], 1-based, 0 = not seen
+    seen = np.flatnonzero(rows)  # [V] feature indices, table order
+    model = None
+    if checkpoint is not None:
+        loaded = load_checkpoint(checkpoint)
+        weights = linear_importance(loaded)  # [V] in vocabulary order
+        if weights is not None and loaded.vocabulary == vocabulary:
+            model = weights[rows[seen] - 1]
+        elif weights is not None:  # a resumed run on other data: its rows mean other ASVs
+            log.on_log("importance: the checkpoint's ASV vocabulary is not this run's; left out")
+    by_forest = None
+    if forest is not None and forest.forest is not None:
+        by_forest = np.asarray(forest.forest.feature_importances_, dtype=np.float64)[seen]
+    features = [prepared.rarefied.feature_ids[f] for f in seen]
+    frame = importance_frame(features, importance=model, random_forest=by_forest)
+    if frame is not None:
+        write_importance(path, frame)
 
 
 def record_baselines(best: Path | None, outputs: RunOutputs) -> None:
