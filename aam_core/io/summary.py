@@ -23,8 +23,13 @@ def summarize(
     metadata: Metadata | None = None,
     sha256: dict[str, str],
     warnings: Iterable[str] = (),
+    default_depth: tuple[int, str | None] | None = None,
 ) -> dict[str, Any]:
     """Counts, depths, coverage and metadata columns of validated inputs, as plain JSON types.
+
+    ``default_depth`` is the rarefaction depth a run without ``rarefaction_depth`` would use,
+    with the rule's note (``aam_core.data.rarefy.choose_depth``, which this layer may not
+    import): recorded with the number of samples it keeps.
 
     Metadata columns are described over the table's samples only: a sample without metadata
     counts as missing in every column, and metadata rows for other samples are ignored.
@@ -75,10 +80,44 @@ def summarize(
             "median": float(np.median(depths)),
             "max": int(depths.max()),
         },
+        "depth_histogram": depth_histogram(depths),
+        "default_rarefaction": None
+        if default_depth is None
+        else {
+            "depth": int(default_depth[0]),
+            "samples_kept": int((depths >= default_depth[0]).sum()),
+            "note": default_depth[1],
+        },
         "has_tree": tree is not None,
         "features_missing_from_tree": len(missing),
         "metadata_columns": columns,
         "samples_missing_metadata": n_without,
         "sha256": dict(sha256),
         "warnings": notes,
+    }
+
+
+HISTOGRAM_BINS = 20
+
+
+def depth_histogram(depths: np.ndarray, bins: int = HISTOGRAM_BINS) -> dict[str, Any]:
+    """Samples' read depths in ``bins`` log-spaced bins from the shallowest nonzero depth to the
+    deepest: ``edges`` (``bins + 1`` of them; each bin holds ``edges[i] <= d < edges[i + 1]``,
+    the last one also its right edge), ``counts``, and ``zero`` (samples without reads, which a
+    log scale cannot place). One bin when every nonzero depth is the same."""
+    depths = np.asarray(depths, dtype=np.int64)
+    positive = depths[depths > 0]
+    zero = int(depths.size - positive.size)
+    if positive.size == 0:
+        return {"edges": [], "counts": [], "zero": zero}
+    low, high = int(positive.min()), int(positive.max())
+    if low == high:
+        return {"edges": [float(low), float(high)], "counts": [int(positive.size)], "zero": zero}
+    edges = np.geomspace(low, high, bins + 1)
+    edges[0], edges[-1] = low, high  # exact ends: geomspace may round them
+    counts, _ = np.histogram(positive, bins=edges)
+    return {
+        "edges": [round(float(e), 3) for e in edges],
+        "counts": [int(c) for c in counts],
+        "zero": zero,
     }

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from aam_core.data.rarefy import choose_depth
 from aam_core.io import ROLES, ArchiveError, UnreadableFileError, load_files, summarize
 from aam_core.io.archive import is_zip
 from app.api.errors import ApiError
@@ -110,12 +111,14 @@ def summarize_upload(upload: Upload) -> dict[str, Any]:
         {role: f.path for role, f in files.items()},
         names={role: f.filename for role, f in files.items()},
     )
+    choice = choose_depth(inputs.table.depths())
     return summarize(
         inputs.table,
         inputs.sequences,
         tree=inputs.tree,
         metadata=inputs.metadata,
         sha256={role: f.sha256 for role, f in files.items()},
+        default_depth=(choice.depth, choice.note),
     )
 
 

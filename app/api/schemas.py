@@ -102,6 +102,23 @@ class Depths(BaseModel):
     max: int
 
 
+class DepthHistogram(BaseModel):
+    """Read depths in log-spaced bins: ``edges[i] <= depth < edges[i + 1]`` (the last bin
+    closed); ``zero``: samples without reads."""
+
+    edges: list[float]
+    counts: list[int]
+    zero: int
+
+
+class DefaultRarefaction(BaseModel):
+    """The depth a run without ``config.rarefaction_depth`` would rarefy to."""
+
+    depth: int
+    samples_kept: int
+    note: str | None = None
+
+
 class MetadataColumn(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -121,6 +138,9 @@ class DatasetOut(BaseModel):
     n_features: int
     sequence_length: Range
     sample_depth: Depths
+    # Recorded since the dashboard's histogram; None for datasets uploaded before.
+    depth_histogram: DepthHistogram | None = None
+    default_rarefaction: DefaultRarefaction | None = None
     has_tree: bool
     features_missing_from_tree: int
     metadata_columns: list[MetadataColumn]

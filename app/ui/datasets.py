@@ -1,7 +1,12 @@
 """Datasets: the list with the upload form (stored through the API's own upload code, so
-validation and its messages are the API's), a dataset's summary, and delete."""
+validation and its messages are the API's), a dataset's summary with its depth histogram, and
+delete."""
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from itertools import pairwise
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -11,7 +16,7 @@ from app.api.deps import Caller, ServicesDep, SessionDep
 from app.api.errors import ApiError, not_found
 from app.api.ingest import DATASET_FILES
 from app.api.routes import datasets as api_datasets
-from app.api.schemas import DatasetOut
+from app.api.schemas import DatasetOut, DepthHistogram
 from app.api.threads import run_blocking
 from app.api.uploads import Upload, read_multipart
 from app.store import Dataset, get_dataset, list_datasets
@@ -82,11 +87,68 @@ def _dataset(session: SessionDep, caller: Caller, dataset_id: str) -> Dataset:
     return dataset
 
 
+@dataclass(frozen=True)
+class Bar:
+    x: float
+    y: float
+    width: float
+    height: float
+    low: float
+    high: float
+    count: int
+
+
+@dataclass(frozen=True)
+class HistogramSvg:
+    """Geometry of the depth histogram, an inline SVG (log depth across, samples up)."""
+
+    width: int
+    height: int
+    bottom: float
+    bars: list[Bar]
+    ticks: list[tuple[float, str]]  # x, label
+    max_count: int
+    mark: float | None  # x of the default rarefaction depth, clamped to the axis
+
+
+WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 640, 220, 36, 16, 18, 30
+
+
+def histogram_svg(histogram: DepthHistogram | None, depth: int | None) -> HistogramSvg | None:
+    if histogram is None or not histogram.counts:
+        return None
+    low, high = histogram.edges[0], histogram.edges[-1]
+    if high <= low:  # one depth: a bar an octave either side of it
+        low, high = low / 2, high * 2
+    span = math.log10(high) - math.log10(low)
+    inner = WIDTH - LEFT - RIGHT
+
+    def x(value: float) -> float:
+        clamped = min(max(value, low), high)
+        return LEFT + (math.log10(clamped) - math.log10(low)) / span * inner
+
+    bottom = HEIGHT - BOTTOM
+    tallest = max(histogram.counts)
+    scale = (bottom - TOP) / tallest
+    edges = [low, high] if histogram.edges[0] == histogram.edges[-1] else histogram.edges
+    bars = [
+        Bar(x(a), bottom - c * scale, max(x(b) - x(a) - 1, 1), c * scale, a, b, c)
+        for (a, b), c in zip(pairwise(edges), histogram.counts, strict=True)
+    ]
+    decades = range(math.ceil(math.log10(low)), math.floor(math.log10(high)) + 1)
+    ticks = [(x(10**k), f"{10**k:,}") for k in decades]
+    return HistogramSvg(WIDTH, HEIGHT, bottom, bars, ticks, tallest,
+                        None if depth is None else x(depth))  # fmt: skip
+
+
 def _page(
     request: Request, services: ServicesDep, dataset: Dataset, status: int = 200,
     message: str | None = None,
 ) -> Response:  # fmt: skip
-    return render(request, services, "dataset.html", status, dataset=DatasetOut.from_row(dataset),
+    out = DatasetOut.from_row(dataset)
+    default = out.default_rarefaction
+    svg = histogram_svg(out.depth_histogram, default.depth if default else None)
+    return render(request, services, "dataset.html", status, dataset=out, histogram=svg,
                   message=message)  # fmt: skip
 
 

@@ -1,5 +1,6 @@
-"""Models (metrics beside the baselines the row holds, download, delete) and prediction: a
-table uploaded for a model, its predictions shown and offered as TSV."""
+"""Models (the list: the monitored metric beside the random forest's; a model's page: its
+card's metrics beside the baselines, plots, lineage and card; download, delete) and
+prediction: a table uploaded for a model, its predictions shown and offered as TSV."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from aam_core.errors import UserError
 from aam_core.io import read_table
+from aam_core.model_card import card_markdown
 from app.api.deps import Caller, ServicesDep, SessionDep
 from app.api.errors import ApiError, not_found
 from app.api.routes import models as api_models
@@ -21,23 +23,13 @@ from app.api.schemas import ModelOut, SamplePredictionOut
 from app.api.threads import run_blocking
 from app.api.uploads import read_multipart
 from app.store import get_model, list_models
+from app.store.tables import Model
 from app.ui.context import FormDep, UiCallerDep, base_paths, check_token, problem_of, render
+from app.ui.model_view import headline, lineage, metric_rows
 from app.ui.session import CSRF_FIELD
 
 router = APIRouter()
 PAGE = 100
-
-
-def flat(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested metrics as ``group.name -> value`` (``validation.mae``, ``baseline.r2``)."""
-    out: dict[str, Any] = {}
-    for key, value in metrics.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flat(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
 
 
 def _list(
@@ -46,8 +38,8 @@ def _list(
 ) -> Response:  # fmt: skip
     rows, _next = list_models(session, caller.scope, limit=PAGE)
     models = [ModelOut.from_row(row) for row in rows]
-    metrics = {m.id: flat(m.metrics) for m in models}
-    return render(request, services, "models.html", status, models=models, metrics=metrics,
+    headlines = {m.id: headline(m.metrics) for m in models}
+    return render(request, services, "models.html", status, models=models, headlines=headlines,
                   message=message)  # fmt: skip
 
 
@@ -58,14 +50,41 @@ def models_page(
     return _list(request, services, session, caller)
 
 
+def _model(session: SessionDep, caller: Caller, model_id: str) -> Model:
+    model = get_model(session, model_id, caller.scope)
+    if model is None:
+        raise not_found("model", model_id)
+    return model
+
+
+@router.get("/models/{model_id}", response_class=HTMLResponse)
+def model_page(
+    model_id: str, request: Request, services: ServicesDep, session: SessionDep,
+    caller: UiCallerDep,
+) -> Response:  # fmt: skip
+    model = _model(session, caller, model_id)
+    message = None
+    card: dict[str, Any] = {}
+    try:  # the API's card, cached by checkpoint digest (a thread: this route is sync)
+        path = api_models.stored_blob(
+            services, model.checkpoint_sha256, f"the checkpoint of {model.id}"
+        )
+        card = api_models.checkpoint_card(model.checkpoint_sha256, path, f"{model.id}.pt")
+    except (ApiError, UserError) as exc:
+        message, _field = problem_of(exc)
+    return render(
+        request, services, "model.html", model=ModelOut.from_row(model), card=card,
+        markdown=card_markdown(card) if card else None, rows=metric_rows(card),
+        lineage=lineage(session, model, caller.scope, card), message=message,
+    )  # fmt: skip
+
+
 @router.post("/models/{model_id}/delete", response_class=HTMLResponse)
 def delete(
     model_id: str, request: Request, services: ServicesDep, session: SessionDep,
     caller: UiCallerDep, _: FormDep,
 ) -> Response:  # fmt: skip
-    model = get_model(session, model_id, caller.scope)
-    if model is None:
-        raise not_found("model", model_id)
+    model = _model(session, caller, model_id)
     try:
         api_models.remove_model(model, session, services)
     except ApiError as exc:

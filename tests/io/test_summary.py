@@ -8,6 +8,7 @@ import scipy.sparse as sp
 from skbio import TreeNode
 
 from aam_core.io import FeatureTable, read_metadata, summarize
+from aam_core.io.summary import depth_histogram
 
 SEQS = ("ACGT", "GGCCTA", "TTTAAACCN")  # lengths 4, 6, 9
 SAMPLES = ("S1", "S2", "S3", "S4", "S5")
@@ -44,12 +45,17 @@ def test_summary_numbers_by_hand(tmp_path: Path) -> None:
         metadata=read_metadata(meta_path),
         sha256={"table": "aa", "tree": "bb", "metadata": "cc"},
         warnings=["given first"],
+        default_depth=(15, None),
     )
+    histogram = summary.pop("depth_histogram")  # its numbers: test_depth_histogram_by_hand
+    assert histogram["zero"] == 1 and sum(histogram["counts"]) == 4
+    assert (histogram["edges"][0], histogram["edges"][-1]) == (9, 101)
     assert summary == {
         "n_samples": 5,
         "n_features": 3,
         "sequence_length": {"min": 4, "max": 9},
         "sample_depth": {"min": 0, "median": 15.0, "max": 101},
+        "default_rarefaction": {"depth": 15, "samples_kept": 3, "note": None},  # 15, 101, 20
         "has_tree": True,
         "features_missing_from_tree": 1,
         "metadata_columns": [
@@ -92,3 +98,28 @@ def test_even_sample_count_median_is_the_mean_of_the_middle_pair() -> None:
         "median": 17.5,
         "max": 101,
     }
+
+
+def test_depth_histogram_by_hand() -> None:
+    # nonzero depths 9, 15, 20, 101; two log bins split at sqrt(9 * 101) = 30.150
+    assert depth_histogram(np.array([15, 0, 9, 101, 20]), bins=2) == {
+        "edges": [9.0, 30.150, 101.0],
+        "counts": [3, 1],
+        "zero": 1,
+    }
+    # the deepest sample falls in the last bin (closed on the right), not beyond it
+    assert depth_histogram(np.array([10, 1000, 100]), bins=2) == {
+        "edges": [10.0, 100.0, 1000.0],
+        "counts": [1, 2],
+        "zero": 0,
+    }
+
+
+def test_depth_histogram_of_equal_or_no_depths() -> None:
+    assert depth_histogram(np.array([7, 7, 0])) == {"edges": [7.0, 7.0], "counts": [2], "zero": 1}
+    assert depth_histogram(np.array([0, 0])) == {"edges": [], "counts": [], "zero": 2}
+    assert len(depth_histogram(np.array([1, 5000]))["counts"]) == 20
+
+
+def test_summary_without_a_depth_rule_records_no_default_depth() -> None:
+    assert summarize(_table(), SEQS, sha256={})["default_rarefaction"] is None

@@ -127,7 +127,7 @@ async def get_model(model: ModelDep) -> ModelOut:  # no I/O: the row is loaded
     return ModelOut.from_row(model)
 
 
-def _blob(services: Services, sha256: str, what: str) -> Path:
+def stored_blob(services: Services, sha256: str, what: str) -> Path:
     try:
         return services.storage.path(sha256)
     except KeyError:
@@ -163,7 +163,7 @@ def download_checkpoint(model: ModelDep, request: Request, services: ServicesDep
     what = f"the checkpoint of model {model.id!r}"
     return _send(
         request,
-        lambda: _blob(services, sha256, what),
+        lambda: stored_blob(services, sha256, what),
         sha256,
         "application/octet-stream",
         f"{model.id}.pt",
@@ -186,11 +186,13 @@ def get_plot(model: ModelDep, plot: str, request: Request, services: ServicesDep
         )
     sha256 = plots[plot]
     what = f"plot {plot!r} of model {model.id!r}"
-    return _send(request, lambda: _blob(services, sha256, what), sha256, "image/png", f"{plot}.png")
+    return _send(
+        request, lambda: stored_blob(services, sha256, what), sha256, "image/png", f"{plot}.png"
+    )
 
 
 @functools.lru_cache(maxsize=256)
-def _card(sha256: str, path: Path, name: str) -> dict[str, Any]:
+def checkpoint_card(sha256: str, path: Path, name: str) -> dict[str, Any]:
     """A checkpoint's card; cached by the file's digest, which fixes its content (the cached
     dictionary is only ever serialised, never changed)."""
     return model_card(load_checkpoint(path, name=name), checkpoint_sha256=sha256)
@@ -223,8 +225,8 @@ async def get_card(
     versions, intended use and limits. A checkpoint downloaded here and imported elsewhere
     has the same card there."""
     sha256 = model.checkpoint_sha256
-    path = _blob(services, sha256, f"the checkpoint of model {model.id!r}")
-    card = await run_blocking(_card, sha256, path, f"{model.id}.pt")
+    path = stored_blob(services, sha256, f"the checkpoint of model {model.id!r}")
+    card = await run_blocking(checkpoint_card, sha256, path, f"{model.id}.pt")
     accept = request.headers.get("accept")
     as_json = fmt == "json" if fmt is not None else prefers_json(accept, MARKDOWN)
     headers = {"Vary": "Accept"}
