@@ -50,3 +50,32 @@ def test_documentation_renders_with_the_network_blocked(
     assert page.locator(selector).count() >= len(expected)
     assert [url for url in blocked if url not in tolerated] == []
     context.close()
+
+
+UI_PAGES = ["/ui/", "/ui/jobs", "/ui/jobs/new", "/ui/datasets", "/ui/models", "/ui/predict"]
+
+
+def test_the_dashboard_loads_nothing_from_other_hosts(browser: Browser, server: str) -> None:
+    """Every page of an open loopback server's dashboard, with requests beyond it blocked."""
+    left: list[str] = []
+
+    def only_the_server(route: Route) -> None:
+        if route.request.url.startswith(server):
+            route.continue_()
+        else:
+            left.append(route.request.url)
+            route.abort()
+
+    context = browser.new_context()
+    context.route("**/*", only_the_server)
+    page = context.new_page()
+    failed: list[str] = []
+    page.on("requestfailed", lambda request: failed.append(request.url))
+    for path in UI_PAGES:
+        response = page.goto(f"{server}{path}")
+        assert response is not None and response.status == 200, path
+        page.wait_for_load_state("load")
+        assert page.locator("nav a", has_text="Datasets").count() == 1, path
+    assert left == []
+    assert failed == []  # every stylesheet and script the pages ask for is served
+    context.close()
