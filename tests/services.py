@@ -9,10 +9,12 @@ import secrets
 import shutil
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
@@ -63,6 +65,21 @@ def fill(directory: Path, leave: int = 0) -> Path:
                     raise
                 break
     return filler
+
+
+def wait_healthy(base: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    """Wait until the server process at ``base`` answers ``/health`` with 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the server exited with {process.returncode}")
+        try:
+            if httpx.get(f"{base}/health", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"the server did not answer /health within {timeout} s")
 
 
 def free_port() -> int:

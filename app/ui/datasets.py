@@ -12,14 +12,14 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from aam_core.errors import UserError
-from app.api.deps import Caller, ServicesDep, SessionDep
-from app.api.errors import ApiError, not_found
+from app.api.deps import Caller, ServicesDep, SessionDep, dataset_or_404
+from app.api.errors import ApiError
 from app.api.ingest import DATASET_FILES
 from app.api.routes import datasets as api_datasets
 from app.api.schemas import DatasetOut, DepthHistogram
 from app.api.threads import run_blocking
 from app.api.uploads import Upload, read_multipart
-from app.store import Dataset, get_dataset, list_datasets
+from app.store import Dataset, list_datasets
 from app.ui.context import FormDep, UiCallerDep, base_paths, check_token, problem_of, render
 from app.ui.session import CSRF_FIELD
 
@@ -78,13 +78,6 @@ async def upload(
         form.cleanup()
     root, _api = base_paths(request)
     return RedirectResponse(f"{root}/datasets/{dataset.id}", status_code=303)
-
-
-def _dataset(session: SessionDep, caller: Caller, dataset_id: str) -> Dataset:
-    dataset = get_dataset(session, dataset_id, caller.scope)
-    if dataset is None:
-        raise not_found("dataset", dataset_id)
-    return dataset
 
 
 @dataclass(frozen=True)
@@ -157,7 +150,7 @@ def dataset_page(
     dataset_id: str, request: Request, services: ServicesDep, session: SessionDep,
     caller: UiCallerDep,
 ) -> Response:  # fmt: skip
-    return _page(request, services, _dataset(session, caller, dataset_id))
+    return _page(request, services, dataset_or_404(dataset_id, session, caller))
 
 
 @router.post("/datasets/{dataset_id}/delete", response_class=HTMLResponse)
@@ -165,12 +158,12 @@ def delete(
     dataset_id: str, request: Request, services: ServicesDep, session: SessionDep,
     caller: UiCallerDep, _: FormDep,
 ) -> Response:  # fmt: skip
-    dataset = _dataset(session, caller, dataset_id)
+    dataset = dataset_or_404(dataset_id, session, caller)
     try:
         api_datasets.remove_dataset(dataset, session, services)
     except ApiError as exc:
         session.rollback()
-        return _page(request, services, _dataset(session, caller, dataset_id), exc.status,
+        return _page(request, services, dataset_or_404(dataset_id, session, caller), exc.status,
                      exc.detail)  # fmt: skip
     root, _api = base_paths(request)
     return RedirectResponse(f"{root}/datasets", status_code=303)

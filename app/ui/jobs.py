@@ -13,14 +13,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
 
 from aam_core.errors import UserError
-from app.api.deps import Caller, ServicesDep, SessionDep
-from app.api.errors import ApiError, not_found
+from app.api.deps import Caller, ServicesDep, SessionDep, job_or_404
+from app.api.errors import ApiError
 from app.api.routes import jobs as api_jobs
 from app.api.schemas import DatasetOut, JobOut
 from app.contracts import JobKind, JobSpec, JobState
 from app.store import (
     Job,
-    get_job,
     get_logs,
     get_model,
     list_datasets,
@@ -126,13 +125,6 @@ def submit(
     return RedirectResponse(f"{root}/jobs/{job.id}", status_code=303)
 
 
-def _job(session: SessionDep, caller: Caller, job_id: str) -> Job:
-    job = get_job(session, job_id, caller.scope)
-    if job is None:
-        raise not_found("job", job_id)
-    return job
-
-
 def _job_page(
     request: Request, services: ServicesDep, session: SessionDep, job: Job, status: int = 200,
     message: str | None = None,
@@ -192,7 +184,7 @@ def job_page(
     job_id: str, request: Request, services: ServicesDep, session: SessionDep,
     caller: UiCallerDep,
 ) -> Response:  # fmt: skip
-    return _job_page(request, services, session, _job(session, caller, job_id))
+    return _job_page(request, services, session, job_or_404(job_id, session, caller))
 
 
 @router.get("/jobs/{job_id}/baselines", response_class=HTMLResponse)
@@ -201,7 +193,7 @@ def baselines_fragment(
     caller: UiCallerDep,
 ) -> Response:  # fmt: skip
     """The job page's baseline table alone, which job.js swaps in when the job's state changes."""
-    job = JobOut.from_row(_job(session, caller, job_id))
+    job = JobOut.from_row(job_or_404(job_id, session, caller))
     return render(request, services, "job_baselines.html",
                   baselines=_baselines(session, job, caller.scope))  # fmt: skip
 
@@ -211,12 +203,12 @@ def cancel(
     job_id: str, request: Request, services: ServicesDep, session: SessionDep,
     caller: UiCallerDep, _: FormDep,
 ) -> Response:  # fmt: skip
-    job = _job(session, caller, job_id)
+    job = job_or_404(job_id, session, caller)
     try:
         api_jobs.cancel_job(job, session)
     except ApiError as exc:
         session.rollback()
-        return _job_page(request, services, session, _job(session, caller, job_id), exc.status,
-                         exc.detail)  # fmt: skip
+        job = job_or_404(job_id, session, caller)  # read again after the rollback
+        return _job_page(request, services, session, job, exc.status, exc.detail)
     root, _api = base_paths(request)
     return RedirectResponse(f"{root}/jobs/{job_id}", status_code=303)

@@ -15,15 +15,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from aam_core.errors import UserError
 from aam_core.io import read_table
 from aam_core.model_card import card_markdown
-from app.api.deps import Caller, ServicesDep, SessionDep
-from app.api.errors import ApiError, not_found
+from app.api.deps import Caller, ServicesDep, SessionDep, model_or_404
+from app.api.errors import ApiError
 from app.api.routes import models as api_models
 from app.api.routes import predict as api_predict
 from app.api.schemas import ModelOut, SamplePredictionOut
 from app.api.threads import run_blocking
 from app.api.uploads import read_multipart
-from app.store import get_model, list_models
-from app.store.tables import Model
+from app.store import list_models
 from app.ui.context import FormDep, UiCallerDep, base_paths, check_token, problem_of, render
 from app.ui.model_view import headline, lineage, metric_rows
 from app.ui.session import CSRF_FIELD
@@ -50,19 +49,12 @@ def models_page(
     return _list(request, services, session, caller)
 
 
-def _model(session: SessionDep, caller: Caller, model_id: str) -> Model:
-    model = get_model(session, model_id, caller.scope)
-    if model is None:
-        raise not_found("model", model_id)
-    return model
-
-
 @router.get("/models/{model_id}", response_class=HTMLResponse)
 def model_page(
     model_id: str, request: Request, services: ServicesDep, session: SessionDep,
     caller: UiCallerDep,
 ) -> Response:  # fmt: skip
-    model = _model(session, caller, model_id)
+    model = model_or_404(model_id, session, caller)
     message = None
     card: dict[str, Any] = {}
     try:  # the API's card, cached by checkpoint digest (a thread: this route is sync)
@@ -84,7 +76,7 @@ def delete(
     model_id: str, request: Request, services: ServicesDep, session: SessionDep,
     caller: UiCallerDep, _: FormDep,
 ) -> Response:  # fmt: skip
-    model = _model(session, caller, model_id)
+    model = model_or_404(model_id, session, caller)
     try:
         api_models.remove_model(model, session, services)
     except ApiError as exc:

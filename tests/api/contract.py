@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +20,7 @@ from app.main import create_app
 from app.settings import Settings
 from tests.api.conftest import StudyFiles
 from tests.api.models import tiny_checkpoint
-from tests.services import free_port
+from tests.services import free_port, wait_healthy
 
 KEY = "contract-key-0123456789ab"
 HEADERS = {"Authorization": f"Bearer {KEY}"}
@@ -75,20 +74,6 @@ def contract_schema(*, seed: int, max_examples: int) -> schemathesis.schemas.Bas
     return schemathesis.openapi.from_dict(json.loads(json.dumps(document)), config=config)
 
 
-def _wait_healthy(base: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the server exited with {process.returncode}")
-        try:
-            if httpx.get(f"{base}/health", timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"the server did not answer /health within {timeout} s")
-
-
 def _store_some(base: str, root: Path, study: StudyFiles) -> dict[str, str]:
     """A dataset, a model and a (queued) job, so that identifiers can be real ones."""
     with httpx.Client(base_url=base, headers=HEADERS, timeout=60) as client:
@@ -136,7 +121,7 @@ def serve_for_contract(
     process = subprocess.Popen([sys.executable, "-m", "app"], env=env, stdout=log, stderr=log)
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(base, process)
+        wait_healthy(base, process)
         yield base, HEADERS, _store_some(base, root, study)
     finally:
         process.send_signal(signal.SIGTERM)

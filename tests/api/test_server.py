@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -23,25 +22,11 @@ from app.settings import Settings
 from app.store import LocalArtifactStore, make_engine, make_session_factory
 from app.store.registry import register_checkpoint
 from tests.api.models import tiny_checkpoint
-from tests.services import free_port
+from tests.services import free_port, wait_healthy
 
 KEY = "server-test-key-0123456789"
 REDIS_DB = 14
 HEADERS = {"Authorization": f"Bearer {KEY}"}
-
-
-def wait_healthy(base: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the server exited with {process.returncode}")
-        try:
-            if httpx.get(f"{base}/health", timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"the server did not answer /health within {timeout} s")
 
 
 @contextmanager

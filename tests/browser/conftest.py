@@ -7,15 +7,13 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, sync_playwright
 
-from tests.services import free_port, unavailable
+from tests.services import free_port, unavailable, wait_healthy
 
 
 @pytest.fixture(scope="module")
@@ -42,18 +40,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     process = subprocess.Popen([sys.executable, "-m", "app"], env=env, stdout=log, stderr=log)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"the server exited: {Path(log.name).read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("the server did not answer /health within 60 s")
-            time.sleep(0.2)
+        try:
+            wait_healthy(base, process)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {Path(log.name).read_text()[-2000:]}") from None
         yield base
     finally:
         process.terminate()

@@ -10,10 +10,27 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Route
+from playwright.sync_api import Browser, BrowserContext, Route
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
+
+
+def offline_context(browser: Browser, server: str) -> tuple[BrowserContext, list[str]]:
+    """A browser context that reaches only ``server``; the other URLs asked for are aborted
+    and listed."""
+    blocked: list[str] = []
+
+    def only_the_server(route: Route) -> None:
+        if route.request.url.startswith(server):
+            route.continue_()
+        else:
+            blocked.append(route.request.url)
+            route.abort()
+
+    context = browser.new_context()
+    context.route("**/*", only_the_server)
+    return context, blocked
 
 
 def operations(base: str) -> list[tuple[str, str]]:
@@ -28,17 +45,7 @@ def operations(base: str) -> list[tuple[str, str]]:
 def test_documentation_renders_with_the_network_blocked(
     browser: Browser, server: str, page_path: str, selector: str, tolerated: list[str]
 ) -> None:
-    blocked: list[str] = []
-
-    def only_the_server(route: Route) -> None:
-        if route.request.url.startswith(server):
-            route.continue_()
-        else:
-            blocked.append(route.request.url)
-            route.abort()
-
-    context = browser.new_context()
-    context.route("**/*", only_the_server)
+    context, blocked = offline_context(browser, server)
     page = context.new_page()
     page.goto(f"{server}{page_path}")
     expected = operations(server)
@@ -57,17 +64,7 @@ UI_PAGES = ["/ui/", "/ui/jobs", "/ui/jobs/new", "/ui/datasets", "/ui/models", "/
 
 def test_the_dashboard_loads_nothing_from_other_hosts(browser: Browser, server: str) -> None:
     """Every page of an open loopback server's dashboard, with requests beyond it blocked."""
-    left: list[str] = []
-
-    def only_the_server(route: Route) -> None:
-        if route.request.url.startswith(server):
-            route.continue_()
-        else:
-            left.append(route.request.url)
-            route.abort()
-
-    context = browser.new_context()
-    context.route("**/*", only_the_server)
+    context, left = offline_context(browser, server)
     page = context.new_page()
     failed: list[str] = []
     page.on("requestfailed", lambda request: failed.append(request.url))
