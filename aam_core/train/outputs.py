@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from aam_core.checkpoint import build_model, load_checkpoint, save_checkpoint
+from aam_core.checkpoint import Checkpoint, build_model, load_checkpoint, save_checkpoint
 from aam_core.io import Inputs
 from aam_core.io.errors import InputError
 from aam_core.io.files import write_json
@@ -78,8 +78,14 @@ def write_outputs(
     validation: dict[str, float] = {}
     predictions = None
     best = fit.best_checkpoint if fit.best_checkpoint and fit.best_checkpoint.exists() else None
-    if best is not None and data.validation is not None and data.validation_collate is not None:
-        model = build_model(load_checkpoint(best)).to(device)
+    # read once: the validation predictions and the importances both come from it
+    best_checkpoint = load_checkpoint(best) if best is not None else None
+    if (
+        best_checkpoint is not None
+        and data.validation is not None
+        and data.validation_collate is not None
+    ):
+        model = build_model(best_checkpoint).to(device)
         tracker = evaluate_rows(
             model,
             data.validation,
@@ -122,13 +128,15 @@ def write_outputs(
             f"baseline (random forest, {forest.params}) validation: {_brief(forest.metrics)}"
         )
     if stage == "train":
-        kept = best or (fit.last_checkpoint if fit.last_checkpoint.exists() else None)
+        kept = best_checkpoint
+        if kept is None and fit.last_checkpoint.exists():
+            kept = load_checkpoint(fit.last_checkpoint)
         _write_importance(kept, prepared, forest, out_dir / IMPORTANCE_FILE, log)
     return RunOutputs(validation, baseline, forest, features, predictions, constant)
 
 
 def _write_importance(
-    checkpoint: Path | None,
+    checkpoint: Checkpoint | None,
     prepared: PreparedData,
     forest: BaselineResult | None,
     path: Path,
@@ -140,9 +148,8 @@ def _write_importance(
     seen = np.flatnonzero(rows)  # [V] feature indices, table order
     model = None
     if checkpoint is not None:
-        loaded = load_checkpoint(checkpoint)
-        weights = linear_importance(loaded)  # [V] in vocabulary order
-        if weights is not None and loaded.vocabulary == vocabulary:
+        weights = linear_importance(checkpoint)  # [V] in vocabulary order
+        if weights is not None and checkpoint.vocabulary == vocabulary:
             model = weights[rows[seen] - 1]
         elif weights is not None:  # a resumed run on other data: its rows mean other ASVs
             log.on_log("importance: the checkpoint's ASV vocabulary is not this run's; left out")
