@@ -16,11 +16,12 @@ from fastapi.responses import FileResponse, JSONResponse
 
 from aam_core.checkpoint import load_checkpoint
 from aam_core.model_card import card_markdown, model_card
+from app.api.card_schemas import ModelCard
 from app.api.deps import Caller, CallerDep, ModelDep, Services, ServicesDep, SessionDep
 from app.api.errors import ApiError, not_found
 from app.api.ingest import check_form, form_name, lock_blobs, release_blobs
 from app.api.negotiation import prefers_json
-from app.api.schemas import ModelCard, ModelOut, ModelPageQuery, Page, problem_responses
+from app.api.schemas import ModelOut, ModelPageQuery, Page, problem_responses
 from app.api.threads import run_blocking
 from app.api.uploads import Upload, read_multipart
 from app.store import begin_write, delete_model, list_models, model_in_use

@@ -1,0 +1,139 @@
+"""The model card's JSON document (``GET /models/{id}/card``): the schema of
+aam_core.model_card's cards (card_version 1), apart from the API's other schemas."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+# The model card (aam_core.model_card, card_version 1): the JSON form of GET /models/{id}/card.
+# A null value is a fact the checkpoint did not record. Validation metrics: name -> value.
+CardMetricValues = dict[str, float | None]
+
+
+class CardTarget(BaseModel):
+    column: str | None
+    task: Literal["regression", "classification"] | None
+    classes: list[str] | None
+
+
+class CardArchitecture(BaseModel):
+    embedding_dim: int
+    sample_layers: int
+    nucleotide_layers: int
+    heads: int
+    asv_vocabulary: int = Field(description="ASVs of the train split with a learned identity")
+    linear_head: bool | None
+    target_pooling: str | None
+    freeze_base: bool
+
+
+class CardEnsemble(BaseModel):
+    choice: Literal["aam", "forest", "ensemble"]
+    weight: float = Field(description="of AAM; the random forest gets 1 - weight")
+    forest_params: dict[str, Any]
+    n_forest_features: int
+    reason: str
+
+
+class CardModel(BaseModel):
+    kind: Literal["encoder", "regressor", "classifier"]
+    type: Literal["aam", "ensemble"]
+    target: CardTarget | None
+    architecture: CardArchitecture
+    preprocessing: dict[str, Any] = Field(
+        description="max_bp, token_limit, truncate, rarefaction_depth"
+    )
+    ensemble: CardEnsemble | None
+    checkpoint_sha256: str | None
+    format_version: int
+    aam_version: str = Field(description="the aam version that wrote the checkpoint")
+
+
+class CardSamples(BaseModel):
+    input: int | None
+    used: int | None
+    train: int | None
+    validation: int | None
+    missing_target: int | None
+    below_rarefaction_depth: int | None
+    unseen_class: int | None = Field(description="validation samples of a class train lacks")
+
+
+class CardSubjects(BaseModel):
+    column: str = Field(description="the group column (e.g. host subject)")
+    train: int | None
+    validation: int | None
+
+
+class CardData(BaseModel):
+    sha256: dict[str, str] | None = Field(description="input file role -> SHA-256")
+    samples: CardSamples
+    n_features: int | None
+    subjects: CardSubjects | None
+    target: dict[str, dict[str, Any]] | None = Field(
+        description="per split: n, mean, std, min, max (regression) or class -> count"
+    )
+
+
+class CardSplit(BaseModel):
+    method: str | None = Field(description="random, stratified, grouped or stratified+grouped")
+    validation_fraction: float | None
+    group_column: str | None
+    seed: int | None
+    sha256: str | None = Field(description="SHA-256 of the run's split.tsv")
+    n_train: int | None
+    n_validation: int | None
+
+
+class CardEpochs(BaseModel):
+    best: int | None
+    final: int | None
+    max: int | None
+    monitor: str | None
+
+
+class CardBaseModel(BaseModel):
+    kind: str | None
+    sha256: str | None = Field(description="SHA-256 of the encoder's checkpoint file")
+    freeze_base: bool | None
+
+
+class CardTraining(BaseModel):
+    stage: Literal["pretrain", "train"] | None
+    seed: int | None
+    split: CardSplit
+    epochs: CardEpochs
+    device: str | None
+    world_size: int | None
+    base_model: CardBaseModel | None
+    config: dict[str, Any] | None = Field(description="every run setting")
+
+
+class CardBaselines(BaseModel):
+    random_forest: CardMetricValues | None
+    constant: CardMetricValues | None = Field(description="the train split's mean or shares")
+
+
+class CardMetrics(BaseModel):
+    split: Literal["validation"]
+    epoch: int | None
+    monitor: str | None
+    model: CardMetricValues | None = Field(description="the served model")
+    aam_alone: CardMetricValues | None = Field(description="an ensemble's AAM part")
+    baselines: CardBaselines
+    train: CardMetricValues | None = Field(description="the model on its own train split")
+
+
+class ModelCard(BaseModel):
+    """A model card, from the model's checkpoint alone (aam_core.model_card)."""
+
+    card_version: int
+    model: CardModel
+    intended_use: list[str]
+    limits: list[str]
+    data: CardData
+    training: CardTraining
+    metrics: CardMetrics
+    library_versions: dict[str, str | None] | None
