@@ -19,12 +19,10 @@ from __future__ import annotations
 import json
 import numbers
 import re
-import reprlib
 import unicodedata
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import biom
 import h5py
@@ -33,6 +31,7 @@ import scipy.sparse as sp
 
 from aam_core.io.archive import DEFAULT_MAX_BYTES, TABLE_MEMBER, TABLE_TYPES, extract_member, is_zip
 from aam_core.io.biom_hdf5 import check_hdf5_matrix
+from aam_core.io.biom_json import check_json_shape
 from aam_core.io.errors import (
     CountsError,
     DuplicateIdError,
@@ -173,7 +172,7 @@ def _read_json(path: Path, file: str) -> biom.Table:
     shape = doc["shape"]
     if isinstance(shape, list) and len(shape) == 2 and 0 in shape:  # biom writes no IDs then
         _check_empty(n_samples=shape[1], n_features=shape[0], file=file)
-    _check_json_shape(doc, len(features), len(samples), file)
+    check_json_shape(doc, len(features), len(samples), file)
     _check_ids(samples, features, file)
     for axis in ("rows", "columns"):  # biom requires the key; many writers omit it
         doc[axis] = [{"id": str(e["id"]), "metadata": e.get("metadata")} for e in doc[axis]]
@@ -185,73 +184,6 @@ def _read_json(path: Path, file: str) -> biom.Table:
         raise UnreadableFileError(
             f"not a valid JSON BIOM table ({type(exc).__name__}: {short_reason(exc)})", file=file
         ) from None
-
-
-def _check_json_shape(doc: dict[str, Any], n_rows: int, n_cols: int, file: str) -> None:
-    shape = doc["shape"]
-    if not (isinstance(shape, list) and len(shape) == 2):
-        raise UnreadableFileError(f"declared shape {shape!r} is not [rows, columns]", file=file)
-    if shape != [n_rows, n_cols]:
-        raise UnreadableFileError(
-            f"declared shape {shape} does not match the data: {n_rows} rows (features) "
-            f"and {n_cols} columns (samples)",
-            file=file,
-        )
-    if doc["matrix_type"] not in ("sparse", "dense"):  # biom reads any other as sparse
-        raise UnreadableFileError(
-            f"matrix_type is {reprlib.repr(doc['matrix_type'])}; expected 'sparse' or 'dense'",
-            file=file,
-        )
-    data = doc["data"]
-    if not isinstance(data, list):
-        raise UnreadableFileError("malformed 'data' in the JSON BIOM table", file=file)
-    try:
-        if doc["matrix_type"] == "sparse":
-            bad = [e for e in data if not (0 <= e[0] < n_rows and 0 <= e[1] < n_cols)]
-            if bad:
-                raise UnreadableFileError(
-                    f"{len(bad)} sparse entries lie outside the declared shape {shape} "
-                    f"(e.g. row {bad[0][0]}, column {bad[0][1]})",
-                    file=file,
-                )
-            malformed = [e for e in data if not _is_sparse_entry(e)]
-            if malformed:
-                raise UnreadableFileError(
-                    f"{len(malformed)} sparse entries are not [row, column, count] with whole-"
-                    f"number row and column (e.g. {reprlib.repr(malformed[0])})",
-                    file=file,
-                )
-            given = Counter((e[0], e[1]) for e in data if e[2] != 0)  # explicit zeros add 0
-            repeated = [cell for cell, n in given.items() if n > 1]
-            if repeated:  # biom would add them up
-                raise UnreadableFileError(
-                    f"{len(repeated)} cells have more than one non-zero sparse entry (e.g. row "
-                    f"{repeated[0][0]}, column {repeated[0][1]}); each count must be given once",
-                    file=file,
-                )
-        else:
-            lengths = sorted({len(row) for row in data})
-            if len(data) != n_rows or lengths not in ([n_cols], []):
-                raise UnreadableFileError(
-                    f"declared shape {shape} does not match the dense data: {len(data)} rows "
-                    f"of lengths {lengths}",
-                    file=file,
-                )
-    except (TypeError, IndexError, KeyError):
-        raise UnreadableFileError("malformed 'data' in the JSON BIOM table", file=file) from None
-
-
-def _is_sparse_entry(entry: object) -> bool:
-    """``[row, column, count]`` with whole-number indices (2.0 is fine, 0.5 and true are not)."""
-    return (
-        isinstance(entry, list)
-        and len(entry) == 3
-        and all(
-            (isinstance(i, int) and not isinstance(i, bool))
-            or (isinstance(i, float) and i.is_integer())
-            for i in entry[:2]
-        )
-    )
 
 
 def _duplicates(ids: Sequence[str]) -> list[str]:
