@@ -9,7 +9,6 @@ Prometheus counters through a directory of files (see ``app.api.observability.Me
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import sys
 import tempfile
@@ -18,29 +17,13 @@ import torch
 import uvicorn
 from fastapi import FastAPI
 
+from aam_core.memory import limit_malloc_arenas
 from app.api.observability import MULTIPROCESS_DIR_ENV, configure_logging
 from app.main import create_app
 from app.settings import Settings
 from app.store import make_engine, migrate
 
-M_ARENA_MAX = -8  # glibc's mallopt parameter number (malloc.h)
 API_MALLOC_ARENAS = 2
-
-
-def limit_malloc_arenas(arenas: int = API_MALLOC_ARENAS) -> None:
-    """At most ``arenas`` glibc malloc arenas in this process, unless ``MALLOC_ARENA_MAX`` says
-    otherwise. glibc gives each thread that allocates an arena of its own (up to 8 per core):
-    with the API's request and prediction threads, memory freed by one (tensors, parsed
-    bodies) stays spread over many arenas, and the resident size crept up under steady load
-    (bench/soak.py: +14% in 10 minutes after warm-up). Call before any thread starts; nothing
-    happens off glibc."""
-    if "MALLOC_ARENA_MAX" in os.environ:
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (macOS, musl): their allocators do not work this way
-        return
-    libc.mallopt(M_ARENA_MAX, arenas)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
-    limit_malloc_arenas()
+    limit_malloc_arenas(API_MALLOC_ARENAS)
     if settings.api_workers > 1:
         _serve_workers(settings, host, port)
         return 0
@@ -70,7 +53,7 @@ def worker_app() -> FastAPI:
     are started fresh, not forked, and read the same ``AAM_*`` environment)."""
     settings = Settings()
     configure_logging(settings.log_level)
-    limit_malloc_arenas()
+    limit_malloc_arenas(API_MALLOC_ARENAS)
     return _serving_app(settings)
 
 

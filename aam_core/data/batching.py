@@ -49,6 +49,10 @@ class Batch:
     unifrac: torch.Tensor | None = None  # [B, B] distances from the engine
     faith_pd: torch.Tensor | None = None  # [B]
     identity: torch.Tensor | None = None  # int64 [B, S]: row of the ASV vocabulary, 0 = none
+    # The flat indices of the real positions in ``U * L`` (tokens) and ``B * S`` (slots), set
+    # when padding is a large share of them: the encoders then run packed (less work).
+    token_positions: torch.Tensor | None = None  # int64 [n_real_tokens]
+    slot_positions: torch.Tensor | None = None  # int64 [n_real_slots]
 
     @property
     def size(self) -> int:
@@ -69,7 +73,22 @@ class Batch:
             unifrac=move(self.unifrac),
             faith_pd=move(self.faith_pd),
             identity=move(self.identity),
+            token_positions=move(self.token_positions),
+            slot_positions=move(self.slot_positions),
         )
+
+
+# A batch whose real tokens (or ASV slots) fill less than this share of the padded tensor runs
+# its encoder packed; above it, packing's gathers would cost more than the padding it skips.
+PACK_BELOW = 0.85
+
+
+def _flat_positions(lengths: np.ndarray, width: int) -> np.ndarray:
+    """``int64 [sum(lengths)]``: the flat indices in ``len(lengths) * width`` of the first
+    ``lengths[i]`` positions of each row ``i``."""
+    rows = np.repeat(np.arange(lengths.size), lengths)
+    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return (rows * width + np.arange(rows.size) - starts).astype(np.int64)
 
 
 class SampleDataset(Dataset[Sample]):
@@ -118,9 +137,12 @@ class SampleDataset(Dataset[Sample]):
         self.targets = None if targets is None else np.asarray(targets)
         self.ranks = sequence_ranks(table.feature_ids if sequences is None else sequences)
         self.epoch = 0
-        self._static = table
-        if depth is not None and not rerarefy:
-            self._static = rarefy(table, depth, seed=seed).table
+        self._static = table  # the counts served when they are drawn once (or not at all)
+        self._ranked: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        if depth is None or not rerarefy:
+            if depth is not None:
+                self._static = rarefy(table, depth, seed=seed).table
+            self._ranked = rank_order(self._static.counts, self.ranks)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -129,22 +151,37 @@ class SampleDataset(Dataset[Sample]):
         return self.table.n_samples
 
     def __getitem__(self, row: int) -> Sample:
-        if self.depth is not None and self.rerarefy:
+        if self._ranked is not None:  # ranked once, when the dataset was built
+            indptr, all_features, all_counts = self._ranked
+            lo, hi = indptr[row], indptr[row + 1]
+            features, counts = all_features[lo:hi], all_counts[lo:hi]
+        else:
+            assert self.depth is not None
             csr = self.table.counts
             lo, hi = csr.indptr[row], csr.indptr[row + 1]
             drawn = subsample_row(
                 csr.data[lo:hi], self.depth, sample_rng(self.seed, row, self.epoch)
             )
-            features, counts = csr.indices[lo:hi][drawn > 0], drawn[drawn > 0]
-        else:
-            csr = self._static.counts
-            lo, hi = csr.indptr[row], csr.indptr[row + 1]
-            features, counts = csr.indices[lo:hi], csr.data[lo:hi]
-        features, counts = select_asvs(
-            features, counts, ranks=self.ranks, token_limit=len(features)
-        )
+            features, counts = select_asvs(
+                csr.indices[lo:hi][drawn > 0],
+                drawn[drawn > 0],
+                ranks=self.ranks,
+                token_limit=int(hi - lo),
+            )
         target = None if self.targets is None else self.targets[row]
-        return Sample(row, self.table.sample_ids[row], features, counts.astype(np.int64), target)
+        return Sample(row, self.table.sample_ids[row], features, counts, target)
+
+
+def rank_order(
+    counts: sp.csr_matrix, ranks: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every sample's ASVs in rank order (as :func:`select_asvs` orders one sample), for a
+    whole table at once: ``indptr [n + 1]``, ``features int64 [nnz]``, ``counts int64 [nnz]``;
+    sample ``i`` is ``[indptr[i], indptr[i + 1])``."""
+    rows = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))  # [nnz]
+    order = np.lexsort((ranks[counts.indices], -counts.data, rows))  # row, count desc, sequence
+    features = counts.indices[order].astype(np.int64)
+    return counts.indptr.astype(np.int64), features, counts.data[order].astype(np.int64)
 
 
 class Collator:
@@ -158,18 +195,24 @@ class Collator:
         token_limit: int = 1024,
         engine: UniFracEngine | None = None,
         distances: np.ndarray | None = None,
+        faith_pd: np.ndarray | None = None,
         target_dtype: torch.dtype = torch.float32,
         vocabulary: np.ndarray | None = None,
     ) -> None:
         """``distances``: a precomputed UniFrac matrix ``[n, n]`` over the dataset's rows, used
-        instead of an engine (then no Faith PD). ``vocabulary``: int64 ``[n_features]``, each
-        feature's row of the model's ASV vocabulary (0: not in it)."""
+        instead of an engine, and ``faith_pd [n]`` beside it (else no Faith PD).
+        ``vocabulary``: int64 ``[n_features]``, each feature's row of the model's ASV
+        vocabulary (0: not in it)."""
         if token_limit < 1:
             raise ValueError(f"token_limit must be >= 1, got {token_limit}")
         if engine is not None and distances is not None:
             raise ValueError("give an engine or precomputed distances, not both")
+        if faith_pd is not None and distances is None:
+            raise ValueError("precomputed Faith PD comes with precomputed distances")
         self.distances = distances
+        self.faith_pd = faith_pd
         self.tokens = tokens  # uint8 [n_features, max_bp]
+        self.lengths = (tokens != PAD).sum(axis=1)  # [n_features]: each ASV's length
         self.token_limit = token_limit
         self.engine = engine
         self.target_dtype = target_dtype
@@ -178,56 +221,70 @@ class Collator:
     def __call__(self, samples: Sequence[Sample]) -> Batch:
         if not samples:
             raise ValueError("cannot collate an empty batch")
-        kept = [s.features[: self.token_limit] for s in samples]
-        width = max(1, max(len(k) for k in kept))
-        distinct, inverse = np.unique(np.concatenate(kept), return_inverse=True)  # [U], [sum k]
         n = len(samples)
+        sizes = np.fromiter((len(s.features) for s in samples), dtype=np.int64, count=n)  # [B]
+        all_features = np.concatenate([s.features for s in samples])  # [sum sizes]
+        all_counts = np.concatenate([s.counts for s in samples])  # [sum sizes]
+        kept = np.minimum(sizes, self.token_limit)  # [B]: slots of each sample
+        width = max(1, int(kept.max()))
+        # (sample, slot) of every kept ASV, and its position in the concatenated samples
+        slot_row = np.repeat(np.arange(n), kept)  # [K]
+        slot_col = np.arange(slot_row.size) - np.repeat(np.cumsum(kept) - kept, kept)  # [K]
+        source = np.repeat(np.cumsum(sizes) - sizes, kept) + slot_col  # [K]
+        features = all_features[source]  # [K]
+        # the batch's distinct ASVs: mark the features present, number them in feature order
+        present = np.zeros(self.tokens.shape[0], dtype=bool)  # [n_features]
+        present[features] = True
+        distinct = np.flatnonzero(present)  # [U]
+        inverse = (np.cumsum(present) - 1)[features]  # [K]: row of each slot's ASV
         asv_index = np.full((n, width), -1, dtype=np.int64)  # [B, S]
+        asv_index[slot_row, slot_col] = inverse
+        # abundance features: log1p(count) and count / the sample's total reads (all its ASVs,
+        # not only the kept ones, so truncation does not inflate abundances)
+        owner = np.repeat(np.arange(n), sizes)  # [sum sizes]: sample of each ASV
+        depths = np.bincount(owner, weights=all_counts, minlength=n)  # float64 [B]
         abundance = np.zeros((n, width, N_ABUNDANCE_FEATURES), dtype=np.float32)  # [B, S, 2]
-        offset = 0
-        for i, (s, k) in enumerate(zip(samples, kept, strict=True)):
-            asv_index[i, : len(k)] = inverse[offset : offset + len(k)]
-            abundance[i, : len(k)] = abundance_features(s.counts[: len(k)], float(s.counts.sum()))
-            offset += len(k)
-        distinct_tokens = self.tokens[distinct]  # [U, max_bp], right-padded
-        length = max(1, int((distinct_tokens != PAD).sum(axis=1).max(initial=0)))
-        token_rows = distinct_tokens[:, :length]  # [U, L]: trimmed to the longest ASV
+        abundance[slot_row, slot_col] = abundance_features(all_counts[source], depths[slot_row])
+        lengths = self.lengths[distinct]  # [U]
+        length = max(1, int(lengths.max(initial=0)))
+        token_rows = self.tokens[distinct, :length]  # [U, L]: trimmed to the longest ASV
+        token_positions = slot_positions = None
+        if lengths.sum() < PACK_BELOW * lengths.size * length:
+            token_positions = _flat_positions(lengths, length)
+        if kept.sum() < PACK_BELOW * n * width:
+            slot_positions = slot_row * width + slot_col
 
         counts = sp.csr_matrix(
-            (
-                np.concatenate([s.counts for s in samples]),
-                np.concatenate([s.features for s in samples]),
-                np.concatenate([[0], np.cumsum([len(s.features) for s in samples])]),
-            ),
+            (all_counts, all_features, np.concatenate([[0], np.cumsum(sizes)])),
             shape=(n, self.tokens.shape[0]),
         )  # [B, n_features]
+        rows = np.fromiter((s.row for s in samples), dtype=np.int64, count=n)  # [B]
         unifrac = faith = None
         if self.engine is not None:
             unifrac, faith = self.engine.unweighted_and_faith_pd(counts)
         elif self.distances is not None:
-            rows = np.array([s.row for s in samples])
             unifrac = torch.from_numpy(self.distances[np.ix_(rows, rows)].astype(np.float64))
+            if self.faith_pd is not None:
+                faith = torch.from_numpy(self.faith_pd[rows].astype(np.float64))
+        identity = None
+        if self.vocabulary is not None:
+            identity = np.zeros((n, width), dtype=np.int64)  # [B, S]; 0 = none or padding
+            identity[slot_row, slot_col] = self.vocabulary[features]
         return Batch(
             tokens=torch.from_numpy(token_rows.astype(np.int64)),
             asv_index=torch.from_numpy(asv_index),
             abundance=torch.from_numpy(abundance),
             mask=torch.from_numpy(asv_index >= 0),
-            rows=torch.tensor([s.row for s in samples], dtype=torch.int64),
+            rows=torch.from_numpy(rows),
             sample_ids=tuple(s.sample_id for s in samples),
             counts=counts,
             target=self._targets(samples),
             unifrac=unifrac,
             faith_pd=faith,
-            identity=self._identity(kept, width),
+            identity=None if identity is None else torch.from_numpy(identity),
+            token_positions=None if token_positions is None else torch.from_numpy(token_positions),
+            slot_positions=None if slot_positions is None else torch.from_numpy(slot_positions),
         )
-
-    def _identity(self, kept: Sequence[np.ndarray], width: int) -> torch.Tensor | None:
-        if self.vocabulary is None:
-            return None
-        identity = np.zeros((len(kept), width), dtype=np.int64)  # [B, S]; 0 = none or padding
-        for i, features in enumerate(kept):
-            identity[i, : len(features)] = self.vocabulary[features]
-        return torch.from_numpy(identity)
 
     def _targets(self, samples: Sequence[Sample]) -> torch.Tensor | None:
         values = [s.target for s in samples]

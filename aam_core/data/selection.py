@@ -38,9 +38,11 @@ def select_asvs(
     return features[order], counts[order]
 
 
-def abundance_features(counts: np.ndarray, depth: float) -> np.ndarray:
+def abundance_features(counts: np.ndarray, depth: float | np.ndarray) -> np.ndarray:
     """``float32 [n, 2]``: log1p(count) and relative abundance count / depth (the sample's
-    total reads, not only the selected ones, so truncation does not inflate abundances)."""
+    total reads, not only the selected ones, so truncation does not inflate abundances).
+    ``depth``: one sample's, or ``[n]``, each count's own sample's (0 gives abundance 0)."""
     counts = np.asarray(counts, dtype=np.float64)
-    rel = counts / depth if depth > 0 else np.zeros_like(counts)
+    depth = np.broadcast_to(np.asarray(depth, dtype=np.float64), counts.shape)
+    rel = np.divide(counts, depth, out=np.zeros_like(counts), where=depth > 0)
     return np.stack([np.log1p(counts), rel], axis=-1).astype(np.float32)

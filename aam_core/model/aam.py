@@ -101,22 +101,29 @@ class SequenceEncoder(nn.Module):
             if mask_nucleotides or not dedup:
                 raise ValueError("asv_vectors is for inference: no masking, dedup=True")
             rows = asv_vectors[batch.asv_index.clamp_min(0)] * batch.mask[..., None]  # [B, S, D]
-            out = self.sample(rows, batch.abundance, batch.mask, hidden, batch.identity)
+            out = self.sample(
+                rows, batch.abundance, batch.mask, hidden, batch.identity, batch.slot_positions
+            )
             return Encoded(out.states, out.embedding)
         mask = batch.mask  # [B, S]
         if dedup:
             tokens, index = batch.tokens, batch.asv_index  # [U, L], [B, S]
+            token_positions = batch.token_positions
         else:
             tokens = batch.tokens[batch.asv_index[mask]]  # [n_slots, L]
             index = torch.full_like(batch.asv_index, -1)
             index[mask] = torch.arange(tokens.shape[0], device=tokens.device)
+            token_positions = None  # the reference path: padded throughout
         corruption = None
         if mask_nucleotides:
             corruption = corrupt_nucleotides(tokens, self.config.nucleotide_mask_fraction)
             tokens = corruption.tokens
-        nuc = self.nucleotide(tokens)  # vectors [U, D], states [U, L, D]
+        nuc = self.nucleotide(tokens, token_positions)  # vectors [U, D], states [U, L, D]
         asv_vectors = nuc.vectors[index.clamp_min(0)] * mask[..., None]  # [B, S, D]
-        out = self.sample(asv_vectors, batch.abundance, mask, hidden, batch.identity)
+        slot_positions = batch.slot_positions if dedup else None
+        out = self.sample(
+            asv_vectors, batch.abundance, mask, hidden, batch.identity, slot_positions
+        )
         if corruption is None:
             return Encoded(out.states, out.embedding)
         logits = self.nucleotide_head(nuc.states)  # [U, L, 4]; the loss ignores unchosen

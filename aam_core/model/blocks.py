@@ -4,6 +4,7 @@ key-padding masks, and masked attention pooling."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -20,21 +21,53 @@ def attention_mask(valid: torch.Tensor) -> torch.Tensor:
     return (valid | empty)[:, None, None, :]  # [N, 1, 1, T]
 
 
+@dataclass(frozen=True, eq=False)
+class Packing:
+    """Where the real positions of a padded ``[N, T, ...]`` tensor lie: ``positions [K]``, their
+    flat indices in ``N * T``. Packed tensors ``[K, ...]`` hold only those positions, so the
+    per-position layers (projections, feed-forward, norms) never compute padding."""
+
+    positions: torch.Tensor  # int64 [K]
+    n: int
+    t: int
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, T, C]`` -> ``[K, C]``."""
+        return x.reshape(self.n * self.t, x.shape[-1]).index_select(0, self.positions)
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """``[K, C]`` -> ``[N, T, C]``, zeros at padding."""
+        out = x.new_zeros(self.n * self.t, x.shape[-1])
+        return out.index_copy(0, self.positions, x).view(self.n, self.t, x.shape[-1])
+
+
 class SelfAttention(nn.Module):
-    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+    """Multi-head self-attention on ``scaled_dot_product_attention``. No dropout on the
+    attention weights (the blocks drop out their residual branches): SDPA's fused kernels
+    then serve every device, where attention dropout sends the CPU to the unfused path."""
+
+    def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
         self.heads = heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
-        self.dropout = dropout
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        n, t, d = x.shape  # x: [N, T, D], mask: [N, 1, 1, T] or None (no padding)
-        q, k, v = self.qkv(x).view(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(  # [N, H, T, D/H]
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
-        )
-        return self.out(y.transpose(1, 2).reshape(n, t, d))  # [N, T, D]
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None, packing: Packing | None = None
+    ) -> torch.Tensor:
+        """``x [N, T, D]``, or ``[K, D]`` packed by ``packing``; ``mask [N, 1, 1, T]`` or None
+        (no padding). Returns the same layout as ``x``."""
+        d = x.shape[-1]
+        qkv = self.qkv(x)  # [N, T, 3D] or [K, 3D]
+        if packing is not None:
+            qkv = packing.pad(qkv)  # [N, T, 3D]: attention itself runs padded
+        n, t, _ = qkv.shape
+        q, k, v = qkv.view(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [N, H, T, D/H]
+        y = y.transpose(1, 2).reshape(n, t, d)  # [N, T, D]
+        if packing is not None:
+            y = packing.pack(y)  # [K, D]
+        return self.out(y)
 
 
 class TransformerBlock(nn.Module):
@@ -43,7 +76,7 @@ class TransformerBlock(nn.Module):
     def __init__(self, dim: int, heads: int, ffn_mult: int, dropout: float) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = SelfAttention(dim, heads, dropout)
+        self.attn = SelfAttention(dim, heads)
         self.norm2 = nn.LayerNorm(dim)
         self.ffn = nn.Sequential(
             nn.Linear(dim, ffn_mult * dim),
@@ -52,9 +85,11 @@ class TransformerBlock(nn.Module):
         )
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.norm1(x), mask))  # [N, T, D]
-        return x + self.drop(self.ffn(self.norm2(x)))  # [N, T, D]
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None, packing: Packing | None = None
+    ) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.norm1(x), mask, packing))  # [N, T, D] or [K, D]
+        return x + self.drop(self.ffn(self.norm2(x)))
 
 
 class Transformer(nn.Module):
@@ -65,7 +100,19 @@ class Transformer(nn.Module):
         )
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, valid: torch.Tensor, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``x [N, T, D]``, ``valid [N, T]``. With ``positions`` (the flat indices of the valid
+        positions, from the collator) the blocks run packed: the same values at the valid
+        positions, zeros at padding, and less work when much of ``x`` is padding."""
+        if positions is not None:
+            packing = Packing(positions, x.shape[0], x.shape[1])
+            h = packing.pack(x)  # [K, D]
+            key_mask = attention_mask(valid)  # [N, 1, 1, T]
+            for block in self.blocks:
+                h = block(h, key_mask, packing)
+            return packing.pad(self.norm(h))  # [N, T, D]
         # Without padding no mask is passed (cheaper SDPA on the CPU).
         # On the GPU, checking for padding would cost a host-device sync: always pass the mask.
         no_padding = x.device.type == "cpu" and bool(valid.all())

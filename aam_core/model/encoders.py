@@ -11,6 +11,10 @@ from aam_core.data.tokens import PAD
 from aam_core.model.blocks import AttentionPool, Transformer, hide_identities
 from aam_core.model.config import NucleotideEncoderConfig, SampleEncoderConfig
 
+# Positions per chunk of the nucleotide encoder on the CPU: its largest tensor (the feed-forward
+# layer's, 4 x 128 floats a position at the default width) then stays at 16 MB.
+CPU_CHUNK_TOKENS = 8192
+
 
 @dataclass(frozen=True, eq=False)
 class NucleotideOutput:
@@ -32,14 +36,42 @@ class NucleotideEncoder(nn.Module):
         self.pool = AttentionPool(config.dim)
         self.norm = nn.LayerNorm(config.dim)
 
-    def forward(self, tokens: torch.Tensor) -> NucleotideOutput:
-        _u, length = tokens.shape  # tokens: int64 [U, L]
+    def forward(
+        self, tokens: torch.Tensor, positions: torch.Tensor | None = None
+    ) -> NucleotideOutput:
+        """``positions``: the flat indices of the real (not padding) positions of ``tokens``
+        in ``U * L``, to run the transformer packed (see :class:`Transformer`).
+
+        On the CPU the ASVs go through in chunks of about ``CPU_CHUNK_TOKENS`` positions (each
+        ASV is encoded on its own, so the result is the same): the tensors of a chunk stay
+        small enough for the allocator to reuse their memory, where tensors of hundreds of MB
+        are mapped and zeroed again by the kernel at every step."""
+        u, length = tokens.shape  # tokens: int64 [U, L]
         if length > self.config.max_bp:
             raise ValueError(f"sequences of {length} bp exceed max_bp={self.config.max_bp}")
+        rows = max(1, CPU_CHUNK_TOKENS // length)  # ASVs per chunk
+        if tokens.device.type != "cpu" or u <= rows:
+            return self._encode(tokens, positions)
+        bounds = range(0, u, rows)
+        if positions is not None:  # each chunk's own flat positions
+            cuts = torch.searchsorted(positions, torch.tensor([*bounds, u]) * length).tolist()
+        parts = [
+            self._encode(
+                tokens[lo : lo + rows],
+                None if positions is None else positions[cuts[i] : cuts[i + 1]] - lo * length,
+            )
+            for i, lo in enumerate(bounds)
+        ]
+        return NucleotideOutput(
+            torch.cat([p.vectors for p in parts]), torch.cat([p.states for p in parts])
+        )
+
+    def _encode(self, tokens: torch.Tensor, positions: torch.Tensor | None) -> NucleotideOutput:
+        _u, length = tokens.shape  # tokens: int64 [U, L]
         valid = tokens != PAD  # [U, L]
-        positions = torch.arange(length, device=tokens.device)  # [L]
-        x = self.token(tokens) + self.position(positions)[None]  # [U, L, D]
-        states = self.transformer(x, valid)  # [U, L, D]
+        offsets = torch.arange(length, device=tokens.device)  # [L]
+        x = self.token(tokens) + self.position(offsets)[None]  # [U, L, D]
+        states = self.transformer(x, valid, positions)  # [U, L, D]
         return NucleotideOutput(self.norm(self.pool(states, valid)), states)
 
 
@@ -81,9 +113,11 @@ class SampleEncoder(nn.Module):
         mask: torch.Tensor,
         hidden: torch.Tensor | None = None,
         identity: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
     ) -> SampleOutput:
         """``identity [B, S]``: each slot's row of the ASV vocabulary (0: none); used when the
-        encoder has a vocabulary."""
+        encoder has a vocabulary. ``positions``: the flat indices of the real slots in
+        ``B * S``, to run the transformer packed (see :class:`Transformer`)."""
         _b, s, _ = asv_vectors.shape  # asv_vectors: [B, S, D], abundance: [B, S, F], mask: [B, S]
         if s > self.config.token_limit:
             raise ValueError(f"{s} ASVs per sample exceed token_limit={self.config.token_limit}")
@@ -99,5 +133,5 @@ class SampleEncoder(nn.Module):
                 identity = hide_identities(identity, self.config.identity_dropout)
             x = x + self.identity(identity)  # [B, S, D]
         x = x * mask[..., None]  # padding slots carry nothing
-        states = self.transformer(x, mask)  # [B, S, D]
+        states = self.transformer(x, mask, positions)  # [B, S, D]
         return SampleOutput(states, self.pool(states, mask))

@@ -25,6 +25,9 @@ from aam_core.plan.targets import TargetSpec, check_target, missing_column
 from aam_core.train.splits import Split, split_rows
 
 WHERE = "the dataset"  # how messages name the inputs of a run
+# A split of up to this many samples gets its UniFrac matrix computed once (float64: 128 MiB
+# at the limit) when its rarefaction is drawn once; larger ones compute each batch's.
+PRECOMPUTED_UNIFRAC_MAX = 4096
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,14 +73,20 @@ class PreparedData:
     def collator(
         self, config: RunConfig, rows: np.ndarray, vocabulary: np.ndarray | None = None
     ) -> Collator:
-        distances = None
+        engine, distances, faith = self.engine, None, None
         if self.distances is not None:  # batches index dataset rows: subset the matrix once
             distances = self.distances[np.ix_(rows, rows)]
+        elif engine is not None and not config.rerarefy and rows.size <= PRECOMPUTED_UNIFRAC_MAX:
+            # The counts never change (one rarefaction for the run): every batch's targets
+            # come from one matrix, computed once instead of batch by batch every epoch.
+            matrix, pd = engine.unweighted_and_faith_pd(self.rarefied.counts[rows])
+            engine, distances, faith = None, matrix.numpy(), pd.numpy()
         return Collator(
             self.tokens,
             token_limit=config.token_limit,
-            engine=self.engine,
+            engine=engine,
             distances=distances,
+            faith_pd=faith,
             target_dtype=_target_dtype(self.classes),
             vocabulary=vocabulary,
         )

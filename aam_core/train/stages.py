@@ -13,6 +13,7 @@ A run writes into ``out_dir``: ``checkpoints/best.pt`` and ``last.pt``, ``metric
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from aam_core.checkpoint import (
     load_encoder,
 )
 from aam_core.io import Inputs, sha256_file, summarize
+from aam_core.memory import reuse_freed_memory
 from aam_core.model.aam import SequenceEncoder, SequenceRegressor
 from aam_core.plan import (
     BaseModel,
@@ -358,7 +360,8 @@ def _run(
             f"depth {prepared.depth}, {trainer.total_steps} optimiser steps on {ctx.device}"
             + (f" x {ctx.world_size} processes" if ctx.enabled else "")
         )
-    fit = trainer.fit(resume_state)
+    with reuse_freed_memory() if ctx.device.type == "cpu" else contextlib.nullcontext():
+        fit = trainer.fit(resume_state)
     kind = model.kind if isinstance(model, SequenceRegressor) else "encoder"
     if not ctx.is_main:
         return RunResult(
