@@ -1,13 +1,15 @@
 """CUDA path check: prints one JSON object and exits non-zero when a check fails.
 
 UniFrac engine on the GPU against the CPU engine (float64 and float32), padding invariance and
-deduplication on the GPU (fp32, and bf16 autocast), which SDPA kernels run (flash without
+deduplication on the GPU (fp32, and bf16 autocast), a packed training step against the padded
+one, which SDPA kernels run (flash without
 padding, memory-efficient with a mask), a short bf16 pretraining + fine-tuning run on the GPU,
 and GPU predictions against CPU predictions of the same checkpoint.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import tempfile
@@ -19,15 +21,16 @@ import numpy as np
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from aam_core.data.batching import Collator, SampleDataset
+from aam_core.data.batching import Collator, Sample, SampleDataset
 from aam_core.data.rarefy import rarefy
 from aam_core.data.synthetic import SyntheticSpec, generate, write_study
 from aam_core.data.tokens import tokenize
 from aam_core.data.unifrac import UniFracEngine, index_branches
 from aam_core.io import load_inputs
-from aam_core.model import AAMConfig, SequenceRegressor, TargetConfig
+from aam_core.model import AAMConfig, LossWeights, SequenceEncoder, SequenceRegressor, TargetConfig
 from aam_core.plan import TargetSpec
 from aam_core.predict import Predictor
+from aam_core.train.losses import compute_losses
 from aam_core.train.stages import plan_local, run_pretrain, run_train
 
 CHECKS: dict[str, Any] = {}
@@ -90,6 +93,57 @@ def model_invariance(device: str) -> None:
             dedup_max_diff=dedup,
             tolerance=tol,
         )
+
+
+def packing(device: str) -> None:
+    """A pretraining step of the default model with the batch packed equals the padded step
+    (fp32, no dropout: losses and every gradient)."""
+    rng = np.random.default_rng(5)
+    lengths = rng.integers(60, 151, size=300)
+    tokens = np.zeros((300, 150), dtype=np.uint8)
+    for f, length in enumerate(lengths):
+        tokens[f, :length] = rng.integers(1, 5, size=length)
+    samples = []
+    for row in range(16):
+        size = int(rng.integers(1, 120))
+        features = rng.choice(300, size=size, replace=False).astype(np.int64)
+        counts = np.sort(rng.integers(1, 500, size=size))[::-1].astype(np.int64)
+        samples.append(Sample(row, f"s{row}", features, counts))
+    batch = Collator(tokens)(samples)
+    dist = torch.from_numpy(rng.uniform(0.1, 0.9, size=(16, 16)))
+    batch = dataclasses.replace(batch, unifrac=((dist + dist.T) / 2).fill_diagonal_(0))
+    torch.manual_seed(0)
+    config = AAMConfig.default(loss_weights=LossWeights(unifrac=1.0, nucleotide=1.0))
+    config = dataclasses.replace(
+        config,
+        nucleotide=dataclasses.replace(config.nucleotide, dropout=0.0),
+        sample=dataclasses.replace(config.sample, dropout=0.0),
+    )
+    model = SequenceEncoder(config).to(device).train()
+    results = []
+    for pack in (False, True):
+        step = (
+            batch if pack else dataclasses.replace(batch, token_positions=None, slot_positions=None)
+        )
+        step = step.to(device)
+        model.zero_grad()
+        torch.manual_seed(1)
+        loss = compute_losses(model, model(step), step).total
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((float(loss.detach()), grads))
+    (padded_loss, padded), (packed_loss, packed) = results
+    grad_diff = max(float((packed[n] - padded[n]).abs().max()) for n in padded)
+    check(
+        "packed_equals_padded_fp32",
+        batch.token_positions is not None
+        and batch.slot_positions is not None
+        and abs(packed_loss - padded_loss) <= 1e-5
+        and grad_diff <= 1e-5,
+        loss_diff=abs(packed_loss - padded_loss),
+        max_grad_diff=grad_diff,
+        tolerance=1e-5,
+    )
 
 
 def sdpa_kernels(device: str) -> None:
@@ -182,7 +236,7 @@ def main() -> None:
         "device": torch.cuda.get_device_name(),
         "bf16": torch.cuda.is_bf16_supported(),
     }
-    for step in (unifrac, model_invariance, sdpa_kernels, training):
+    for step in (unifrac, model_invariance, packing, sdpa_kernels, training):
         try:
             step(device)
         except Exception as exc:  # report and go on: one run must say as much as possible
