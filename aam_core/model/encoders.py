@@ -11,9 +11,9 @@ from aam_core.data.tokens import PAD
 from aam_core.model.blocks import AttentionPool, Transformer, hide_identities
 from aam_core.model.config import NucleotideEncoderConfig, SampleEncoderConfig
 
-# Positions per chunk of the nucleotide encoder on the CPU: its largest tensor (the feed-forward
-# layer's, 4 x 128 floats a position at the default width) then stays at 16 MB.
-CPU_CHUNK_TOKENS = 8192
+# Size of the largest tensor of a chunk of the nucleotide encoder on the CPU (its feed-forward
+# layer's: ffn_mult x dim floats a position): 54 ASVs of 150 bp at the default width.
+CPU_CHUNK_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True, eq=False)
@@ -42,14 +42,15 @@ class NucleotideEncoder(nn.Module):
         """``positions``: the flat indices of the real (not padding) positions of ``tokens``
         in ``U * L``, to run the transformer packed (see :class:`Transformer`).
 
-        On the CPU the ASVs go through in chunks of about ``CPU_CHUNK_TOKENS`` positions (each
+        On the CPU the ASVs go through in chunks of about ``CPU_CHUNK_BYTES`` (each
         ASV is encoded on its own, so the result is the same): the tensors of a chunk stay
         small enough for the allocator to reuse their memory, where tensors of hundreds of MB
         are mapped and zeroed again by the kernel at every step."""
         u, length = tokens.shape  # tokens: int64 [U, L]
         if length > self.config.max_bp:
             raise ValueError(f"sequences of {length} bp exceed max_bp={self.config.max_bp}")
-        rows = max(1, CPU_CHUNK_TOKENS // length)  # ASVs per chunk
+        widest = self.config.ffn_mult * self.config.dim * 4  # bytes of a position's FFN layer
+        rows = max(1, CPU_CHUNK_BYTES // (length * widest))  # ASVs per chunk
         if tokens.device.type != "cpu" or u <= rows:
             return self._encode(tokens, positions)
         bounds = range(0, u, rows)

@@ -142,8 +142,9 @@ def test_chunked_nucleotide_encoder_equals_one_pass(monkeypatch: pytest.MonkeyPa
     encoder = NucleotideEncoder(NucleotideEncoderConfig(dim=32, heads=2, layers=2, dropout=0.0))
     rows = batch.tokens.shape[0]
     results = []
-    for chunk_tokens in (10**9, 3 * batch.tokens.shape[1]):  # one pass, then 3 ASVs a chunk
-        monkeypatch.setattr(encoders, "CPU_CHUNK_TOKENS", chunk_tokens)
+    position_bytes = 4 * 32 * 4  # ffn_mult x dim float32 values
+    for chunk in (10**12, 3 * batch.tokens.shape[1] * position_bytes):  # one pass, 3 ASVs a chunk
+        monkeypatch.setattr(encoders, "CPU_CHUNK_BYTES", chunk)
         for positions in (None, batch.token_positions):
             encoder.zero_grad()
             out = encoder(batch.tokens, positions)
