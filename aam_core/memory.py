@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 # mallopt parameter numbers (glibc's malloc.h) and glibc's defaults
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -3, -4, -8
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
 DEFAULT_TRIM_THRESHOLD = DEFAULT_MMAP_THRESHOLD = 128 * 1024
 MAX_MMAP_THRESHOLD = 32 * 1024 * 1024  # the largest glibc takes on 64-bit systems
 KEEP_ALL = 2**31 - 1  # the largest trim threshold mallopt takes (an int): never reached

@@ -15,6 +15,7 @@ import scipy.sparse as sp
 import torch
 from torch.utils.data import Dataset
 
+from aam_core.data.ragged import ragged_positions
 from aam_core.data.rarefy import rarefy, sample_rng, subsample_row
 from aam_core.data.selection import (
     N_ABUNDANCE_FEATURES,
@@ -81,14 +82,6 @@ class Batch:
 # A batch whose real tokens (or ASV slots) fill less than this share of the padded tensor runs
 # its encoder packed; above it, packing's gathers would cost more than the padding it skips.
 PACK_BELOW = 0.85
-
-
-def _flat_positions(lengths: np.ndarray, width: int) -> np.ndarray:
-    """``int64 [sum(lengths)]``: the flat indices in ``len(lengths) * width`` of the first
-    ``lengths[i]`` positions of each row ``i``."""
-    rows = np.repeat(np.arange(lengths.size), lengths)
-    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
-    return (rows * width + np.arange(rows.size) - starts).astype(np.int64)
 
 
 class SampleDataset(Dataset[Sample]):
@@ -228,8 +221,7 @@ class Collator:
         kept = np.minimum(sizes, self.token_limit)  # [B]: slots of each sample
         width = max(1, int(kept.max()))
         # (sample, slot) of every kept ASV, and its position in the concatenated samples
-        slot_row = np.repeat(np.arange(n), kept)  # [K]
-        slot_col = np.arange(slot_row.size) - np.repeat(np.cumsum(kept) - kept, kept)  # [K]
+        slot_row, slot_col = ragged_positions(kept)  # [K] each
         source = np.repeat(np.cumsum(sizes) - sizes, kept) + slot_col  # [K]
         features = all_features[source]  # [K]
         # the batch's distinct ASVs: mark the features present, number them in feature order
@@ -250,7 +242,8 @@ class Collator:
         token_rows = self.tokens[distinct, :length]  # [U, L]: trimmed to the longest ASV
         token_positions = slot_positions = None
         if lengths.sum() < PACK_BELOW * lengths.size * length:
-            token_positions = _flat_positions(lengths, length)
+            token_row, token_col = ragged_positions(lengths)
+            token_positions = token_row * length + token_col
         if kept.sum() < PACK_BELOW * n * width:
             slot_positions = slot_row * width + slot_col
 

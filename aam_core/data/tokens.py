@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from aam_core.data.ragged import ragged_positions
 from aam_core.io.errors import SequenceError, preview
 
 PAD = 0
@@ -64,8 +65,7 @@ def tokenize(sequences: Sequence[str], *, max_bp: int = 150, truncate: bool = Fa
             f"(e.g. {preview([sequences[i][:20] for i in bad_rows], 3)})"
         )
     out = np.zeros((len(sequences), max_bp), dtype=np.uint8)  # [n, max_bp]
-    rows = np.repeat(np.arange(len(sequences)), kept)  # [sum(kept)]
-    cols = np.arange(flat.size) - np.repeat(np.cumsum(kept) - kept, kept)  # [sum(kept)]
+    rows, cols = ragged_positions(kept)  # [sum(kept)] each
     out[rows, cols] = codes
     return out
 
