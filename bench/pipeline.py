@@ -16,6 +16,7 @@ pipeline and, timed apart, for drawing the samples and for collating them; the o
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -49,7 +50,7 @@ def measure(
     n = len(dataset)
     order = np.random.default_rng(0).permutation(n)
     batches = [order[i : i + batch_size].tolist() for i in range(0, n, batch_size)]
-    epoch = iter(range(1_000_000))
+    epoch = itertools.count(1)  # a new draw for every pass with rerarefy
 
     def samples() -> list[Any]:
         dataset.set_epoch(next(epoch))

@@ -79,8 +79,8 @@ class PreparedData:
         elif engine is not None and not config.rerarefy and rows.size <= PRECOMPUTED_UNIFRAC_MAX:
             # The counts never change (one rarefaction for the run): every batch's targets
             # come from one matrix, computed once instead of batch by batch every epoch.
-            matrix, pd = engine.unweighted_and_faith_pd(self.rarefied.counts[rows])
-            engine, distances, faith = None, matrix.numpy(), pd.numpy()
+            matrix, diversity = engine.unweighted_and_faith_pd(self.rarefied.counts[rows])
+            engine, distances, faith = None, matrix.numpy(), diversity.numpy()
         return Collator(
             self.tokens,
             token_limit=config.token_limit,
