@@ -9,8 +9,8 @@ batch's tensors. Data shaped like real 16S tables (the training benchmark's:
 Two settings: the default, one rarefaction for the run (its UniFrac matrix computed once, as
 training does for splits of up to ``PRECOMPUTED_UNIFRAC_MAX`` samples), and ``rerarefy`` (a
 new rarefaction every epoch, so UniFrac per batch). Reports samples/s per core for the whole
-pipeline and, timed apart, for drawing the samples and for collating them; the one-off set-up
-(tokens, tree index, the matrix) apart.
+pipeline and, timed apart, for drawing the samples and for collating them (with rerarefy, also
+without the UniFrac targets); the one-off set-up (tokens, tree index, the matrix) apart.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def measure(
         for rows in batches:
             collate([dataset[i] for i in rows])
 
-    def collation() -> None:
+    def collation(collate: Collator = collate) -> None:
         for batch in drawn:
             collate(batch)
 
@@ -72,6 +72,9 @@ def measure(
         "samples": timed(samples, repeats),
         "collation": timed(collation, repeats),
     }
+    if collate.engine is not None:  # the share of the per-batch UniFrac targets
+        plain = Collator(collate.tokens, token_limit=collate.token_limit)
+        stages["collation_without_unifrac"] = timed(lambda: collation(plain), repeats)
     distinct = [len(np.unique(np.concatenate([s.features for s in b]))) for b in drawn]
     return {
         "samples_per_second_per_core": round(n / stages["pipeline"], 1),

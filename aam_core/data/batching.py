@@ -155,11 +155,9 @@ class SampleDataset(Dataset[Sample]):
             drawn = subsample_row(
                 csr.data[lo:hi], self.depth, sample_rng(self.seed, row, self.epoch)
             )
+            kept = drawn > 0
             features, counts = select_asvs(
-                csr.indices[lo:hi][drawn > 0],
-                drawn[drawn > 0],
-                ranks=self.ranks,
-                token_limit=int(hi - lo),
+                csr.indices[lo:hi][kept], drawn[kept], ranks=self.ranks, token_limit=int(hi - lo)
             )
         target = None if self.targets is None else self.targets[row]
         return Sample(row, self.table.sample_ids[row], features, counts, target)

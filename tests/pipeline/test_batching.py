@@ -7,7 +7,8 @@ import torch
 from skbio.diversity import beta_diversity
 
 from aam_core.data.batching import Collator, SampleDataset
-from aam_core.data.rarefy import rarefy
+from aam_core.data.rarefy import rarefy, sample_rng, subsample_row
+from aam_core.data.selection import select_asvs
 from aam_core.data.synthetic import SyntheticStudy
 from aam_core.data.tokens import tokenize
 from aam_core.data.unifrac import UniFracEngine, index_branches
@@ -89,6 +90,28 @@ def test_rerarefaction_draws_anew_each_epoch(study: SyntheticStudy) -> None:
         np.array_equal(again.features, first.features)
         and np.array_equal(again.counts, first.counts)
     )
+
+
+def test_rerarefied_samples_are_the_reference_draws_in_any_order(study: SyntheticStudy) -> None:
+    # each sample is its row's sample_rng draw, ranked: whatever rows come before it, in
+    # whichever order, in this dataset object or a fresh one (a data loader worker)
+    raw = study.table.subset_samples(rarefy(study.table, 3000, seed=0).kept_rows)
+    csr = raw.counts
+    dataset = SampleDataset(raw, depth=1000, seed=4, rerarefy=True)
+    for epoch, rows in ((0, [17, 3, 0, raw.n_samples - 1, 3]), (6, [raw.n_samples - 1, 1])):
+        dataset.set_epoch(epoch)
+        fresh = SampleDataset(raw, depth=1000, seed=4, rerarefy=True)
+        fresh.set_epoch(epoch)
+        for row in rows:
+            lo, hi = csr.indptr[row], csr.indptr[row + 1]
+            drawn = subsample_row(csr.data[lo:hi], 1000, sample_rng(4, row, epoch))
+            kept = drawn > 0
+            features, counts = select_asvs(
+                csr.indices[lo:hi][kept], drawn[kept], ranks=dataset.ranks, token_limit=hi - lo
+            )
+            for sample in (dataset[row], fresh[row]):
+                np.testing.assert_array_equal(sample.features, features)
+                np.testing.assert_array_equal(sample.counts, counts)
 
 
 def test_dataset_refuses_bad_setups(study: SyntheticStudy) -> None:

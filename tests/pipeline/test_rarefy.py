@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from aam_core.data.rarefy import choose_depth, rarefy, rarefy_by_content, subsample_row
+from aam_core.data.rarefy import (
+    choose_depth,
+    rarefy,
+    rarefy_by_content,
+    sample_rng,
+    subsample_row,
+)
 from aam_core.data.selection import sequence_ranks
 from aam_core.data.synthetic import SyntheticStudy
 from aam_core.io.types import FeatureTable
@@ -72,6 +78,17 @@ def test_rarefaction_is_reproducible_by_seed(study: SyntheticStudy) -> None:
     e1 = rarefy(study.table, 2000, seed=5, epoch=1).table.counts
     assert (e1 != a).nnz > 0
     assert (e1 != rarefy(study.table, 2000, seed=5, epoch=1).table.counts).nnz == 0
+
+
+def test_rarefy_draws_each_row_with_its_sample_rng(study: SyntheticStudy) -> None:
+    result = rarefy(study.table, 2000, seed=9, epoch=4)
+    csr = study.table.counts
+    for position in (0, 1, 57, result.kept_rows.size - 1):
+        row = int(result.kept_rows[position])
+        lo, hi = csr.indptr[row], csr.indptr[row + 1]
+        expected = np.zeros(study.table.n_features, dtype=np.int64)
+        expected[csr.indices[lo:hi]] = subsample_row(csr.data[lo:hi], 2000, sample_rng(9, row, 4))
+        np.testing.assert_array_equal(result.table.counts[position].toarray()[0], expected)
 
 
 def test_rarefaction_is_unbiased() -> None:
