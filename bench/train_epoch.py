@@ -3,7 +3,8 @@
 Samples/s and seconds for one pretraining epoch and one fine-tuning epoch (regression on
 ``age`` from the pretrained encoder, encoder trainable) with the default model on generated
 data shaped like real 16S tables: 5,500 ASVs of 100-150 bp, about 150 ASVs per sample.
-2,500 samples on CUDA (bf16 autocast), 256 on CPU; batches of 64 (the planner's batch size
+2,500 samples on CUDA, 256 on CPU; bf16 autocast where ``--precision auto`` picks it (CUDA, and
+CPUs with native bf16); batches of 64 (the planner's batch size
 for a study of 512 samples or more). ``--dataset DIR --target COL`` measures a real study
 instead (``table.biom``, ``tree.nwk``, ``metadata.tsv`` and ``rep-seqs.fasta`` when present).
 """
@@ -26,6 +27,7 @@ from aam_core.data.synthetic import SyntheticSpec, generate, write_study
 from aam_core.io import load_inputs
 from aam_core.plan import TargetSpec
 from aam_core.train.callbacks import Callback, EpochEvent, StepEvent
+from aam_core.train.evaluation import autocast_for
 from aam_core.train.stages import plan_local, run_pretrain, run_train
 
 
@@ -74,6 +76,12 @@ def summary(timer: Timer, n_train: int, device: str) -> dict[str, Any]:
     return out
 
 
+def precision_used(precision: str, device: str) -> str:
+    """What the trainer runs for ``precision`` (see ``autocast_for``)."""
+    bf16 = autocast_for(torch.device(device), precision)
+    return "bf16 autocast" if isinstance(bf16, torch.autocast) else "fp32"
+
+
 def main() -> None:
     cuda = torch.cuda.is_available()
     parser = argparse.ArgumentParser(description=__doc__)
@@ -85,6 +93,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1) if cuda else 0)
     parser.add_argument("--preset", default="default", choices=["default", "tiny"])
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     args = parser.parse_args()
     spec = SyntheticSpec(
         n_samples=args.samples, n_asvs=5500, asvs_per_sample=150, depth_range=(8000, 20000), seed=7
@@ -116,6 +125,7 @@ def main() -> None:
             "baseline": False,
             "patience": 0,
             "num_workers": args.workers,
+            "precision": args.precision,
         }
         results: dict[str, Any] = {}
         if args.device.startswith("cuda"):
@@ -145,7 +155,7 @@ def main() -> None:
                 "benchmark": "train_epoch",
                 "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs",
                 "device": device,
-                "precision": "bf16 autocast" if args.device.startswith("cuda") else "fp32",
+                "precision": precision_used(args.precision, args.device),
                 "torch": torch.__version__,
                 "config": args.preset,
                 "data": str(args.dataset or "generated"),

@@ -135,7 +135,9 @@ class RunConfig:
     )
     patience: int = setting(10, "Epochs without improvement before stopping (0 = never).", ge=0)
     monitor: str | None = setting(None, "Validation metric to follow (unset: the stage's).")
-    precision: Precision = setting("auto", "auto (bf16 on CUDA), fp32 or bf16.")  # noqa: RUF009
+    precision: Precision = setting(  # noqa: RUF009
+        "auto", "auto (bf16 on CUDA and on CPUs with native bf16), fp32 or bf16."
+    )
     compile: bool = setting(False, "Compile the model with torch.compile.")
     seed: int = setting(0, "Seed of the split, initial weights, rarefaction and order.", ge=0)
     gpus: int = setting(1, "GPUs (processes) for one job.", ge=1, le=64)

@@ -11,7 +11,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from aam_core.data.batching import Batch, Collator, SampleDataset
-from aam_core.errors import ConfigError
 from aam_core.model import SequenceEncoder, SequenceRegressor
 from aam_core.train.losses import compute_losses
 from aam_core.train.tracking import Tracker
@@ -19,16 +18,19 @@ from aam_core.train.tracking import Tracker
 Model = SequenceEncoder | SequenceRegressor
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices natively (AVX-512 BF16 or AMX): there bf16
+    matrix products run two to three times faster than fp32 ones; elsewhere they are emulated."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
 def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast on CUDA ("auto" or "bf16"); fp32 on CPU."""
-    use_bf16 = device.type == "cuda" and precision in ("auto", "bf16")
-    if precision == "bf16" and device.type != "cuda":
-        raise ConfigError(
-            "precision 'bf16' needs a CUDA device; use 'auto' or 'fp32' on CPU",
-            field="config.precision",
-        )
-    if use_bf16:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    """bf16 autocast for "bf16", and for "auto" on CUDA and on CPUs with native bf16
+    (:func:`cpu_has_bf16`); fp32 otherwise."""
+    if device.type not in ("cuda", "cpu") or precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "bf16" or device.type == "cuda" or cpu_has_bf16():
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
