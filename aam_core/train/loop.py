@@ -1,5 +1,6 @@
-"""The training loop: AdamW, warmup + cosine, clipping, accumulation, bf16 autocast on CUDA,
-optional torch.compile, DDP, early stopping, best/last checkpoints and exact resume."""
+"""The training loop: AdamW, warmup + cosine, clipping, accumulation, bf16 autocast (CUDA, and
+CPUs with native bf16), optional torch.compile, DDP, early stopping, best/last checkpoints and
+exact resume."""
 
 from __future__ import annotations
 
