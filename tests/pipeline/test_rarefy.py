@@ -80,6 +80,18 @@ def test_rarefaction_is_reproducible_by_seed(study: SyntheticStudy) -> None:
     assert (e1 != rarefy(study.table, 2000, seed=5, epoch=1).table.counts).nnz == 0
 
 
+@pytest.mark.parametrize("seed", [0, 5, 2**32 - 1, 2**32, 2**70 + 3])
+@pytest.mark.parametrize("epoch", [0, 1, 2**32 - 1, 2**33])
+def test_sample_rng_is_default_rng_of_seed_epoch_and_row(seed: int, epoch: int) -> None:
+    for row in (0, 1, 2**32 - 1, 2**32):
+        expected = np.random.default_rng([seed, epoch, row])
+        ours = sample_rng(seed, row, epoch)
+        assert ours.bit_generator.state == expected.bit_generator.state
+        assert ours.integers(0, 2**62, 4).tolist() == expected.integers(0, 2**62, 4).tolist()
+    with pytest.raises(ValueError, match="negative"):
+        sample_rng(-1, 0)
+
+
 def test_rarefy_draws_each_row_with_its_sample_rng(study: SyntheticStudy) -> None:
     result = rarefy(study.table, 2000, seed=9, epoch=4)
     csr = study.table.counts
