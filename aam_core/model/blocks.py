@@ -81,11 +81,13 @@ class Dropout(nn.Module):
     def __init__(self, p: float) -> None:
         super().__init__()
         self.p = p
+        # a rate that rounds to none or to all of the 2^15 levels keeps torch's own mask
+        self.cpu_masks = 0 < round(p * 2**MASK_BITS) < 2**MASK_BITS
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        if x.device.type != "cpu" or not 0 < round(self.p * 2**MASK_BITS) < 2**MASK_BITS:
+        if x.device.type != "cpu" or not self.cpu_masks:
             return F.dropout(x, self.p, training=True)
         keep, scale = cpu_keep_mask(x.shape, self.p)
         return _MaskedScale.apply(x, keep, scale)
