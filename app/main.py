@@ -23,12 +23,12 @@ from app.dispatch import CeleryDispatcher, Dispatcher
 from app.settings import Settings
 from app.store import (
     ArtifactStore,
-    LocalArtifactStore,
     count_by_state,
     make_engine,
     make_session_factory,
     migrate,
 )
+from app.store.storage import open_store
 from app.ui.app import create_ui
 
 log = logging.getLogger("aam.api")
@@ -63,7 +63,7 @@ def build_services(
         settings=settings,
         engine=engine,
         sessions=make_session_factory(engine),
-        storage=storage or LocalArtifactStore(settings.artifacts_dir),
+        storage=storage or open_store(settings),
         dispatcher=dispatcher or CeleryDispatcher(settings.resolved_broker_url),
         cache=ModelCache(settings.model_cache_bytes),
         metrics=Metrics(),

@@ -72,6 +72,16 @@ class Settings(BaseSettings):
     database_url: str | None = None
     # The job queue: redis://... (default: an embedded broker on SQLite in the data directory).
     broker_url: str | None = None
+    # Where datasets, checkpoints, outputs and plots live: file:///absolute/path (a local or
+    # shared directory; default: the data directory's artifacts/) or s3://bucket/prefix (an
+    # S3-compatible object store; credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    # AWS_DEFAULT_REGION or the rest of boto3's chain).
+    storage_url: str | None = None
+    # The object store's address when it is not AWS S3 (MinIO, Ceph RGW, SeaweedFS, Garage).
+    s3_endpoint_url: str | None = None
+    # Bytes of this host's cache of objects read from s3:// storage; the least recently used
+    # are removed beyond it. It must hold the largest dataset file or checkpoint.
+    cache_bytes: int = Field(default=20 * 1024**3, gt=0)
     # API keys: owner:key or owner:key:admin, comma-separated, or a JSON list.
     api_keys: Annotated[list[ApiKey], NoDecode] = Field(default_factory=list)
     # A file of API keys in the same format, one per line, read besides api_keys.
@@ -126,6 +136,29 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        """Blank (``AAM_S3_ENDPOINT_URL=`` in an env file) is unset: AWS S3."""
+        return value.strip() or None if value is not None else None
+
+    @field_validator("storage_url")
+    @classmethod
+    def _storage(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme not in ("file", "s3"):
+            raise ValueError(
+                f"AAM_STORAGE_URL {value!r}: expected file:///absolute/path or s3://bucket/prefix"
+            )
+        if scheme == "s3" and not value[len("s3://") :].split("/", 1)[0]:
+            raise ValueError(f"AAM_STORAGE_URL {value!r} names no bucket: s3://bucket/prefix")
+        if scheme == "file" and not value.startswith("file:///"):
+            raise ValueError(f"AAM_STORAGE_URL {value!r}: a file URL is file:///absolute/path")
+        return value
+
     @model_validator(mode="after")
     def _checks(self) -> Settings:
         if self.keys_file is not None:
@@ -168,6 +201,15 @@ class Settings(BaseSettings):
     @property
     def artifacts_dir(self) -> Path:
         return self.data_dir / "artifacts"
+
+    @property
+    def resolved_storage_url(self) -> str:
+        return self.storage_url or self.artifacts_dir.resolve().as_uri()
+
+    @property
+    def cache_dir(self) -> Path:
+        """This host's cache of objects from s3:// storage."""
+        return self.data_dir / "cache"
 
     @property
     def uploads_dir(self) -> Path:

@@ -19,7 +19,8 @@ from celery import signals
 
 from app.dispatch import CeleryDispatcher
 from app.settings import Settings
-from app.store import LocalArtifactStore, make_engine, make_session_factory, migrate
+from app.store import make_engine, make_session_factory, migrate
+from app.store.storage import open_store
 from worker.broker import queue_depth
 from worker.celery_app import make_celery, parse_queues
 from worker.devices import resolve_device
@@ -42,7 +43,7 @@ def build_runtime(settings: Settings, queues: list[str], nodename: str | None) -
         queues=queues,
         engine=engine,
         sessions=make_session_factory(engine),
-        storage=LocalArtifactStore(settings.artifacts_dir),
+        storage=open_store(settings),
         dispatcher=CeleryDispatcher(settings.resolved_broker_url),
     )
 

@@ -1,18 +1,24 @@
 """A worker's background thread: its presence row (``/ready`` counts live workers) every
-heartbeat, and the reaper every ``reap_every`` seconds (at start too, so a restarted worker
-picks up at once what a dead one left)."""
+heartbeat, the reaper every ``reap_every`` seconds (at start too, so a restarted worker
+picks up at once what a dead one left), and every hour a sweep of artifact storage's
+leftovers older than a day (temporary files of crashed writes; on s3:// storage, the parts of
+multipart uploads that failed mid-way)."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from datetime import timedelta
 
 from app.store import worker_gone, worker_seen
 from worker.reaper import reap
 from worker.runtime import WorkerRuntime
 
 log = logging.getLogger("aam.worker")
+
+SWEEP_EVERY = 3600.0  # seconds
+LEFTOVER_AGE = timedelta(days=1)  # older than any upload or checkpoint write in progress
 
 
 class Housekeeper(threading.Thread):
@@ -27,6 +33,7 @@ class Housekeeper(threading.Thread):
         )
         self.halt = threading.Event()
         self.last_reap = -float("inf")
+        self.last_sweep = -float("inf")
 
     def beat(self) -> None:
         runtime = self.runtime
@@ -44,6 +51,10 @@ class Housekeeper(threading.Thread):
         report = reap(runtime)
         if any(report.as_dict().values()):
             log.info("reaper: %s", report.as_dict())
+        if time.monotonic() - self.last_sweep >= SWEEP_EVERY:
+            self.last_sweep = time.monotonic()
+            if removed := runtime.storage.sweep_temp(LEFTOVER_AGE):
+                log.info("removed %d leftovers of unfinished writes from artifact storage", removed)
 
     def run(self) -> None:
         while True:

@@ -16,6 +16,8 @@ from aam_core.plan.planner import KIND_ROLES
 from app.contracts import JobKind, JobSpec, given_config
 from app.store import ArtifactStore, get_dataset, get_model
 from app.store.artifacts import file_sha256
+from app.store.blob_cache import CacheTooSmall
+from app.store.objects import CorruptArtifact, StorageUnavailable
 from app.store.tables import Job
 from worker.devices import Placement
 from worker.errors import JobFailure
@@ -31,6 +33,12 @@ def stored_file(storage: ArtifactStore, sha256: str, what: str) -> Path:
             "MissingArtifact",
             f"{what} (SHA-256 {sha256}) is missing from artifact storage; upload it again",
         ) from None
+    except CorruptArtifact as exc:  # an object store's copy, checked on download
+        raise JobFailure(
+            "CorruptArtifact", f"{what} is corrupt in artifact storage: {exc}; upload it again"
+        ) from None
+    except (StorageUnavailable, CacheTooSmall) as exc:
+        raise JobFailure("StorageUnavailable", f"{what} could not be read: {exc}") from None
     actual, _ = file_sha256(path)
     if actual != sha256:
         raise JobFailure(

@@ -18,7 +18,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aam_core.errors import UserError
 from app.api.schemas import problem_responses
+from app.store.blob_cache import CacheTooSmall
 from app.store.db import storage_full
+from app.store.objects import CorruptArtifact, StorageUnavailable
 
 log = logging.getLogger("aam.api")
 
@@ -167,6 +169,32 @@ def install(app: FastAPI) -> None:
             log.error("storage full on %s %s: %s", request.method, request.url.path, exc)
             return problem(507, STORAGE_FULL, kind="storage-full")
         return await _unexpected(request, exc)
+
+    @app.exception_handler(StorageUnavailable)
+    async def _store_away(request: Request, exc: StorageUnavailable) -> JSONResponse:
+        """The object store did not answer: nothing of the request was kept (an upload's
+        dataset row is written only after its files are stored), so the client sends it
+        again later."""
+        log.error(
+            "artifact storage unavailable on %s %s: %s", request.method, request.url.path, exc
+        )
+        return problem(
+            503,
+            f"artifact storage is unavailable: {exc}; nothing of this request was kept, send it "
+            "again later",
+            kind="storage-unavailable",
+            headers={"Retry-After": "30"},
+        )
+
+    @app.exception_handler(CorruptArtifact)
+    async def _corrupt(request: Request, exc: CorruptArtifact) -> JSONResponse:
+        log.error("corrupt artifact on %s %s: %s", request.method, request.url.path, exc)
+        return problem(500, f"{exc}; tell the operator", kind="corrupt-artifact")
+
+    @app.exception_handler(CacheTooSmall)
+    async def _cache_small(request: Request, exc: CacheTooSmall) -> JSONResponse:
+        log.error("artifact cache too small on %s %s: %s", request.method, request.url.path, exc)
+        return problem(507, f"{exc}; tell the operator", kind="storage-full")
 
     # Handlers of these classes run inside the app (Exception's run in Starlette's outermost
     # middleware, which re-raises after answering).

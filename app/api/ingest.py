@@ -151,7 +151,8 @@ def _in_json_values(values: Iterable[Mapping[str, Any] | None], sha256: str) -> 
 
 def blob_referenced(session: Session, sha256: str) -> bool:
     """Whether any row still needs the blob: a dataset file, a model checkpoint or plot, or a
-    job output (a train job may list the checkpoint its model was registered from)."""
+    job output (a train job may list the checkpoint its model was registered from).
+    :func:`app.copy_store.database_references` lists the same places."""
     return (
         dataset_file_referenced(session, sha256)
         or checkpoint_referenced(session, sha256)

@@ -58,6 +58,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class BlobStream(Protocol):
+    """A stored blob being read: a local file, or an object store's download stream."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+    def close(self) -> None: ...
+
+
 class ArtifactStore(Protocol):
     def new_temp_path(self) -> Path: ...
     def ingest(self, temp_path: Path, sha256: str | None = None) -> tuple[str, int]: ...
@@ -66,7 +73,7 @@ class ArtifactStore(Protocol):
     def path(self, sha256: str) -> Path: ...
     def exists(self, sha256: str) -> bool: ...
     def delete(self, sha256: str) -> bool: ...
-    def open(self, sha256: str) -> BinaryIO: ...
+    def open(self, sha256: str) -> BlobStream: ...
     def sweep_temp(self, older_than: timedelta) -> int: ...
     def ping(self) -> tuple[bool, str]: ...
 
@@ -157,6 +164,21 @@ class LocalArtifactStore:
 
     def open(self, sha256: str) -> BinaryIO:
         return self.path(sha256).open("rb")
+
+    def keys(self) -> list[str]:
+        """The digests of every blob, sorted (for migration checks). Only files at their
+        digest's place count: ``tmp/`` and anything else under the root are not blobs."""
+        found = []
+        for path in self.root.glob("??/??/*"):
+            name = path.name
+            if (
+                _SHA256.fullmatch(name)
+                and path.parent.name == name[2:4]
+                and path.parent.parent.name == name[:2]
+                and path.is_file()
+            ):
+                found.append(name)
+        return sorted(found)
 
     def sweep_temp(self, older_than: timedelta, *, now: float | None = None) -> int:
         """Remove temporary files not modified for ``older_than`` (left by crashed or aborted

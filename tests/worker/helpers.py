@@ -19,7 +19,6 @@ from app.dispatch import CeleryDispatcher
 from app.settings import Settings
 from app.store import (
     Job,
-    LocalArtifactStore,
     create_dataset,
     create_job,
     get_job,
@@ -27,6 +26,7 @@ from app.store import (
     make_session_factory,
     migrate,
 )
+from app.store.storage import open_store
 from app.store.tables import JobLog
 
 T = TypeVar("T")
@@ -93,9 +93,21 @@ class Store:
     @classmethod
     @contextmanager
     def open(
-        cls, data_dir: Path, *, database_url: str | None = None, broker_url: str | None = None
+        cls,
+        data_dir: Path,
+        *,
+        database_url: str | None = None,
+        broker_url: str | None = None,
+        storage_url: str | None = None,
+        s3_endpoint_url: str | None = None,
     ) -> Iterator[Store]:
-        settings = Settings(data_dir=data_dir, database_url=database_url, broker_url=broker_url)
+        settings = Settings(
+            data_dir=data_dir,
+            database_url=database_url,
+            broker_url=broker_url,
+            storage_url=storage_url,
+            s3_endpoint_url=s3_endpoint_url,
+        )
         data_dir.mkdir(parents=True, exist_ok=True)
         store = cls(settings)
         migrate(store.engine)
@@ -107,7 +119,7 @@ class Store:
     def __post_init__(self) -> None:
         self.engine = make_engine(self.settings.resolved_database_url)
         self.sessions = make_session_factory(self.engine)
-        self.storage = LocalArtifactStore(self.settings.artifacts_dir)
+        self.storage = open_store(self.settings)
         self.dispatcher = CeleryDispatcher(self.settings.resolved_broker_url)
 
     def env(self, **extra: object) -> dict[str, str]:
@@ -125,6 +137,10 @@ class Store:
             env["AAM_DATABASE_URL"] = self.settings.database_url
         if self.settings.broker_url:
             env["AAM_BROKER_URL"] = self.settings.broker_url
+        if self.settings.storage_url:
+            env["AAM_STORAGE_URL"] = self.settings.storage_url
+        if self.settings.s3_endpoint_url:
+            env["AAM_S3_ENDPOINT_URL"] = self.settings.s3_endpoint_url
         env.update({k: str(v) for k, v in extra.items()})
         return env
 

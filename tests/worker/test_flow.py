@@ -3,8 +3,9 @@ process (``python -m worker``). Upload a generated study, pretrain, train from t
 with ``freeze_base``, check the registered model, compare ``POST /predict`` and a predict
 job's output with ``aam predict`` on the downloaded checkpoint.
 
-Once on Redis with PostgreSQL (the deployment), once on the embedded broker with SQLite (what
-``make serve`` runs), where the API is also restarted while the train job runs.
+Here on the embedded broker with SQLite and file storage (what ``make serve`` runs), where the
+API is also restarted while the train job runs; tests/worker/test_s3_flow.py runs the same flow
+on Redis, PostgreSQL and s3:// storage (the multi-host deployment).
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ def full_flow(
     files: dict[str, Path],
     tmp_path: Path,
     during_training: Callable[[], None] | None = None,
-) -> None:
+) -> dict[str, str]:
+    """The flow; the IDs of its dataset, encoder and regressor."""
     upload = {role: (path.name, path.read_bytes()) for role, path in files.items()}
     answer = client.post("/datasets", files=upload, data={"name": "flow study"})
     assert answer.status_code == 201, answer.text
@@ -165,16 +167,7 @@ def full_flow(
     assert tsv.status_code == 200
     produced = pd.read_csv(io.StringIO(tsv.text), sep="\t")
     pd.testing.assert_frame_equal(produced, expected, check_exact=False, rtol=1e-6)
-
-
-def test_full_flow_on_redis_and_postgresql(
-    tmp_path: Path, study_files: dict[str, Path], redis_url: str, postgres_url: str
-) -> None:
-    with (
-        Store.open(tmp_path / "data", database_url=postgres_url, broker_url=redis_url) as store,
-        service(store, tmp_path) as (client, _),
-    ):
-        full_flow(client, study_files, tmp_path)
+    return {"dataset": dataset, "encoder": encoder["id"], "model": model["id"]}
 
 
 def test_full_flow_on_the_embedded_broker_with_an_api_restart(

@@ -3,6 +3,7 @@ progress reporter on a real database, the child supervisor with real child proce
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -16,12 +17,15 @@ from app.contracts import JobState
 from app.store import claim_job, heartbeat, requeue_stale, utcnow
 from app.store.job_history import get_metrics
 from tests.worker.helpers import Store
+from tests.worker.test_pipeline import Depth, RecordingDispatcher
 from worker.broker import REDIS_VISIBILITY_TIMEOUT_S, EmbeddedTransport, broker_config
 from worker.celery_app import parse_queues
 from worker.devices import DeviceInfo, Placement, place, resolve_device
 from worker.errors import JobFailure, child_died, describe_exit
+from worker.housekeeping import LEFTOVER_AGE, SWEEP_EVERY, Housekeeper
 from worker.inputs import stored_file
 from worker.reporting import JobReporter
+from worker.runtime import WorkerRuntime
 from worker.supervisor import Supervisor, command
 
 
@@ -211,3 +215,28 @@ def test_supervisor_kills_a_child_that_ignores_stop_and_sigterm(tmp_path: Path) 
     assert outcome.final is None
     assert (outcome.returncode, outcome.stop_reason) == (-signal.SIGKILL, "cancel")
     assert 2.0 <= seconds < 10  # stop, 1 s, SIGTERM (ignored), 1 s, SIGKILL
+
+
+def test_housekeeping_sweeps_storage_leftovers_once_an_hour(store: Store) -> None:
+    runtime = WorkerRuntime(
+        settings=store.settings, name="celery@test:2", device=DeviceInfo("cpu", 0),
+        queues=["gpu", "cpu"], engine=store.engine, sessions=store.sessions,
+        storage=store.storage, dispatcher=RecordingDispatcher(), queue_depth=Depth(),
+    )  # fmt: skip
+    old = store.storage.new_temp_path()
+    fresh = store.storage.new_temp_path()
+    for path in (old, fresh):
+        path.write_bytes(b"part of an upload")
+    stale = time.time() - LEFTOVER_AGE.total_seconds() - 60
+    os.utime(old, (stale, stale))
+    keeper = Housekeeper(runtime)
+    keeper.beat()
+    assert not old.exists() and fresh.exists()
+    os.utime(fresh, (stale, stale))
+    keeper.last_reap -= keeper.reap_every  # the reaper runs again; the sweep waits an hour
+    keeper.beat()
+    assert fresh.exists()
+    keeper.last_reap -= keeper.reap_every
+    keeper.last_sweep -= SWEEP_EVERY
+    keeper.beat()
+    assert not fresh.exists()

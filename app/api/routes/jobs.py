@@ -26,6 +26,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 
 from app.api import events
+from app.api.blobs import blob_response
 from app.api.deps import CallerDep, JobDep, ServicesDep, SessionDep
 from app.api.errors import ApiError, not_found
 from app.api.job_checks import CheckedJob, check_job, check_still_there
@@ -294,9 +295,15 @@ async def job_predictions(
             f"the predictions file of job {job.id!r} is missing from artifact storage",
             kind="not-found",
         )
-    path = services.storage.path(digest)
     if not prefers_json(request.headers.get("accept"), TSV):
-        return FileResponse(path, media_type=TSV, filename=f"{job.id}_predictions.tsv")
+        return await run_blocking(
+            blob_response,
+            services.storage,
+            digest,
+            media_type=TSV,
+            filename=f"{job.id}_predictions.tsv",
+        )
+    path = await run_blocking(services.storage.path, digest)
     rows = await run_blocking(_read_predictions, path)
     document = JobPredictions(job_id=job.id, model_id=job.model_id, predictions=rows)
     return JSONResponse(document.model_dump(mode="json"))
@@ -319,7 +326,7 @@ def _q2_file(job_id: str, outputs: dict[str, str], services: ServicesDep, layout
             "jobs from before this layout have none)",
             kind="not-found",
         )
-    return FileResponse(services.storage.path(digest), media_type=TSV, filename=f"{job_id}_{name}")
+    return blob_response(services.storage, digest, media_type=TSV, filename=f"{job_id}_{name}")
 
 
 def _read_predictions(path: Path) -> list[dict[str, Any]]:
