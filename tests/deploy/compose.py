@@ -18,6 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 MULTIHOST = ROOT / "docker" / "multihost.yml"
 WORKER_HOST = ROOT / "docker" / "worker-host.yml"
+OBJECTSTORE = ROOT / "docker" / "objectstore.yml"
+WORKER_HOST_S3 = ROOT / "docker" / "worker-host-s3.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 SECRETS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "AAM_API_KEYS", "FLOWER_BASIC_AUTH")
 # Values docker/multihost.yml and docker/worker-host.yml need (documentation addresses).
@@ -25,6 +27,21 @@ MULTIHOST_ENV = {
     "STORE_BIND_ADDRESS": "192.0.2.10",
     "MAIN_HOST": "192.0.2.10",
     "SHARED_DATA_DIR": "/srv/aam-data",
+}
+# What docker/objectstore.yml and docker/worker-host-s3.yml need besides the addresses.
+OBJECTSTORE_ENV = {
+    "AAM_STORAGE_URL": "s3://aam-data/lab",
+    "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE",
+    "AWS_SECRET_ACCESS_KEY": "example-secret-key",
+}
+# The object store's variables compose passes through from .env (set or not) to every service
+# that reads or writes artifacts; they are boto3's, not the service's settings.
+AWS_VARIABLES = {
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_DEFAULT_REGION",
+    "AWS_REQUEST_CHECKSUM_CALCULATION",
+    "AWS_RESPONSE_CHECKSUM_VALIDATION",
 }
 
 

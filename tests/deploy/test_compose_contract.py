@@ -12,10 +12,13 @@ import pytest
 import yaml
 
 from tests.deploy.compose import (
+    AWS_VARIABLES,
     COMPOSE,
+    OBJECTSTORE,
     ROOT,
     SECRETS,
     WORKER_HOST,
+    WORKER_HOST_S3,
     load,
     uncomment_gpu_snippet,
 )
@@ -148,8 +151,12 @@ def _references(text: str, name: str) -> list[str]:
     return re.findall(r"\$\{" + name + r"(?:[:?\-+][^}]*)?\}|\$" + name + r"\b", text)
 
 
-@pytest.mark.parametrize("path", [COMPOSE, WORKER_HOST], ids=lambda p: p.name)
-def test_no_secret_has_a_default(path: Path) -> None:
+@pytest.mark.parametrize(
+    ("path", "min_urls"),
+    [(COMPOSE, 2), (WORKER_HOST, 2), (OBJECTSTORE, 0), (WORKER_HOST_S3, 2)],
+    ids=lambda value: value.name if isinstance(value, Path) else str(value),
+)
+def test_no_secret_has_a_default(path: Path, min_urls: int) -> None:
     text = path.read_text()
     for name in SECRETS:
         for reference in _references(text, name):
@@ -163,10 +170,16 @@ def test_no_secret_has_a_default(path: Path) -> None:
             if url:
                 urls += 1
                 assert re.fullmatch(required, url[1]), key
-            # Every secret-looking variable is required too.
+            # Every secret-looking variable is required too. The one exception: the object
+            # store's optional credentials, which docker-compose.yml passes through from .env
+            # without a value (unset when .env has none: no default, no literal); the files of
+            # the object-store layout require them.
             if re.search(r"PASSWORD|SECRET|TOKEN|API_KEYS|AUTH", key):
-                assert re.fullmatch(required, str(value)), key
-    assert urls >= 2
+                if path == COMPOSE and key in AWS_VARIABLES:
+                    assert value is None, key
+                else:
+                    assert re.fullmatch(required, str(value)), key
+    assert urls >= min_urls
 
 
 def test_required_secrets_are_all_referenced() -> None:
@@ -214,3 +227,41 @@ def test_worker_host_file_matches_the_main_workers(services: dict[str, Any]) -> 
     assert worker["environment"]["AAM_DEVICE"] == "cuda:0"
     assert worker["build"] == {"context": "..", "dockerfile": "docker/worker.Dockerfile"}
     assert worker["image"] == services["worker-gpu-0"]["image"]
+
+
+def test_objectstore_covers_every_service_that_reads_artifacts(services: dict[str, Any]) -> None:
+    override = load(OBJECTSTORE)["services"]
+    readers = {name for name, s in services.items() if s.get("volumes") == ["data:/data"]}
+    assert readers == {"api", "worker-gpu-0", "worker-cpu"}
+    assert set(override) == readers | {"postgres", "redis"}
+    required = {
+        "AAM_STORAGE_URL": "${AAM_STORAGE_URL:?",
+        "AWS_ACCESS_KEY_ID": "${AWS_ACCESS_KEY_ID:?",
+        "AWS_SECRET_ACCESS_KEY": "${AWS_SECRET_ACCESS_KEY:?",
+    }
+    for name in readers:
+        environment = override[name]["environment"]
+        assert {k: v[: len(required[k])] for k, v in environment.items()} == required, name
+        # Nothing else changes: in particular no volume, so the data volume stays local.
+        assert set(override[name]) == {"environment"}, name
+    # Every service built on the shared environment passes the object store's settings through.
+    for name in ("migrate", "api", "worker-gpu-0", "worker-cpu"):
+        environment = services[name]["environment"]
+        for key in ("AAM_STORAGE_URL", "AAM_S3_ENDPOINT_URL", "AAM_CACHE_BYTES", *AWS_VARIABLES):
+            assert environment[key] is None, (name, key)
+
+
+def test_worker_host_s3_file_matches_the_other_worker_host_file() -> None:
+    nfs = load(WORKER_HOST)["services"]["worker-gpu-0"]
+    s3 = load(WORKER_HOST_S3)["services"]
+    assert set(s3) == {"worker-gpu-0"}
+    worker = s3["worker-gpu-0"]
+    same = ("image", "build", "command", "deploy", "shm_size", "stop_grace_period", "restart")
+    assert {k: worker[k] for k in same} == {k: nfs[k] for k in same}
+    storage = {"AAM_STORAGE_URL", "AAM_S3_ENDPOINT_URL", "AAM_CACHE_BYTES", *AWS_VARIABLES}
+    assert set(worker["environment"]) == set(nfs["environment"]) | storage
+    common = set(nfs["environment"])
+    assert {k: worker["environment"][k] for k in common} == nfs["environment"]
+    # A named volume of this host instead of the shared directory.
+    assert worker["volumes"] == ["data:/data"]
+    assert load(WORKER_HOST_S3)["volumes"] == {"data": None}

@@ -13,7 +13,17 @@ import pytest
 from pydantic import TypeAdapter
 
 from app.settings import Settings
-from tests.deploy.compose import ENV_EXAMPLE, ROOT, SECRETS, WORKER_HOST, load, make_env
+from tests.deploy.compose import (
+    AWS_VARIABLES,
+    ENV_EXAMPLE,
+    OBJECTSTORE,
+    ROOT,
+    SECRETS,
+    WORKER_HOST,
+    WORKER_HOST_S3,
+    load,
+    make_env,
+)
 
 # Settings that compose gives each container itself (not read from .env).
 SET_BY_COMPOSE = {
@@ -26,13 +36,14 @@ SET_BY_COMPOSE = {
     "AAM_KEYS_FILE",
 }
 API_ONLY = {"AAM_CORS_ORIGINS", "AAM_API_WORKERS"}
+UNSET_BY_DEFAULT = {"storage_url", "s3_endpoint_url"}  # listed empty: None, not ""
 
 
 def example_settings() -> dict[str, tuple[str, bool]]:
     """AAM_* names in .env.example -> (value, commented out)."""
     found: dict[str, tuple[str, bool]] = {}
     for line in ENV_EXAMPLE.read_text().splitlines():
-        match = re.fullmatch(r"(# )?(AAM_[A-Z_]+)=(.*)", line)
+        match = re.fullmatch(r"(# )?(AAM_[A-Z0-9_]+)=(.*)", line)
         if match:
             assert match[2] not in found, f"{match[2]} is listed twice"
             found[match[2]] = (match[3], bool(match[1]))
@@ -55,6 +66,7 @@ def test_tunables_show_their_true_defaults() -> None:
         "AAM_MODEL_CACHE_BYTES", "AAM_PREDICT_DEVICE", "AAM_PREDICT_CONCURRENCY",
         "AAM_API_WORKERS", "AAM_HEARTBEAT_TIMEOUT_SECONDS", "AAM_MAX_ATTEMPTS",
         "AAM_CANCEL_GRACE_SECONDS", "AAM_WORKER_QUEUES", "AAM_LOG_LEVEL",
+        "AAM_STORAGE_URL", "AAM_S3_ENDPOINT_URL", "AAM_CACHE_BYTES",
     }  # fmt: skip
     for field, info in Settings.model_fields.items():
         name = env_name(field)
@@ -65,6 +77,9 @@ def test_tunables_show_their_true_defaults() -> None:
         default = info.get_default(call_default_factory=True)
         if field == "cors_origins":
             assert (value, default) == ("", [])
+            continue
+        if field in UNSET_BY_DEFAULT:
+            assert (value, default) == ("", None), name
             continue
         assert info.annotation is not None
         parsed: Any = TypeAdapter(info.annotation).validate_python(value)
@@ -87,13 +102,36 @@ def test_compose_forwards_every_tunable() -> None:
         environment = services[name]["environment"]
         wanted = tunables if name == "api" else tunables - API_ONLY
         # A key without a value passes the variable through from .env, or leaves it unset.
-        assert {k for k, v in environment.items() if v is None} == wanted, name
-        assert set(environment) <= {env_name(f) for f in Settings.model_fields}, name
-    worker_host = load(WORKER_HOST)["services"]["worker-gpu-0"]["environment"]
-    assert {k for k, v in worker_host.items() if v is None} == {
+        assert {k for k, v in environment.items() if v is None} == wanted | AWS_VARIABLES, name
+        assert set(environment) - AWS_VARIABLES <= {env_name(f) for f in Settings.model_fields}
+    worker_tunables = {
         "AAM_HEARTBEAT_TIMEOUT_SECONDS", "AAM_MAX_ATTEMPTS", "AAM_CANCEL_GRACE_SECONDS",
         "AAM_WORKER_QUEUES", "AAM_LOG_LEVEL",
     }  # fmt: skip
+    worker_host = load(WORKER_HOST)["services"]["worker-gpu-0"]["environment"]
+    assert {k for k, v in worker_host.items() if v is None} == worker_tunables
+    # The object-store layout requires the URL and the credentials, passes the rest through.
+    worker_host_s3 = load(WORKER_HOST_S3)["services"]["worker-gpu-0"]["environment"]
+    assert {k for k, v in worker_host_s3.items() if v is None} == worker_tunables | {
+        "AAM_S3_ENDPOINT_URL", "AAM_CACHE_BYTES", "AWS_DEFAULT_REGION",
+        "AWS_REQUEST_CHECKSUM_CALCULATION", "AWS_RESPONSE_CHECKSUM_VALIDATION",
+    }  # fmt: skip
+
+
+def test_the_object_stores_variables_are_documented() -> None:
+    """Every AWS_* variable the compose files read is a commented line of .env.example."""
+    listed = re.findall(r"^# (AWS_[A-Z_]+)=(.*)$", ENV_EXAMPLE.read_text(), re.MULTILINE)
+    assert dict(listed) == {
+        "AWS_ACCESS_KEY_ID": "",
+        "AWS_SECRET_ACCESS_KEY": "",
+        "AWS_DEFAULT_REGION": "",
+        "AWS_REQUEST_CHECKSUM_CALCULATION": "when_supported",  # botocore's default
+        "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_supported",
+    }
+    used = set()
+    for path in (ROOT / "docker-compose.yml", OBJECTSTORE, WORKER_HOST_S3):
+        used |= set(re.findall(r"\b(AWS_[A-Z_]+)\b", path.read_text()))
+    assert used == set(dict(listed)) == AWS_VARIABLES
 
 
 def test_make_env_writes_fresh_secrets(tmp_path: Path) -> None:
