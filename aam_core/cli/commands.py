@@ -5,13 +5,14 @@ status 1 (``aam --debug ...`` prints the traceback too)."""
 
 from __future__ import annotations
 
+import atexit
 import functools
 import sys
 import traceback
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, ParamSpec, TypeVar
 
 import typer
 
@@ -20,6 +21,9 @@ from aam_core.cli.options import RUN_SETTINGS, error_line, run_options
 from aam_core.errors import UserError
 from aam_core.io.files import atomic_write, json_text
 from aam_core.plan.config import field_names
+
+if TYPE_CHECKING:  # torch loads when a command runs, so that --help is quick
+    from aam_core.train.distributed import DistContext
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -91,17 +95,34 @@ def root(
     ctx.obj = {"debug": debug}
 
 
-def _execute(ctx: typer.Context, run: Callable[..., Any]) -> None:
+def _join(device: str) -> DistContext:
+    """Under torchrun (docs/multinode.md), join the process group before any input is read:
+    an error that ends one process (an input file missing on its host) then breaks the
+    others' next exchange at once, instead of leaving them waiting (30 minutes) for it to
+    join. The group is left at exit: one still open then can abort the process."""
+    from aam_core.train.distributed import init_distributed, shutdown
+
+    dist_ctx = init_distributed(device)
+    atexit.register(shutdown, dist_ctx)
+    return dist_ctx
+
+
+def _execute(ctx: typer.Context, run: Callable[..., Any], dist_ctx: DistContext) -> None:
     """Run a stage with the current command's --out, --resume, --events, --stop-file and
-    --quiet, then print its summary. ``run`` takes ``callbacks`` and ``resume``."""
+    --quiet, then print its summary. ``run`` takes ``callbacks``, ``resume`` and ``ctx``."""
     from aam_core.cli.console import run_callbacks
+    from aam_core.train.distributed import any_rank
 
     params = ctx.params
     last, resume = Path(params["out"]) / "checkpoints" / "last.pt", bool(params["resume"])
-    if resume and not last.exists():
+    # Global rank 0 alone reads last.pt, sending it to the other ranks, and alone reports
+    # events: another host's --out need not hold the file. All ranks learn that it is
+    # missing, so that all stop, not rank 0 alone.
+    if any_rank(resume and dist_ctx.is_main and not last.exists(), dist_ctx):
         raise UserError(f"--resume: {last} does not exist: there is no run to continue")
-    with run_callbacks(params["quiet"], params["events"], params["stop_file"]) as callbacks:
-        result = run(callbacks=callbacks, resume=resume)
+    events = params["events"] if dist_ctx.is_main else None
+    with run_callbacks(params["quiet"], events, params["stop_file"]) as callbacks:
+        result = run(callbacks=callbacks, resume=resume, ctx=dist_ctx)
     typer.echo(output.run_summary(result))
 
 
@@ -129,6 +150,7 @@ def pretrain(
     from aam_core.plan.files import given_settings
     from aam_core.train.stages import plan_local, run_pretrain
 
+    dist_ctx = _join(device)
     values = given_settings(config, settings)  # before any input file is read
     files = {
         "table": table,
@@ -140,7 +162,7 @@ def pretrain(
     run = plan_local("pretrain", values, inputs, device=device)
     hashes = file_hashes(files)
     stage = functools.partial(run_pretrain, device=device, dataset_sha256=hashes)
-    _execute(ctx, functools.partial(stage, inputs, run, out))
+    _execute(ctx, functools.partial(stage, inputs, run, out), dist_ctx)
 
 
 @app.command(epilog=RUN_SETTINGS)
@@ -182,6 +204,7 @@ def train(
     from aam_core.plan.files import given_settings
     from aam_core.train.stages import plan_local, run_train
 
+    dist_ctx = _join(device)
     values = given_settings(config, settings)
     files = {"table": table, "tree": tree, "metadata": metadata, "sequences": sequences}
     inputs = load_files(files)
@@ -198,7 +221,7 @@ def train(
     )
     hashes = file_hashes(files)
     stage = functools.partial(run_train, device=device, dataset_sha256=hashes)
-    _execute(ctx, functools.partial(stage, inputs, run, out))
+    _execute(ctx, functools.partial(stage, inputs, run, out), dist_ctx)
 
 
 @app.command()

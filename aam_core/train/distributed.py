@@ -1,5 +1,7 @@
-"""Distributed data parallel (``torchrun --nproc-per-node N``): process-group set-up, sharding,
-and gathering across ranks. With one process every function is a no-op."""
+"""Distributed data parallel under torchrun, on one host or several (docs/multinode.md):
+process-group set-up, sharding, and exchanging objects across ranks. ``rank`` is the global
+rank (only global rank 0 writes files); ``local_rank`` only picks this host's GPU. With one
+process every function is a no-op."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ import scipy.sparse as sp
 import torch
 import torch.distributed as dist
 from torch.distributed.nn.functional import all_gather as all_gather_with_grad
+
+from aam_core.errors import ConfigError
 
 T = TypeVar("T")
 
@@ -71,6 +75,38 @@ def gather_objects(obj: T, ctx: DistContext) -> list[T]:
     out: list[Any] = [None] * ctx.world_size
     dist.all_gather_object(out, obj)
     return out
+
+
+def broadcast_object(obj: T, ctx: DistContext) -> T:
+    """Global rank 0's ``obj`` on every rank: what only rank 0's host can read (its run
+    directory) reaches the other hosts without a shared file system."""
+    if not ctx.enabled:
+        return obj
+    box: list[Any] = [obj if ctx.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def require_same(values: dict[str, Any], ctx: DistContext) -> None:
+    """Raise the same :class:`ConfigError` on every rank when some rank's ``values`` (input
+    file digests, settings) differ from global rank 0's: each host reads its own copy of
+    the inputs, and a copy that differs would otherwise train on a mixture, unnoticed."""
+    if not ctx.enabled:
+        return
+    every = gather_objects(values, ctx)
+    first = every[0]
+    differing = [
+        f"rank {rank}: {key}"
+        for rank, other in enumerate(every)
+        for key in sorted(first.keys() | other.keys())
+        if other.get(key) != first.get(key)
+    ]
+    if differing:
+        shown = ", ".join(differing[:8]) + (" ..." if len(differing) > 8 else "")
+        raise ConfigError(
+            "every process of a distributed run must read identical input files with "
+            f"identical settings; these differ from rank 0: {shown}"
+        )
 
 
 def gather_rows_with_grad(x: torch.Tensor, ctx: DistContext) -> torch.Tensor:

@@ -45,7 +45,13 @@ from aam_core.plan import (
 )
 from aam_core.plan.config import RunConfig, Stage
 from aam_core.train.callbacks import Callback, CallbackList
-from aam_core.train.distributed import DistContext, init_distributed, resolve_device
+from aam_core.train.distributed import (
+    DistContext,
+    broadcast_object,
+    init_distributed,
+    require_same,
+    resolve_device,
+)
 from aam_core.train.ensemble import attach_ensemble
 from aam_core.train.loop import FitResult, RunData, Trainer
 from aam_core.train.outputs import record_baselines, write_outputs, write_report
@@ -284,7 +290,17 @@ def _run(
     vocabulary: tuple[tuple[str, ...], np.ndarray] | None = None,
 ) -> RunResult:
     ctx = ctx or init_distributed(device)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    base = extra_report.get("base_checkpoint") or {}
+    require_same(
+        {
+            **{f"file {role}": digest for role, digest in (dataset_sha256 or {}).items()},
+            "file base checkpoint": base.get("sha256"),
+            **{f"setting {key}": value for key, value in config.to_dict().items()},
+        },
+        ctx,
+    )
+    if ctx.is_main:  # the only rank that writes: other hosts need no run directory
+        out_dir.mkdir(parents=True, exist_ok=True)
     log = CallbackList([callbacks] if callbacks else [])
     report = {**prepared.report, **extra_report, "stage": stage}
     if ctx.is_main:
@@ -337,8 +353,11 @@ def _run(
 
     resume_state = None
     last = out_dir / "checkpoints" / "last.pt"
-    if resume and last.exists():
-        checkpoint = load_checkpoint(last)
+    # Rank 0 wrote last.pt, so only its run directory is sure to hold it: it reads the file
+    # and sends it to the other ranks, which may run on hosts that cannot see that directory.
+    found = load_checkpoint(last) if resume and ctx.is_main and last.exists() else None
+    checkpoint = broadcast_object(found, ctx)
+    if checkpoint is not None:
         if checkpoint.kind != (model.kind if isinstance(model, SequenceRegressor) else "encoder"):
             raise CheckpointError(f"{last}: a {checkpoint.kind} checkpoint cannot resume this run")
         model.load_state_dict(checkpoint.state_dict)

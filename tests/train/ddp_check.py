@@ -4,7 +4,11 @@
    embeddings give the global batch's distances, the engine gives the true ones, and after
    DDP's gradient averaging every parameter gradient equals the single-process gradient of
    the same loss on the whole batch.
-2. A whole pretraining run with 2 processes completes; rank 0 writes the checkpoints.
+2. ``require_same`` passes equal values and raises on every rank when a rank's differ.
+3. A pretraining run with 2 processes, stopped after its first step and resumed, completes;
+   rank 0 writes the checkpoints.
+
+test_multinode.py runs it on two torchrun "nodes" of one process each, with one OUT per node.
 """
 
 from __future__ import annotations
@@ -21,18 +25,46 @@ from aam_core.data.rarefy import rarefy
 from aam_core.data.synthetic import SyntheticSpec, generate, write_study
 from aam_core.data.tokens import tokenize
 from aam_core.data.unifrac import UniFracEngine, index_branches
+from aam_core.errors import ConfigError
 from aam_core.io import load_inputs
 from aam_core.model import AAMConfig, LossWeights, SequenceEncoder
 from aam_core.model.heads import pairwise_distances
-from aam_core.train.distributed import gather_counts, gather_rows_with_grad, init_distributed
+from aam_core.train.callbacks import Callback, StepEvent
+from aam_core.train.distributed import (
+    gather_counts,
+    gather_rows_with_grad,
+    init_distributed,
+    require_same,
+)
 from aam_core.train.losses import unifrac_loss
 from aam_core.train.stages import run_pretrain
 from tests.conftest import pretrain_plan
 
 
+class Steps(Callback):
+    """The optimiser steps rank 0 reports; asks for a stop after ``stop_after`` of them."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.seen: list[int] = []
+        self.stop_after = stop_after
+
+    def on_step(self, event: StepEvent) -> None:
+        self.seen.append(event.step)
+
+    def should_stop(self) -> bool:
+        return self.stop_after is not None and len(self.seen) >= self.stop_after
+
+
 def main(out: Path) -> None:
     ctx = init_distributed("cpu")
     assert ctx.world_size == 2
+    require_same({"setting seed": 3, "file table": "ab12"}, ctx)
+    try:
+        require_same({"setting seed": 3, "file table": f"ab12 on rank {ctx.rank}"}, ctx)
+    except ConfigError as exc:
+        assert str(exc).endswith("these differ from rank 0: rank 1: file table"), str(exc)
+    else:
+        raise AssertionError(f"rank {ctx.rank}: require_same let differing values pass")
     study = generate(SyntheticSpec(n_samples=16, n_asvs=60, asvs_per_sample=12, seed=3))
     table = rarefy(study.table, 1000, seed=0).table
     engine = UniFracEngine(index_branches(study.tree, table.feature_ids))
@@ -78,7 +110,11 @@ def main(out: Path) -> None:
     )
     inputs = load_inputs(files["table"], tree=files["tree"])
     plan = pretrain_plan(inputs, epochs=2, batch_size=4, rarefaction_depth=1000)
-    result = run_pretrain(inputs, plan, out / "run", ctx=ctx)
+    # Stopped after its first step, then resumed: rank 0 alone reads last.pt and sends it on
+    # (under test_multinode.py the other rank's OUT has no run directory at all).
+    run_pretrain(inputs, plan, out / "run", ctx=ctx, callbacks=Steps(stop_after=1))
+    resumed = Steps()
+    result = run_pretrain(inputs, plan, out / "run", ctx=ctx, callbacks=resumed, resume=True)
     if ctx.is_main:
         (out / "result.json").write_text(
             json.dumps(
@@ -87,6 +123,7 @@ def main(out: Path) -> None:
                     "reference_loss": float(ref_loss),
                     "max_grad_diff": worst,
                     "steps": result.fit.steps,
+                    "resumed_steps": resumed.seen,
                     "epochs_run": result.fit.epochs_run,
                     "validation": result.validation,
                     "n_train": result.report["n_train"],
