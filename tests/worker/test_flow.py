@@ -100,8 +100,10 @@ def full_flow(
     files: dict[str, Path],
     tmp_path: Path,
     during_training: Callable[[], None] | None = None,
+    epochs: int = 8,
 ) -> dict[str, str]:
-    """The flow; the IDs of its dataset, encoder and regressor."""
+    """The flow, training the regressor for ``epochs``; the IDs of its dataset, encoder and
+    regressor."""
     upload = {role: (path.name, path.read_bytes()) for role, path in files.items()}
     answer = client.post("/datasets", files=upload, data={"name": "flow study"})
     assert answer.status_code == 201, answer.text
@@ -114,7 +116,7 @@ def full_flow(
 
     train_id = submit(client, {
         "kind": "train", "dataset_id": dataset, "target": AGE, "base_model_id": encoder["id"],
-        "freeze_base": True, "config": {**FAST, "epochs": 8, "baseline": True}})  # fmt: skip
+        "freeze_base": True, "config": {**FAST, "epochs": epochs, "baseline": True}})  # fmt: skip
     if during_training is not None:
 
         def step() -> int:
@@ -126,14 +128,14 @@ def full_flow(
         assert after
     train = wait_job(client, train_id)
     assert train["attempts"] == 1 and train["progress"]["fraction"] == 1.0
-    assert train["best"]["metric"] == "mae" and 1 <= train["best"]["epoch"] <= 8
+    assert train["best"]["metric"] == "mae" and 1 <= train["best"]["epoch"] <= epochs
     assert {"mae", "r2"} <= train["metrics"]["validation"].keys()
     assert {"mae", "r2"} <= train["metrics"]["baseline"].keys()  # the random forest
     assert train["report"]["base_checkpoint"]["model_id"] == encoder["id"]
     assert train["report"]["base_checkpoint"]["freeze_base"] is True
     history = client.get(f"/jobs/{train_id}/metrics").json()
     assert [(r["epoch"], r["split"]) for r in history] == [
-        (e, s) for e in range(1, 9) for s in ("train", "validation")
+        (e, s) for e in range(1, epochs + 1) for s in ("train", "validation")
     ]
     assert {"validation_predictions", "metrics", "split", "checkpoint"} <= set(train["outputs"])
     logs = [line["message"] for line in client.get(f"/jobs/{train_id}/logs").json()["lines"]]
