@@ -32,10 +32,10 @@ from app.store import make_engine, make_session_factory, normalize_url
 from app.store.artifacts import (
     CHUNK,
     ArtifactStore,
-    BlobStream,
     LocalArtifactStore,
     check_sha256,
     file_sha256,
+    stream_sha256,
 )
 from app.store.objects import S3ArtifactStore, StorageUnavailable
 from app.store.storage import store_for_url
@@ -125,16 +125,6 @@ def _identity(store: ArtifactStore) -> tuple[str, ...]:
     if isinstance(store, LocalArtifactStore):
         return ("file", str(store.root.resolve()))
     return (repr(store),)
-
-
-def stream_sha256(stream: BlobStream) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with closing(stream):
-        while chunk := stream.read(CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 def copy_blob(source: ArtifactStore, target: ArtifactStore, sha256: str) -> str | None:

@@ -15,6 +15,7 @@ import re
 import shutil
 import time
 import uuid
+from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -35,14 +36,43 @@ def check_sha256(sha256: str) -> str:
     return normalized
 
 
-def file_sha256(path: Path) -> tuple[str, int]:
+def stream_sha256(stream: BlobStream) -> tuple[str, int]:
+    """The (sha256, size) of what ``stream`` holds from where it stands; it is closed after."""
     digest = hashlib.sha256()
     size = 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
+    with closing(stream):
+        while chunk := stream.read(CHUNK):
             digest.update(chunk)
             size += len(chunk)
     return digest.hexdigest(), size
+
+
+def file_sha256(path: Path) -> tuple[str, int]:
+    return stream_sha256(path.open("rb"))
+
+
+def remove_stale(directory: Path, cutoff: float) -> int:
+    """Remove the files of ``directory`` last modified before ``cutoff`` (epoch seconds): the
+    leftovers of crashed or aborted writes; how many were removed."""
+    removed = 0
+    for entry in directory.iterdir():
+        try:
+            if entry.is_file() and entry.stat().st_mtime < cutoff:
+                entry.unlink()
+                removed += 1
+        except FileNotFoundError:  # finished or swept by someone else meanwhile
+            continue
+    return removed
+
+
+def ingest_bytes(store: ArtifactStore, data: bytes) -> str:
+    """Store ``data`` through a temporary file of ``store``; its digest."""
+    temp = store.new_temp_path()
+    try:
+        temp.write_bytes(data)
+        return store.ingest(temp)[0]
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 def _fsync_file(path: Path) -> None:
@@ -136,12 +166,7 @@ class LocalArtifactStore:
             temp.unlink(missing_ok=True)
 
     def put_bytes(self, data: bytes) -> str:
-        temp = self.new_temp_path()
-        try:
-            temp.write_bytes(data)
-            return self.ingest(temp)[0]
-        finally:
-            temp.unlink(missing_ok=True)
+        return ingest_bytes(self, data)
 
     def path(self, sha256: str) -> Path:
         """Where the blob is; KeyError when the store does not hold it."""
@@ -184,15 +209,7 @@ class LocalArtifactStore:
         """Remove temporary files not modified for ``older_than`` (left by crashed or aborted
         writes); how many were removed. Younger files may be uploads in progress."""
         cutoff = (time.time() if now is None else now) - older_than.total_seconds()
-        removed = 0
-        for entry in self.temp_dir.iterdir():
-            try:
-                if entry.is_file() and entry.stat().st_mtime < cutoff:
-                    entry.unlink()
-                    removed += 1
-            except FileNotFoundError:  # finished or swept by someone else meanwhile
-                continue
-        return removed
+        return remove_stale(self.temp_dir, cutoff)
 
     def ping(self) -> tuple[bool, str]:
         """For /ready: is the store's directory writable, and how much space is free?"""

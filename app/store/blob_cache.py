@@ -18,13 +18,19 @@ import contextlib
 import hashlib
 import logging
 import os
-import threading
+import shutil
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO
 
-from app.store.artifacts import CHUNK, DigestMismatch, check_sha256, file_sha256
+from app.store.artifacts import (
+    CHUNK,
+    BlobStream,
+    DigestMismatch,
+    check_sha256,
+    file_sha256,
+    remove_stale,
+)
 
 log = logging.getLogger("aam.storage")
 
@@ -42,7 +48,6 @@ class BlobCache:
         self.temp_dir = self.root / "tmp"
         self.temp_dir.mkdir(parents=True, exist_ok=True)
         self._verified: set[str] = set()  # digests this process has checked
-        self._lock = threading.Lock()
 
     def _file(self, sha256: str) -> Path:
         return self.root / check_sha256(sha256)
@@ -66,8 +71,8 @@ class BlobCache:
         self._touch(path)
         return path
 
-    def fetch(self, sha256: str, size: int, write: Callable[[BinaryIO], None], source: str) -> Path:
-        """Fill the cache with a blob of ``size`` bytes that ``write`` copies into a file;
+    def fetch(self, sha256: str, size: int, body: BlobStream, source: str) -> Path:
+        """Fill the cache with a blob of ``size`` bytes read from ``body``;
         :class:`DigestMismatch` naming ``source`` when the bytes do not have the digest (nothing
         is kept), :class:`CacheTooSmall` when the blob alone exceeds the limit."""
         self.check_fits(sha256, size, source)
@@ -75,7 +80,7 @@ class BlobCache:
         try:
             with temp.open("wb") as raw:
                 hashing = _HashingWriter(raw)
-                write(hashing)  # type: ignore[arg-type]
+                shutil.copyfileobj(body, hashing, CHUNK)
             actual = hashing.digest.hexdigest()
             if actual != sha256:
                 raise DigestMismatch(
@@ -105,15 +110,13 @@ class BlobCache:
     def _place(self, temp: Path, sha256: str, size: int) -> Path:
         target = self._file(sha256)
         os.replace(temp, target)
-        with self._lock:
-            self._verified.add(sha256)
+        self._verified.add(sha256)
         self.evict(keep=sha256)
         return target
 
     def discard(self, sha256: str) -> None:
         self._file(sha256).unlink(missing_ok=True)
-        with self._lock:
-            self._verified.discard(sha256)
+        self._verified.discard(sha256)
 
     def entries(self) -> list[tuple[float, int, Path]]:
         """(last use, size, path) of every cached file, least recently used first."""
@@ -143,23 +146,14 @@ class BlobCache:
             if path.name == keep:
                 continue
             path.unlink(missing_ok=True)
-            with self._lock:
-                self._verified.discard(path.name)
+            self._verified.discard(path.name)
             total -= size
             removed += size
         return removed
 
     def sweep_temp(self, cutoff: float) -> int:
         """Remove temporary files last written before ``cutoff`` (epoch seconds)."""
-        removed = 0
-        for entry in self.temp_dir.iterdir():
-            try:
-                if entry.stat().st_mtime < cutoff:
-                    entry.unlink()
-                    removed += 1
-            except FileNotFoundError:
-                continue
-        return removed
+        return remove_stale(self.temp_dir, cutoff)
 
     @staticmethod
     def _touch(path: Path) -> None:
@@ -179,12 +173,3 @@ class _HashingWriter:
         self.digest.update(data)
         self.size += len(data)
         return self.raw.write(data)
-
-
-class Readable(Protocol):
-    def read(self, size: int = -1, /) -> bytes: ...
-
-
-def copy_stream(source: Readable, target: BinaryIO) -> None:
-    while chunk := source.read(CHUNK):
-        target.write(chunk)

@@ -20,11 +20,11 @@ import threading
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 from urllib.parse import urlsplit
 
-from app.store.artifacts import DigestMismatch, check_sha256, file_sha256
-from app.store.blob_cache import BlobCache, copy_stream
+from app.store.artifacts import DigestMismatch, check_sha256, file_sha256, ingest_bytes
+from app.store.blob_cache import BlobCache
 
 log = logging.getLogger("aam.storage")
 
@@ -157,12 +157,7 @@ class S3ArtifactStore:
         return actual, size
 
     def put_bytes(self, data: bytes) -> str:
-        temp = self.new_temp_path()
-        try:
-            temp.write_bytes(data)
-            return self.ingest(temp)[0]
-        finally:
-            temp.unlink(missing_ok=True)
+        return ingest_bytes(self, data)
 
     def _upload(self, path: Path, sha256: str) -> None:
         """Stream the file to its key (multipart when large) unless the bucket holds it."""
@@ -200,13 +195,6 @@ class S3ArtifactStore:
     def exists(self, sha256: str) -> bool:
         return self._head(sha256) is not None
 
-    def size(self, sha256: str) -> int:
-        """The object's size in bytes; KeyError when the bucket does not hold it."""
-        head = self._head(sha256)
-        if head is None:
-            raise KeyError(sha256)
-        return int(head["ContentLength"])
-
     def path(self, sha256: str) -> Path:
         """A local copy of the blob, from this host's cache or downloaded into it and checked;
         KeyError when the bucket does not hold it, :class:`CorruptArtifact` naming the object
@@ -215,20 +203,12 @@ class S3ArtifactStore:
         cached = self.cache.get(sha)
         if cached is not None:
             return cached
-        size = self.size(sha)
-        source = f"object {self.object_url(sha)}"
-
-        def download(target: BinaryIO) -> None:
-            with self.open(sha) as body:
-                copy_stream(body, target)
-
         try:
-            return self.cache.fetch(sha, size, download, source)
+            with self.open(sha) as body:  # its size, before any byte is read
+                return self.cache.fetch(sha, body.size, body, f"object {self.object_url(sha)}")
         except DigestMismatch as exc:
             log.error("%s", exc)
             raise CorruptArtifact(str(exc)) from None
-        except self._errors() as exc:
-            raise self._unavailable(exc, f"downloading {self.object_url(sha)}") from exc
 
     def open(self, sha256: str) -> _Body:
         """The object's bytes as a stream from the store (not through the cache); KeyError
