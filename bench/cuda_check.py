@@ -30,8 +30,9 @@ from aam_core.io import load_inputs
 from aam_core.model import AAMConfig, LossWeights, SequenceEncoder, SequenceRegressor, TargetConfig
 from aam_core.plan import TargetSpec
 from aam_core.predict import Predictor
+from aam_core.train.local_plan import plan_local
 from aam_core.train.losses import compute_losses
-from aam_core.train.stages import plan_local, run_pretrain, run_train
+from aam_core.train.stages import run_pretrain, run_train
 
 CHECKS: dict[str, Any] = {}
 FAILED: list[str] = []

@@ -34,9 +34,10 @@ from aam_core.plan.targets import Task
 from aam_core.predict import Predictor, SamplePrediction
 from aam_core.train.artifacts import read_split_tsv
 from aam_core.train.baseline import relative_abundance
+from aam_core.train.local_plan import plan_local
 from aam_core.train.prepare import target_values
 from aam_core.train.splits import split_rows
-from aam_core.train.stages import plan_local, run_pretrain, run_train
+from aam_core.train.stages import run_pretrain, run_train
 
 MODELS = ("rf", "linear", "constant", "aam", "ensemble")
 AAM_MODELS = frozenset({"aam", "ensemble"})  # trained by aam_core, one run for both

@@ -15,7 +15,7 @@ from aam_core.data.tokens import tokenize
 from aam_core.data.unifrac import UniFracEngine, index_branches
 from aam_core.io import Inputs, load_inputs
 from aam_core.plan import ResolvedRun, RunConfig, TargetSpec
-from aam_core.train.stages import plan_local
+from aam_core.train.local_plan import plan_local
 
 BatchFactory = Callable[[Sequence[int]], Batch]
 

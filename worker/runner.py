@@ -85,7 +85,7 @@ def _predict(plan: RunPlan) -> dict[str, Any]:
     from aam_core.predict import Predictor, write_predictions
     from aam_core.predictions import q2_dir
     from aam_core.train.distributed import resolve_device
-    from aam_core.train.stages import checkpoint_facts, dataset_facts
+    from aam_core.train.local_plan import checkpoint_facts, dataset_facts
 
     assert plan.model_checkpoint is not None
     name = plan.model_name or plan.model_checkpoint
@@ -117,7 +117,8 @@ def execute(plan: RunPlan, callback: Callback) -> dict[str, Any]:
     if plan.kind == "predict":
         return _predict(plan)
     from aam_core.plan import TargetSpec
-    from aam_core.train.stages import plan_local, run_pretrain, run_train
+    from aam_core.train.local_plan import plan_local
+    from aam_core.train.stages import run_pretrain, run_train
 
     inputs = _inputs(plan)
     target = None if plan.target is None else TargetSpec(**plan.target)  # type: ignore[arg-type]

@@ -148,7 +148,8 @@ def pretrain(
     """Pretrain an encoder (UniFrac distances + masked nucleotides); no labels needed."""
     from aam_core.io import file_hashes, load_files
     from aam_core.plan.files import given_settings
-    from aam_core.train.stages import plan_local, run_pretrain
+    from aam_core.train.local_plan import plan_local
+    from aam_core.train.stages import run_pretrain
 
     dist_ctx = _join(device)
     values = given_settings(config, settings)  # before any input file is read
@@ -202,7 +203,8 @@ def train(
     from aam_core.io import file_hashes, load_files
     from aam_core.plan import TargetSpec
     from aam_core.plan.files import given_settings
-    from aam_core.train.stages import plan_local, run_train
+    from aam_core.train.local_plan import plan_local
+    from aam_core.train.stages import run_train
 
     dist_ctx = _join(device)
     values = given_settings(config, settings)

@@ -4,7 +4,7 @@ naming the field to fix.
 
 It is torch-free and reads no files: the API calls it at submission (so that a job that cannot
 run is refused with a 422, not failed later), the command-line tool and the worker's child
-before they train (``aam_core.train.stages.plan_local`` gathers the same facts from files).
+before they train (``aam_core.train.local_plan.plan_local`` gathers the same facts from files).
 Every rule about which settings, targets and base models go together lives here once.
 """
 

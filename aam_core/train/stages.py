@@ -1,7 +1,6 @@
-"""The two training stages as single calls, used by the command-line tool and the worker:
+"""The two training stages as single calls, used by the command-line tool and the worker
+(planned by :func:`aam_core.train.local_plan.plan_local`):
 
-- :func:`plan_local`: the run planner (:mod:`aam_core.plan`) on files at hand: the inputs'
-  summary and a base checkpoint's stored config;
 - :func:`run_pretrain`: a SequenceEncoder on UniFrac (+ masked nucleotides, optional Faith PD);
 - :func:`run_train`: a regressor or classifier, from scratch or from a pretrained encoder
   (frozen or trained on), with a random-forest baseline on the same split.
@@ -15,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,23 +23,18 @@ import torch
 
 from aam_core import __version__
 from aam_core.checkpoint import (
-    Checkpoint,
     CheckpointError,
     LoadReport,
     load_checkpoint,
     load_encoder,
 )
-from aam_core.io import Inputs, sha256_file, summarize
+from aam_core.io import Inputs, sha256_file
 from aam_core.memory import reuse_freed_memory
 from aam_core.model.aam import SequenceEncoder, SequenceRegressor
 from aam_core.plan import (
-    BaseModel,
-    DatasetFacts,
-    Kind,
     ModelKind,
     ResolvedRun,
     TargetSpec,
-    plan_run,
 )
 from aam_core.plan.config import RunConfig, Stage
 from aam_core.train.callbacks import Callback, CallbackList
@@ -50,7 +43,6 @@ from aam_core.train.distributed import (
     broadcast_object,
     init_distributed,
     require_same,
-    resolve_device,
 )
 from aam_core.train.ensemble import attach_ensemble
 from aam_core.train.loop import FitResult, RunData, Trainer
@@ -71,61 +63,6 @@ class RunResult:
     validation: dict[str, float]  # metrics of the best checkpoint on the validation split
     baseline: dict[str, Any] | None
     report: dict[str, Any]
-
-
-def dataset_facts(inputs: Inputs) -> DatasetFacts:
-    """The planner's view of inputs read from files: their summary."""
-    summary = summarize(
-        inputs.table, inputs.sequences, tree=inputs.tree, metadata=inputs.metadata, sha256={}
-    )
-    return DatasetFacts("the dataset", summary, inputs.distances is not None)
-
-
-def checkpoint_facts(
-    checkpoint: Checkpoint, *, name: str, field: str, path: str | Path | None = None
-) -> BaseModel:
-    """The planner's view of a loaded checkpoint: its stored config and preprocessing."""
-    return BaseModel(
-        where=f"{'encoder' if checkpoint.kind == 'encoder' else 'model'} {name!r}",
-        kind=checkpoint.kind,
-        model=checkpoint.config.to_dict(),
-        preprocessing=checkpoint.preprocessing,
-        field=field,
-        path=None if path is None else str(path),
-    )
-
-
-def plan_local(
-    kind: Kind,
-    config: Mapping[str, Any],
-    inputs: Inputs,
-    *,
-    target: TargetSpec | None = None,
-    base_checkpoint: str | Path | None = None,
-    base_field: str = "base_model_id",
-    base_name: str | None = None,
-    freeze_base: bool = False,
-    model_kind: ModelKind | None = None,
-    device: str | None = None,
-) -> ResolvedRun:
-    """Plan a pretrain or train run on inputs read from files (``device``: where it will run;
-    "auto" picks as the run will), from ``base_checkpoint`` when
-    given (messages name it ``base_name``, by default its path)."""
-    base = None
-    if base_checkpoint is not None:
-        name = base_name or str(base_checkpoint)
-        checkpoint = load_checkpoint(base_checkpoint, name=name)
-        base = checkpoint_facts(checkpoint, name=name, field=base_field, path=base_checkpoint)
-    return plan_run(
-        kind,
-        config,
-        dataset_facts(inputs),
-        target=target,
-        base=base,
-        freeze_base=freeze_base,
-        model_kind=model_kind,
-        device=None if device is None else str(resolve_device(device)),
-    )
 
 
 def run_pretrain(
