@@ -70,25 +70,23 @@ def _rows(rows: np.ndarray, n: int, name: str) -> np.ndarray:
     return out
 
 
-def _check_inputs(
-    features: sp.spmatrix,
+def check_split(
+    n: int,
     targets: np.ndarray,
     train_rows: np.ndarray,
     validation_rows: np.ndarray,
     task: str,
     n_classes: int | None,
-    n_estimators: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Validate at the boundary; returns (targets, train_rows, validation_rows) as arrays."""
+    """Validate a baseline's targets and split over ``n`` feature rows at the boundary (the
+    forest's and the depth model's alike); returns (targets, train_rows, validation_rows) as
+    arrays."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     if task == "classification" and n_classes is None:
         raise ValueError("n_classes is required for classification")
     if n_classes is not None and n_classes < 2:
         raise ValueError(f"n_classes must be >= 2, got {n_classes}")
-    if n_estimators < 1:
-        raise ValueError(f"n_estimators must be >= 1, got {n_estimators}")
-    n = features.shape[0]
     y = np.asarray(targets)
     if y.shape[0] != n:
         raise ValueError(f"number of targets ({y.shape[0]}) must match feature rows ({n})")
@@ -194,9 +192,9 @@ def fit_baseline(
     ``targets`` are class indices ``0..n_classes-1``.
     """
     x = sp.csr_matrix(features)
-    y, train, val = _check_inputs(
-        x, targets, train_rows, validation_rows, task, n_classes, n_estimators
-    )
+    if n_estimators < 1:
+        raise ValueError(f"n_estimators must be >= 1, got {n_estimators}")
+    y, train, val = check_split(x.shape[0], targets, train_rows, validation_rows, task, n_classes)
     start = time.perf_counter()
     params = _tuned(x, y, train, task, seed, n_jobs) if tune else {}
     rf: dict[str, Any] = {"n_estimators": n_estimators, "n_jobs": n_jobs, **params}
@@ -291,11 +289,11 @@ def constant_baseline(
         metrics, prediction = classification.compute(), shares.tolist()
     return {
         "prediction": prediction,
-        "metrics": {k: _finite_or_none(v) for k, v in metrics.items()},
+        "metrics": {k: finite_or_none(v) for k, v in metrics.items()},
     }
 
 
-def _finite_or_none(value: float) -> float | None:
+def finite_or_none(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
@@ -304,8 +302,8 @@ def to_dict(result: BaselineResult) -> dict[str, Any]:
     missing from the validation rows, become ``None``."""
     return {
         "task": result.task,
-        "metrics": {k: _finite_or_none(v) for k, v in result.metrics.items()},
-        "train_metrics": {k: _finite_or_none(v) for k, v in result.train_metrics.items()},
+        "metrics": {k: finite_or_none(v) for k, v in result.metrics.items()},
+        "train_metrics": {k: finite_or_none(v) for k, v in result.train_metrics.items()},
         "n_estimators": result.n_estimators,
         "params": dict(result.params),
         "seconds": result.seconds,
