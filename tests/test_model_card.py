@@ -197,7 +197,10 @@ def test_classifier_from_a_frozen_encoder_and_the_encoder_s_card(runs: dict[str,
     assert (
         encoder["metrics"]["model"] == load_checkpoint(encoder_file).metrics["best"]["validation"]
     )
-    assert encoder["metrics"]["baselines"] == {"random_forest": None, "constant": None}
+    assert encoder["metrics"]["baselines"] == {
+        "random_forest": None, "constant": None, "depth": None,
+    }  # fmt: skip
+    assert encoder["metrics"]["depth_confound"] is None
     assert encoder["intended_use"][0].startswith("Research use: embedding 16S rRNA amplicon")
     assert any(limit.startswith("Pretraining metrics say") for limit in encoder["limits"])
     assert "| metric | model |\n" in card_markdown(encoder)

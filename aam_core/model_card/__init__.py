@@ -27,7 +27,11 @@ Schema, ``card_version`` 1 (fields may be added; none is renamed or dropped):
   ``config`` (every run setting).
 - ``metrics``: ``split`` ("validation"), ``epoch``, ``monitor``, ``model`` (the served model's
   metrics on the validation split), ``aam_alone`` (an ensemble's AAM part), ``baselines``
-  ``{random_forest, constant}`` (the same split), ``train`` (the model on its train split).
+  ``{random_forest, constant, depth}`` (the same split; ``depth``: log reads per sample
+  alone), ``train`` (the model on its train split), ``depth_confound`` ``{confounded, metric,
+  depth, model, reason, message}`` (:func:`aam_core.train.confound.depth_confound`; the
+  Markdown opens with a warning when ``confounded``). ``depth`` and ``depth_confound`` were
+  added in card_version 1 and are null for checkpoints written before them.
 - ``library_versions``: name -> version of the training run's aam, python, torch_cuda (the
   CUDA torch was built with), torch, numpy, scipy, scikit-learn, pandas, biom-format,
   scikit-bio, h5py and skops; a null version: not installed (torch_cuda: a CPU build).

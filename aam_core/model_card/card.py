@@ -150,8 +150,11 @@ def _metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
         "baselines": {
             "random_forest": validation("random_forest") or ensemble.get("forest"),
             "constant": validation("constant"),
+            "depth": validation("depth"),
         },
         "train": best.get("train") or None,
+        # None in checkpoints written before the depth check (aam_core.train.confound)
+        "depth_confound": metrics.get("depth_confound"),
     }
 
 

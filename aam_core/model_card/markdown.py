@@ -13,6 +13,7 @@ COLUMNS = (  # metrics table: card key -> column title
     ("aam_alone", "AAM alone"),
     ("random_forest", "random forest"),
     ("constant", "constant"),
+    ("depth", "sequencing depth alone"),
 )
 
 
@@ -36,6 +37,9 @@ def card_markdown(card: Mapping[str, Any]) -> str:
     target = model["target"]
     title = "encoder" if target is None else f"{model['kind']} of {target['column']}"
     lines = [f"# Model card: {title}", ""]
+    confound = metrics.get("depth_confound")  # absent from cards of older checkpoints
+    if confound and confound.get("confounded"):
+        lines += [f"**Warning:** {confound['message']}.", ""]
     lines += ["## Model", "", *_table(("field", "value"), _model_rows(model))]
     for heading, key in (("Intended use", "intended_use"), ("Limits", "limits")):
         lines += ["", f"## {heading}", "", *(f"- {text}" for text in card[key])]

@@ -158,7 +158,8 @@ def _target_limits(target: Mapping[str, Any], data: Mapping[str, Any]) -> list[s
 def _headline(metrics: Mapping[str, Any]) -> str | None:
     """The metric the baselines are judged on: the monitored one when they all have it."""
     model = metrics["model"] or {}
-    others = [b for b in metrics["baselines"].values() if b]
+    # the depth model is judged apart (metrics["depth_confound"]), not as a rival to prefer
+    others = [b for k, b in metrics["baselines"].items() if b and k != "depth"]
     for name in (metrics["monitor"], "mae", "macro_f1", "accuracy"):
         if (
             name in model

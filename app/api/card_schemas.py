@@ -114,6 +114,21 @@ class CardTraining(BaseModel):
 class CardBaselines(BaseModel):
     random_forest: CardMetricValues | None
     constant: CardMetricValues | None = Field(description="the train split's mean or shares")
+    # A default, so that card.json files written before the depth check still validate.
+    depth: CardMetricValues | None = Field(
+        default=None, description="log(reads per sample) alone, before rarefaction"
+    )
+
+
+class CardDepthConfound(BaseModel):
+    """Whether sequencing depth alone predicts the target (aam_core.train.confound)."""
+
+    confounded: bool
+    metric: Literal["roc_auc", "r2"] = Field(description="the metric judged")
+    depth: float = Field(description="the depth-only model's validation value")
+    model: float | None = Field(description="the model's validation value")
+    reason: str = Field(description="which rule decided, either way")
+    message: str | None = Field(description="the warning; null when not confounded")
 
 
 class CardMetrics(BaseModel):
@@ -124,6 +139,9 @@ class CardMetrics(BaseModel):
     aam_alone: CardMetricValues | None = Field(description="an ensemble's AAM part")
     baselines: CardBaselines
     train: CardMetricValues | None = Field(description="the model on its own train split")
+    depth_confound: CardDepthConfound | None = Field(
+        default=None, description="null for checkpoints written before the depth check"
+    )
 
 
 class ModelCard(BaseModel):
