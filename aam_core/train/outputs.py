@@ -1,6 +1,7 @@
 """What a finished run writes from its best checkpoint: the split, validation predictions,
-plots, the random-forest baseline on the same split, per-ASV importances (``importance.tsv``)
-and the report; and the baseline alone (``aam baseline``)."""
+plots, the baselines on the same split (random forest, constant, sequencing depth alone, with
+the depth-confound verdict), per-ASV importances (``importance.tsv``) and the report; and the
+forest alone (``aam baseline``)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from aam_core.train.baseline import (
 )
 from aam_core.train.baseline import to_dict as baseline_dict
 from aam_core.train.callbacks import Callback
+from aam_core.train.confound import Task, depth_confound, fit_depth_baseline
 from aam_core.train.importance import (
     IMPORTANCE_FILE,
     importance_frame,
@@ -47,6 +49,8 @@ class RunOutputs:
     features: sp.csr_matrix | None  # the forest's inputs: rarefied relative abundances
     predictions: np.ndarray | None  # the model's validation predictions, split order
     constant: dict[str, Any] | None = None  # the constant baseline (train runs)
+    depth: dict[str, Any] | None = None  # the depth-only model's summary (train runs)
+    depth_confound: dict[str, Any] | None = None  # its verdict (aam_core.train.confound)
 
 
 def write_outputs(
@@ -106,10 +110,13 @@ def write_outputs(
         log.on_log(f"best checkpoint (epoch {fit.best_epoch}) validation: {_brief(validation)}")
     baseline = forest = features = constant = None
     n_classes = None if prepared.classes is None else len(prepared.classes)
+    depth = confound = None
     if stage == "train" and prepared.targets is not None and split.validation.size:
         constant = constant_baseline(
             prepared.targets, split.train, split.validation, n_classes=n_classes
         )
+        target = (best_checkpoint.target or {}) if best_checkpoint is not None else {}
+        depth, confound = _depth_baseline(prepared, validation, target.get("column"), log)
     if stage == "train" and (config.baseline or need_forest) and prepared.targets is not None:
         features = relative_abundance(prepared.rarefied)
         forest = fit_baseline(
@@ -132,7 +139,34 @@ def write_outputs(
         if kept is None and fit.last_checkpoint.exists():
             kept = load_checkpoint(fit.last_checkpoint)
         _write_importance(kept, prepared, forest, out_dir / IMPORTANCE_FILE, log)
-    return RunOutputs(validation, baseline, forest, features, predictions, constant)
+    return RunOutputs(
+        validation, baseline, forest, features, predictions, constant, depth, confound
+    )
+
+
+def _depth_baseline(
+    prepared: PreparedData, validation: dict[str, float], column: str | None, log: Callback
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The depth-only model on the run's split, from the kept samples' raw depths (before
+    rarefaction, which erases them), and its verdict beside the model's ``validation``
+    metrics; both logged, the verdict as a warning when the labels follow depth."""
+    assert prepared.targets is not None
+    classes = prepared.classes
+    task: Task = "classification" if classes is not None else "regression"
+    fitted = fit_depth_baseline(
+        prepared.table.depths(),
+        prepared.targets,
+        prepared.split.train,
+        prepared.split.validation,
+        task=task,
+        n_classes=None if classes is None else len(classes),
+    )
+    summary = {k: fitted[k] for k in ("metrics", "train_metrics", "coefficients", "feature")}
+    verdict = depth_confound(summary["metrics"], validation, task, target=column)
+    log.on_log(f"baseline (log reads per sample alone) validation: {_brief(summary['metrics'])}")
+    if verdict is not None and verdict["confounded"]:
+        log.on_log(f"warning: {verdict['message']}")
+    return summary, verdict
 
 
 def _write_importance(
@@ -164,9 +198,10 @@ def _write_importance(
 
 def record_baselines(best: Path | None, outputs: RunOutputs) -> None:
     """Write the baselines' validation metrics into the best checkpoint (``metrics
-    ["baselines"]``: ``random_forest`` and ``constant``), so that the model's card sets them
-    beside the model's own from the file alone. A run without a best checkpoint has no
-    validation split, hence no baselines to record."""
+    ["baselines"]``: ``random_forest``, ``constant`` and ``depth``; the depth verdict as
+    ``metrics["depth_confound"]``), so that the model's card, row and pages set them beside
+    the model's own from the file alone. A run without a best checkpoint has no validation
+    split, hence no baselines to record."""
     baselines: dict[str, Any] = {}
     if outputs.baseline is not None:
         baselines["random_forest"] = {
@@ -180,10 +215,18 @@ def record_baselines(best: Path | None, outputs: RunOutputs) -> None:
             "validation": outputs.constant["metrics"],
             "prediction": outputs.constant["prediction"],
         }
+    if outputs.depth is not None:
+        baselines["depth"] = {
+            "validation": outputs.depth["metrics"],
+            "train": outputs.depth["train_metrics"],
+            "coefficients": outputs.depth["coefficients"],
+        }
     if best is None or not baselines or not best.exists():
         return
     checkpoint = load_checkpoint(best)
     metrics = {**checkpoint.metrics, "baselines": baselines}
+    if outputs.depth_confound is not None:
+        metrics["depth_confound"] = outputs.depth_confound
     save_checkpoint(dataclasses.replace(checkpoint, metrics=metrics), best)
 
 
@@ -199,7 +242,12 @@ def write_report(
         best_value=fit.best_value,
         validation=outputs.validation,
         baseline=None if outputs.baseline is None else outputs.baseline.get("metrics"),
+        depth_baseline=outputs.depth,
+        depth_confound=outputs.depth_confound,
     )
+    verdict = outputs.depth_confound
+    if verdict is not None and verdict["confounded"]:  # a new list: the run's own is shared
+        report["warnings"] = [*report.get("warnings", []), verdict["message"]]
     write_json(out_dir / "report.json", report)
 
 

@@ -87,6 +87,21 @@ def test_markdown_by_default_json_on_request(client: TestClient, trained: Path) 
     assert bad.json()["detail"] == "query.format: Input should be 'markdown' or 'json'"
 
 
+def test_the_model_row_carries_the_depth_baseline_and_verdict(
+    client: TestClient, trained: Path
+) -> None:
+    """The run's depth-only model and its verdict reach GET /models/{id} from the checkpoint."""
+    metrics = load_checkpoint(trained).metrics
+    body = client.get(f"/models/{imported(client, trained)}", headers=ALICE).json()
+    depth = metrics["baselines"]["depth"]
+    assert body["metrics"]["baselines"]["depth"] == depth
+    assert set(depth["validation"]) == {"mae", "rmse", "r2", "pearson_r"}
+    verdict = body["metrics"]["depth_confound"]
+    assert verdict == metrics["depth_confound"]
+    assert verdict["depth"] == depth["validation"]["r2"] and verdict["confounded"] is False
+    assert verdict["model"] == metrics["best"]["validation"]["r2"]
+
+
 def test_another_owner_s_or_an_unknown_model_is_a_404_problem(
     client: TestClient, trained: Path
 ) -> None:
@@ -136,6 +151,10 @@ def test_download_and_import_elsewhere_keeps_the_card(
 def test_the_card_matches_its_documented_schema(client: TestClient, trained: Path) -> None:
     card = expected_card(trained)
     assert ModelCard.model_validate(card).model_dump(mode="json") == card
+    assert card["metrics"]["depth_confound"]["metric"] == "r2"  # a verdict, validated too
+    old = {**card, "metrics": {k: v for k, v in card["metrics"].items() if k != "depth_confound"}}
+    old["metrics"]["baselines"] = {"random_forest": None, "constant": None}
+    assert ModelCard.model_validate(old).metrics.depth_confound is None  # an older card.json
     operation = client.get("/openapi.json").json()["paths"]["/models/{model_id}/card"]["get"]
     assert set(operation["responses"]) == {"200", "401", "404", "422"}
     ok = operation["responses"]["200"]["content"]

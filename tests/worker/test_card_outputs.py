@@ -57,6 +57,16 @@ def test_a_train_job_stores_the_card_the_api_serves(
             == client.get(f"/models/{job.model_id}").json()["checkpoint_sha256"]
         )
         assert client.get(f"/models/{job.model_id}/card").text == markdown
+        # the depth-only model and its verdict: in the job's report and the model's metrics
+        report = client.get(f"/jobs/{job_id}").json()["report"]
+        metrics = client.get(f"/models/{job.model_id}").json()["metrics"]
+        assert (
+            report["depth_confound"]
+            == metrics["depth_confound"]
+            == card["metrics"]["depth_confound"]
+        )
+        assert report["depth_baseline"]["metrics"] == metrics["baselines"]["depth"]["validation"]
+        assert report["depth_confound"]["depth"] == report["depth_baseline"]["metrics"]["r2"]
 
 
 def test_a_card_that_cannot_be_written_is_left_out(
