@@ -281,7 +281,11 @@ class ModelOut(BaseModel):
     dataset_id: str | None
     target: ModelTarget | None
     config: dict[str, Any]
-    metrics: dict[str, Any]
+    metrics: dict[str, Any] = Field(
+        description="the checkpoint's: best and final epochs, baselines (random_forest, "
+        "constant, depth) on the validation split, and depth_confound (whether sequencing "
+        "depth alone predicts the target)"
+    )
     n_parameters: int
     checkpoint_sha256: str
     source: str

@@ -28,6 +28,7 @@ from app.store import (
 )
 from app.store.job_history import MAX_LOG_PAGE
 from app.ui.context import FormDep, UiCallerDep, base_paths, problem_of, render
+from app.ui.model_view import depth_warning
 
 router = APIRouter()
 LOG_TAIL = 40
@@ -134,7 +135,7 @@ def _job_page(
     return render(
         request, services, "job.html", status, job=document, logs=lines, message=message,
         terminal=job.state in {s.value for s in api_jobs.TERMINAL_STATES},
-        monitor=monitor_of(document), baselines=_baselines(session, document, job.owner),
+        monitor=monitor_of(document), **_baselines(session, document, job.owner),
     )  # fmt: skip
 
 
@@ -151,32 +152,42 @@ def monitor_of(job: JobOut) -> str:
 
 def baseline_rows(job: JobOut, model_metrics: dict[str, Any] | None) -> list[dict[str, Any]]:
     """Validation metrics of the model beside its baselines: one row per metric a baseline
-    recorded (``metric``, ``model``, ``random_forest``, ``constant``; ``None`` where unknown).
-    The model's numbers are its best epoch's once registered, else the latest epoch's; the
-    random forest's come from the job (``metrics.baseline``), the constant's from the model."""
+    recorded (``metric``, ``model``, ``random_forest``, ``constant``, ``depth``; ``None`` where
+    unknown). The model's numbers are its best epoch's once registered, else the latest
+    epoch's; the random forest's come from the job (``metrics.baseline``), the constant's from
+    the model, the depth model's from the model or else the job's report."""
     model_metrics = model_metrics or {}
     baselines = model_metrics.get("baselines") or {}
     forest = job.metrics.baseline.get("metrics") or (
         (baselines.get("random_forest") or {}).get("validation") or {}
     )
     constant = (baselines.get("constant") or {}).get("validation") or {}
+    depth = (baselines.get("depth") or {}).get("validation") or (
+        ((job.report or {}).get("depth_baseline") or {}).get("metrics") or {}
+    )
     model = (model_metrics.get("best") or {}).get("validation") or job.metrics.validation
-    names = [n for n in {**forest, **constant} if not n.startswith("loss")]
+    names = [n for n in {**forest, **constant, **depth} if not n.startswith("loss")]
     monitor = monitor_of(job)
     names.sort(key=lambda n: n != monitor)  # stable: the monitored metric first
     return [
         {"metric": n, "model": model.get(n), "random_forest": forest.get(n),
-         "constant": constant.get(n)}
+         "constant": constant.get(n), "depth": depth.get(n)}
         for n in names
     ]  # fmt: skip
 
 
-def _baselines(session: SessionDep, job: JobOut, owner: str | None) -> list[dict[str, Any]] | None:
-    """A train job's baseline rows; ``None`` for other kinds (no table at all)."""
+def _baselines(session: SessionDep, job: JobOut, owner: str | None) -> dict[str, Any]:
+    """A train job's baseline rows (``baselines``; ``None`` for other kinds: no table at all)
+    and its depth-confound warning (``depth_warning``: its model's verdict, else its
+    report's)."""
     if job.kind != JobKind.train:
-        return None
+        return {"baselines": None, "depth_warning": None}
     model = get_model(session, job.model_id, owner) if job.model_id else None
-    return baseline_rows(job, model.metrics if model is not None else None)
+    metrics = model.metrics if model is not None else None
+    return {
+        "baselines": baseline_rows(job, metrics),
+        "depth_warning": depth_warning(metrics, job.report),
+    }
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
@@ -195,7 +206,7 @@ def baselines_fragment(
     """The job page's baseline table alone, which job.js swaps in when the job's state changes."""
     job = JobOut.from_row(job_or_404(job_id, session, caller))
     return render(request, services, "job_baselines.html",
-                  baselines=_baselines(session, job, caller.scope))  # fmt: skip
+                  **_baselines(session, job, caller.scope))  # fmt: skip
 
 
 @router.post("/jobs/{job_id}/cancel", response_class=HTMLResponse)

@@ -1,9 +1,11 @@
 """What a model's dashboard page shows beyond its row: the monitored metric beside the random
-forest's (the list), the card's metrics beside both baselines, and where the model came from
-(dataset -> job -> model, and the base model a fine-tuned one started from)."""
+forest's (the list), the card's metrics beside the baselines, the warning when sequencing depth
+alone predicts the target, and where the model came from (dataset -> job -> model, and the
+base model a fine-tuned one started from)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,16 +38,28 @@ def headline(metrics: dict[str, Any]) -> Headline | None:
     return Headline(monitor, served.get(monitor), forest.get(monitor))
 
 
-def metric_rows(card: dict[str, Any]) -> list[tuple[str, Any, Any, Any]]:
-    """(metric, model, random forest, constant) for each metric any of the three has, in the
-    model's order first; a value a column lacks is None."""
+def metric_rows(card: dict[str, Any]) -> list[tuple[str, Any, Any, Any, Any]]:
+    """(metric, model, random forest, constant, depth alone) for each metric any of the four
+    has, in the model's order first; a value a column lacks is None."""
     metrics = card.get("metrics") or {}
     model = metrics.get("model") or {}
     baselines = metrics.get("baselines") or {}
     forest = baselines.get("random_forest") or {}
     constant = baselines.get("constant") or {}
-    names = list(dict.fromkeys([*model, *forest, *constant]))
-    return [(n, model.get(n), forest.get(n), constant.get(n)) for n in names]
+    depth = baselines.get("depth") or {}
+    names = list(dict.fromkeys([*model, *forest, *constant, *depth]))
+    return [(n, model.get(n), forest.get(n), constant.get(n), depth.get(n)) for n in names]
+
+
+def depth_warning(*sources: Mapping[str, Any] | None) -> str | None:
+    """The depth-confound warning (aam_core.train.confound) of the first source that holds a
+    verdict, ``depth_confound`` (a model row's metrics, a job's report): its message when the
+    labels follow sequencing depth, else None (also for models trained before the check)."""
+    for source in sources:
+        verdict = (source or {}).get("depth_confound")
+        if isinstance(verdict, Mapping):
+            return str(verdict["message"]) if verdict.get("confounded") else None
+    return None
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from app.api.threads import run_blocking
 from app.api.uploads import read_multipart
 from app.store import list_models
 from app.ui.context import FormDep, UiCallerDep, base_paths, check_token, problem_of, render
-from app.ui.model_view import headline, lineage, metric_rows
+from app.ui.model_view import depth_warning, headline, lineage, metric_rows
 from app.ui.session import CSRF_FIELD
 
 router = APIRouter()
@@ -67,6 +67,7 @@ def model_page(
     return render(
         request, services, "model.html", model=ModelOut.from_row(model), card=card,
         markdown=card_markdown(card) if card else None, rows=metric_rows(card),
+        depth_warning=depth_warning(model.metrics),
         lineage=lineage(session, model, caller.scope, card), message=message,
     )  # fmt: skip
 

@@ -24,7 +24,7 @@ from tests.api.conftest import (
     stored_blobs,
     upload_leftovers,
 )
-from tests.api.models import tiny_checkpoint
+from tests.api.models import confounded_metrics, tiny_checkpoint
 
 
 def sha256(data: bytes) -> str:
@@ -289,6 +289,28 @@ def test_a_checkpoint_missing_from_storage_is_reported(client: TestClient, tmp_p
         f"the checkpoint of model {model['id']!r} is missing from artifact storage "
         f"(sha256 {sha}); tell the operator",
     )
+
+
+def test_a_model_whose_labels_follow_depth_says_so(client: TestClient, tmp_path: Path) -> None:
+    metrics = confounded_metrics()
+    path = tiny_checkpoint("classifier", tmp_path / "site.pt", metrics=metrics)
+    model_id = upload(client, ALICE, path).json()["id"]
+    body = client.get(f"/models/{model_id}", headers=ALICE).json()
+    verdict = body["metrics"]["depth_confound"]
+    assert body["metrics"]["baselines"]["depth"]["validation"]["roc_auc"] == 0.9375
+    assert verdict == metrics["depth_confound"] and verdict["confounded"] is True
+    assert verdict["message"] == (
+        "sequencing depth alone predicts 'site': a model of log(reads per sample) alone "
+        "reaches validation ROC AUC 0.94 (this model 0.62); the labels follow sequencing depth "
+        "(a batch effect), so validation figures may not carry over to samples sequenced "
+        "otherwise"
+    )
+    card = client.get(f"/models/{model_id}/card?format=json", headers=ALICE).json()
+    assert card["metrics"]["depth_confound"] == verdict
+    assert card["metrics"]["baselines"]["depth"]["roc_auc"] == 0.9375
+    markdown = client.get(f"/models/{model_id}/card", headers=ALICE).text
+    assert f"**Warning:** {verdict['message']}." in markdown
+    assert "| roc_auc | 0.625 | 0.5 | 0.9375 |" in markdown  # model, constant, depth alone
 
 
 def test_routes_are_documented_with_their_errors(client: TestClient) -> None:

@@ -9,16 +9,18 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from markupsafe import escape
 
 from aam_core.data.synthetic import SyntheticSpec, generate, write_study
 from app.api.deps import OPEN_OWNER
 from app.api.schemas import DepthHistogram
+from app.contracts import JobKind, JobState
 from app.main import create_app
 from app.settings import Settings
-from app.store import Dataset
+from app.store import Dataset, Job, create_job
 from app.ui.datasets import histogram_svg
 from app.ui.model_view import headline, metric_rows
-from tests.api.models import register_tiny
+from tests.api.models import confounded_metrics, register_tiny
 
 METRICS = {  # a regressor's row metrics as a training run records them (values made up)
     "best": {"epoch": 3, "monitor": "mae", "validation": {"mae": 4.5, "r2": 0.5}},
@@ -37,10 +39,11 @@ def test_headline_is_the_monitored_metric_beside_the_forest() -> None:
     assert headline(blended).model == 4.0  # type: ignore[union-attr]
 
 
-def test_metric_rows_put_the_model_beside_both_baselines() -> None:
+def test_metric_rows_put_the_model_beside_the_baselines() -> None:
     card = {"metrics": {"model": {"mae": 4.5}, "baselines": {
-        "random_forest": {"mae": 5.25, "r2": 0.25}, "constant": {"mae": 9.0}}}}  # fmt: skip
-    assert metric_rows(card) == [("mae", 4.5, 5.25, 9.0), ("r2", None, 0.25, None)]
+        "random_forest": {"mae": 5.25, "r2": 0.25}, "constant": {"mae": 9.0},
+        "depth": {"mae": 8.5, "r2": 0.125}}}}  # fmt: skip
+    assert metric_rows(card) == [("mae", 4.5, 5.25, 9.0, 8.5), ("r2", None, 0.25, None, 0.125)]
     assert metric_rows({}) == []
 
 
@@ -105,3 +108,30 @@ def test_the_model_page_shows_card_lineage_and_links(client: TestClient, tmp_pat
     assert f"/models/{model.id}/card?format=json" in html
     assert f"/models/{model.id}/checkpoint" in html
     assert client.get("/ui/models/no-such-model").status_code == 404
+
+
+def test_model_and_job_pages_warn_when_the_labels_follow_depth(
+    client: TestClient, tmp_path: Path
+) -> None:
+    services = client.app.state.services  # type: ignore[attr-defined]
+    metrics = confounded_metrics()
+    message = str(escape(metrics["depth_confound"]["message"]))  # as the template escapes it
+    model = register_tiny(services, "classifier", OPEN_OWNER, tmp_path, metrics=metrics)
+    html = client.get(f"/ui/models/{model.id}").text
+    assert f'<p class="warning" id="depth-warning" role="alert"><strong>Warning:</strong> ' \
+        f"{message}.</p>" in html  # fmt: skip
+    assert "<th>Sequencing depth alone</th>" in html
+    assert "<td>roc_auc</td><td>0.625</td><td>—</td><td>0.5</td><td>0.9375</td>" in html
+    with services.sessions() as session:  # the train job that made it, finished
+        job, _ = create_job(session, owner=OPEN_OWNER, kind=JobKind.train, name="site",
+                            spec={}, dataset_id="ds_0000000000000000", model_id=None)  # fmt: skip
+        row = session.get_one(Job, job.id)
+        row.state, row.model_id = JobState.succeeded.value, model.id
+        session.commit()
+    for page in (f"/ui/jobs/{job.id}", f"/ui/jobs/{job.id}/baselines"):
+        html = client.get(page).text
+        assert 'id="depth-warning"' in html and message in html, page
+        assert "<td>0.9375</td></tr>" in html  # the depth column of the roc_auc row
+
+    quiet = register_tiny(services, "regressor", OPEN_OWNER, tmp_path)  # before the check
+    assert 'id="depth-warning"' not in client.get(f"/ui/models/{quiet.id}").text

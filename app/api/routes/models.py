@@ -223,8 +223,9 @@ async def get_card(
     ] = None,
 ) -> Response:
     """The model card, from the model's checkpoint alone: data digests, split and seed, run
-    settings, validation metrics beside the random-forest and constant baselines, library
-    versions, intended use and limits. A checkpoint downloaded here and imported elsewhere
+    settings, validation metrics beside the random-forest, constant and depth-only baselines
+    (with a warning when sequencing depth alone predicts the target), library versions,
+    intended use and limits. A checkpoint downloaded here and imported elsewhere
     has the same card there."""
     sha256 = model.checkpoint_sha256
     path = stored_blob(services, sha256, f"the checkpoint of model {model.id!r}")
