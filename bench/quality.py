@@ -1,15 +1,23 @@
 """Model-quality benchmark: AAM against a tuned random forest, a CLR linear model and a constant
-on identical repeated grouped K-fold splits of a real study; prints one JSON object.
+that read a sample as AAM does, on identical repeated grouped K-fold splits of a real study;
+prints one JSON object.
 
     python bench/quality.py DATASET_DIR --target COL --task regression|classification \
         [--group COL] [--where COL=VALUE ...] [--seeds 3] [--folds 5] [--models rf,aam,...]
 
 For each seed the groups (subjects) are shuffled into K outer folds (stratified for
-classification). Inside each outer training fold one grouped inner validation split (20% of
-groups, ``aam_core.train.splits.split_rows``: the split AAM's own training draws) makes every
-choice: forest and linear hyperparameters, and AAM's early stopping. The outer test fold is
-only scored. Writes ``quality.json``, ``quality.png`` and ``predictions.tsv`` to ``--out``
-(default ``quality-results/<dataset>-<target>/``, relative to the working directory).
+classification). In each outer training fold AAM's rarefaction depth is chosen over the
+training samples' reads (``aam_core.data.rarefy.choose_depth``), and every model trains on the
+samples at or above it; the forest and the linear model read counts rarefied to it (a shallower
+test sample as it is), as AAM does, since AAM cannot read sequencing depth. One grouped inner
+validation split of those samples (20% of groups, ``aam_core.train.splits.split_rows``: the
+split AAM's own training draws) makes every choice: the baselines' hyperparameters and AAM's
+early stopping. The outer test fold is only scored. Two models that read depth measure how far
+it alone predicts the target: ``depth`` (log reads) and ``linear_raw`` (CLR of raw counts,
+reported but not drawn, and never AAM's reference). AAM is compared with the forest and with
+the best depth-free baseline. Writes ``quality.json``, ``quality.png`` and ``predictions.tsv``
+to ``--out`` (default ``quality-results/<dataset>-<target>/``, relative to the working
+directory).
 
 The study, folds and models: quality_models.py; scoring, intervals and the figure:
 quality_report.py.
@@ -33,8 +41,15 @@ import numpy as np
 import pandas as pd
 import quality_models
 from quality_models import (
+    AAM_MODELS,
+    DEPTH_ALPHAS,
+    DEPTH_CS,
+    DEPTH_FREE,
+    DEPTH_MODEL,
     LOGISTIC_CS,
     MODELS,
+    NOT_DRAWN,
+    READS,
     RIDGE_ALPHAS,
     TREES,
     AamOptions,
@@ -57,6 +72,7 @@ from quality_report import (
     summarise,
 )
 
+from aam_core.data.rarefy import DEFAULT_DEPTH
 from aam_core.errors import UserError
 from aam_core.plan import RunConfig
 from aam_core.plan.targets import Task
@@ -93,20 +109,33 @@ class FoldContext:
     budget: str
     aam: AamOptions
     out: Path
-    depth: int | None
     n_folds: int
 
 
 FoldResult = list[tuple[str, dict[str, Any], pd.DataFrame]]
 _CONTEXT: FoldContext | None = None  # a worker process's, inherited through fork
+READ_RAREFIED = frozenset({"rf", "linear"})  # the models that read Study.as_aam_reads
 
 
-def run_fold(context: FoldContext, seed: int, index: int, train: Any, test: Any) -> FoldResult:
+def make_folds(study: Study, seeds: range, n_folds: int, depth: int | None) -> list[Fold]:
+    """Every outer fold of every seed, with its depth and inner split (``depth``: AAM's
+    setting, None for aam_core's rule over each training fold)."""
+    labels = study.codes if study.classes else None
+    return [
+        Fold(seed, index, train, test, *inner_split(study, train, seed, depth))
+        for seed in seeds
+        for index, (train, test) in enumerate(
+            outer_folds(study.groups, labels, n_folds, seed), start=1
+        )
+    ]
+
+
+def run_fold(context: FoldContext, fold: Fold) -> FoldResult:
     """Every model on one outer fold: per model its record and its prediction rows."""
     study = context.study
     task = study.target.task
     metric, ids = PRIMARY[task], np.array(study.inputs.table.sample_ids)
-    fold = Fold(seed, index, train, test, *inner_split(study, train, seed, context.depth))
+    seed, index, test = fold.seed, fold.index, fold.test
     truth, groups = study.y[test], study.groups[test]
     results: FoldResult = []
     for model, prediction, info, seconds in fit_fold(
@@ -130,9 +159,9 @@ def run_fold(context: FoldContext, seed: int, index: int, train: Any, test: Any)
     return results
 
 
-def _run_fold_in_worker(seed: int, index: int, train: Any, test: Any) -> FoldResult:
+def _run_fold_in_worker(fold: Fold) -> FoldResult:
     assert _CONTEXT is not None
-    return run_fold(_CONTEXT, seed, index, train, test)
+    return run_fold(_CONTEXT, fold)
 
 
 def _start_worker(threads: int) -> None:
@@ -142,15 +171,16 @@ def _start_worker(threads: int) -> None:
     quality_models.FOREST_JOBS = threads
 
 
-def map_folds(
-    context: FoldContext, folds: list[tuple[int, int, Any, Any]], jobs: int
-) -> Iterator[FoldResult]:
+def map_folds(context: FoldContext, folds: list[Fold], jobs: int) -> Iterator[FoldResult]:
     """Each fold's results, in fold order; ``jobs`` > 1 runs that many folds at once in
     forked processes, each with its share of the cores (the forest included)."""
     global _CONTEXT
     if jobs <= 1:
-        yield from (run_fold(context, *fold) for fold in folds)
+        yield from (run_fold(context, fold) for fold in folds)
         return
+    if READ_RAREFIED & set(context.models):  # drawn here once, inherited by every worker
+        for fold in folds:
+            context.study.as_aam_reads(fold.seed, fold.depth)
     _CONTEXT = context
     threads = max(1, len(os.sched_getaffinity(0)) // jobs)
     with ProcessPoolExecutor(
@@ -159,15 +189,16 @@ def map_folds(
         initializer=_start_worker,
         initargs=(threads,),
     ) as pool:
-        yield from pool.map(_run_fold_in_worker, *zip(*folds, strict=True))
+        yield from pool.map(_run_fold_in_worker, folds)
 
 
 def protocol(
-    args: argparse.Namespace, study: Study, models: list[str], aam: AamOptions
+    args: argparse.Namespace, study: Study, models: list[str], aam: AamOptions, folds: list[Fold]
 ) -> dict[str, Any]:
     """What was compared and how: the samples, the folds, each model's features and grid."""
     search, refit = TREES[args.budget]
     settings = aam.settings(study.group, 0)
+    depths = sorted({fold.depth for fold in folds})
     return {
         "dataset": str(args.dataset), "target": args.target, "task": args.task,
         "group": args.group, "where": args.where, "jobs": args.jobs, "min_reads": args.min_reads,
@@ -176,17 +207,37 @@ def protocol(
         "seeds": args.seeds, "first_seed": args.first_seed, "folds": args.folds,
         "models": models,
         "primary_metric": PRIMARY[args.task], "budget": args.budget,
-        "inner_validation": "per outer training fold, 20% of its groups (seeded by the outer "
-        "seed), drawn as AAM's training draws it (split_rows over the samples its rarefaction "
-        "keeps): the forest's and the linear model's choices and AAM's early stopping",
-        "rf": {"features": "relative abundance (counts / sample total, all features)",
+        "representation": "per outer training fold, AAM's rarefaction depth: choose_depth over "
+        f"the training samples' reads ({DEFAULT_DEPTH}, or lower when that drops more than 10% "
+        "of them; --aam-config rarefaction_depth fixes it). Every model trains on the training "
+        "samples at or above it (the ones AAM keeps) and predicts every test sample; the "
+        "depth-free models read counts rarefied to it (aam_core.data.rarefy, seeded by the "
+        "outer seed, drawn once per seed and depth), a test sample below it as it is, as AAM "
+        "predicts it",
+        "depths": depths,
+        "depth_free_baselines": [m for m in DEPTH_FREE if m in models],
+        "inner_validation": "per outer training fold, 20% of the groups of the samples AAM "
+        "keeps (seeded by the outer seed), drawn as AAM's training draws it (split_rows): "
+        "every baseline's choices and AAM's early stopping; the chosen baseline is refit on "
+        "all the kept samples",
+        "rf": {"features": READS["rf"],
                "grid": {"max_features": ["sqrt", 0.3, 1.0], "min_samples_leaf": [1, 3, 5]},
                "n_estimators_search": search, "n_estimators_refit": refit,
                "note": None if search == refit else f"{args.budget} budget: the grid is "
                f"searched with {search} trees, the chosen forest refit with {refit}"},
-        "linear": {"features": "CLR of counts + 0.5",
+        "linear": {"features": READS["linear"],
                    "grid": {"C": LOGISTIC_CS} if study.classes else {"alpha": RIDGE_ALPHAS}},
-        "aam": {"settings": {**settings, "seed": "the outer seed"}, "pretrain": args.pretrain,
+        "linear_raw": {"features": READS["linear_raw"],
+                       "note": "CLR of raw counts: reads sequencing depth; not a depth-free "
+                       "baseline (reported, not drawn in quality.png, never the best baseline)",
+                       "grid": {"C": LOGISTIC_CS} if study.classes else {"alpha": RIDGE_ALPHAS}},
+        "constant": {"features": READS["constant"]},
+        "depth": {"features": READS["depth"],
+                  "note": "reads sequencing depth alone: how far a model could score without "
+                  "reading composition (depth_check)",
+                  "grid": {"C": DEPTH_CS} if study.classes else {"alpha": DEPTH_ALPHAS}},
+        "aam": {"features": READS["aam"],
+                "settings": {**settings, "seed": "the outer seed"}, "pretrain": args.pretrain,
                 "device": args.device, "recipe": RunConfig.from_mapping(settings).to_dict()},
     }  # fmt: skip
 
@@ -209,7 +260,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "than the ones reported",
     )
     add("--folds", type=int, default=5)
-    add("--models", help=f"comma-separated, of {', '.join(MODELS)} (default: all available)")
+    add(
+        "--models",
+        help=f"comma-separated, of {', '.join(MODELS)} (default: all). rf, linear and constant "
+        "read counts rarefied as AAM reads them; depth (log reads alone) and linear_raw (CLR of "
+        "raw counts, not drawn) read sequencing depth",
+    )
     add("--aam-config", help="JSON mapping of RunConfig keys over AAM's defaults")
     add("--pretrain", action="store_true", help="pretrain AAM's encoder in every outer fold")
     add("--device", default="cpu", help="AAM's device")
@@ -250,29 +306,31 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     depth = RunConfig.from_mapping(aam.settings(study.group, 0)).rarefaction_depth
     records: dict[str, list[dict[str, Any]]] = {m: [] for m in models}
     frames = []
-    labels = study.codes if study.classes else None
-    folds = [
-        (seed, index, train, test)
-        for seed in range(args.first_seed, args.first_seed + args.seeds)
-        for index, (train, test) in enumerate(
-            outer_folds(study.groups, labels, args.folds, seed), start=1
-        )
-    ]
-    context = FoldContext(study, models, args.budget, aam, out, depth, args.folds)
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    folds = make_folds(study, seeds, args.folds, depth)
+    context = FoldContext(study, models, args.budget, aam, out, args.folds)
     for fold_results in map_folds(context, folds, args.jobs):
         for model, record, frame in fold_results:
             records[model].append(record)
             frames.append(frame)
     predictions = pd.concat(frames, ignore_index=True)
     predictions.to_csv(out / "predictions.tsv", sep="\t", index=False)
-    results, differences = summarise(task, study.classes, records, predictions)
+    summary = summarise(
+        task,
+        study.classes,
+        records,
+        predictions,
+        baselines=DEPTH_FREE,
+        contenders=sorted(AAM_MODELS),
+        depth_model=DEPTH_MODEL,
+    )
     title = f"{study.name} {args.target}: {args.seeds} seeds x {args.folds} grouped folds"
-    plot_quality(out / "quality.png", title, task, records, predictions)
+    drawn = {m: r for m, r in records.items() if m not in NOT_DRAWN}
+    plot_quality(out / "quality.png", title, task, drawn, predictions)
     report = finite(
         {
-            **protocol(args, study, models, aam),
-            "results": results,
-            "differences": differences,
+            **protocol(args, study, models, aam, folds),
+            **summary,
             "seconds": time.perf_counter() - started,
             **environment(args.device),
             "files": {n: str(out / n) for n in ("quality.json", "quality.png", "predictions.tsv")},

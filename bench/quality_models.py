@@ -1,11 +1,17 @@
 """The study, its folds and the models of ``bench/quality.py``.
 
 A :class:`Study` holds the samples every model sees. ``outer_folds`` shuffles the groups into
-K folds per seed; ``inner_split`` draws, inside an outer training fold, the validation split
-AAM's own training draws, on which the forest and the linear model make their choices too.
-``fit_fold`` runs each model on one fold: a tuned random forest on relative abundances, ridge or
-logistic regression on CLR abundances, the training median or majority class, and AAM trained
-and applied through aam_core as a user's train job would be.
+K folds per seed; ``inner_split`` chooses, inside an outer training fold, AAM's rarefaction
+depth and the samples it keeps, and draws the validation split AAM's own training draws, on
+which every tuned baseline makes its choices too.
+
+Every depth-free baseline reads a sample as AAM does (:meth:`Study.as_aam_reads`): rarefied to
+the fold's depth when it has at least that many reads, as it is when shallower (AAM predicts
+such a sample unrarefied), and trains on the samples AAM keeps. ``fit_fold`` runs each model on
+one fold: a tuned random forest on relative abundances of those counts, ridge or logistic
+regression on their CLR, the training median or majority class, AAM trained and applied through
+aam_core as a user's train job would be; and two models that read sequencing depth, kept to
+measure it: ``depth`` (log reads alone) and ``linear_raw`` (CLR of raw counts).
 """
 
 from __future__ import annotations
@@ -21,14 +27,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from quality_report import EpochLog
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import log_loss, roc_auc_score
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
-from aam_core.data.rarefy import choose_depth
+from aam_core.data.rarefy import choose_depth, rarefy
 from aam_core.io import Inputs, align_metadata, load_files
+from aam_core.io.types import FeatureTable
 from aam_core.plan import TargetSpec, planner
 from aam_core.plan.targets import Task
 from aam_core.predict import Predictor, SamplePrediction
@@ -39,8 +49,22 @@ from aam_core.train.prepare import target_values
 from aam_core.train.splits import split_rows
 from aam_core.train.stages import run_pretrain, run_train
 
-MODELS = ("rf", "linear", "constant", "aam", "ensemble")
+MODELS = ("rf", "linear", "linear_raw", "constant", "depth", "aam", "ensemble")
 AAM_MODELS = frozenset({"aam", "ensemble"})  # trained by aam_core, one run for both
+# The baselines that read a sample as AAM does; the best of them is AAM's reference.
+DEPTH_FREE = ("rf", "linear", "constant")
+DEPTH_MODEL = "depth"  # log reads alone: how far sequencing depth predicts the target
+# Reported, never drawn in quality.png nor counted as a depth-free baseline.
+NOT_DRAWN = frozenset({"linear_raw"})
+# What each model reads of a sample (the JSON protocol's words).
+READS = {
+    "rf": "relative abundance of the counts as AAM reads them (rarefied to the fold's depth)",
+    "linear": "CLR of the counts as AAM reads them (rarefied to the fold's depth) + 0.5",
+    "linear_raw": "CLR of raw counts + 0.5",
+    "constant": "nothing: the training median (regression) or class shares",
+    "depth": "log(raw reads per sample) alone, standardised on the training rows",
+    "aam": "its own rarefaction to the fold's depth (aam_core's train and predict)",
+}
 RF_GRID = [(f, leaf) for f in ("sqrt", 0.3, 1.0) for leaf in (1, 3, 5)]
 # (trees of the 9-point grid search, trees of the refit forest). On 2 cores a 500-tree search
 # costs ~2 minutes per fold on udca (4,333 features), over the CPU budget for 15 folds. Checked
@@ -51,6 +75,9 @@ TREES = {"cpu": (100, 500), "gpu": (500, 500)}
 FOREST_JOBS = -1  # every core; a fold of quality.py --jobs N: its share
 RIDGE_ALPHAS = (1.0, 10.0, 100.0, 1e3, 1e4, 1e5)  # CLR features number in the thousands
 LOGISTIC_CS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+# The depth model's grids: decades as above, centred for one standardised feature.
+DEPTH_ALPHAS = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3)
+DEPTH_CS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 VALIDATION_FRACTION = 0.2
 FILES = {"table": "table.biom", "tree": "tree.nwk", "metadata": "metadata.tsv",
          "sequences": "rep-seqs.fasta"}  # fmt: skip
@@ -78,18 +105,39 @@ class Study:
     groups: np.ndarray  # str [n], spelt as aam_core.train.prepare spells them
     classes: tuple[str, ...]  # sorted class names; () for regression
     notes: dict[str, int]  # samples dropped, by reason
+    # (seed, depth) -> every sample as AAM reads it; filled by as_aam_reads
+    _reads: dict[tuple[int, int], FeatureTable] = dataclasses.field(
+        default_factory=dict, init=False, repr=False
+    )
 
     @functools.cached_property
     def codes(self) -> np.ndarray:  # int64 [n] class indices (classification)
         return np.searchsorted(np.array(self.classes), self.y)
 
     @functools.cached_property
-    def abundance(self) -> np.ndarray:  # float64 [n, n_features]: the forest's features
-        return np.asarray(relative_abundance(self.inputs.table).toarray())
+    def raw_logratios(self) -> np.ndarray:  # float64 [n, n_features]: linear_raw's features
+        return clr(self.inputs.table.counts)
 
     @functools.cached_property
-    def logratios(self) -> np.ndarray:  # float64 [n, n_features]: the linear model's features
-        return clr(self.inputs.table.counts)
+    def log_depths(self) -> np.ndarray:  # float64 [n, 1]: the depth model's one feature
+        return np.log(self.inputs.table.depths().astype(np.float64))[:, None]
+
+    def as_aam_reads(self, seed: int, depth: int) -> FeatureTable:
+        """Every sample as an AAM run of ``seed`` at ``depth`` reads it, in study order: rarefied
+        to ``depth`` (``aam_core.data.rarefy.rarefy`` seeded by ``seed``) when it has at least
+        ``depth`` reads; as it is when shallower, as AAM predicts such a sample (it never trains
+        on one). The same rule and seed as AAM's, not its very draws, which follow a sample's
+        row in the fold's table (training) or its content (prediction). Drawn once per (seed,
+        depth) and kept: the folds of one seed usually share their depth."""
+        if (seed, depth) not in self._reads:
+            table = self.inputs.table
+            drawn = rarefy(table, depth, seed=seed)
+            shallow = np.setdiff1d(np.arange(table.n_samples), drawn.kept_rows)  # [n - kept]
+            stacked = sp.vstack([drawn.table.counts, table.counts[shallow]]).tocsr()
+            order = np.argsort(np.concatenate([drawn.kept_rows, shallow]))  # back to study rows
+            counts = sp.csr_matrix(stacked[order], dtype=np.int64)  # [n, n_features]
+            self._reads[seed, depth] = dataclasses.replace(table, counts=counts)
+        return self._reads[seed, depth]
 
 
 @dataclass(frozen=True)
@@ -98,8 +146,13 @@ class Fold:
     index: int  # 1-based
     train: np.ndarray
     test: np.ndarray
+    depth: int  # AAM's rarefaction depth in this outer training fold
     inner_train: np.ndarray  # of the samples AAM keeps after its rarefaction
     inner_val: np.ndarray
+
+    @functools.cached_property
+    def kept(self) -> np.ndarray:  # the training rows AAM keeps: at or above ``depth`` reads
+        return np.sort(np.concatenate([self.inner_train, self.inner_val]))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -170,11 +223,13 @@ def outer_folds(
 
 def inner_split(
     study: Study, train: np.ndarray, seed: int, depth: int | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """The inner train/validation rows AAM's training draws from ``train``: the split of
-    aam_core's prepare_data, over the samples its rarefaction keeps (``depth``: the run's)."""
+) -> tuple[int, np.ndarray, np.ndarray]:
+    """AAM's rarefaction depth over ``train`` (``depth``: the run's setting, None for the
+    default rule) and the inner train/validation rows its training draws: the split of
+    aam_core's prepare_data, over the samples its rarefaction keeps."""
     depths = study.inputs.table.depths()[train]
-    kept = train[depths >= choose_depth(depths, depth).depth]
+    chosen = choose_depth(depths, depth).depth
+    kept = train[depths >= chosen]
     split = split_rows(
         kept.size,
         validation_fraction=VALIDATION_FRACTION,
@@ -182,7 +237,7 @@ def inner_split(
         labels=study.codes[kept] if study.classes else None,
         groups=study.groups[kept] if study.group else None,
     )
-    return kept[split.train], kept[split.validation]
+    return chosen, kept[split.train], kept[split.validation]
 
 
 def _proba(model: Any, x: np.ndarray, k: int) -> np.ndarray:
@@ -196,8 +251,9 @@ def tune_and_refit(
     study: Study, fold: Fold, x: np.ndarray, make: Callable[[Any, bool], Any], grid: Sequence[Any]
 ) -> tuple[Prediction, Any]:
     """Pick the grid point with the best inner-validation score (MAE; ROC AUC for two classes,
-    log loss for more or when the validation rows hold one class), refit it on the outer
-    training fold and predict the test fold. ``make(point, refit)`` builds an unfitted model."""
+    log loss for more or when the validation rows hold one class), refit it on the training
+    rows AAM keeps and predict the whole test fold. ``make(point, refit)`` builds an unfitted
+    model; ``x``: float [n_samples, n_features], every sample of the study."""
     y, k = (study.codes, len(study.classes)) if study.classes else (study.y, 0)
     val = fold.inner_val
     losses = []
@@ -210,7 +266,7 @@ def tune_and_refit(
         else:
             losses.append(float(log_loss(y[val], _proba(model, x[val], k), labels=range(k))))
     best = grid[int(np.argmin(losses))]
-    model = make(best, True).fit(x[fold.train], y[fold.train])
+    model = make(best, True).fit(x[fold.kept], y[fold.kept])
     if not k:
         return Prediction(values=model.predict(x[fold.test])), best
     prob = _proba(model, x[fold.test], k)
@@ -228,12 +284,16 @@ def fit_rf(study: Study, fold: Fold, budget: str) -> tuple[Prediction, dict[str,
             random_state=fold.seed,
         )  # fmt: skip
 
-    prediction, best = tune_and_refit(study, fold, study.abundance, make, RF_GRID)
+    reads = study.as_aam_reads(fold.seed, fold.depth)
+    x = np.asarray(relative_abundance(reads).toarray())  # [n_samples, n_features]
+    prediction, best = tune_and_refit(study, fold, x, make, RF_GRID)
     return prediction, {"max_features": best[0], "min_samples_leaf": best[1]}
 
 
-def fit_linear(study: Study, fold: Fold) -> tuple[Prediction, dict[str, Any]]:
-    x = study.logratios
+def fit_linear(study: Study, fold: Fold, *, raw: bool = False) -> tuple[Prediction, dict[str, Any]]:
+    """Ridge or logistic regression on CLR abundances: of the counts as AAM reads them, or
+    (``raw``: the ``linear_raw`` row) of the raw counts, which carry sequencing depth."""
+    x = study.raw_logratios if raw else clr(study.as_aam_reads(fold.seed, fold.depth).counts)
     if study.classes:
         logistic = lambda c, _: LogisticRegression(C=c, max_iter=5000)  # noqa: E731
         prediction, best = tune_and_refit(study, fold, x, logistic, LOGISTIC_CS)
@@ -242,12 +302,26 @@ def fit_linear(study: Study, fold: Fold) -> tuple[Prediction, dict[str, Any]]:
     return prediction, {"alpha": best}
 
 
+def fit_depth(study: Study, fold: Fold) -> tuple[Prediction, dict[str, Any]]:
+    """log(raw reads) alone: ridge or logistic regression on the one standardised feature."""
+    x = study.log_depths
+    if study.classes:
+        logistic = lambda c, _: make_pipeline(  # noqa: E731
+            StandardScaler(), LogisticRegression(C=c, max_iter=5000)
+        )
+        prediction, best = tune_and_refit(study, fold, x, logistic, DEPTH_CS)
+        return prediction, {"C": best}
+    ridge = lambda a, _: make_pipeline(StandardScaler(), Ridge(alpha=a))  # noqa: E731
+    prediction, best = tune_and_refit(study, fold, x, ridge, DEPTH_ALPHAS)
+    return prediction, {"alpha": best}
+
+
 def fit_constant(study: Study, fold: Fold) -> tuple[Prediction, dict[str, Any]]:
-    n = fold.test.size
+    n, rows = fold.test.size, fold.kept
     if not study.classes:
-        median = float(np.median(study.y[fold.train]))
+        median = float(np.median(study.y[rows]))
         return Prediction(values=np.full(n, median)), {"value": median}
-    share = np.bincount(study.codes[fold.train], minlength=len(study.classes)) / fold.train.size
+    share = np.bincount(study.codes[rows], minlength=len(study.classes)) / rows.size
     majority = study.classes[int(share.argmax())]
     # the same scores for every sample: the ROC AUC is exactly 0.5
     constant = Prediction(labels=np.full(n, majority), probabilities=np.tile(share, (n, 1)))
@@ -359,15 +433,19 @@ def fit_fold(
     study: Study, fold: Fold, models: Sequence[str], budget: str, aam: AamOptions, out: Path
 ) -> Iterator[tuple[str, Prediction, dict[str, Any], float]]:
     """Per model: its test-fold prediction, its choices and its seconds (fit + predict). AAM
-    and the ensemble come from one training run and share its seconds."""
+    and the ensemble come from one training run and share its seconds. A baseline's choices
+    begin with the fold's depth and its training rows (the samples AAM keeps)."""
     plain = {
         "rf": lambda: fit_rf(study, fold, budget),
         "linear": lambda: fit_linear(study, fold),
+        "linear_raw": lambda: fit_linear(study, fold, raw=True),
         "constant": lambda: fit_constant(study, fold),
+        "depth": lambda: fit_depth(study, fold),
     }
     for model in (m for m in models if m in plain):
         clock = time.perf_counter()
         prediction, info = plain[model]()
+        info = {"depth": fold.depth, "n_train": int(fold.kept.size), **info}
         yield model, prediction, info, time.perf_counter() - clock
     wanted = set(models) & AAM_MODELS
     if wanted:

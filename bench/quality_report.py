@@ -1,9 +1,10 @@
 """Scoring, statistics, progress lines and the figure of ``bench/quality.py``.
 
-Metrics per sample and with each subject (group) weighted once, summaries over folds and the
-paired bootstrap interval are pure functions, so that every number the benchmark reports can be
-checked by hand. The PNG is drawn with matplotlib's object-oriented API on an Agg canvas, never
-pyplot, whose global state is not ours to change.
+Metrics per sample and with each subject (group) weighted once, summaries over folds, the
+paired bootstrap interval, the choice of the best baseline and the depth check are pure
+functions, so that every number the benchmark reports can be checked by hand. The PNG is drawn
+with matplotlib's object-oriented API on an Agg canvas, never pyplot, whose global state is not
+ours to change.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ from sklearn.metrics import f1_score, roc_auc_score
 from aam_core.train.callbacks import Callback, EpochEvent
 
 PRIMARY = {"regression": "mae", "classification": "roc_auc"}
+LOWER_IS_BETTER = frozenset({"mae", "rmse"})
+# The depth check: sequencing depth alone predicts the target when the depth model's mean over
+# folds reaches this (the thresholds the product's own depth check will use).
+DEPTH_THRESHOLDS = {"regression": ("r2", 0.25), "classification": ("roc_auc", 0.75)}
 METRICS = {
     "regression": ("mae", "rmse", "r2"),
     "classification": ("accuracy", "macro_f1", "roc_auc"),
@@ -224,6 +229,58 @@ def score_frame(frame: pd.DataFrame, task: str, classes: Sequence[str]) -> dict:
     return score(task, true, groups, labels=labels, probabilities=prob, classes=classes)
 
 
+def paired_difference(
+    task: str,
+    model: Sequence[Mapping[str, Any]],
+    reference: Sequence[Mapping[str, Any]],
+    *,
+    n_resamples: int = 10_000,
+) -> dict[str, Any]:
+    """Per view, the bootstrap interval of ``model`` minus ``reference`` in the primary metric,
+    fold by fold (the two models' records of the same folds, in the same order)."""
+    metric = PRIMARY[task]
+    pairs = list(zip(model, reference, strict=True))
+    assert all((a["seed"], a["fold"]) == (b["seed"], b["fold"]) for a, b in pairs)
+    return {
+        view: bootstrap_interval(
+            [a[view][metric] - b[view][metric] for a, b in pairs], n_resamples=n_resamples
+        )
+        for view in VIEWS
+    }
+
+
+def best_model(task: str, results: Mapping[str, Any], candidates: Sequence[str]) -> str | None:
+    """Of ``candidates`` that were run, the one with the best per-sample mean of the primary
+    metric over folds (lowest MAE, highest AUC; the first of equals); None when none has one."""
+    metric = PRIMARY[task]
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    scored = [
+        (sign * results[m]["mean"]["per_sample"][metric], -k, m)
+        for k, m in enumerate(candidates)
+        if m in results and results[m]["mean"]["per_sample"][metric] is not None
+    ]
+    return max(scored)[2] if scored else None
+
+
+def depth_check(task: str, results: Mapping[str, Any], model: str = "depth") -> dict | None:
+    """How far the depth model (log reads alone) predicts the target: its mean primary metric
+    and whether its mean of the checked metric reaches :data:`DEPTH_THRESHOLDS`, per view."""
+    if model not in results:
+        return None
+    means = results[model]["mean"]
+    metric, threshold = DEPTH_THRESHOLDS[task]
+    checked = {view: means[view][metric] for view in VIEWS}
+    return {
+        "model": model,
+        "primary_metric": PRIMARY[task],
+        "primary_mean": {view: means[view][PRIMARY[task]] for view in VIEWS},
+        "metric": metric,
+        "threshold": threshold,
+        "mean": checked,
+        "reaches": {view: v is not None and v >= threshold for view, v in checked.items()},
+    }
+
+
 def summarise(
     task: str,
     classes: Sequence[str],
@@ -231,10 +288,16 @@ def summarise(
     predictions: pd.DataFrame,
     *,
     reference: str = "rf",
+    baselines: Sequence[str] = (),
+    contenders: Sequence[str] = (),
+    depth_model: str = "depth",
     n_resamples: int = 10_000,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Per model: fold records, mean and sd over folds, pooled out-of-fold scores per seed and
-    summed seconds; and the paired differences of the primary metric against ``reference``."""
+) -> dict[str, Any]:
+    """Per model (``results``): fold records, mean and sd over folds, pooled out-of-fold scores
+    per seed and summed seconds. ``differences``: the paired differences of the primary metric
+    of every model against ``reference``, and of each of ``contenders`` against the best of
+    ``baselines`` (``best_baseline``) and against ``depth_model``. ``depth_check``: see
+    :func:`depth_check`."""
     results: dict[str, Any] = {}
     for model, folds in records.items():
         means, sds = mean_sd(folds, task)
@@ -245,20 +308,36 @@ def summarise(
         seconds = sum(r["seconds"] for r in folds)
         results[model] = {"mean": means, "sd": sds, "pooled": pooled, "seconds": seconds,
                           "folds": folds}  # fmt: skip
-    metric = PRIMARY[task]
+
+    def paired(model: str, other: str) -> dict[str, Any]:
+        return paired_difference(task, records[model], records[other], n_resamples=n_resamples)
+
     differences: dict[str, Any] = {}
-    for model in records:
-        if model == reference or reference not in records:
-            continue
-        pairs = list(zip(records[model], records[reference], strict=True))
-        assert all((a["seed"], a["fold"]) == (b["seed"], b["fold"]) for a, b in pairs)
-        differences[f"{model}-{reference}"] = {
-            view: bootstrap_interval(
-                [a[view][metric] - b[view][metric] for a, b in pairs], n_resamples=n_resamples
-            )
-            for view in VIEWS
+    if reference in records:
+        for model in records:
+            if model != reference:
+                differences[f"{model}-{reference}"] = paired(model, reference)
+    best = best_model(task, results, baselines)
+    for model in (m for m in contenders if m in records):
+        if best is not None:
+            differences[f"{model}-best_baseline"] = {"baseline": best, **paired(model, best)}
+        if depth_model in records:
+            differences[f"{model}-{depth_model}"] = paired(model, depth_model)
+    metric = PRIMARY[task]
+    best_baseline = None
+    if best is not None:
+        best_baseline = {
+            "model": best,
+            "among": [m for m in baselines if m in records],
+            "chosen_by": f"best per-sample mean {metric} over folds",
+            "mean": {view: results[best]["mean"][view][metric] for view in VIEWS},
         }
-    return results, differences
+    return {
+        "results": results,
+        "differences": differences,
+        "best_baseline": best_baseline,
+        "depth_check": depth_check(task, results, depth_model),
+    }
 
 
 def finite(value: Any) -> Any:

@@ -1,9 +1,12 @@
 """bench/quality.py: subject-weighted metrics and the bootstrap interval against hand-computed
-values, grouped folds, the ensemble hook, and one end-to-end run on a tiny synthetic study whose
-fold metrics are recomputed from the predictions it wrote."""
+values, grouped folds, the baselines' rarefied counts against aam_core's rarefaction, the
+ensemble hook, one end-to-end run on a tiny synthetic study whose fold metrics and paired
+differences are recomputed from the predictions it wrote, and a study whose labels follow
+sequencing depth alone."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -26,6 +29,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from aam_core.data.rarefy import choose_depth, rarefy
 from aam_core.data.synthetic import SyntheticSpec, generate, write_study
 from aam_core.errors import UserError
 from aam_core.predict import SamplePrediction
@@ -160,10 +164,26 @@ def test_sample_output_reads_predictions_and_ensemble_components() -> None:
 
 
 def test_models_are_checked_and_default_to_all() -> None:
-    assert quality.resolve_models(None) == ["rf", "linear", "constant", "aam", "ensemble"]
+    everything = ["rf", "linear", "linear_raw", "constant", "depth", "aam", "ensemble"]
+    assert quality.resolve_models(None) == everything
     assert quality.resolve_models(" aam, rf,aam") == ["aam", "rf"]
-    with pytest.raises(models.UsageError, match="choose from rf, linear, constant, aam, ensemble"):
+    with pytest.raises(models.UsageError, match="choose from rf, linear, linear_raw, constant, d"):
         quality.resolve_models("rf,forest")
+
+
+def test_the_best_baseline_is_the_best_mean_of_the_depth_free_ones() -> None:
+    def results(**means: float | None) -> dict[str, Any]:
+        return {m: {"mean": {"per_sample": {"mae": v, "roc_auc": v}}} for m, v in means.items()}
+
+    free = ("rf", "linear", "constant")
+    # lowest MAE; linear_raw is lower still but not a candidate
+    got = results(rf=2.0, linear=1.5, constant=3.0, linear_raw=1.0)
+    assert report.best_model("regression", got, free) == "linear"
+    # highest AUC; a model without an AUC (None) and one not run are skipped; equals: the first
+    got = results(rf=0.7, linear=None, constant=0.5, linear_raw=0.9)
+    assert report.best_model("classification", got, free) == "rf"
+    assert report.best_model("classification", results(rf=0.5, constant=0.5), free) == "rf"
+    assert report.best_model("classification", results(linear_raw=0.9), free) is None
 
 
 def test_aam_config_cannot_move_the_shared_split() -> None:
@@ -245,13 +265,17 @@ def run_age_study(study_dir: Path, out: Path, models: str) -> dict[str, Any]:
 @pytest.mark.usefixtures("small_forests")
 def test_end_to_end_on_a_synthetic_study(study_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = run_age_study(study_dir, out, "rf,linear,constant,aam")
+    result = run_age_study(study_dir, out, "rf,linear,linear_raw,constant,depth,aam")
     assert json.loads((out / "quality.json").read_text()) == result
     assert (out / "quality.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (result["n_samples"], result["n_groups"]) == (60, 15)  # 4 samples per subject
-    assert result["models"] == ["rf", "linear", "constant", "aam"]
+    assert result["models"] == ["rf", "linear", "linear_raw", "constant", "depth", "aam"]
     assert result["primary_metric"] == "mae"
-    assert set(result["differences"]) == {"linear-rf", "constant-rf", "aam-rf"}
+    assert result["depths"] == [500]  # --aam-config's rarefaction_depth: every sample kept
+    assert set(result["differences"]) == {
+        "linear-rf", "linear_raw-rf", "constant-rf", "depth-rf", "aam-rf",
+        "aam-best_baseline", "aam-depth",
+    }  # fmt: skip
     assert result["machine"]["cores"] >= 1 and result["versions"]["sklearn"]
     predictions = pd.read_csv(out / "predictions.tsv", sep="\t")
     for model, summary in result["results"].items():
@@ -279,9 +303,29 @@ def test_end_to_end_on_a_synthetic_study(study_dir: Path, tmp_path: Path) -> Non
         a["per_sample"]["mae"] - r["per_sample"]["mae"] for a, r in zip(aam, rf, strict=True)
     ]
     assert result["differences"]["aam-rf"]["per_sample"]["mean"] == pytest.approx(np.mean(expected))
-    for fold in aam:  # the forest chose on the validation samples AAM stopped on
+    for fold, forest in zip(aam, rf, strict=True):
+        # the forest chose on the validation samples AAM stopped on, at AAM's depth
         assert fold["details"]["inner_split_matches"] is True
         assert fold["details"]["epochs_run"] == 2
+        assert fold["details"]["depth"] == forest["details"]["depth"] == 500
+    # the best depth-free baseline: the lowest mean MAE of rf, linear and constant
+    means = {m: result["results"][m]["mean"]["per_sample"]["mae"] for m in result["results"]}
+    best = min(("rf", "linear", "constant"), key=means.__getitem__)
+    assert result["best_baseline"]["model"] == best
+    assert result["best_baseline"]["mean"]["per_sample"] == means[best]
+    assert result["differences"]["aam-best_baseline"]["baseline"] == best
+    for other, key in ((best, "aam-best_baseline"), ("depth", "aam-depth")):
+        folds = result["results"][other]["folds"]
+        for view in ("per_sample", "subject_weighted"):
+            paired = [a[view]["mae"] - b[view]["mae"] for a, b in zip(aam, folds, strict=True)]
+            assert result["differences"][key][view] == report.bootstrap_interval(paired)
+    # the depth check of a regression: the depth model's mean R², against 0.25
+    check, depth = result["depth_check"], result["results"]["depth"]["mean"]
+    assert check["metric"] == "r2" and check["threshold"] == 0.25
+    assert check["primary_mean"] == {v: depth[v]["mae"] for v in ("per_sample", "subject_weighted")}
+    for view in ("per_sample", "subject_weighted"):
+        assert check["mean"][view] == depth[view]["r2"]
+        assert check["reaches"][view] == (depth[view]["r2"] >= 0.25)
 
 
 @pytest.mark.usefixtures("small_forests")
@@ -338,7 +382,13 @@ def test_pretraining_reports_the_encoders_held_out_unifrac_r2(
 @pytest.mark.usefixtures("small_forests")
 def test_aam_and_the_ensemble_come_from_one_run(study_dir: Path, tmp_path: Path) -> None:
     result = run_age_study(study_dir, tmp_path, "rf,aam,ensemble")
-    assert set(result["differences"]) == {"aam-rf", "ensemble-rf"}
+    assert set(result["differences"]) == {
+        "aam-rf", "ensemble-rf", "aam-best_baseline", "ensemble-best_baseline"
+    }  # fmt: skip
+    assert result["best_baseline"]["model"] == "rf" and result["depth_check"] is None
+    for model in ("aam", "ensemble"):  # the forest, the one depth-free baseline run
+        against = result["differences"][f"{model}-best_baseline"]
+        assert against == {"baseline": "rf", **result["differences"][f"{model}-rf"]}
     aam, ensemble = result["results"]["aam"]["folds"], result["results"]["ensemble"]["folds"]
     assert len(list((tmp_path / "aam").iterdir())) == 2  # one training run per fold
     predictions = pd.read_csv(tmp_path / "predictions.tsv", sep="\t")
@@ -392,3 +442,125 @@ def test_folds_run_in_parallel_give_the_results_of_one_at_a_time(
     with pytest.raises(models.UsageError, match="--first-seed must be >= 0, got -1"):
         quality.main([str(study_dir), "--target", "age", "--task", "regression",
                       "--first-seed", "-1"])  # fmt: skip
+
+
+@pytest.mark.usefixtures("small_forests")
+def test_baselines_read_the_counts_aam_reads(
+    study_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study = models.load_study(study_dir, "age", "regression", "subject", [], 1000)
+    fold = quality.make_folds(study, range(1, 2), 3, None)[0]  # seed 1, AAM's default depth
+    depths = study.inputs.table.depths()
+    # the synthetic reads span 3,000-12,000: the default 5,000 would drop > 10% of the samples
+    assert fold.depth == choose_depth(depths[fold.train]).depth < 5000
+    assert np.array_equal(fold.kept, fold.train[depths[fold.train] >= fold.depth])
+    assert fold.kept.size < fold.train.size  # AAM drops training samples below its depth
+    shallow = fold.test[depths[fold.test] < fold.depth]
+    assert shallow.size  # test samples AAM predicts unrarefied
+
+    fits: dict[str, list[np.ndarray]] = {}
+    seen: dict[str, np.ndarray] = {}
+    original = models.tune_and_refit
+
+    def spy(study: Any, fold: Any, x: np.ndarray, make: Any, grid: Any) -> Any:
+        """tune_and_refit, recording its features and what the refit model is fit on."""
+        name = type(make(grid[0], True)).__name__
+        seen[name], fits[name] = x, []
+
+        def recording(point: Any, refit: bool) -> Any:
+            model = make(point, refit)
+            fit = model.fit
+            if refit:
+                model.fit = lambda x, y: (fits[name].append(x), fit(x, y))[1]
+            return model
+
+        return original(study, fold, x, recording, grid)
+
+    monkeypatch.setattr(models, "tune_and_refit", spy)
+    models.fit_rf(study, fold, "cpu")
+    models.fit_linear(study, fold)
+    models.fit_linear(study, fold, raw=True)  # Ridge again: its record replaces linear's
+    raw_clr = seen.pop("Ridge")
+    models.fit_linear(study, fold)
+
+    drawn = rarefy(study.inputs.table, fold.depth, seed=1)  # aam_core's draw, the outer seed
+    kept = np.searchsorted(drawn.kept_rows, fold.kept)
+    assert np.array_equal(drawn.kept_rows[kept], fold.kept)
+    counts = drawn.table.counts[kept].toarray()  # [n_kept, n_features], depth reads each
+    (forest,) = fits["RandomForestRegressor"]  # refit once, on the rows AAM keeps
+    assert forest.sum(axis=1) == pytest.approx(np.ones(fold.kept.size))
+    assert forest * fold.depth == pytest.approx(counts)
+    (linear,) = fits["Ridge"]
+    assert linear == pytest.approx(models.clr(sp.csr_matrix(counts)))
+    # test samples: the deep ones rarefied by the same draw, the shallow ones as they are
+    deep = np.setdiff1d(fold.test, shallow)
+    x = seen["RandomForestRegressor"]
+    rarefied = drawn.table.counts[np.searchsorted(drawn.kept_rows, deep)].toarray()
+    assert x[deep] * fold.depth == pytest.approx(rarefied)
+    raw = study.inputs.table.counts[shallow].toarray()
+    assert x[shallow] == pytest.approx(raw / raw.sum(axis=1, keepdims=True))
+    # linear_raw reads the raw counts of every sample
+    assert raw_clr == pytest.approx(models.clr(study.inputs.table.counts))
+    # a second draw for the same (seed, depth) is the one already drawn
+    assert study.as_aam_reads(1, fold.depth) is study.as_aam_reads(1, fold.depth)
+
+
+@pytest.fixture(scope="module")
+def depth_study_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A study whose label ``batch`` is sequencing depth alone: each subject is sequenced
+    shallow (6,000-9,000 reads) or deep (30,000-60,000), every read drawn from the sample's
+    composition, which is independent of the label; so counts rarefied to 5,000 carry no trace
+    of it (a multinomial rarefied is a multinomial of the same proportions)."""
+    base = generate(SyntheticSpec(n_samples=80, n_asvs=60, asvs_per_sample=20, seed=2))
+    rng = np.random.default_rng(5)
+    subjects = base.metadata["subject"].to_numpy()
+    names = np.unique(subjects)
+    deep = np.isin(subjects, rng.permutation(names)[: names.size // 2])  # [80]
+    composition = base.table.counts.toarray().astype(np.float64)
+    composition /= composition.sum(axis=1, keepdims=True)
+    reads = np.where(deep, rng.integers(30_000, 60_001, 80), rng.integers(6_000, 9_001, 80))
+    counts = np.stack([rng.multinomial(n, p) for n, p in zip(reads, composition, strict=True)])
+    table = dataclasses.replace(base.table, counts=sp.csr_matrix(counts.astype(np.int64)))
+    metadata = base.metadata.assign(batch=np.where(deep, "deep", "shallow"))
+    directory = tmp_path_factory.mktemp("depth-study")
+    write_study(dataclasses.replace(base, table=table, metadata=metadata), directory)
+    return directory
+
+
+@pytest.mark.usefixtures("small_forests")
+def test_a_label_that_follows_depth_is_read_by_depth_alone(
+    depth_study_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drawn: list[list[str]] = []
+    plot = quality.plot_quality
+
+    def spy(path: Path, title: str, task: str, records: Any, predictions: Any) -> Path:
+        drawn.append(list(records))
+        return plot(path, title, task, records, predictions)
+
+    monkeypatch.setattr(quality, "plot_quality", spy)
+    result = quality.main(
+        [str(depth_study_dir), "--target", "batch", "--task", "classification",
+         "--group", "subject", "--seeds", "1", "--folds", "4",
+         "--models", "rf,linear,linear_raw,constant,depth", "--jobs", "1",
+         "--out", str(tmp_path)]
+    )  # fmt: skip
+    assert result["depths"] == [5000]  # every sample has >= 6,000 reads: none dropped
+    auc = {m: r["mean"]["per_sample"]["roc_auc"] for m, r in result["results"].items()}
+    assert auc["depth"] == 1.0  # the label is the depth
+    assert abs(auc["rf"] - 0.5) < 0.2 and abs(auc["linear"] - 0.5) < 0.2
+    assert auc["constant"] == 0.5
+    check = result["depth_check"]
+    assert (check["metric"], check["threshold"]) == ("roc_auc", 0.75)
+    assert check["mean"]["per_sample"] == check["primary_mean"]["per_sample"] == 1.0
+    assert check["reaches"] == {"per_sample": True, "subject_weighted": True}
+    # linear_raw: reported and described, never drawn nor the best baseline
+    assert "linear_raw" in result["results"] and "linear_raw-rf" in result["differences"]
+    assert "not a depth-free baseline" in result["linear_raw"]["note"]
+    assert drawn == [["rf", "linear", "constant", "depth"]]
+    best = max(("rf", "linear", "constant"), key=auc.__getitem__)
+    assert result["best_baseline"]["model"] == best
+    assert result["best_baseline"]["among"] == ["rf", "linear", "constant"]
+    predictions = pd.read_csv(tmp_path / "predictions.tsv", sep="\t")
+    assert set(predictions["model"]) == {"rf", "linear", "linear_raw", "constant", "depth"}
+    print({m: round(v, 3) for m, v in auc.items()})
