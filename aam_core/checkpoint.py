@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import pickle
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,7 @@ class Checkpoint:
     format_version: int = FORMAT_VERSION
     resume: dict[str, Any] | None = None
     forest: ForestPart | None = None  # an ensemble's random forest and blend weight
-    vocabulary: tuple[str, ...] | None = None  # the ASVs of config.sample.vocabulary, in order
+    vocabulary: tuple[str, ...] | None = None  # the ASVs of config.vocabulary, in order
 
     @property
     def classes(self) -> list[str] | None:
@@ -173,10 +174,9 @@ def load_checkpoint(path: str | Path, *, name: str | None = None) -> Checkpoint:
     if (kind == "encoder") != (config.target is None):
         raise CheckpointError(f"{file}: kind {kind!r} does not match its config's target head")
     known = 0 if checkpoint.vocabulary is None else len(checkpoint.vocabulary)
-    if known != config.sample.vocabulary:
+    if known != config.vocabulary:
         raise CheckpointError(
-            f"{file}: its ASV vocabulary lists {known} ASVs, its model embeds "
-            f"{config.sample.vocabulary}"
+            f"{file}: its ASV vocabulary lists {known} ASVs, its model reads {config.vocabulary}"
         )
     if checkpoint.forest is not None and (
         kind == "encoder" or checkpoint.forest.task != config.target.task  # type: ignore[union-attr]
@@ -205,39 +205,85 @@ class LoadReport:
     matched: list[str]
     missing: list[str]  # regressor keys left at their initial values
     skipped: list[str]  # checkpoint keys not used
+    identities: int = 0  # ASVs of the regressor's vocabulary whose identity came from it
+
+
+IDENTITY = "sample.identity.weight"  # [V + 1, D]: an encoder's ASV identities
 
 
 def load_encoder(
-    regressor: SequenceRegressor, checkpoint: Checkpoint, *, name: str = "checkpoint"
+    model: SequenceRegressor | SequenceEncoder,
+    checkpoint: Checkpoint,
+    *,
+    name: str = "checkpoint",
+    vocabulary: Sequence[str] | None = None,
 ) -> LoadReport:
     """Load a pretrained encoder (or the encoder part of a trained model) into a regressor's
-    base. Refuses a checkpoint whose architecture differs or where nothing matched."""
+    base, or into an encoder that pretraining continues on other data. Refuses a checkpoint
+    whose architecture differs or where nothing matched.
+
+    ASV identities belong to one vocabulary each: the regressor's ASVs (``vocabulary``, its
+    rows 1..V) that the checkpoint's vocabulary holds take their identity from it, matched by
+    sequence, and the others start at zero, as an unknown ASV is read. (A checkpoint without
+    identities leaves the regressor's at their initial values, unless the encoder is frozen:
+    then they are zero, since they could not learn.)"""
     if checkpoint.kind == "encoder":
         source = checkpoint.state_dict
     else:  # fine-tune a trained model's encoder: take its base.* weights
         source = {
             k[len("base.") :]: v for k, v in checkpoint.state_dict.items() if k.startswith("base.")
         }
-    if checkpoint.config.nucleotide != regressor.config.nucleotide or (
-        _encoder_part(checkpoint.config.sample) != _encoder_part(regressor.config.sample)
+    encoder = model.base if isinstance(model, SequenceRegressor) else model
+    frozen = isinstance(model, SequenceRegressor) and model.freeze_base
+    if checkpoint.config.nucleotide != model.config.nucleotide or (
+        _encoder_part(checkpoint.config.sample) != _encoder_part(model.config.sample)
     ):
         raise CheckpointError(
             f"{name}: its encoder architecture (dim {checkpoint.config.dim}, "
             f"{checkpoint.config.sample.layers} sample layers, "
             f"{checkpoint.config.nucleotide.layers} nucleotide layers) differs from the model "
-            f"being trained (dim {regressor.config.dim}, {regressor.config.sample.layers}, "
-            f"{regressor.config.nucleotide.layers})"
+            f"being trained (dim {model.config.dim}, {model.config.sample.layers}, "
+            f"{model.config.nucleotide.layers})"
         )
-    target = regressor.base.state_dict()
+    target = encoder.state_dict()
+    source = dict(source)
+    identities = 0
+    if IDENTITY in target and vocabulary is not None:
+        identity, identities = _remapped_identities(
+            target[IDENTITY], source.get(IDENTITY), checkpoint.vocabulary, vocabulary
+        )
+        if frozen or identities:
+            source[IDENTITY] = identity
     matched = [k for k, v in source.items() if k in target and target[k].shape == v.shape]
     if not matched:
         raise CheckpointError(f"{name}: no weight matched the encoder; is it an AAM encoder?")
-    result = regressor.base.load_state_dict({k: source[k] for k in matched}, strict=False)
+    result = encoder.load_state_dict({k: source[k] for k in matched}, strict=False)
     return LoadReport(
         matched=sorted(matched),
         missing=sorted(result.missing_keys),
         skipped=sorted(set(source) - set(matched)),
+        identities=identities,
     )
+
+
+def _remapped_identities(
+    initial: torch.Tensor,
+    trained: torch.Tensor | None,
+    trained_vocabulary: Sequence[str] | None,
+    vocabulary: Sequence[str],
+) -> tuple[torch.Tensor, int]:
+    """``[V + 1, D]``: row r holds ``trained``'s identity of the sequence ``vocabulary[r -
+    1]`` where ``trained_vocabulary`` lists it, zero elsewhere (row 0 too); and how many rows
+    were found."""
+    out = torch.zeros_like(initial)  # [V + 1, D]
+    if trained is None or not trained_vocabulary:
+        return out, 0
+    row_of = {seq.upper(): r for r, seq in enumerate(trained_vocabulary, start=1)}
+    pairs = [(r, row_of[s.upper()]) for r, s in enumerate(vocabulary, 1) if s.upper() in row_of]
+    if pairs:
+        to, source_rows = (torch.tensor(c) for c in zip(*pairs, strict=True))
+        out[to] = trained[source_rows].to(out.dtype)
+    return out, len(pairs)
 
 
 def _encoder_part(config: SampleEncoderConfig) -> SampleEncoderConfig:

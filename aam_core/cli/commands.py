@@ -62,8 +62,7 @@ NOT_PRETRAIN = (
     "class_weights",
     "target_pooling",
     "linear_head",
-    "asv_vocabulary",
-    "identity_dropout",
+    "refit",
     "baseline",
     "passes",
 )
@@ -135,7 +134,15 @@ def pretrain(
     out: Out,
     tree: Tree = None,
     sequences: Sequences = None,
+    metadata: Annotated[
+        Path | None,
+        Opt("--metadata", help="Sample metadata TSV, for --group-column (optional)."),
+    ] = None,
     distance_matrix: Annotated[Path | None, Opt("--distance-matrix")] = None,
+    pretrained_encoder: Annotated[
+        Path | None,
+        Opt("--pretrained-encoder", help="Continue pretraining this encoder on this table."),
+    ] = None,
     config: ConfigFile = None,
     device: Device = "auto",
     resume: Resume = False,
@@ -157,10 +164,11 @@ def pretrain(
         "table": table,
         "tree": tree,
         "sequences": sequences,
+        "metadata": metadata,
         "distance_matrix": distance_matrix,
     }
     inputs = load_files(files)
-    run = plan_local("pretrain", values, inputs, device=device)
+    run = plan_local("pretrain", values, inputs, base_checkpoint=pretrained_encoder, device=device)
     hashes = file_hashes(files)
     stage = functools.partial(run_pretrain, device=device, dataset_sha256=hashes)
     _execute(ctx, functools.partial(stage, inputs, run, out), dist_ctx)

@@ -254,7 +254,7 @@ class Collator:
         if self.engine is not None:
             unifrac, faith = self.engine.unweighted_and_faith_pd(counts)
         elif self.distances is not None:
-            unifrac = torch.from_numpy(self.distances[np.ix_(rows, rows)].astype(np.float64))
+            unifrac = self.unifrac(counts, rows)
             if self.faith_pd is not None:
                 faith = torch.from_numpy(self.faith_pd[rows].astype(np.float64))
         identity = None
@@ -276,6 +276,16 @@ class Collator:
             token_positions=None if token_positions is None else torch.from_numpy(token_positions),
             slot_positions=None if slot_positions is None else torch.from_numpy(slot_positions),
         )
+
+    def unifrac(self, counts: sp.csr_matrix, rows: np.ndarray) -> torch.Tensor | None:
+        """UniFrac distances ``float64 [n, n]`` between the samples of ``counts [n,
+        n_features]`` (rarefied reads), which are the dataset's ``rows [n]``: from the engine
+        or the precomputed matrix; None when the collator has neither."""
+        if self.engine is not None:
+            return self.engine.unweighted(counts)
+        if self.distances is not None:
+            return torch.from_numpy(self.distances[np.ix_(rows, rows)].astype(np.float64))
+        return None
 
     def _targets(self, samples: Sequence[Sample]) -> torch.Tensor | None:
         values = [s.target for s in samples]

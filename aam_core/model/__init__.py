@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 from aam_core import lazy_attributes
 
 if TYPE_CHECKING:
-    from aam_core.model.aam import ModelOutput, SequenceEncoder, SequenceRegressor, Standardizer
+    from aam_core.model.aam import ModelOutput, SequenceEncoder, SequenceRegressor
+    from aam_core.model.blocks import Standardizer
     from aam_core.model.config import (
         AAMConfig,
         ConfigError,
@@ -26,7 +27,7 @@ _HOME = {
     "ModelOutput": "aam",
     "SequenceEncoder": "aam",
     "SequenceRegressor": "aam",
-    "Standardizer": "aam",
+    "Standardizer": "blocks",
     "AAMConfig": "config",
     "ConfigError": "config",
     "LossWeights": "config",

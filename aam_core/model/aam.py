@@ -9,41 +9,11 @@ import torch
 from torch import nn
 
 from aam_core.data.batching import Batch
+from aam_core.model.blocks import Standardizer
 from aam_core.model.config import AAMConfig, ConfigError
 from aam_core.model.encoders import NucleotideEncoder, SampleEncoder
 from aam_core.model.heads import NucleotideHead, ScalarHead, TargetHead, UniFracHead
 from aam_core.model.masking import choose_hidden_slots, corrupt_nucleotides
-
-
-class Standardizer(nn.Module):
-    """Train-split mean and std of a value, kept in the state dict (and so in checkpoints)."""
-
-    mean: torch.Tensor
-    std: torch.Tensor
-
-    def __init__(self, size: int = 1) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(size))
-        self.register_buffer("std", torch.ones(size))
-
-    def fit(self, values: torch.Tensor) -> None:
-        """Set mean and std from ``values [n]`` or ``[n, size]`` (a constant gets std 1)."""
-        values = values.reshape(values.shape[0], -1).to(self.mean)
-        std = (
-            values.std(dim=0, unbiased=False) if values.shape[0] > 1 else torch.ones_like(self.std)
-        )
-        self.mean.copy_(values.mean(dim=0))
-        self.std.copy_(torch.where(std > 0, std, torch.ones_like(std)))
-
-    def standardize(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self._view(self.mean, x)) / self._view(self.std, x)
-
-    def destandardize(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self._view(self.std, x) + self._view(self.mean, x)
-
-    @staticmethod
-    def _view(stat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return stat if x.ndim > 1 else stat.squeeze(0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,7 +48,7 @@ class SequenceEncoder(nn.Module):
         self.config = config
         self.nucleotide = NucleotideEncoder(config.nucleotide)
         self.sample = SampleEncoder(config.sample)
-        self.unifrac_head = UniFracHead(config.dim)
+        self.unifrac_head = UniFracHead(config.dim, affine=config.unifrac_head == "affine")
         self.faith_head = ScalarHead(config.dim)
         self.nucleotide_head = NucleotideHead(config.dim)
         self.faith_norm = Standardizer(1)
@@ -182,10 +152,7 @@ class SequenceRegressor(nn.Module):
             raise ConfigError("the base encoder's architecture differs from config's")
         self.count_head = ScalarHead(config.dim)
         self.target_head = TargetHead(
-            config.dim,
-            config.target,
-            vocabulary=config.sample.vocabulary,
-            identity_dropout=config.sample.identity_dropout,
+            config.dim, config.target, vocabulary=config.sample.vocabulary
         )
         self.target_norm = Standardizer(config.target.out_dim)
         if freeze_base:

@@ -205,3 +205,34 @@ def hide_identities(identity: torch.Tensor, rate: float) -> torch.Tensor:
         return identity
     keep = torch.rand(identity.shape, device=identity.device)
     return identity * (keep >= rate)  # [B, S]
+
+
+class Standardizer(nn.Module):
+    """Train-split mean and std of a value, kept in the state dict (and so in checkpoints)."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, size: int = 1) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(size))
+        self.register_buffer("std", torch.ones(size))
+
+    def fit(self, values: torch.Tensor) -> None:
+        """Set mean and std from ``values [n]`` or ``[n, size]`` (a constant gets std 1)."""
+        values = values.reshape(values.shape[0], -1).to(self.mean)
+        std = (
+            values.std(dim=0, unbiased=False) if values.shape[0] > 1 else torch.ones_like(self.std)
+        )
+        self.mean.copy_(values.mean(dim=0))
+        self.std.copy_(torch.where(std > 0, std, torch.ones_like(std)))
+
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self._view(self.mean, x)) / self._view(self.std, x)
+
+    def destandardize(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self._view(self.std, x) + self._view(self.mean, x)
+
+    @staticmethod
+    def _view(stat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return stat if x.ndim > 1 else stat.squeeze(0)

@@ -16,6 +16,8 @@ from aam_core.errors import ConfigError
 Task = Literal["regression", "classification"]
 TargetLoss = Literal["mse", "huber"]
 TargetPooling = Literal["attention", "attention+abundance"]
+LinearFeatures = Literal["log", "presence+log"]
+UniFracHeadKind = Literal["euclidean", "affine"]
 
 __all__ = [
     "AAMConfig",
@@ -69,6 +71,10 @@ class SampleEncoderConfig:
     # vector (0: none; the checkpoint lists them); any other ASV is read by sequence alone
     vocabulary: int = 0
     identity_dropout: float = 0.0  # share of slots whose identity is hidden while training
+    # Add a learned direction scaled by log(number of ASVs) to the pooled sample embedding:
+    # attention pooling is a weighted mean, blind to how many ASVs a sample holds, while
+    # richness carries much of the UniFrac distance (off in checkpoints written before it).
+    richness: bool = False
 
     def __post_init__(self) -> None:
         _check_transformer("sample", self.dim, self.heads, self.layers, self.dropout)
@@ -92,10 +98,17 @@ class TargetConfig:
     # before this field), or beside it the abundance-weighted mean of the states, a direct
     # path from "which ASVs, how abundant" to the target.
     pooling: TargetPooling = "attention"
-    # A learned weight per ASV of the vocabulary times its log1p(count) / log1p(depth), summed
-    # over the sample's ASVs and added to the head's output: a linear model on log abundances
-    # beside the network (off in the checkpoints written before this field; needs a vocabulary).
+    # A linear model on the ASVs of the vocabulary added to the head's output: a weight per
+    # ASV times its log1p(count) / log1p(depth), summed over the sample's ASVs (off in the
+    # checkpoints written before this field; needs a vocabulary).
     linear: bool = False
+    # "presence+log": beside that, a weight per ASV on its presence and an intercept, fitted
+    # in closed form before the network trains (aam_core.train.linear_base) and fixed after;
+    # "log": the log term alone, trained with the network (checkpoints written before this).
+    linear_features: LinearFeatures = "log"
+    # Rows of the linear term (ASVs of the run's train split); 0: the sample encoder's
+    # vocabulary (checkpoints written before this field).
+    vocabulary: int = 0
 
     def __post_init__(self) -> None:
         _check(
@@ -116,6 +129,11 @@ class TargetConfig:
             self.pooling in ("attention", "attention+abundance"),
             f"target.pooling must be 'attention' or 'attention+abundance', got {self.pooling!r}",
         )
+        _check(
+            self.linear_features in ("log", "presence+log"),
+            f"target.linear_features must be 'log' or 'presence+log', got {self.linear_features!r}",
+        )
+        _check(self.vocabulary >= 0, f"target.vocabulary must be >= 0, got {self.vocabulary}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -153,8 +171,16 @@ class AAMConfig:
     loss_weights: LossWeights = field(default_factory=LossWeights.pretraining)
     nucleotide_mask_fraction: float = 0.15
     count_mask_fraction: float = 0.15
+    # The UniFrac head: "euclidean" d = ||z_i - z_j|| (checkpoints written before this field),
+    # or "affine" d = a ||z_i - z_j|| + b with the loss in units of the train split's spread
+    # of distances (aam_core.model.heads.UniFracHead).
+    unifrac_head: UniFracHeadKind = "euclidean"
 
     def __post_init__(self) -> None:
+        _check(
+            self.unifrac_head in ("euclidean", "affine"),
+            f"unifrac_head must be 'euclidean' or 'affine', got {self.unifrac_head!r}",
+        )
         _check(
             self.nucleotide.dim == self.sample.dim,
             f"nucleotide.dim ({self.nucleotide.dim}) must equal sample.dim ({self.sample.dim})",
@@ -169,10 +195,23 @@ class AAMConfig:
                 "(a regressor or classifier); the pretraining model has none",
             )
         _check(bool(self.loss_weights.active()), "at least one loss weight must be > 0")
+        head = 0 if self.target is None else self.target.vocabulary
+        _check(
+            not (head and self.sample.vocabulary) or head == self.sample.vocabulary,
+            f"target.vocabulary ({head}) must equal sample.vocabulary "
+            f"({self.sample.vocabulary}): the two read one list of ASVs",
+        )
 
     @property
     def dim(self) -> int:
         return self.sample.dim
+
+    @property
+    def vocabulary(self) -> int:
+        """ASVs of the model's vocabulary: one list, read by the sample encoder's identity
+        embeddings and the target head's linear base, either of which may be absent."""
+        head = 0 if self.target is None else self.target.vocabulary
+        return self.sample.vocabulary or head
 
     @classmethod
     def default(cls, **overrides: Any) -> AAMConfig:
@@ -219,6 +258,8 @@ class AAMConfig:
             target=None if data.get("target") is None else build(TargetConfig, data["target"]),
             loss_weights=build(LossWeights, data.get("loss_weights", {})),
             **{
-                k: data[k] for k in ("nucleotide_mask_fraction", "count_mask_fraction") if k in data
+                k: data[k]
+                for k in ("nucleotide_mask_fraction", "count_mask_fraction", "unifrac_head")
+                if k in data
             },
         )

@@ -106,6 +106,11 @@ class SampleEncoder(nn.Module):
             config.dim, config.heads, config.layers, config.ffn_mult, config.dropout
         )
         self.pool = AttentionPool(config.dim)
+        self.richness: nn.Linear | None = None
+        if config.richness:  # starts at zero: log richness (~4) would swamp the pooled states
+            self.richness = nn.Linear(1, config.dim)
+            nn.init.zeros_(self.richness.weight)
+            nn.init.zeros_(self.richness.bias)
 
     def forward(
         self,
@@ -128,11 +133,16 @@ class SampleEncoder(nn.Module):
         ranks = torch.arange(s, device=asv_vectors.device)  # [S]
         x = asv_vectors + abundance_in + self.rank(ranks)[None]  # [B, S, D]
         if self.identity is not None and identity is not None:
-            if self.training:
-                # hide some identities so the sequence path learns to stand on its own (an
-                # ASV never seen in training has only its sequence)
-                identity = hide_identities(identity, self.config.identity_dropout)
-            x = x + self.identity(identity)  # [B, S, D]
+            rate = self.config.identity_dropout if self.training else 0.0
+            # hide some identities so the sequence path learns to stand on its own (an ASV
+            # never seen in training has only its sequence), and scale the others up as
+            # dropout does: evaluation sees every identity, as many as training on average
+            identity = hide_identities(identity, rate)  # [B, S]
+            x = x + self.identity(identity) / (1.0 - rate)  # [B, S, D]
         x = x * mask[..., None]  # padding slots carry nothing
         states = self.transformer(x, mask, positions)  # [B, S, D]
-        return SampleOutput(states, self.pool(states, mask))
+        embedding = self.pool(states, mask)  # [B, D]
+        if self.richness is not None:
+            n_asvs = mask.sum(-1, keepdim=True).clamp_min(1).to(embedding.dtype)  # [B, 1]
+            embedding = embedding + self.richness(torch.log(n_asvs))  # [B, D]
+        return SampleOutput(states, embedding)

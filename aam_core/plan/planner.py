@@ -27,17 +27,10 @@ ModelKind = Literal["aam", "ensemble", "auto"]  # what a train run registers (se
 MODEL_KINDS: tuple[ModelKind, ...] = ("aam", "ensemble", "auto")
 DEFAULT_MODEL_KIND: ModelKind = "aam"
 PREDICT_KEYS = ("passes", "seed")  # a predict job takes everything else from its model
-TRAIN_ONLY_KEYS = (
-    "target_loss",
-    "class_weights",
-    "target_pooling",
-    "linear_head",
-    "asv_vocabulary",
-    "identity_dropout",
-)
+TRAIN_ONLY_KEYS = ("target_loss", "class_weights", "target_pooling", "linear_head", "refit")
 # The dataset files each kind of run reads (of aam_core.io.ROLES).
 KIND_ROLES: dict[Kind, tuple[str, ...]] = {
-    "pretrain": tuple(r for r in ROLES if r != "metadata"),
+    "pretrain": ROLES,  # metadata for group_column, where the dataset has it
     "train": ROLES,
     "predict": ("table", "sequences"),
 }
@@ -137,6 +130,12 @@ def plan_run(
     _check_lengths(run.max_bp, run.truncate, dataset, base)
     _check_gpus(run, dataset)
     chosen: ModelKind = (model_kind or DEFAULT_MODEL_KIND) if kind == "train" else "aam"
+    if run.refit and chosen != "aam":
+        raise ConfigError(
+            f"refit is for model 'aam': a {chosen!r} model blends in a forest chosen on the "
+            "validation split, which a refit would train on",
+            field="config.refit",
+        )
     return ResolvedRun(kind, run, model, target, base, freeze_base, notes, chosen)
 
 
@@ -252,6 +251,7 @@ def _model_config(
                 loss=run.target_loss,
                 pooling=run.target_pooling,
                 linear=run.linear_head,
+                linear_features="presence+log",
             )
         if base is None:
             return run.model_config(stage, head)

@@ -7,13 +7,14 @@ import contextlib
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch.utils.data import DataLoader
 
 from aam_core.data.batching import Batch, Collator, SampleDataset
 from aam_core.model import SequenceEncoder, SequenceRegressor
 from aam_core.train.losses import compute_losses
-from aam_core.train.tracking import Tracker
+from aam_core.train.tracking import Tracker, base_of
 
 Model = SequenceEncoder | SequenceRegressor
 
@@ -73,12 +74,43 @@ def evaluate_rows(
     mode (no dropout, no masking) without gradients."""
     batches = [rows[i : i + batch_size].tolist() for i in range(0, len(rows), batch_size)]
     tracker = Tracker(model, keep_predictions=keep)
+    scored = set(pair_rows(rows).tolist())  # the samples whose pairs UniFrac is scored on
+    z: list[torch.Tensor] = []  # [b, D] each: their UniFrac embeddings
+    counts: list[sp.csr_matrix] = []  # [b, n_features] each: their rarefied reads
+    scored_rows: list[np.ndarray] = []  # [b] each: their rows
     was_training = model.training
     model.eval()
     with torch.no_grad(), autocast_for(device, precision):
         for batch in make_loader(dataset, collate, batches, num_workers, device):
             batch = batch.to(device, non_blocking=True)
             output = model(batch)
-            tracker.update(batch, output, compute_losses(model, output, batch, class_weights))
+            loss = compute_losses(model, output, batch, class_weights)
+            tracker.update(batch, output, loss, pairs=False)
+            if output.unifrac_z is not None:
+                batch_rows = batch.rows.cpu().numpy()
+                chosen = np.flatnonzero([int(r) in scored for r in batch_rows])
+                z.append(output.unifrac_z.float()[torch.from_numpy(chosen).to(device)])
+                counts.append(batch.counts[chosen])
+                scored_rows.append(batch_rows[chosen])
+        if z:
+            head = base_of(model).unifrac_head
+            predicted = head.distances(torch.cat(z))  # [P, P]
+            true = collate.unifrac(sp.vstack(counts), np.concatenate(scored_rows))  # [P, P]
+            pairs = tracker.pretrain.update_unifrac(predicted, true)
+            if keep:
+                tracker.distance_pairs = pairs
     model.train(was_training)
     return tracker
+
+
+# Validation scores UniFrac on every pair of up to this many samples (2 million pairs): the
+# pairs of consecutive rows that share a batch would over-represent neighbours in the table
+# (often one subject's samples), and all pairs of a large split would not fit in memory.
+PAIR_SAMPLES = 2048
+
+
+def pair_rows(rows: np.ndarray) -> np.ndarray:
+    """The evaluated rows whose pairs are scored: all, or ``PAIR_SAMPLES`` spread evenly."""
+    if rows.size <= PAIR_SAMPLES:
+        return rows
+    return rows[np.linspace(0, rows.size - 1, PAIR_SAMPLES).round().astype(np.int64)]

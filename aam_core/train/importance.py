@@ -4,11 +4,12 @@ a number.
 
 Columns, after ``feature`` (the feature table's ID of the ASV):
 
-- ``importance``: the absolute weight of the target head's linear term (``linear_head``) for
-  the ASV; with several outputs (classes), the L2 norm of its weights over them. This is the
-  weight of the linear term on log1p(count) / log1p(depth) alone, on the head's output scale
-  (standardised targets for regression, logits for classification), not an attribution of the
-  transformer's prediction: an ASV the network relies on may still have a small linear weight.
+- ``importance``: the L2 norm of the ASV's weights in the target head's linear base
+  (``linear_head``): its weight on log1p(count) / log1p(depth) and its weight on presence
+  (absent from checkpoints written before that term), over every output (class). These are on
+  the head's output scale (standardised targets for regression, logits for classification), not
+  an attribution of the transformer's prediction: an ASV the network relies on may still have
+  small linear weights.
 - ``random_forest``: the baseline forest's ``feature_importances_`` (mean decrease in
   impurity), when the forest ran.
 
@@ -29,17 +30,20 @@ from aam_core.checkpoint import Checkpoint
 from aam_core.io.files import atomic_write
 
 IMPORTANCE_FILE = "importance.tsv"
-LINEAR_WEIGHT = "target_head.linear.weight"  # [V + 1, out_dim]; row 0: ASVs outside the vocab
+# [V + 1, out_dim] each; row 0: ASVs outside the vocabulary. The presence term is absent from
+# checkpoints written before it.
+LINEAR_WEIGHTS = ("target_head.linear.weight", "target_head.linear.presence")
 
 
 def linear_importance(checkpoint: Checkpoint) -> np.ndarray | None:
     """``float64 [V]``: per ASV of ``checkpoint.vocabulary`` (in its order), the L2 norm of its
-    linear-term weights over the outputs (``|w|`` with one output); None for a model without
-    the linear term (no vocabulary, a frozen encoder, or a checkpoint older than the term)."""
-    weight = checkpoint.state_dict.get(LINEAR_WEIGHT)
-    if weight is None or checkpoint.vocabulary is None:
+    linear-term weights (log abundance and presence) over the outputs; None for a model
+    without the linear term (no vocabulary, or a checkpoint older than the term)."""
+    found = [checkpoint.state_dict.get(key) for key in LINEAR_WEIGHTS]
+    weights = [w.detach().cpu().double().numpy()[1:] for w in found if w is not None]
+    if not weights or checkpoint.vocabulary is None:
         return None
-    rows = weight.detach().cpu().double().numpy()[1:]  # [V, out_dim]
+    rows = np.concatenate(weights, axis=1)  # [V, terms * out_dim]
     if rows.shape[0] != len(checkpoint.vocabulary):
         raise ValueError(
             f"the linear term has {rows.shape[0]} ASV rows, the vocabulary lists "

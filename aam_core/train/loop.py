@@ -21,8 +21,7 @@ from aam_core.checkpoint import Checkpoint, checkpoint_from_model, save_checkpoi
 from aam_core.data.batching import Batch, Collator, SampleDataset
 from aam_core.io.files import write_jsonl
 from aam_core.model import SequenceEncoder, SequenceRegressor
-from aam_core.model.heads import pairwise_distances
-from aam_core.plan.config import RunConfig, Stage, auto_batch_size
+from aam_core.plan.config import RunConfig, Stage
 from aam_core.train.callbacks import Callback, CallbackList, EpochEvent, StepEvent
 from aam_core.train.distributed import (
     DistContext,
@@ -41,28 +40,6 @@ from aam_core.train.tracking import Tracker
 
 Model = SequenceEncoder | SequenceRegressor
 BEST, LAST = "best.pt", "last.pt"
-# Peak learning rate of the target head's linear term (TargetHead.linear), whatever the
-# preset's: at the tiny preset's 1e-3 it learnt too slowly to matter. Chosen with
-# bench/quality.py on splits that are not reported (sleep_apnea_mice exposure_type and age,
-# seed 0; ECAM month_of_life, seeds 3-4): 5e-3 and 2e-2 each lost on one of them, 1e-2 was
-# best or close to it on all three (AUC 0.982, MAE 0.83 weeks, MAE 2.88 months).
-LINEAR_HEAD_LR = 1e-2
-
-
-def parameter_groups(
-    model: Model, trainable: list[torch.nn.Parameter], peak_lr: float
-) -> list[dict[str, Any]]:
-    """AdamW's groups: the linear term of the target head at ``LINEAR_HEAD_LR``, every other
-    trainable parameter at ``peak_lr`` (one group when the model has no linear term)."""
-    head = getattr(model, "target_head", None)
-    linear = getattr(head, "linear", None)
-    chosen = {id(p) for p in linear.parameters()} if linear is not None else set()
-    fast = [p for p in trainable if id(p) in chosen]
-    rest = [p for p in trainable if id(p) not in chosen]
-    groups: list[dict[str, Any]] = [{"params": rest, "lr": peak_lr}]
-    if fast:
-        groups.append({"params": fast, "lr": LINEAR_HEAD_LR})
-    return groups
 
 
 @dataclass(frozen=True)
@@ -104,10 +81,9 @@ class Trainer:
         self.device = self.ctx.device
         self.model = model.to(self.device)  # the plain module: configs, checkpoints
         self.data = data
-        # a batch size left unset (a config built without the planner): from the train split
-        self.config = config = config.replace(
-            batch_size=config.batch_size or auto_batch_size(len(data.train))
-        )
+        # the batch size and epochs left unset: from the train split (stages._run resolves
+        # them the same way first, for the run's record)
+        self.config = config = config.resolved(stage, len(data.train), self.ctx.world_size)
         self.stage = stage
         self.out_dir = Path(out_dir)
         self.checkpoint_fields = checkpoint_fields
@@ -128,8 +104,8 @@ class Trainer:
         )
         self.parameters = trainable
         self.optimiser = torch.optim.AdamW(
-            parameter_groups(model, trainable, config.peak_lr),
-            lr=config.peak_lr,
+            trainable,
+            lr=config.peak_lr(stage),
             weight_decay=config.weight_decay,
             fused=self.device.type == "cuda",  # one kernel for all parameters on GPUs
         )
@@ -137,7 +113,9 @@ class Trainer:
             len(shard(np.arange(len(data.train)), self.ctx, pad=True)) / config.batch
         )
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / config.grad_accumulation)
-        self.total_steps = self.steps_per_epoch * config.epochs
+        assert config.epochs is not None
+        self.epochs = config.epochs
+        self.total_steps = self.steps_per_epoch * self.epochs
         self.scheduler = warmup_cosine(self.optimiser, self.total_steps, config.warmup_fraction)
         self.forward: torch.nn.Module = self.model
         if self.ctx.enabled:
@@ -204,7 +182,8 @@ class Trainer:
             assert collate.distances is not None
             rows = np.concatenate(gather_objects(batch.rows.cpu().numpy(), self.ctx))
             true = torch.from_numpy(collate.distances[np.ix_(rows, rows)]).to(self.device)
-        return pairwise_distances(z_all), true
+        base = self.model.base if isinstance(self.model, SequenceRegressor) else self.model
+        return base.unifrac_head.distances(z_all), true
 
     def _train_step(self, batch: Batch) -> tuple[Any, Any]:
         with self.autocast:
@@ -263,8 +242,10 @@ class Trainer:
             if self.ema is not None and "ema" in resume:
                 self.ema.load_state_dict(resume["ema"])
             self.callbacks.on_log(f"resuming at epoch {progress.epoch + 1}, step {progress.step}")
+        elif self._starts_as_linear_model():
+            self._validate_start(progress)
         started = time.monotonic()
-        while progress.epoch < self.config.epochs:
+        while progress.epoch < self.epochs:
             epoch_started = time.monotonic()
             tracker = self._train_epoch(progress, started)
             if tracker is None:
@@ -311,7 +292,7 @@ class Trainer:
                 self.callbacks.on_step(
                     StepEvent(
                         epoch=epoch + 1,
-                        epochs=self.config.epochs,
+                        epochs=self.epochs,
                         step=progress.step,
                         steps=self.total_steps,
                         loss=float(loss.total.detach()),
@@ -328,15 +309,38 @@ class Trainer:
                 return None
         return tracker
 
+    def _validation(self) -> dict[str, float]:
+        """The validation split's metrics (every rank's share merged); {} without one."""
+        if self.data.validation is None or self.data.validation_collate is None:
+            return {}
+        return self._merged(self.evaluate(self.data.validation, self.data.validation_collate))
+
+    def _starts_as_linear_model(self) -> bool:
+        head = getattr(self.model, "target_head", None)
+        return head is not None and head.fitted_base is not None
+
+    def _validate_start(self, progress: Progress) -> None:
+        """Epoch 0: the model before any step. With a fitted linear base and the network's
+        output at zero, that is the linear model alone: the first candidate for the best
+        checkpoint, so that a network that never beats it on validation is not kept."""
+        validation = self._validation()
+        if not validation:
+            return
+        value = validation.get(self.monitor)
+        records = [{"epoch": 0, "split": "validation", **validation}]
+        if progress.finish_epoch(records, value, self.mode, count=False) and self.ctx.is_main:
+            self._save(BEST, progress, resume=False)
+        if self.ctx.is_main:
+            write_jsonl(self.out_dir / "metrics.jsonl", progress.history)
+            shown = "-" if value is None else f"{value:.4g}"
+            self.callbacks.on_log(f"epoch 0 (the linear base alone): {self.monitor} {shown}")
+        barrier(self.ctx)
+
     def _end_epoch(self, progress: Progress, tracker: Tracker, seconds: float) -> None:
         """Validate, record the epoch in ``progress``, write the checkpoints and the metrics
         log, and report the epoch."""
         train = self._merged(tracker)
-        validation: dict[str, float] = {}
-        if self.data.validation is not None and self.data.validation_collate is not None:
-            validation = self._merged(
-                self.evaluate(self.data.validation, self.data.validation_collate)
-            )
+        validation = self._validation()
         epoch = progress.epoch + 1
         records = [{"epoch": epoch, "split": "train", **train}]
         if validation:
@@ -351,7 +355,7 @@ class Trainer:
             self.callbacks.on_epoch(
                 EpochEvent(
                     epoch=epoch,
-                    epochs=self.config.epochs,
+                    epochs=self.epochs,
                     step=progress.step,
                     steps=self.total_steps,
                     train=train,

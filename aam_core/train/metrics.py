@@ -112,7 +112,8 @@ class ClassificationMetrics:
 
 
 class PretrainMetrics:
-    """UniFrac MAE and R² over the pairs i < j, Faith PD MAE, masked-nucleotide accuracy."""
+    """UniFrac MAE, R² and Pearson r over the pairs i < j, Faith PD MAE, masked-nucleotide
+    accuracy."""
 
     def __init__(self) -> None:
         self.pairs = RegressionMetrics()
@@ -120,11 +121,14 @@ class PretrainMetrics:
         self.nucleotide_correct = 0
         self.nucleotide_total = 0
 
-    def update_unifrac(self, predicted: Any, true: Any) -> None:
+    def update_unifrac(self, predicted: Any, true: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Add the pairs i < j of distance matrices ``[n, n]``; returns them, ``[n_pairs]``
+        each (predicted, true)."""
         p, t = _np(predicted), _np(true)
         i, j = np.triu_indices(p.shape[0], k=1)
         if i.size:
             self.pairs.update(p[i, j], t[i, j])
+        return p[i, j], t[i, j]
 
     def update_faith_pd(self, predicted: Any, true: Any) -> None:
         self.faith.update(predicted, true)
@@ -153,6 +157,7 @@ class PretrainMetrics:
         pairs = self.pairs.compute()
         if pairs:
             out["unifrac_mae"], out["unifrac_r2"] = pairs["mae"], pairs["r2"]
+            out["unifrac_pearson_r"] = pairs["pearson_r"]
         faith = self.faith.compute()
         if faith:
             out["faith_pd_mae"] = faith["mae"]

@@ -30,6 +30,7 @@ from aam_core.train.baseline import (
 from aam_core.train.baseline import to_dict as baseline_dict
 from aam_core.train.callbacks import Callback
 from aam_core.train.confound import Task, depth_confound, fit_depth_baseline
+from aam_core.train.evaluation import pair_rows
 from aam_core.train.importance import (
     IMPORTANCE_FILE,
     importance_frame,
@@ -51,6 +52,8 @@ class RunOutputs:
     constant: dict[str, Any] | None = None  # the constant baseline (train runs)
     depth: dict[str, Any] | None = None  # the depth-only model's summary (train runs)
     depth_confound: dict[str, Any] | None = None  # its verdict (aam_core.train.confound)
+    # the best checkpoint on (up to PAIR_SAMPLES of) its train split, in eval mode
+    train: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def write_outputs(
@@ -80,6 +83,7 @@ def write_outputs(
     if any(r.get("loss") is not None for r in fit.history):
         artifacts.plot_loss(fit.history, plots / "loss.png", title=f"{stage} loss")
     validation: dict[str, float] = {}
+    train: dict[str, float] = {}
     predictions = None
     best = fit.best_checkpoint if fit.best_checkpoint and fit.best_checkpoint.exists() else None
     # read once: the validation predictions and the importances both come from it
@@ -102,12 +106,29 @@ def write_outputs(
         )
         validation = tracker.summary()
         _write_validation_outputs(tracker, prepared, stage, out_dir, plots)
+        # the same model on (a share of) its own train split, in eval mode as validation
+        # is: the gap between the two is what it memorised
+        sample = pair_rows(np.arange(len(data.train)))
+        train = evaluate_rows(
+            model,
+            data.train,
+            data.train_collate,
+            sample,
+            batch_size=config.batch,
+            device=device,
+            precision=config.precision,
+        ).summary()
+        log.on_log(
+            f"best checkpoint (epoch {fit.best_epoch}) on {sample.size} train samples: "
+            f"{brief_metrics(train)}"
+        )
         if tracker.predictions:
             predictions = np.concatenate(tracker.predictions)
             if prepared.classes is None and predictions.ndim == 2 and predictions.shape[1] == 1:
                 predictions = predictions[:, 0]
     if validation:
-        log.on_log(f"best checkpoint (epoch {fit.best_epoch}) validation: {_brief(validation)}")
+        brief = brief_metrics(validation)
+        log.on_log(f"best checkpoint (epoch {fit.best_epoch}) validation: {brief}")
     baseline = forest = features = constant = None
     n_classes = None if prepared.classes is None else len(prepared.classes)
     depth = confound = None
@@ -132,7 +153,7 @@ def write_outputs(
         baseline = baseline_dict(forest)
         write_json(out_dir / "baseline.json", baseline)
         log.on_log(
-            f"baseline (random forest, {forest.params}) validation: {_brief(forest.metrics)}"
+            f"baseline (random forest, {forest.params}) validation: {brief_metrics(forest.metrics)}"
         )
     if stage == "train":
         kept = best_checkpoint
@@ -140,7 +161,7 @@ def write_outputs(
             kept = load_checkpoint(fit.last_checkpoint)
         _write_importance(kept, prepared, forest, out_dir / IMPORTANCE_FILE, log)
     return RunOutputs(
-        validation, baseline, forest, features, predictions, constant, depth, confound
+        validation, baseline, forest, features, predictions, constant, depth, confound, train
     )
 
 
@@ -163,7 +184,8 @@ def _depth_baseline(
     )
     summary = {k: fitted[k] for k in ("metrics", "train_metrics", "coefficients", "feature")}
     verdict = depth_confound(summary["metrics"], validation, task, target=column)
-    log.on_log(f"baseline (log reads per sample alone) validation: {_brief(summary['metrics'])}")
+    brief = brief_metrics(summary["metrics"])
+    log.on_log(f"baseline (log reads per sample alone) validation: {brief}")
     if verdict is not None and verdict["confounded"]:
         log.on_log(f"warning: {verdict['message']}")
     return summary, verdict
@@ -244,6 +266,7 @@ def write_report(
         baseline=None if outputs.baseline is None else outputs.baseline.get("metrics"),
         depth_baseline=outputs.depth,
         depth_confound=outputs.depth_confound,
+        train_evaluation=outputs.train,
     )
     verdict = outputs.depth_confound
     if verdict is not None and verdict["confounded"]:  # a new list: the run's own is shared
@@ -251,10 +274,24 @@ def write_report(
     write_json(out_dir / "report.json", report)
 
 
+# Pairs drawn in the predicted-vs-true distance plot (a validation split of 2,000 samples has
+# two million); its title's MAE and R² are those of the pairs drawn.
+PLOTTED_PAIRS = 20_000
+
+
 def _write_validation_outputs(
     tracker: Any, prepared: PreparedData, stage: Stage, out_dir: Path, plots: Path
 ) -> None:
     ids = tracker.sample_ids
+    if tracker.distance_pairs is not None:
+        predicted_pairs, true_pairs = tracker.distance_pairs
+        chosen = np.random.default_rng(0).permutation(true_pairs.size)[:PLOTTED_PAIRS]
+        artifacts.plot_predicted_vs_true(
+            true_pairs[chosen],
+            predicted_pairs[chosen],
+            plots / "unifrac_distances.png",
+            title=f"Validation: UniFrac distance, predicted vs true ({true_pairs.size} pairs)",
+        )
     if stage == "pretrain" or not tracker.predictions:
         return
     predicted = np.concatenate(tracker.predictions)
@@ -285,7 +322,7 @@ def _write_validation_outputs(
         )
 
 
-def _brief(metrics: dict[str, Any]) -> str:
+def brief_metrics(metrics: dict[str, Any]) -> str:
     return ", ".join(
         f"{k} {v:.4g}"
         for k, v in metrics.items()

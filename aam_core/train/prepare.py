@@ -70,6 +70,17 @@ class PreparedData:
         rows[order] = np.arange(1, order.size + 1)
         return tuple(self.sequences[f] for f in order), rows
 
+    def train_distances(self, rows: np.ndarray) -> np.ndarray:
+        """UniFrac distances ``float64 [n_pairs]`` between the samples at ``rows`` (each pair
+        i < j once), from the tree or the precomputed matrix."""
+        if self.distances is not None:
+            matrix = self.distances[np.ix_(rows, rows)]
+        else:
+            assert self.engine is not None, "distances need a tree or a distance matrix"
+            matrix = self.engine.unweighted(self.rarefied.counts[rows]).numpy()
+        i, j = np.triu_indices(rows.size, k=1)
+        return np.asarray(matrix[i, j], dtype=np.float64)
+
     def collator(
         self, config: RunConfig, rows: np.ndarray, vocabulary: np.ndarray | None = None
     ) -> Collator:

@@ -31,11 +31,15 @@ class Progress:
     bad_epochs: int = 0  # epochs since the best one
     history: list[dict[str, Any]] = field(default_factory=list)  # one record per epoch and split
 
-    def finish_epoch(self, records: list[dict[str, Any]], value: float | None, mode: str) -> bool:
+    def finish_epoch(
+        self, records: list[dict[str, Any]], value: float | None, mode: str, *, count: bool = True
+    ) -> bool:
         """Count the epoch whose ``records`` and monitored ``value`` are given; True when the
         value beats the best so far (``mode`` "min" or "max"; a missing or NaN value never
-        does, and counts as an epoch without gain for early stopping)."""
-        self.epoch, self.batches_done = self.epoch + 1, 0
+        does, and counts as an epoch without gain for early stopping). ``count=False``: judge
+        the model before training (epoch 0) without counting an epoch."""
+        if count:
+            self.epoch, self.batches_done = self.epoch + 1, 0
         self.history.extend(records)
         best = self.best_value
         improved = (
@@ -45,7 +49,7 @@ class Progress:
         )
         if improved:
             self.best_value, self.best_epoch, self.bad_epochs = value, self.epoch, 0
-        else:
+        elif count:
             self.bad_epochs += 1
         return improved
 

@@ -1,19 +1,23 @@
 """The two training stages as single calls, used by the command-line tool and the worker
 (planned by :func:`aam_core.train.local_plan.plan_local`):
 
-- :func:`run_pretrain`: a SequenceEncoder on UniFrac (+ masked nucleotides, optional Faith PD);
+- :func:`run_pretrain`: a SequenceEncoder on UniFrac (+ masked nucleotides, optional Faith PD),
+  from scratch or continued from an encoder;
 - :func:`run_train`: a regressor or classifier, from scratch or from a pretrained encoder
-  (frozen or trained on), with a random-forest baseline on the same split.
+  (frozen or trained on), beginning as its linear base, with a random forest, a constant and
+  sequencing depth alone as baselines on the same split; with ``refit``, trained again on the
+  train and validation samples together.
 
-A run writes into ``out_dir``: ``checkpoints/best.pt`` and ``last.pt``, ``metrics.jsonl``,
-``validation_predictions.tsv``, ``split.tsv``, ``baseline.json``, ``report.json`` and
-``plots/*.png``.
+A run writes into ``out_dir``: ``checkpoints/best.pt`` and ``last.pt`` (and ``refit.pt``),
+``metrics.jsonl``, ``validation_predictions.tsv``, ``split.tsv``, ``baseline.json``,
+``report.json`` and ``plots/*.png``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,11 +28,11 @@ import torch
 from aam_core import __version__
 from aam_core.checkpoint import (
     CheckpointError,
-    LoadReport,
+    checkpoint_from_model,
     load_checkpoint,
-    load_encoder,
+    save_checkpoint,
 )
-from aam_core.io import Inputs, sha256_file
+from aam_core.io import Inputs
 from aam_core.memory import reuse_freed_memory
 from aam_core.model.aam import SequenceEncoder, SequenceRegressor
 from aam_core.plan import (
@@ -40,15 +44,19 @@ from aam_core.plan.config import RunConfig, Stage
 from aam_core.train.callbacks import Callback, CallbackList
 from aam_core.train.distributed import (
     DistContext,
+    barrier,
     broadcast_object,
     init_distributed,
     require_same,
 )
 from aam_core.train.ensemble import attach_ensemble
+from aam_core.train.linear_base import fit_model_base
 from aam_core.train.loop import FitResult, RunData, Trainer
-from aam_core.train.outputs import record_baselines, write_outputs, write_report
+from aam_core.train.outputs import brief_metrics, record_baselines, write_outputs, write_report
 from aam_core.train.prepare import PreparedData, prepare_data
 from aam_core.train.provenance import training_facts
+from aam_core.train.splits import Split
+from aam_core.train.start import Vocabulary, encoder_for, fit_statistics, regressor_for
 
 Model = SequenceEncoder | SequenceRegressor
 
@@ -78,24 +86,26 @@ def run_pretrain(
 ) -> RunResult:
     assert run.kind == "pretrain" and run.model is not None
     config = run.config
-    torch.manual_seed(config.seed)  # the initial weights are part of the run's seed
     weights = run.model.loss_weights
     prepared = prepare_data(
         inputs, config, need_unifrac=weights.unifrac > 0, need_faith_pd=weights.faith_pd > 0
     )
+    log = CallbackList([callbacks] if callbacks else [])
+    model, vocabulary, extra = encoder_for(run, prepared, log)
     return _run(
         "pretrain",
-        SequenceEncoder(run.model),
+        model,
         prepared,
         config,
         Path(out_dir),
-        callbacks=CallbackList([callbacks] if callbacks else []),
+        callbacks=log,
         resume=resume,
         device=device,
         dataset_sha256=dataset_sha256,
         ctx=ctx,
         target=None,
-        extra_report={},
+        extra_report=extra,
+        vocabulary=vocabulary,
     )
 
 
@@ -124,33 +134,9 @@ def run_train(
         need_unifrac=weights.unifrac > 0,
         need_faith_pd=weights.faith_pd > 0,
     )
-    assert run.model.target is not None
-    # the classes of the train split (the summary may count classes only validation has)
-    out_dim = len(prepared.classes) if prepared.classes is not None else 1
-    model_config = dataclasses.replace(
-        run.model, target=dataclasses.replace(run.model.target, out_dim=out_dim)
-    )
-    vocabulary = None
-    if config.asv_vocabulary and run.freeze_base:
-        log.on_log("asv_vocabulary: off, the encoder is frozen (its identities could not learn)")
-    elif config.asv_vocabulary:
-        vocabulary = prepared.asv_vocabulary()
-        sample = dataclasses.replace(
-            model_config.sample,
-            vocabulary=len(vocabulary[0]),
-            identity_dropout=config.identity_dropout,
-        )
-        model_config = dataclasses.replace(model_config, sample=sample)
-    if model_config.target is not None and model_config.target.linear and vocabulary is None:
-        log.on_log("linear_head: off, it needs the ASV vocabulary (asv_vocabulary)")
-        head = dataclasses.replace(model_config.target, linear=False)
-        model_config = dataclasses.replace(model_config, target=head)
-    torch.manual_seed(config.seed)  # the initial weights are part of the run's seed
-    model = SequenceRegressor(model_config, freeze_base=run.freeze_base)
-    extra: dict[str, Any] = {}
-    if run.base is not None:
-        extra["base_checkpoint"] = _load_base(model, run, log)
-    return _run(
+    model, vocabulary, extra = regressor_for(run, prepared, log)
+    ctx = ctx or init_distributed(device)
+    result = _run(
         "train",
         model,
         prepared,
@@ -166,38 +152,121 @@ def run_train(
         model_kind=run.model_kind,
         vocabulary=vocabulary,
     )
+    if not config.refit or result.best_checkpoint is None:
+        return result
+    refit = _refit(run, prepared, result, Path(out_dir), log, ctx, dataset_sha256)
+    return dataclasses.replace(result, best_checkpoint=refit)
 
 
-def _load_base(model: SequenceRegressor, run: ResolvedRun, log: Callback) -> dict[str, Any]:
-    base = run.base
-    assert base is not None and base.path is not None, "a base model to train from is a file"
-    loaded: LoadReport = load_encoder(model, load_checkpoint(base.path), name=base.path)
-    log.on_log(
-        f"loaded encoder {base.path}: {len(loaded.matched)} tensors matched, "
-        f"{len(loaded.missing)} missing, {len(loaded.skipped)} skipped"
-        + ("; encoder frozen" if run.freeze_base else "")
-    )
+def _facts(
+    prepared: PreparedData, ctx: DistContext, extra_report: dict[str, Any]
+) -> dict[str, Any]:
+    facts = training_facts(prepared, ctx.device, ctx.world_size)
+    if "base_checkpoint" in extra_report:  # fine-tuning: which encoder, by its file's digest
+        base = extra_report["base_checkpoint"]
+        facts["base_model"] = {k: base[k] for k in ("kind", "sha256", "freeze_base")}
+    return facts
+
+
+def _checkpoint_fields(
+    stage: Stage,
+    config: RunConfig,
+    prepared: PreparedData,
+    target: TargetSpec | None,
+    vocabulary: Vocabulary | None,
+    dataset_sha256: dict[str, str] | None,
+    facts: dict[str, Any],
+) -> dict[str, Any]:
+    """What a run's checkpoints hold beside the weights and metrics."""
+    target_info = None
+    if target is not None:
+        classes = None if prepared.classes is None else list(prepared.classes)
+        target_info = {"column": target.column, "task": target.task, "classes": classes}
     return {
-        "path": base.path,
-        "sha256": sha256_file(base.path),
-        "kind": base.kind,
-        "matched_keys": len(loaded.matched),
-        "missing_keys": loaded.missing,
-        "skipped_keys": len(loaded.skipped),
-        "freeze_base": run.freeze_base,
+        "preprocessing": {
+            "max_bp": config.max_bp,
+            "token_limit": config.token_limit,
+            "truncate": config.truncate,
+            "rarefaction_depth": prepared.depth,
+        },
+        "target": target_info,
+        "vocabulary": None if vocabulary is None else vocabulary[0],
+        "training": {
+            "stage": stage,
+            "n_train": int(prepared.split.train.size),
+            "n_validation": int(prepared.split.validation.size),
+            "dataset_sha256": dict(dataset_sha256 or {}),
+            "run_config": config.to_dict(),
+            "library_version": __version__,
+            **facts,
+        },
     }
 
 
-def _fit_normalisers(model: Model, prepared: PreparedData) -> None:
-    train = prepared.split.train
-    base = model.base if isinstance(model, SequenceRegressor) else model
-    weights = model.config.loss_weights
-    if weights.faith_pd > 0 and prepared.engine is not None:
-        faith = prepared.engine.faith_pd(prepared.rarefied.counts[train])
-        base.faith_norm.fit(faith.float())
-    if isinstance(model, SequenceRegressor) and prepared.classes is None:
-        assert prepared.targets is not None
-        model.target_norm.fit(torch.from_numpy(prepared.targets[train]).float())
+def _refit(
+    run: ResolvedRun,
+    prepared: PreparedData,
+    first: RunResult,
+    out_dir: Path,
+    log: Callback,
+    ctx: DistContext,
+    dataset_sha256: dict[str, str] | None,
+) -> Path:
+    """``config.refit``: a model of the same settings trained on the train and validation
+    samples together, for the epochs the first run chose (its best epoch; 0: the linear base
+    alone) at its batch size, with the linear base's L2 chosen there. Saved as
+    ``checkpoints/refit.pt`` with the first model's validation figures, the only honest ones
+    (the refit has seen those samples); the refit's own training writes into ``refit/``."""
+    split = prepared.split
+    whole = np.sort(np.concatenate([split.train, split.validation]))
+    everything = dataclasses.replace(
+        prepared, split=Split(whole, np.empty(0, dtype=np.int64), split.method)
+    )
+    batch = run.config.resolved("train", int(split.train.size), ctx.world_size).batch_size
+    epochs = first.fit.best_epoch
+    config = run.config.replace(batch_size=batch, epochs=max(epochs, 1), patience=0)
+    log.on_log(
+        f"refit: {whole.size} train + validation samples, {epochs} epochs (the best epoch of "
+        "the first run)"
+    )
+    model, vocabulary, extra = regressor_for(
+        dataclasses.replace(run, config=config), everything, log
+    )
+    assert vocabulary is not None or model.target_head.fitted_base is None
+    fit_statistics(model, everything, config.seed)
+    rows = None if vocabulary is None else vocabulary[1]
+    data = RunData(
+        everything.dataset(whole, config), None, everything.collator(config, whole, rows), None
+    )
+    if model.target_head.fitted_base is not None:
+        assert rows is not None
+        penalty = next(iter(first.report["linear_base"]["penalty"].values()))
+        fit_model_base(model, data, everything, config, rows, penalty=penalty)
+    fields = functools.partial(
+        _checkpoint_fields, "train", config, everything, run.target, vocabulary, dataset_sha256,
+        _facts(everything, ctx, extra),
+    )  # fmt: skip
+    weights: Model = model
+    if epochs > 0:
+        trainer = Trainer(
+            model, data, config, stage="train", out_dir=out_dir / "refit",
+            checkpoint_fields=fields, callbacks=log, ctx=ctx,
+            class_weights=_class_weights(config, everything),
+        )  # fmt: skip
+        with reuse_freed_memory() if ctx.device.type == "cpu" else contextlib.nullcontext():
+            trainer.fit()
+        weights = trainer.weights
+    path = out_dir / "checkpoints" / "refit.pt"
+    if ctx.is_main:
+        assert first.best_checkpoint is not None
+        chosen = load_checkpoint(first.best_checkpoint).metrics
+        refit = {"epochs": epochs, "n_train": int(whole.size), "selected_on": "validation"}
+        save_checkpoint(
+            checkpoint_from_model(weights, metrics={**chosen, "refit": refit}, **fields()), path
+        )
+        log.on_log(f"refit: saved {path}")
+    barrier(ctx)
+    return path
 
 
 def _class_weights(config: RunConfig, prepared: PreparedData) -> torch.Tensor | None:
@@ -224,9 +293,11 @@ def _run(
     target: TargetSpec | None,
     extra_report: dict[str, Any],
     model_kind: ModelKind = "aam",
-    vocabulary: tuple[tuple[str, ...], np.ndarray] | None = None,
+    vocabulary: Vocabulary | None = None,
 ) -> RunResult:
     ctx = ctx or init_distributed(device)
+    # the batch size and epochs left unset, decided once for the run (and its record)
+    config = config.resolved(stage, int(prepared.split.train.size), ctx.world_size)
     base = extra_report.get("base_checkpoint") or {}
     require_same(
         {
@@ -243,51 +314,33 @@ def _run(
     if ctx.is_main:
         for warning in prepared.report.get("warnings", []):
             log.on_log(f"warning: {warning}")
-    _fit_normalisers(model, prepared)
+    fit_statistics(model, prepared, config.seed)
     split = prepared.split
     rows = None if vocabulary is None else vocabulary[1]
+    fixed = config.replace(rerarefy=False)  # validation reads one rarefaction throughout
     data = RunData(
         train=prepared.dataset(split.train, config),
-        validation=prepared.dataset(split.validation, config) if split.validation.size else None,
+        validation=prepared.dataset(split.validation, fixed) if split.validation.size else None,
         train_collate=prepared.collator(config, split.train, rows),
-        validation_collate=prepared.collator(config, split.validation, rows)
+        validation_collate=prepared.collator(fixed, split.validation, rows)
         if split.validation.size
         else None,
     )
-    target_info = None
-    if target is not None:
-        target_info = {
-            "column": target.column,
-            "task": target.task,
-            "classes": None if prepared.classes is None else list(prepared.classes),
+    if isinstance(model, SequenceRegressor) and model.target_head.fitted_base is not None:
+        assert rows is not None, "a linear base reads the ASV vocabulary"
+        linear = fit_model_base(model, data, prepared, config, rows)
+        report["linear_base"] = {
+            "penalty": linear.penalty,
+            "validation": linear.validation,
+            "search": linear.search,
         }
-
-    facts = training_facts(prepared, ctx.device, ctx.world_size)
-    if "base_checkpoint" in extra_report:  # fine-tuning: which encoder, by its file's digest
-        base = extra_report["base_checkpoint"]
-        facts["base_model"] = {k: base[k] for k in ("kind", "sha256", "freeze_base")}
-
-    def checkpoint_fields() -> dict[str, Any]:
-        return {
-            "preprocessing": {
-                "max_bp": config.max_bp,
-                "token_limit": config.token_limit,
-                "truncate": config.truncate,
-                "rarefaction_depth": prepared.depth,
-            },
-            "target": target_info,
-            "vocabulary": None if vocabulary is None else vocabulary[0],
-            "training": {
-                "stage": stage,
-                "n_train": int(split.train.size),
-                "n_validation": int(split.validation.size),
-                "dataset_sha256": dict(dataset_sha256 or {}),
-                "run_config": config.to_dict(),
-                "library_version": __version__,
-                **facts,
-            },
-        }
-
+        if ctx.is_main:
+            penalty = ", ".join(f"{k} {v:g}" for k, v in linear.penalty.items())
+            log.on_log(f"linear base ({penalty}) validation: {brief_metrics(linear.validation)}")
+    checkpoint_fields = functools.partial(
+        _checkpoint_fields, stage, config, prepared, target, vocabulary, dataset_sha256,
+        _facts(prepared, ctx, extra_report),
+    )  # fmt: skip
     resume_state = None
     last = out_dir / "checkpoints" / "last.pt"
     # Rank 0 wrote last.pt, so only its run directory is sure to hold it: it reads the file
@@ -313,7 +366,8 @@ def _run(
     if ctx.is_main:
         log.on_log(
             f"{stage}: {split.train.size} train / {split.validation.size} validation samples, "
-            f"depth {prepared.depth}, {trainer.total_steps} optimiser steps on {ctx.device}"
+            f"depth {prepared.depth}, {trainer.epochs} epochs of {trainer.steps_per_epoch} "
+            f"optimiser steps ({trainer.total_steps}) on {ctx.device}"
             + (f" x {ctx.world_size} processes" if ctx.enabled else "")
         )
     with reuse_freed_memory() if ctx.device.type == "cpu" else contextlib.nullcontext():

@@ -43,6 +43,8 @@ class Tracker:
     predictions: list[np.ndarray] = field(default_factory=list)
     truths: list[np.ndarray] = field(default_factory=list)
     embeddings: list[np.ndarray] = field(default_factory=list)
+    # (predicted, true) UniFrac distances of the pairs scored at once, with keep_predictions
+    distance_pairs: tuple[np.ndarray, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         self.pretrain = PretrainMetrics()
@@ -58,13 +60,17 @@ class Tracker:
             return m.config.target.out_dim
         return None
 
-    def update(self, batch: Batch, output: ModelOutput, loss: LossResult | None) -> None:
+    def update(
+        self, batch: Batch, output: ModelOutput, loss: LossResult | None, *, pairs: bool = True
+    ) -> None:
+        """Add a batch; ``pairs=False`` leaves its UniFrac pairs out (evaluation scores all
+        pairs of the split at once instead, :func:`aam_core.train.evaluation.evaluate_rows`)."""
         self.n_batches += 1
         if loss is not None:
             self.loss_sum += float(loss.total.detach())
             for name, value in loss.component_values().items():
                 self.component_sums[name] = self.component_sums.get(name, 0.0) + value
-        if output.unifrac is not None and batch.unifrac is not None:
+        if pairs and output.unifrac is not None and batch.unifrac is not None:
             self.pretrain.update_unifrac(output.unifrac, batch.unifrac)
         if output.faith_pd is not None and batch.faith_pd is not None:
             faith = base_of(self.model).faith_norm.destandardize(output.faith_pd.float())

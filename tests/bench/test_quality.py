@@ -359,24 +359,48 @@ def test_end_to_end_classification_with_three_classes(study_dir: Path, tmp_path:
         assert fold["per_sample"]["roc_auc"] == 0.5  # one score for every sample
 
 
-def test_pretraining_reports_the_encoders_held_out_unifrac_r2(
-    study_dir: Path, tmp_path: Path
+def test_pretrained_aam_beside_aam_from_scratch(
+    study_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
+    """aam_pretrained fine-tunes from an encoder pretrained on each fold's training samples,
+    aam_pack from one pretrained on the pack's other studies first; both are compared with
+    aam from scratch, pair by pair."""
+    other = generate(SyntheticSpec(n_samples=30, n_asvs=50, asvs_per_sample=10, seed=7))
+    pack = write_study(other, tmp_path_factory.mktemp("pack"))["table"].parent
+    out = tmp_path_factory.mktemp("pretrained")
     aam_config = {"preset": "tiny", "epochs": 1, "rarefaction_depth": 500, "token_limit": 32}
     result = quality.main(
         [str(study_dir), "--target", "age", "--task", "regression", "--group", "subject",
-         "--seeds", "1", "--folds", "2", "--models", "aam", "--pretrain",
-         "--aam-config", json.dumps(aam_config), "--jobs", "1", "--out", str(tmp_path)]
+         "--seeds", "1", "--folds", "2", "--models", "aam,aam_pretrained,aam_pack",
+         "--aam-config", json.dumps(aam_config), "--pretrain-config", '{"epochs": 2}',
+         "--pack", str(pack), "--jobs", "1", "--out", str(out)]
     )  # fmt: skip
-    assert result["aam"]["pretrain"] is True
-    for fold in result["results"]["aam"]["folds"]:
-        run = tmp_path / "aam" / f"seed0-fold{fold['fold']}"
-        pretrain = json.loads((run / "pretrain" / "report.json").read_text())
-        r2 = fold["details"]["unifrac_r2"]  # pairs of validation samples only
-        assert isinstance(r2, float) and r2 == pretrain["validation"]["unifrac_r2"]
-        fine_tune = json.loads((run / "train" / "report.json").read_text())
-        assert fine_tune["base_checkpoint"]["path"].endswith("pretrain/checkpoints/best.pt")
-        assert not (run / "pretrain" / "checkpoints").exists()  # removed once predicted
+    assert {"aam_pretrained-aam", "aam_pack-aam"} <= set(result["differences"])
+    assert result["aam_pretrained"]["pretrain_settings"]["epochs"] == 2
+    (pack_run,) = result["pack_pretraining"]
+    assert pack_run["study"] == pack.name and pack_run["epochs_run"] == 2
+    pack_encoder = out / "pack" / f"1-{pack.name}" / "checkpoints" / "best.pt"
+    for variant in ("aam_pretrained", "aam_pack"):
+        for fold in result["results"][variant]["folds"]:
+            run = out / variant / f"seed0-fold{fold['fold']}"
+            pretrain = json.loads((run / "pretrain" / "report.json").read_text())
+            r2 = fold["details"]["unifrac_r2"]  # pairs of validation samples only
+            assert isinstance(r2, float) and r2 == pretrain["validation"]["unifrac_r2"]
+            assert pretrain["split"]["group_column"] == "subject"  # whole subjects held out
+            started = (pretrain.get("base_checkpoint") or {}).get("path")
+            assert started == (str(pack_encoder) if variant == "aam_pack" else None)
+            fine_tune = json.loads((run / "train" / "report.json").read_text())
+            assert fine_tune["base_checkpoint"]["path"].endswith("pretrain/checkpoints/best.pt")
+            assert not (run / "pretrain" / "checkpoints").exists()  # removed once predicted
+    folds = {m: result["results"][m]["folds"] for m in ("aam", "aam_pretrained")}
+    gaps = [p["per_sample"]["mae"] - a["per_sample"]["mae"]
+            for p, a in zip(folds["aam_pretrained"], folds["aam"], strict=True)]  # fmt: skip
+    assert result["differences"]["aam_pretrained-aam"]["per_sample"]["mean"] == pytest.approx(
+        np.mean(gaps)
+    )
+    with pytest.raises(models.UsageError, match="aam_pack and --pack go together"):
+        quality.main([str(study_dir), "--target", "age", "--task", "regression",
+                      "--models", "aam_pack"])  # fmt: skip
 
 
 @pytest.mark.usefixtures("small_forests")

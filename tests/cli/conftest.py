@@ -60,8 +60,8 @@ def small_study(tmp_path_factory: pytest.TempPathFactory) -> Study:
 @pytest.fixture(scope="session")
 def encoder_run(study: Study, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "pretrain"
-    aam("pretrain", "--table", study.table, "--tree", study.tree, "--out", out, *FAST,
-        "--epochs", 4, "--quiet")  # fmt: skip
+    aam("pretrain", "--table", study.table, "--tree", study.tree, "--metadata", study.metadata,
+        "--group-column", "subject", "--out", out, *FAST, "--epochs", 4, "--quiet")  # fmt: skip
     return out
 
 

@@ -38,7 +38,7 @@ def test_events_file_has_every_step_and_epoch(small_study: Study, tmp_path: Path
     assert steps[-1]["fraction"] == 1.0
     assert [e["epoch"] for e in epochs] == list(range(1, EPOCHS + 1))
     assert [e["step"] for e in epochs] == [steps_per_epoch * k for k in range(1, EPOCHS + 1)]
-    assert all(e["monitor"] == "loss" and "unifrac_mae" in e["validation"] for e in epochs)
+    assert all(e["monitor"] == "unifrac_r2" and "unifrac_mae" in e["validation"] for e in epochs)
     assert logs[0]["message"].startswith(f"pretrain: {report['n_train']} train / ")
     assert any(e["message"].startswith("best checkpoint (epoch") for e in logs)
 

@@ -48,6 +48,18 @@ def test_pretrain_writes_an_encoder(encoder_run: Path, study: Study) -> None:
     assert info["preprocessing"]["token_limit"] == 64
     report = json.loads((encoder_run / "report.json").read_text())
     assert (report["stopped"], report["epochs_run"]) == ("completed", 4)
+    # validation holds whole subjects (the metadata is read for --group-column alone)
+    split = read_split(encoder_run)
+    subjects = {s: set(study.frame.loc[ids, "subject"]) for s, ids in split.items()}
+    assert subjects["train"] and subjects["validation"]
+    assert not subjects["train"] & subjects["validation"]
+    assert report["split"]["group_column"] == "subject"
+    # early stopping follows UniFrac R² over every validation pair, reported beside Pearson r,
+    # and the same model on its train split (eval mode) shows what it memorised
+    assert report["monitor"] == "unifrac_r2"
+    assert {"unifrac_r2", "unifrac_pearson_r"} <= set(report["validation"])
+    assert {"unifrac_r2", "unifrac_pearson_r"} <= set(report["train_evaluation"])
+    assert (encoder_run / "plots" / "unifrac_distances.png").stat().st_size > 0
 
 
 def test_regressor_predicts_every_sample_in_years(
@@ -72,13 +84,24 @@ def test_regressor_predicts_every_sample_in_years(
 
 
 def test_frozen_encoder_keeps_its_weights(encoder_run: Path, regressor_run: Path) -> None:
-    encoder = load_checkpoint(encoder_run / "checkpoints" / "best.pt").state_dict
+    """Every weight of the encoder, and each ASV identity under the regressor's own
+    vocabulary (its train split's ASVs): the encoder's row for the same sequence, zero for an
+    ASV the encoder never saw."""
+    pretrained = load_checkpoint(encoder_run / "checkpoints" / "best.pt")
+    encoder, identity = pretrained.state_dict, "sample.identity.weight"
+    assert pretrained.vocabulary is not None
+    row_of = {s: r for r, s in enumerate(pretrained.vocabulary, start=1)}
     for name in ("best.pt", "last.pt"):
         trained = load_checkpoint(regressor_run / "checkpoints" / name)
-        assert trained.freeze_base
+        assert trained.freeze_base and trained.vocabulary is not None
         base = {k[5:]: v for k, v in trained.state_dict.items() if k.startswith("base.")}
         assert base.keys() == encoder.keys()
-        assert [k for k in encoder if not torch.equal(encoder[k], base[k])] == []
+        assert [k for k in encoder if k != identity and not torch.equal(encoder[k], base[k])] == []
+        for r, sequence in enumerate(trained.vocabulary, start=1):
+            kept = (
+                encoder[identity][row_of[sequence]] if sequence in row_of else 0 * base[identity][r]
+            )
+            assert torch.equal(base[identity][r], kept)
 
 
 def test_classifier_beats_the_majority_class(
@@ -178,3 +201,24 @@ def test_baseline_on_the_split_of_a_run(regressor_run: Path, study: Study) -> No
     # same data, split and seed as the random forest the training run fitted
     fitted = json.loads((regressor_run / "baseline.json").read_text())
     assert result["metrics"]["mae"] == pytest.approx(fitted["metrics"]["mae"], rel=1e-9)
+
+
+def test_pretraining_continues_from_an_encoder_on_another_table(
+    encoder_run: Path, small_study: Study, tmp_path: Path
+) -> None:
+    """``aam pretrain --pretrained-encoder``: the encoder's weights start a pretraining run on
+    another table (its ASV identities where the sequences match), read as it was trained to."""
+    encoder = encoder_run / "checkpoints" / "best.pt"
+    out = tmp_path / "continued"
+    aam("pretrain", "--table", small_study.table, "--tree", small_study.tree, "--out", out,
+        "--pretrained-encoder", encoder, "--epochs", 1, "--quiet")  # fmt: skip
+    report = json.loads((out / "report.json").read_text())
+    base = report["base_checkpoint"]
+    assert base["sha256"] == sha256_file(encoder) and base["kind"] == "encoder"
+    first = load_checkpoint(encoder)
+    # every tensor but the identities (another table's ASVs) came from the encoder; the UniFrac
+    # head's distance statistics are then refit to this table
+    assert base["matched_keys"] == len(first.state_dict) - 1
+    assert base["identities"] == 0  # the two generated studies share no ASV
+    continued = load_checkpoint(out / "checkpoints" / "best.pt")
+    assert continued.preprocessing["token_limit"] == first.preprocessing["token_limit"] == 64

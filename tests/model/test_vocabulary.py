@@ -19,9 +19,10 @@ from aam_core.model.aam import SequenceEncoder
 from aam_core.model.config import AAMConfig
 from aam_core.plan import TargetSpec
 from aam_core.predict import Predictor
+from aam_core.train.callbacks import Callback
 from aam_core.train.prepare import prepare_data
-from aam_core.train.stages import run_train
-from tests.conftest import BatchFactory, tiny_run, train_plan
+from aam_core.train.stages import run_pretrain, run_train
+from tests.conftest import BatchFactory, pretrain_plan, tiny_run, train_plan
 
 AGE = TargetSpec("age", "regression")
 
@@ -96,3 +97,44 @@ def test_the_collator_maps_each_slot_to_its_vocabulary_row(
         n = min(len(sample.features), 64)
         assert batch.identity[i, :n].tolist() == rows[sample.features[:n]].tolist()
         assert batch.identity[i, n:].tolist() == [0] * (batch.identity.shape[1] - n)
+
+
+@pytest.mark.parametrize("freeze", [False, True], ids=["fine-tuned", "frozen"])
+def test_a_fine_tuned_model_takes_its_encoder_s_identities_by_sequence(
+    study_inputs: Inputs, tmp_path: Path, freeze: bool
+) -> None:
+    """Pretraining learns identities of its own train split's ASVs; a model trained from the
+    encoder on another split (another vocabulary) starts from them where the sequences
+    match, and from zero (an unknown ASV) elsewhere."""
+    encoder = run_pretrain(study_inputs, pretrain_plan(study_inputs, epochs=1), tmp_path / "pre")
+    assert encoder.best_checkpoint is not None
+    pretrained = load_checkpoint(encoder.best_checkpoint)
+    assert pretrained.vocabulary is not None and pretrained.config.sample.vocabulary > 0
+    plan = train_plan(
+        study_inputs, AGE, base=encoder.best_checkpoint, freeze_base=freeze, epochs=1, seed=3
+    )
+    lines: list[str] = []
+    result = run_train(study_inputs, plan, tmp_path / "train", callbacks=_Lines(lines))
+    assert result.best_checkpoint is not None
+    tuned = load_checkpoint(result.best_checkpoint)
+    assert tuned.vocabulary is not None and tuned.vocabulary != pretrained.vocabulary
+    before = pretrained.state_dict["sample.identity.weight"]  # [V1 + 1, D]
+    row_of = {s: r for r, s in enumerate(pretrained.vocabulary, start=1)}
+    shared = [s for s in tuned.vocabulary if s in row_of]
+    assert 0 < len(shared) < len(tuned.vocabulary)
+    assert result.report["base_checkpoint"]["identities"] == len(shared)
+    assert any(f"identities of {len(shared)} ASVs" in line for line in lines)
+    if freeze:  # nothing trained: exactly the encoder's rows, zero for the ASVs it never saw
+        after = tuned.state_dict["base.sample.identity.weight"]  # [V2 + 1, D]
+        for r, sequence in enumerate(tuned.vocabulary, start=1):
+            zero = torch.zeros_like(after[r])
+            expected = before[row_of[sequence]] if sequence in row_of else zero
+            torch.testing.assert_close(after[r], expected)
+
+
+class _Lines(Callback):
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+
+    def on_log(self, message: str) -> None:
+        self.lines.append(message)

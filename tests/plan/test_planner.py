@@ -15,7 +15,7 @@ from aam_core.errors import ConfigError, UserError
 from aam_core.io.errors import TargetError
 from aam_core.model.config import AAMConfig
 from aam_core.plan import BaseModel, DatasetFacts, RunConfig, TargetSpec, plan_run
-from aam_core.plan.config import settings
+from aam_core.plan.config import Stage, settings
 
 SUMMARY: dict[str, Any] = {
     "n_samples": 40,
@@ -201,14 +201,15 @@ def test_the_planner_imports_no_torch() -> None:
 
 def test_preset_auto_sizes_the_model_for_the_device() -> None:
     cpu = plan_run("train", {}, DATASET, target=AGE, device="cpu")
-    assert (cpu.config.preset, cpu.config.peak_lr) == ("tiny", 1e-3)
+    assert (cpu.config.preset, cpu.config.peak_lr()) == ("tiny", 1e-3)
     assert cpu.model is not None and cpu.model.dim == AAMConfig.tiny().dim
+    assert cpu.config.peak_lr("pretrain") == 3e-3  # tiny pretraining learns UniFrac faster
     assert cpu.notes == (
         "preset auto: tiny (a run on cpu)",
         "batch_size 16 (an eighth of the train split, 16 to 64)",
     )
     gpu = plan_run("train", {}, DATASET, target=AGE, device="cuda:1")
-    assert (gpu.config.preset, gpu.config.peak_lr) == ("default", 1e-4)
+    assert (gpu.config.preset, gpu.config.peak_lr()) == ("default", 1e-4)
     assert gpu.model is not None and gpu.model.dim == AAMConfig.default().dim
     # at submission the device is not known: checked as the larger model, decided later
     assert plan_run("train", {}, DATASET, target=AGE).config.preset == "auto"
@@ -217,6 +218,38 @@ def test_preset_auto_sizes_the_model_for_the_device() -> None:
         plan_run("train", {"preset": "default"}, DATASET, target=AGE, device="cpu").config.preset
         == "default"
     )
-    assert plan_run("train", {"lr": 5e-4}, DATASET, target=AGE, device="cpu").config.peak_lr == 5e-4
+    assert (
+        plan_run("train", {"lr": 5e-4}, DATASET, target=AGE, device="cpu").config.peak_lr() == 5e-4
+    )
     tuned = plan_run("train", {}, DATASET, target=AGE, base=encoder(), device="cuda")
-    assert (tuned.config.preset, tuned.config.peak_lr) == ("tiny", 1e-3)
+    assert (tuned.config.preset, tuned.config.peak_lr()) == ("tiny", 1e-3)
+
+
+@pytest.mark.parametrize(
+    ("stage", "given", "n_train", "world", "expected"),
+    [
+        ("pretrain", {}, 588, 1, (64, 200)),  # 10 steps an epoch: 2,000 steps need 200
+        ("pretrain", {}, 40_000, 1, (64, 50)),  # 625 steps an epoch: 50 epochs are plenty
+        ("pretrain", {}, 588, 2, (64, 400)),  # 5 steps an epoch on each of 2 GPUs
+        ("pretrain", {"grad_accumulation": 2}, 588, 1, (64, 400)),
+        ("pretrain", {"epochs": 3}, 588, 1, (64, 3)),  # a given epoch count is kept
+        ("train", {}, 588, 1, (64, 50)),  # no step floor in training
+        ("train", {}, 100, 1, (16, 50)),  # the batch an eighth of the train split, >= 16
+    ],
+)
+def test_unset_epochs_and_batch_size_are_resolved_once_from_the_train_split(
+    stage: Stage, given: dict[str, int], n_train: int, world: int, expected: tuple[int, int]
+) -> None:
+    config = RunConfig.from_mapping(given).resolved(stage, n_train, world)
+    assert (config.batch_size, config.epochs) == expected
+    assert config.resolved(stage, n_train, world) == config  # resolving twice changes nothing
+
+
+def test_each_stage_stops_early_on_its_own_task_metric() -> None:
+    config = RunConfig()
+    assert config.monitor_metric("pretrain", None) == ("unifrac_r2", "max")
+    assert config.monitor_metric("train", "classification") == ("roc_auc", "max")
+    assert config.monitor_metric("train", "regression") == ("mae", "min")
+    no_unifrac = RunConfig(loss_weights={"nucleotide": 1.0})
+    assert no_unifrac.monitor_metric("pretrain", None) == ("loss", "min")
+    assert RunConfig(monitor="loss").monitor_metric("train", "classification") == ("loss", "min")

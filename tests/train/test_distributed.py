@@ -59,7 +59,14 @@ def test_cli_train_under_torchrun_two_processes(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert sorted({e["epoch"] for e in epochs}) == [1, 2]
+    # epoch 0: the linear base alone, on validation, before either rank's first step
+    assert sorted((e["epoch"], e["split"]) for e in epochs) == [
+        (0, "validation"),
+        (1, "train"),
+        (1, "validation"),
+        (2, "train"),
+        (2, "validation"),
+    ]
     split = (out / "split.tsv").read_text().splitlines()[1:]
     n_validation = sum(1 for line in split if line.endswith("\tvalidation"))
     predictions = (out / "validation_predictions.tsv").read_text().splitlines()[1:]

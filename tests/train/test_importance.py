@@ -1,6 +1,6 @@
-"""``importance.tsv``: per ASV of the train split, the linear term's absolute weight (the L2 norm
-over classes) and the baseline forest's ``feature_importances_``, in q2-sample-classifier's
-ImportanceFormat; stored by the worker as the output ``importance``."""
+"""``importance.tsv``: per ASV of the train split, the L2 norm of its linear-base weights (log
+abundance and presence, over classes) and the baseline forest's ``feature_importances_``, in
+q2-sample-classifier's ImportanceFormat; stored by the worker as the output ``importance``."""
 
 from __future__ import annotations
 
@@ -46,10 +46,15 @@ def q2_importance_rows(path: Path) -> tuple[list[str], dict[str, list[float]]]:
 
 
 def _abs_weights(checkpoint_path: Path, inputs: Inputs) -> dict[str, np.ndarray]:
-    """Feature ID -> its row of |W| (``[out_dim]``) in the checkpoint's linear term."""
+    """Feature ID -> its |weights| (``[2 * out_dim]``: log abundance, then presence) in the
+    checkpoint's linear base."""
     checkpoint = load_checkpoint(checkpoint_path)
     assert checkpoint.vocabulary is not None
-    weight = checkpoint.state_dict["target_head.linear.weight"].double().numpy()  # [V + 1, K]
+    state = checkpoint.state_dict
+    weight = np.concatenate(
+        [state[f"target_head.linear.{name}"].double().numpy() for name in ("weight", "presence")],
+        axis=1,
+    )  # [V + 1, 2K]
     row = {seq: i + 1 for i, seq in enumerate(checkpoint.vocabulary)}
     sequence = dict(zip(inputs.table.feature_ids, inputs.sequences, strict=True))
     return {fid: np.abs(weight[row[seq]]) for fid, seq in sequence.items() if seq in row}
@@ -96,7 +101,8 @@ def test_a_regression_run_writes_the_linear_weights_and_the_forests_importances(
     weights = _abs_weights(run.best_checkpoint, study_inputs)
     assert set(rows) == set(weights)  # one row per ASV of the vocabulary (train split)
     got = np.array([rows[f][0] for f in rows])
-    np.testing.assert_array_equal(got, [weights[f][0] for f in rows])  # |w|, out_dim 1
+    norms = [np.sqrt(np.sum(weights[f] ** 2)) for f in rows]  # out_dim 1: log and presence
+    np.testing.assert_allclose(got, norms, rtol=1e-12)
     assert got.max() > 0 and np.all(np.diff(got) <= 0)  # learnt, sorted descending
 
     forest = fitted[0].forest  # its columns: the prepared (rarefied) table's features
@@ -128,7 +134,7 @@ def test_a_classifier_ranks_asvs_by_the_norm_of_their_class_weights(
     header, rows = q2_importance_rows(tmp_path / "run" / "importance.tsv")
     assert header == ["feature", "importance"]  # no forest ran
     weights = _abs_weights(run.best_checkpoint, study_inputs)
-    assert set(rows) == set(weights) and all(w.shape == (3,) for w in weights.values())
+    assert set(rows) == set(weights) and all(w.shape == (6,) for w in weights.values())
     np.testing.assert_allclose(
         [rows[f][0] for f in rows],
         [np.sqrt(np.sum(weights[f] ** 2)) for f in rows],
@@ -139,14 +145,16 @@ def test_a_classifier_ranks_asvs_by_the_norm_of_their_class_weights(
 def test_without_the_linear_term_only_the_forest_or_no_file(
     study_inputs: Inputs, tmp_path: Path
 ) -> None:
-    plain = train_plan(study_inputs, AGE, epochs=1, asv_vocabulary=False)
+    plain = train_plan(study_inputs, AGE, epochs=1, asv_vocabulary=False, linear_head=False)
     run_train(study_inputs, plain, tmp_path / "plain")
     assert not (tmp_path / "plain" / "importance.tsv").exists()
     assert "importance" not in store_outputs(
         LocalArtifactStore(tmp_path / "artifacts"), tmp_path / "plain"
     )
 
-    forest = train_plan(study_inputs, AGE, epochs=1, asv_vocabulary=False, baseline=True)
+    forest = train_plan(
+        study_inputs, AGE, epochs=1, asv_vocabulary=False, linear_head=False, baseline=True
+    )
     run_train(study_inputs, forest, tmp_path / "forest")
     header, rows = q2_importance_rows(tmp_path / "forest" / "importance.tsv")
     assert header == ["feature", "random_forest"]

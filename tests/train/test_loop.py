@@ -49,7 +49,8 @@ def test_resume_after_a_crash_reaches_the_same_weights(
         assert torch.equal(a[key], b[key]), key
     # the history (and metrics.jsonl) continues instead of restarting
     lines = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(x)["epoch"] for x in lines] == [1, 1, 2, 2, 3, 3]
+    # epoch 0: the linear base alone, on validation, recorded once
+    assert [json.loads(x)["epoch"] for x in lines] == [0, 1, 1, 2, 2, 3, 3]
     assert resumed.fit.history == straight.fit.history
 
 

@@ -97,3 +97,16 @@ def test_nucleotide_loss_ignores_unchosen_positions() -> None:
     direct = -(log_p[0, 0] + log_p[2, 3]) / 2
     assert nucleotide_loss(logits, targets).item() == pytest.approx(direct.item(), rel=1e-6)
     assert nucleotide_loss(logits, torch.full((1, 3), -100)).item() == 0.0
+
+
+def test_unifrac_loss_in_units_of_the_train_split_s_spread() -> None:
+    torch.manual_seed(3)
+    p, t = torch.rand(5, 5), torch.rand(5, 5)
+    spread = torch.tensor(0.12)
+    i, j = torch.triu_indices(5, 5, offset=1)
+    direct = (((p[i, j] - t[i, j]) / 0.12) ** 2).mean()
+    assert unifrac_loss(p, t, spread).item() == pytest.approx(direct.item(), rel=1e-6)
+    # a model that predicts the mean distance scores the variance over the spread squared
+    mean = torch.full((5, 5), float(t[i, j].mean()))
+    expected = float(t[i, j].var(unbiased=False)) / 0.12**2
+    assert unifrac_loss(mean, t, spread).item() == pytest.approx(expected, rel=1e-5)

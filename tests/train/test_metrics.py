@@ -60,3 +60,15 @@ def test_pretrain_metrics_over_pairs() -> None:
     assert got["unifrac_r2"] == pytest.approx(r2_score([0.2, 0.8, 0.6], [0.3, 0.7, 0.6]))
     assert got["faith_pd_mae"] == pytest.approx(0.5)
     assert got["nucleotide_accuracy"] == 0.5
+
+
+def test_pearson_r_of_the_pairs_is_reported() -> None:
+    true = np.array([[0, 0.2, 0.8], [0.2, 0, 0.6], [0.8, 0.6, 0]])
+    pred = 0.5 * true + 0.1  # perfectly correlated, not equal
+    metrics = PretrainMetrics()
+    predicted_pairs, true_pairs = metrics.update_unifrac(pred, true)
+    np.testing.assert_allclose(true_pairs, [0.2, 0.8, 0.6])
+    np.testing.assert_allclose(predicted_pairs, [0.2, 0.5, 0.4])
+    got = metrics.compute()
+    assert got["unifrac_pearson_r"] == pytest.approx(1.0)
+    assert got["unifrac_r2"] < 0.5
