@@ -49,6 +49,7 @@ from quality_models import (
     LOGISTIC_CS,
     MODELS,
     NOT_DRAWN,
+    PRETRAINED,
     READS,
     RIDGE_ALPHAS,
     TREES,
@@ -60,6 +61,7 @@ from quality_models import (
     inner_split,
     load_study,
     outer_folds,
+    pretrain_pack,
 )
 from quality_report import (
     PRIMARY,
@@ -88,18 +90,28 @@ def resolve_models(spec: str | None) -> list[str]:
     return chosen
 
 
-def aam_options(args: argparse.Namespace) -> AamOptions:
+def _settings(text: str | None, option: str) -> dict[str, Any]:
+    """A JSON mapping of RunConfig keys given as ``option``, checked before any work."""
     try:
-        overrides = json.loads(args.aam_config) if args.aam_config else {}
+        overrides = json.loads(text) if text else {}
     except json.JSONDecodeError as exc:
-        raise UsageError(f"--aam-config is not JSON ({exc})") from None
+        raise UsageError(f"{option} is not JSON ({exc})") from None
     if not isinstance(overrides, dict):
-        raise UsageError(f"--aam-config must be a JSON mapping, got {args.aam_config!r}")
+        raise UsageError(f"{option} must be a JSON mapping, got {text!r}")
     fixed = sorted(set(overrides) & {"group_column", "validation_fraction", "seed"})
     if fixed:  # every model must choose on the same inner split
-        raise UsageError(f"--aam-config: {', '.join(fixed)} are set by the benchmark")
+        raise UsageError(f"{option}: {', '.join(fixed)} are set by the benchmark")
     RunConfig.from_mapping(overrides)  # an unknown key or a bad value fails before any work
-    return AamOptions(overrides, args.device, args.pretrain, args.keep_checkpoints)
+    return overrides
+
+
+def aam_options(args: argparse.Namespace) -> AamOptions:
+    return AamOptions(
+        _settings(args.aam_config, "--aam-config"),
+        args.device,
+        args.keep_checkpoints,
+        _settings(args.pretrain_config, "--pretrain-config"),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,8 +249,11 @@ def protocol(
                   "reading composition (depth_check)",
                   "grid": {"C": DEPTH_CS} if study.classes else {"alpha": DEPTH_ALPHAS}},
         "aam": {"features": READS["aam"],
-                "settings": {**settings, "seed": "the outer seed"}, "pretrain": args.pretrain,
+                "settings": {**settings, "seed": "the outer seed"},
                 "device": args.device, "recipe": RunConfig.from_mapping(settings).to_dict()},
+        "aam_pretrained": {"features": READS["aam_pretrained"],
+                           "pretrain_settings": aam.pretrain_settings(study.group, 0)},
+        "aam_pack": {"features": READS["aam_pack"], "pack": [str(p) for p in args.pack]},
     }  # fmt: skip
 
 
@@ -267,7 +282,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "raw counts, not drawn) read sequencing depth",
     )
     add("--aam-config", help="JSON mapping of RunConfig keys over AAM's defaults")
-    add("--pretrain", action="store_true", help="pretrain AAM's encoder in every outer fold")
+    add(
+        "--pretrain-config",
+        help="JSON mapping of RunConfig keys over the pretraining of aam_pretrained and "
+        "aam_pack (e.g. a smaller epoch count)",
+    )
+    add(
+        "--pack",
+        type=Path,
+        action="append",
+        default=[],
+        help="a study folder (with a tree) aam_pack's encoder is pretrained on before each "
+        "fold's samples; repeat for several, pretrained in that order",
+    )
     add("--device", default="cpu", help="AAM's device")
     add(
         "--budget",
@@ -299,10 +326,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.first_seed < 0:
         raise UsageError(f"--first-seed must be >= 0, got {args.first_seed}")
     study = load_study(args.dataset, args.target, task, args.group, args.where, args.min_reads)
-    if args.pretrain and study.inputs.tree is None:
-        raise UsageError(f"--pretrain needs a tree: {args.dataset} has no tree.nwk")
+    pretrained = [m for m in models if m in PRETRAINED]
+    if pretrained and study.inputs.tree is None:
+        raise UsageError(f"{pretrained[0]} needs a tree: {args.dataset} has no tree.nwk")
+    if ("aam_pack" in models) != bool(args.pack):
+        raise UsageError("aam_pack and --pack go together: name the pack's other studies")
     out = args.out or Path("quality-results") / f"{study.name}-{args.target}"
     out.mkdir(parents=True, exist_ok=True)
+    pack_runs = None
+    if args.pack:  # once, before the folds: every fold continues from this encoder
+        encoder, pack_runs = pretrain_pack(args.pack, aam, args.first_seed, out / "pack")
+        aam = dataclasses.replace(aam, pack_encoder=encoder)
     depth = RunConfig.from_mapping(aam.settings(study.group, 0)).rarefaction_depth
     records: dict[str, list[dict[str, Any]]] = {m: [] for m in models}
     frames = []
@@ -323,6 +357,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         baselines=DEPTH_FREE,
         contenders=sorted(AAM_MODELS),
         depth_model=DEPTH_MODEL,
+        pretrained=PRETRAINED,
     )
     title = f"{study.name} {args.target}: {args.seeds} seeds x {args.folds} grouped folds"
     drawn = {m: r for m, r in records.items() if m not in NOT_DRAWN}
@@ -331,6 +366,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         {
             **protocol(args, study, models, aam, folds),
             **summary,
+            "pack_pretraining": pack_runs,
             "seconds": time.perf_counter() - started,
             **environment(args.device),
             "files": {n: str(out / n) for n in ("quality.json", "quality.png", "predictions.tsv")},

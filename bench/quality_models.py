@@ -49,8 +49,15 @@ from aam_core.train.prepare import target_values
 from aam_core.train.splits import split_rows
 from aam_core.train.stages import run_pretrain, run_train
 
-MODELS = ("rf", "linear", "linear_raw", "constant", "depth", "aam", "ensemble")
-AAM_MODELS = frozenset({"aam", "ensemble"})  # trained by aam_core, one run for both
+MODELS = (
+    "rf", "linear", "linear_raw", "constant", "depth", "aam", "ensemble", "aam_pretrained",
+    "aam_pack",
+)  # fmt: skip
+# Trained by aam_core: AAM from scratch and the ensemble in one run; AAM fine-tuned from an
+# encoder pretrained on the fold's training samples; and from one pretrained on the other
+# studies of the pack first (--pack), then on the fold's training samples.
+AAM_MODELS = frozenset({"aam", "ensemble", "aam_pretrained", "aam_pack"})
+PRETRAINED = ("aam_pretrained", "aam_pack")  # each compared with "aam", trained from scratch
 # The baselines that read a sample as AAM does; the best of them is AAM's reference.
 DEPTH_FREE = ("rf", "linear", "constant")
 DEPTH_MODEL = "depth"  # log reads alone: how far sequencing depth predicts the target
@@ -64,6 +71,8 @@ READS = {
     "constant": "nothing: the training median (regression) or class shares",
     "depth": "log(raw reads per sample) alone, standardised on the training rows",
     "aam": "its own rarefaction to the fold's depth (aam_core's train and predict)",
+    "aam_pretrained": "as aam, from an encoder pretrained on the fold's training samples",
+    "aam_pack": "as aam_pretrained, the encoder first pretrained on the pack's other studies",
 }
 RF_GRID = [(f, leaf) for f in ("sqrt", 0.3, 1.0) for leaf in (1, 3, 5)]
 # (trees of the 9-point grid search, trees of the refit forest). On 2 cores a 500-tree search
@@ -332,34 +341,81 @@ def fit_constant(study: Study, fold: Fold) -> tuple[Prediction, dict[str, Any]]:
 class AamOptions:
     overrides: Mapping[str, Any]  # RunConfig keys over aam_core's defaults (--aam-config)
     device: str = "cpu"
-    pretrain: bool = False  # pretrain an encoder on each outer training fold first
     keep_checkpoints: bool = False
+    pretrain_overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    pack_encoder: Path | None = None  # pretrained on the pack's other studies (aam_pack)
 
     def settings(self, group: str | None, seed: int) -> dict[str, Any]:
         """A train run's settings: the benchmark's split, then the user's overrides."""
         split = {"group_column": group, "validation_fraction": VALIDATION_FRACTION, "seed": seed}
         return {**split, **self.overrides}
 
+    def pretrain_settings(self, group: str | None, seed: int) -> dict[str, Any]:
+        """A pretrain run's: the train run's that apply to pretraining, then
+        ``pretrain_overrides`` (--pretrain-config)."""
+        settings = self.settings(group, seed)
+        untargeted = {k: v for k, v in settings.items() if k not in planner.TRAIN_ONLY_KEYS}
+        return {**untargeted, **self.pretrain_overrides}
+
+
+def pretrain_pack(
+    directories: Sequence[Path], options: AamOptions, seed: int, out: Path
+) -> tuple[Path, list[dict[str, Any]]]:
+    """An encoder pretrained on each study of ``directories`` in turn (each continuing from the
+    one before; whole studies, a random validation split), and each run's validation figures.
+    Each study needs a tree; its metadata is not read."""
+    encoder: Path | None = None
+    runs = []
+    for index, directory in enumerate(directories, start=1):
+        paths = {role: directory / name for role, name in FILES.items() if role != "metadata"}
+        inputs = load_files(
+            {r: p if p.exists() or r == "table" else None for r, p in paths.items()}
+        )
+        if inputs.tree is None:
+            raise UsageError(f"--pack {directory}: the study has no tree.nwk")
+        settings = {**options.pretrain_settings(None, seed), "group_column": None}
+        plan = plan_local(
+            "pretrain", settings, inputs, base_checkpoint=encoder, device=options.device
+        )
+        label = f"[pack] {directory.name}"
+        run = run_pretrain(
+            inputs, plan, out / f"{index}-{directory.name}", device=options.device,
+            callbacks=EpochLog(label),
+        )  # fmt: skip
+        encoder = run.best_checkpoint or run.last_checkpoint
+        fit = run.fit
+        runs.append({"study": directory.name, "validation": run.validation,
+                     "epochs_run": fit.epochs_run, "best_epoch": fit.best_epoch})  # fmt: skip
+    assert encoder is not None, "the pack holds at least one study"
+    return encoder, runs
+
 
 def run_aam(
     study: Study, fold: Fold, options: AamOptions, wanted: set[str], out: Path
 ) -> tuple[dict[str, Prediction], dict[str, Any]]:
     """Train AAM (or the ensemble, whose AAM component then comes from the same run) on the
-    outer training fold as a user's train job would, and predict the outer test fold."""
-    run_dir = out / "aam" / f"seed{fold.seed}-fold{fold.index}"
-    label = f"[aam] seed {fold.seed} fold {fold.index}"
+    outer training fold as a user's train job would, and predict the outer test fold.
+    ``wanted`` holds "aam_pretrained" or "aam_pack" alone: AAM fine-tuned from an encoder
+    pretrained on the fold's training samples (from the pack's encoder for "aam_pack")."""
+    variant = next((m for m in PRETRAINED if m in wanted), None)
+    run_dir = out / (variant or "aam") / f"seed{fold.seed}-fold{fold.index}"
+    label = f"[{variant or 'aam'}] seed {fold.seed} fold {fold.index}"
     inputs = dataclasses.replace(study.inputs, table=study.inputs.table.subset_samples(fold.train))
     settings = options.settings(study.group, fold.seed)
     info: dict[str, Any] = {}
     base = None
-    if options.pretrain:
-        untargeted = {k: v for k, v in settings.items() if k not in planner.TRAIN_ONLY_KEYS}
-        plan = plan_local("pretrain", untargeted, inputs, device=options.device)
-        log_pretrain = EpochLog(f"{label} pretrain")
+    if variant is not None:
+        start = options.pack_encoder if variant == "aam_pack" else None
+        plan = plan_local(
+            "pretrain", options.pretrain_settings(study.group, fold.seed), inputs,
+            base_checkpoint=start, device=options.device,
+        )  # fmt: skip
         encoder = run_pretrain(
-            inputs, plan, run_dir / "pretrain", device=options.device, callbacks=log_pretrain
-        )
+            inputs, plan, run_dir / "pretrain", device=options.device,
+            callbacks=EpochLog(f"{label} pretrain"),
+        )  # fmt: skip
         info["unifrac_r2"] = encoder.validation.get("unifrac_r2")  # validation pairs only
+        info["pretrain_epochs"] = encoder.fit.epochs_run
         base = encoder.best_checkpoint or encoder.last_checkpoint
     kind: dict[str, Any] = {"model_kind": "ensemble"} if "ensemble" in wanted else {}
     plan = plan_local(
@@ -380,6 +436,7 @@ def run_aam(
         stopped=run.fit.stopped,
         depth=run.report.get("rarefaction", {}).get("depth"),
         inner_validation=run.validation,
+        linear_base=(run.report.get("linear_base") or {}).get("validation"),
         ensemble=run.report.get("ensemble"),  # aam_core's blend: weight, choice, reason
         # the forest and the linear model chose on the same validation samples as AAM
         inner_split_matches=sorted(drawn)
@@ -447,8 +504,10 @@ def fit_fold(
         prediction, info = plain[model]()
         info = {"depth": fold.depth, "n_train": int(fold.kept.size), **info}
         yield model, prediction, info, time.perf_counter() - clock
-    wanted = set(models) & AAM_MODELS
-    if wanted:
+    together = set(models) & (AAM_MODELS - set(PRETRAINED))  # one run: aam and ensemble
+    for wanted in [together, *({m} for m in PRETRAINED if m in models)]:
+        if not wanted:
+            continue
         clock = time.perf_counter()
         predictions, info = run_aam(study, fold, aam, wanted, out)
         seconds = time.perf_counter() - clock

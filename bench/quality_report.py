@@ -291,12 +291,15 @@ def summarise(
     baselines: Sequence[str] = (),
     contenders: Sequence[str] = (),
     depth_model: str = "depth",
+    pretrained: Sequence[str] = (),
+    scratch: str = "aam",
     n_resamples: int = 10_000,
 ) -> dict[str, Any]:
     """Per model (``results``): fold records, mean and sd over folds, pooled out-of-fold scores
     per seed and summed seconds. ``differences``: the paired differences of the primary metric
     of every model against ``reference``, and of each of ``contenders`` against the best of
-    ``baselines`` (``best_baseline``) and against ``depth_model``. ``depth_check``: see
+    ``baselines`` (``best_baseline``) and against ``depth_model``, and of each of ``pretrained``
+    against ``scratch`` (the same model trained without pretraining). ``depth_check``: see
     :func:`depth_check`."""
     results: dict[str, Any] = {}
     for model, folds in records.items():
@@ -323,6 +326,8 @@ def summarise(
             differences[f"{model}-best_baseline"] = {"baseline": best, **paired(model, best)}
         if depth_model in records:
             differences[f"{model}-{depth_model}"] = paired(model, depth_model)
+    for model in (m for m in pretrained if m in records and scratch in records):
+        differences[f"{model}-{scratch}"] = paired(model, scratch)
     metric = PRIMARY[task]
     best_baseline = None
     if best is not None:
