@@ -46,6 +46,7 @@ PRESET_LR = {
 }
 MIN_AUTO_BATCH, MAX_AUTO_BATCH = 16, 64
 DEFAULT_EPOCHS = 50
+IDENTITY_DROPOUT = {"pretrain": 0.5, "train": 0.2}
 PRETRAIN_MIN_STEPS = 2000
 
 
@@ -107,8 +108,12 @@ class RunConfig:
         "vector; other ASVs are read by sequence alone (a fine-tuned model starts from its "
         "encoder's identities of the ASVs the encoder saw).",
     )
-    identity_dropout: float = setting(
-        0.2, "Share of ASV identities hidden per training step (with asv_vocabulary).", ge=0, lt=1
+    identity_dropout: float | None = setting(
+        None,
+        "Share of ASV identities hidden per training step (with asv_vocabulary); unset: 0.5 in "
+        "pretraining, 0.2 in training.",
+        ge=0,
+        lt=1,
     )
     # data
     token_limit: int = setting(1024, "Most ASVs read per sample.", ge=1, le=65_536)
@@ -329,7 +334,20 @@ class RunConfig:
             floor = PRETRAIN_MIN_STEPS if stage == "pretrain" else 0
             epochs = max(DEFAULT_EPOCHS, math.ceil(floor / max(steps, 1)))
         rerarefy = stage == "pretrain" if self.rerarefy is None else self.rerarefy
-        return self.replace(batch_size=batch, epochs=epochs, rerarefy=rerarefy)
+        return self.replace(
+            batch_size=batch,
+            epochs=epochs,
+            rerarefy=rerarefy,
+            identity_dropout=self.identity_rate(stage),
+        )
+
+    def identity_rate(self, stage: Stage) -> float:
+        """``identity_dropout``, or the stage's: pretraining hides half the identities, so that
+        the encoder does not memorise its train split's distances through them (ECAM, whole
+        families held out: train minus validation UniFrac R² 0.09 at 0.5, 0.11 at 0.2)."""
+        if self.identity_dropout is not None:
+            return self.identity_dropout
+        return IDENTITY_DROPOUT[stage]
 
 
 @cache

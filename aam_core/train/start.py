@@ -34,7 +34,7 @@ def encoder_for(
     sample = dataclasses.replace(
         run.model.sample,
         vocabulary=size,
-        identity_dropout=config.identity_dropout if size else 0.0,
+        identity_dropout=config.identity_rate("pretrain") if size else 0.0,
     )
     model_config = dataclasses.replace(run.model, sample=sample)
     torch.manual_seed(config.seed)  # the initial weights are part of the run's seed
@@ -75,7 +75,7 @@ def regressor_for(
         sample=dataclasses.replace(
             model_config.sample,
             vocabulary=size if identities else 0,
-            identity_dropout=config.identity_dropout if identities else 0.0,
+            identity_dropout=config.identity_rate("train") if identities else 0.0,
         ),
         target=dataclasses.replace(
             model_config.target, vocabulary=size if model_config.target.linear else 0

@@ -242,7 +242,11 @@ def test_unset_epochs_and_batch_size_are_resolved_once_from_the_train_split(
 ) -> None:
     config = RunConfig.from_mapping(given).resolved(stage, n_train, world)
     assert (config.batch_size, config.epochs) == expected
+    assert config.rerarefy is (stage == "pretrain")  # a new draw every epoch in pretraining
+    assert config.identity_dropout == (0.5 if stage == "pretrain" else 0.2)
     assert config.resolved(stage, n_train, world) == config  # resolving twice changes nothing
+    kept = RunConfig(rerarefy=stage != "pretrain").resolved(stage, n_train, world)
+    assert kept.rerarefy is (stage != "pretrain")  # a given choice is kept
 
 
 def test_each_stage_stops_early_on_its_own_task_metric() -> None:
