@@ -151,14 +151,9 @@ def _classification(
 ) -> tuple[dict[str, float], dict[str, float], np.ndarray, Any]:
     labels = np.round(y.astype(np.float64)).astype(np.int64)  # [n]
     forest = RandomForestClassifier(random_state=seed, **rf).fit(x[train], labels[train])
-    # The forest only knows the classes seen in the train rows; place its columns among all K.
-    columns = np.asarray(forest.classes_, dtype=np.int64)
 
     def proba(rows: np.ndarray) -> np.ndarray:
-        out = np.zeros((rows.size, n_classes), dtype=np.float64)  # [n_rows, K]
-        if rows.size:
-            out[:, columns] = forest.predict_proba(x[rows])
-        return out
+        return class_probabilities(forest, x[rows], n_classes)
 
     def score(rows: np.ndarray, prob: np.ndarray) -> dict[str, float]:
         metrics = ClassificationMetrics(n_classes)
@@ -168,6 +163,15 @@ def _classification(
 
     val_prob = proba(val)
     return score(val, val_prob), score(train, proba(train)), val_prob, forest
+
+
+def class_probabilities(model: Any, x: Any, n_classes: int) -> np.ndarray:
+    """``model.predict_proba(x)`` placed among all K classes, ``[n, K]``: a fitted classifier
+    knows only the classes of its train rows (a class it never saw gets 0)."""
+    out = np.zeros((x.shape[0], n_classes), dtype=np.float64)  # [n, K]
+    if x.shape[0]:
+        out[:, np.asarray(model.classes_, dtype=np.int64)] = model.predict_proba(x)
+    return out
 
 
 def fit_baseline(

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 from sklearn.linear_model import LogisticRegression, Ridge
 
-from aam_core.train.baseline import check_split, finite_or_none
+from aam_core.train.baseline import check_split, class_probabilities, finite_or_none
 from aam_core.train.metrics import ClassificationMetrics, RegressionMetrics
 
 Task = Literal["regression", "classification"]
@@ -178,10 +178,7 @@ def _fit_classes(
     columns = np.asarray(model.classes_, dtype=np.int64)
 
     def proba(rows: np.ndarray) -> np.ndarray:
-        out = np.zeros((rows.size, n_classes), dtype=np.float64)  # [n_rows, K]
-        if rows.size:
-            out[:, columns] = model.predict_proba(x[rows])
-        return out
+        return class_probabilities(model, x[rows], n_classes)
 
     # Binary: one row, the log-odds of classes_[1]; K > 2: one row per class.
     return proba, {
