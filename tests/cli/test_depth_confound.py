@@ -68,12 +68,20 @@ def card(run: Path) -> tuple[dict[str, Any], str]:
     return as_json, aam("card", "--model", checkpoint).stdout
 
 
+def trained(
+    study: Study, run: Path, target: str, task: str
+) -> tuple[str, dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """``aam train`` of ``target``: its log, report.json, the depth model and the verdict it
+    reported, and the depth model refit by hand on its split."""
+    log = train(study, run, target, task).stderr
+    report = json.loads((run / "report.json").read_text())
+    expected = by_hand(study, run, task)
+    return log, report, report["depth_baseline"], report["depth_confound"], expected
+
+
 def test_labels_that_follow_depth_are_flagged_everywhere(study: Study, tmp_path: Path) -> None:
     run = tmp_path / "batch"
-    log = train(study, run, "batch", "classification").stderr
-    report = json.loads((run / "report.json").read_text())
-    depth, verdict = report["depth_baseline"], report["depth_confound"]
-    expected = by_hand(study, run, "classification")
+    log, report, depth, verdict, expected = trained(study, run, "batch", "classification")
     assert depth["metrics"] == pytest.approx(expected["metrics"], rel=1e-9)
     for key in ("log_depth_mean", "log_depth_std", "intercept", "slope"):
         assert depth["coefficients"][key] == pytest.approx(expected["coefficients"][key])
@@ -115,10 +123,7 @@ def test_labels_that_do_not_follow_depth_show_the_figure_without_a_warning(
     study: Study, tmp_path: Path
 ) -> None:
     run = tmp_path / "age"
-    log = train(study, run, "age", "regression").stderr
-    report = json.loads((run / "report.json").read_text())
-    depth, verdict = report["depth_baseline"], report["depth_confound"]
-    expected = by_hand(study, run, "regression")
+    log, report, depth, verdict, expected = trained(study, run, "age", "regression")
     # the run holds regression targets as float32: agreement to its precision
     assert depth["metrics"] == pytest.approx(expected["metrics"], rel=1e-6)
     assert depth["metrics"]["r2"] < CONFOUNDED_R2
