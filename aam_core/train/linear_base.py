@@ -5,9 +5,8 @@ model of the counts it reads.
 On the public studies a linear model of rarefied counts rivals a tuned random forest, and a
 transformer trained from scratch on a few hundred samples learnt that linear signal slowly and
 noisily: its linear term shared AdamW, the gradient clip and early stopping with the network.
-Here the linear model is fitted to convergence first (L2 chosen by cross-validation over the
-train split's subjects, as a careful analyst would), written into the target head's
-:class:`LinearBase` buffers, and
+Here the linear model is fitted to convergence first (L2 chosen on the run's validation split,
+as a careful analyst would), written into the target head's :class:`LinearBase` buffers, and
 the network (whose output layer starts at zero) trains on what it leaves. Early stopping then
 compares every epoch with epoch 0, the linear base alone.
 
@@ -21,6 +20,7 @@ task of the public data pack, on splits no reported figure uses.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +30,6 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import log_loss, roc_auc_score
-from sklearn.model_selection import GroupKFold
 
 from aam_core.data.batching import SampleDataset
 from aam_core.model.aam import SequenceRegressor
@@ -45,7 +44,6 @@ from aam_core.train.prepare import PreparedData
 RIDGE_ALPHAS = (0.1, 1.0, 10.0, 100.0, 1e3, 1e4)
 LOGISTIC_CS = (1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0)
 LOGISTIC_MAX_ITER = 2000
-CV_FOLDS = 5  # grouped folds of the train split that choose the L2
 # scikit-learn solves a sparse ridge iteratively (conjugate gradients); its default tolerance
 # (1e-4) leaves the coefficients ~1e-4 from the exact solution
 RIDGE_TOL = 1e-8
@@ -104,133 +102,91 @@ def fit_linear_base(
     target_std: np.ndarray | None = None,
     balanced: bool = False,
     penalty: float | None = None,
-    train_groups: np.ndarray | None = None,
 ) -> LinearFit:
-    """Fit the linear base on the train rows, its L2 (ridge's alpha or logistic regression's C)
-    chosen by grouped cross-validation over the train rows, or given as ``penalty``; score the
-    fit on the validation rows, which take no part in the choice.
+    """Fit the linear base on the train rows, its L2 chosen on the validation rows (or given as
+    ``penalty``: ridge's alpha or logistic regression's C).
 
     Regression (``n_classes`` None): ridge on the target standardised by ``target_mean`` and
     ``target_std`` (the model's own normaliser, so the base is in the head's units), chosen by
-    MAE. Classification: multinomial logistic regression on class indices, chosen by ROC AUC
-    for two classes, else by log loss; ``balanced`` weighs classes as the model's loss does.
-    The cross-validation keeps each of ``train_groups`` (subjects; None: every sample its own)
-    in one fold, and scores the out-of-fold predictions pooled: one validation split of a few
-    subjects chose the L2 by noise (ECAM folds of 8 families).
+    validation MAE. Classification: multinomial logistic regression on class indices, chosen
+    by validation ROC AUC for two classes present in the validation rows, else by log loss;
+    ``balanced`` weighs classes as the model's loss does.
     """
     with warnings.catch_warnings():
         # a weakly penalised logistic regression on separable data never converges: its
         # larger C values then only lose the search
         warnings.simplefilter("ignore", ConvergenceWarning)
-        y = _targets(train_y, n_classes, target_mean, target_std)
-        search: list[dict[str, float]] = []
-        if penalty is None:
-            penalty, search = _search(
-                train_x, y, train_groups, n_classes, target_mean, target_std, balanced
-            )
-        model = _model(penalty, n_classes, balanced).fit(train_x, y)
-        coef, intercept = _coefficients(model, n_classes)  # [2V, k], [k]
+        return _fit(
+            train_x, train_y, validation_x, validation_y, n_classes, target_mean, target_std,
+            balanced, penalty,
+        )  # fmt: skip
+
+
+def _fit(
+    train_x: sp.csr_matrix,
+    train_y: np.ndarray,
+    validation_x: sp.csr_matrix,
+    validation_y: np.ndarray,
+    n_classes: int | None,
+    target_mean: np.ndarray | None,
+    target_std: np.ndarray | None,
+    balanced: bool,
+    penalty: float | None,
+) -> LinearFit:
+    grid: Sequence[float] = (
+        [penalty] if penalty is not None else (RIDGE_ALPHAS if n_classes is None else LOGISTIC_CS)
+    )
+    if n_classes is None:
+        assert target_mean is not None and target_std is not None
+        mean, std = np.asarray(target_mean), np.asarray(target_std)
+        y = (np.asarray(train_y, np.float64).reshape(len(train_y), -1) - mean) / std
+        fits = [Ridge(alpha=a, tol=RIDGE_TOL).fit(train_x, y) for a in grid]
+        scores = [
+            _mae(validation_x, validation_y, f, mean, std) if validation_x.shape[0] else 0.0
+            for f in fits
+        ]
+        best = int(np.argmin(scores))
+        model = fits[best]
+        coef = np.asarray(model.coef_, dtype=np.float64).reshape(y.shape[1], -1).T  # [2V, k]
+        intercept = np.atleast_1d(np.asarray(model.intercept_, dtype=np.float64))  # [k]
+        search = [{"alpha": a, "mae": s} for a, s in zip(grid, scores, strict=True)]
+        regression = RegressionMetrics()
+        if validation_x.shape[0]:
+            predicted = (validation_x @ coef + intercept) * std + mean
+            regression.update(predicted, np.asarray(validation_y, np.float64))
+        chosen, validation = {"alpha": float(grid[best])}, regression.compute()
+    else:
+        labels = np.asarray(train_y, dtype=np.int64)
+        fits = [_logistic(c, balanced).fit(train_x, labels) for c in grid]
+        scores = [_classification_loss(validation_x, validation_y, f, n_classes) for f in fits]
+        best = int(np.argmin(scores))
+        model = fits[best]
+        coef, intercept = _logits(model, n_classes)  # [2V, K], [K]
+        search = [{"C": c, "loss": s} for c, s in zip(grid, scores, strict=True)]
+        classification = ClassificationMetrics(n_classes)
+        if validation_x.shape[0]:
+            classification.update(_softmax(validation_x @ coef + intercept), validation_y)
+        chosen, validation = {"C": float(grid[best])}, classification.compute()
     size = coef.shape[0] // 2
     return LinearFit(
         presence=coef[:size],
         weight=coef[size:],
         intercept=intercept,
-        penalty={"alpha" if n_classes is None else "C": float(penalty)},
+        penalty=chosen,
         search=search,
-        validation=_metrics(
-            validation_x @ coef + intercept, validation_y, n_classes, target_mean, target_std
-        ),
+        validation=validation,
     )
 
 
-def _targets(
-    y: np.ndarray, n_classes: int | None, mean: np.ndarray | None, std: np.ndarray | None
-) -> np.ndarray:
-    """What the model fits: the standardised target ``[n, k]``, or class indices ``[n]``."""
-    if n_classes is not None:
-        return np.asarray(y, dtype=np.int64)
-    assert mean is not None and std is not None
-    return (np.asarray(y, np.float64).reshape(len(y), -1) - mean) / std
+def _mae(x: sp.csr_matrix, y: np.ndarray, model: Any, mean: np.ndarray, std: np.ndarray) -> float:
+    predicted = np.asarray(model.predict(x)).reshape(x.shape[0], -1) * std + mean  # [n, k]
+    return float(np.mean(np.abs(predicted - np.asarray(y, np.float64).reshape(predicted.shape))))
 
 
-def _model(penalty: float, n_classes: int | None, balanced: bool) -> Any:
-    if n_classes is None:
-        return Ridge(alpha=penalty, tol=RIDGE_TOL)
-    weights = "balanced" if balanced else None
-    return LogisticRegression(C=penalty, max_iter=LOGISTIC_MAX_ITER, class_weight=weights)
-
-
-def _search(
-    x: sp.csr_matrix,
-    y: np.ndarray,
-    groups: np.ndarray | None,
-    n_classes: int | None,
-    mean: np.ndarray | None,
-    std: np.ndarray | None,
-    balanced: bool,
-) -> tuple[float, list[dict[str, float]]]:
-    """The grid point whose pooled out-of-fold predictions score best (lowest MAE, or highest
-    ROC AUC / lowest log loss), and every point's score. With fewer than two groups nothing can
-    be held out: the middle of the grid."""
-    grid = RIDGE_ALPHAS if n_classes is None else LOGISTIC_CS
-    groups = np.arange(x.shape[0]) if groups is None else np.asarray(groups)
-    n_folds = min(CV_FOLDS, np.unique(groups).size)
-    if n_folds < 2:
-        return grid[len(grid) // 2], []
-    folds = list(GroupKFold(n_splits=n_folds).split(np.zeros(x.shape[0]), groups=groups))
-    name = "alpha" if n_classes is None else "C"
-    search = []
-    for point in grid:
-        scores = np.zeros((x.shape[0], y.shape[1] if n_classes is None else n_classes))
-        for fit_rows, held_out in folds:
-            model = _model(point, n_classes, balanced).fit(x[fit_rows], y[fit_rows])
-            coef, intercept = _coefficients(model, n_classes)
-            scores[held_out] = x[held_out] @ coef + intercept
-        search.append({name: point, "loss": _loss(scores, y, n_classes)})
-    best = min(search, key=lambda s: s["loss"])
-    return best[name], search
-
-
-def _loss(scores: np.ndarray, y: np.ndarray, n_classes: int | None) -> float:
-    """Lower is better: MAE in standard deviations of the target, -ROC AUC for two classes
-    both present, else log loss."""
-    if n_classes is None:
-        return float(np.mean(np.abs(scores - y)))
-    probabilities = _softmax(scores)  # [n, K]
-    if n_classes == 2 and np.unique(y).size == 2:
-        return -float(roc_auc_score(y, probabilities[:, 1]))
-    return float(log_loss(y, probabilities, labels=range(n_classes)))
-
-
-def _coefficients(model: Any, n_classes: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """``coef [2V, k]`` and ``intercept [k]`` of a fitted ridge (k outputs) or logistic
-    regression (k = K logits)."""
-    if n_classes is not None:
-        return _logits(model, n_classes)
-    intercept = np.atleast_1d(np.asarray(model.intercept_, dtype=np.float64))  # [k]
-    coef = np.asarray(model.coef_, dtype=np.float64).reshape(intercept.size, -1).T  # [2V, k]
-    return coef, intercept
-
-
-def _metrics(
-    scores: np.ndarray,
-    y: np.ndarray,
-    n_classes: int | None,
-    mean: np.ndarray | None,
-    std: np.ndarray | None,
-) -> dict[str, float]:
-    """The model's validation metrics of the base's outputs ``scores [n, k]`` (standardised
-    values or logits), with the model's own accumulators; {} without rows."""
-    if scores.shape[0] == 0:
-        return {}
-    if n_classes is None:
-        assert mean is not None and std is not None
-        regression = RegressionMetrics()
-        regression.update(scores * std + mean, np.asarray(y, np.float64))
-        return regression.compute()
-    classification = ClassificationMetrics(n_classes)
-    classification.update(_softmax(scores), y)
-    return classification.compute()
+def _logistic(c: float, balanced: bool) -> LogisticRegression:
+    return LogisticRegression(
+        C=c, max_iter=LOGISTIC_MAX_ITER, class_weight="balanced" if balanced else None
+    )
 
 
 def _logits(model: LogisticRegression, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -254,6 +210,20 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
+def _classification_loss(
+    x: sp.csr_matrix, y: np.ndarray, model: LogisticRegression, n_classes: int
+) -> float:
+    """-ROC AUC with two classes both present in ``y``, else log loss (0 without rows)."""
+    if x.shape[0] == 0:
+        return 0.0
+    coef, intercept = _logits(model, n_classes)
+    probabilities = _softmax(x @ coef + intercept)  # [n, K]
+    labels = np.asarray(y, dtype=np.int64)
+    if n_classes == 2 and np.unique(labels).size == 2:
+        return -float(roc_auc_score(labels, probabilities[:, 1]))
+    return float(log_loss(labels, probabilities, labels=range(n_classes)))
+
+
 def install(head: LinearBase, fit: LinearFit) -> None:
     """Write ``fit`` into the target head's linear base (row 0, unknown ASVs, stays zero)."""
     assert head.presence is not None and head.intercept is not None, "a fitted base's head"
@@ -273,9 +243,8 @@ def fit_model_base(
     *,
     penalty: float | None = None,
 ) -> LinearFit:
-    """Fit ``model``'s linear base on the run's train split (L2 chosen by cross-validation over
-    its groups, or ``penalty``), score it on the validation split and install it;
-    ``vocabulary [n_features]``: each feature's row."""
+    """Fit ``model``'s linear base on the run's train split (L2 chosen on its validation
+    split, or ``penalty``) and install it; ``vocabulary [n_features]``: each feature's row."""
     head = model.target_head.linear
     assert head is not None
     split, limit = prepared.split, config.token_limit
@@ -297,7 +266,6 @@ def fit_model_base(
         target_std=model.target_norm.std.double().cpu().numpy(),
         balanced=config.class_weights == "balanced",
         penalty=penalty,
-        train_groups=None if prepared.groups is None else prepared.groups[split.train],
     )
     install(head, fit)
     return fit

@@ -43,7 +43,6 @@ class PreparedData:
     engine: UniFracEngine | None = None
     distances: np.ndarray | None = None  # precomputed UniFrac over ``table``'s samples
     report: dict[str, Any] = field(default_factory=dict)
-    groups: np.ndarray | None = None  # str [n]: each sample's group_column value (or own group)
 
     def dataset(self, rows: np.ndarray, config: RunConfig) -> SampleDataset:
         """Samples at ``rows``: the shared rarefied draw, or a new draw every epoch."""
@@ -249,7 +248,6 @@ def prepare_data(
         engine=engine,
         distances=distances,
         report=report,
-        groups=kept_groups,
     )
 
 
