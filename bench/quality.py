@@ -111,6 +111,7 @@ def aam_options(args: argparse.Namespace) -> AamOptions:
         args.device,
         args.keep_checkpoints,
         _settings(args.pretrain_config, "--pretrain-config"),
+        freeze_pretrained=args.freeze_pretrained,
     )
 
 
@@ -252,7 +253,8 @@ def protocol(
                 "settings": {**settings, "seed": "the outer seed"},
                 "device": args.device, "recipe": RunConfig.from_mapping(settings).to_dict()},
         "aam_pretrained": {"features": READS["aam_pretrained"],
-                           "pretrain_settings": aam.pretrain_settings(study.group, 0)},
+                           "pretrain_settings": aam.pretrain_settings(study.group, 0),
+                           "freeze_base": aam.freeze_pretrained},
         "aam_pack": {"features": READS["aam_pack"], "pack": [str(p) for p in args.pack]},
     }  # fmt: skip
 
@@ -286,6 +288,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--pretrain-config",
         help="JSON mapping of RunConfig keys over the pretraining of aam_pretrained and "
         "aam_pack (e.g. a smaller epoch count)",
+    )
+    add(
+        "--freeze-pretrained",
+        action="store_true",
+        help="aam_pretrained and aam_pack train on their encoder frozen (freeze_base)",
     )
     add(
         "--pack",

@@ -344,6 +344,7 @@ class AamOptions:
     keep_checkpoints: bool = False
     pretrain_overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     pack_encoder: Path | None = None  # pretrained on the pack's other studies (aam_pack)
+    freeze_pretrained: bool = False  # aam_pretrained and aam_pack train on a frozen encoder
 
     def settings(self, group: str | None, seed: int) -> dict[str, Any]:
         """A train run's settings: the benchmark's split, then the user's overrides."""
@@ -424,6 +425,7 @@ def run_aam(
         inputs,
         target=study.target,
         base_checkpoint=base,
+        freeze_base=base is not None and options.freeze_pretrained,
         device=options.device,
         **kind,
     )
