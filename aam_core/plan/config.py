@@ -96,11 +96,12 @@ class RunConfig:
         "Add a linear model on the log abundances of the ASVs of the train split to the target "
         "head's output (train jobs, with asv_vocabulary).",
     )
-    refit: bool = setting(
-        False,
-        "After training, train again on the train and validation samples together for the "
-        "epochs the validation split chose, and register that model; its validation figures "
-        "stay those of the first model (train jobs, model aam).",
+    refit: Literal["none", "linear", "all"] = setting(
+        "none",
+        "After training, fit again on the train and validation samples together and register "
+        "that model: 'linear' the linear base alone (same L2), 'all' the whole model for the "
+        "epochs validation chose; its validation figures stay the first model's (train jobs, "
+        "model aam).",
     )
     asv_vocabulary: bool = setting(
         True,

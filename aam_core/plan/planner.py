@@ -130,7 +130,7 @@ def plan_run(
     _check_lengths(run.max_bp, run.truncate, dataset, base)
     _check_gpus(run, dataset)
     chosen: ModelKind = (model_kind or DEFAULT_MODEL_KIND) if kind == "train" else "aam"
-    if run.refit and chosen != "aam":
+    if run.refit != "none" and chosen != "aam":
         raise ConfigError(
             f"refit is for model 'aam': a {chosen!r} model blends in a forest chosen on the "
             "validation split, which a refit would train on",

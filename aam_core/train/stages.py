@@ -28,6 +28,7 @@ import torch
 from aam_core import __version__
 from aam_core.checkpoint import (
     CheckpointError,
+    build_model,
     checkpoint_from_model,
     load_checkpoint,
     save_checkpoint,
@@ -152,10 +153,64 @@ def run_train(
         model_kind=run.model_kind,
         vocabulary=vocabulary,
     )
-    if not config.refit or result.best_checkpoint is None:
+    if config.refit == "none" or result.best_checkpoint is None:
         return result
-    refit = _refit(run, prepared, result, Path(out_dir), log, ctx, dataset_sha256)
+    if config.refit == "linear":
+        assert vocabulary is not None or model.target_head.fitted_base is None
+        refit = _refit_linear(config, prepared, result, vocabulary, Path(out_dir), log, ctx)
+    else:
+        refit = _refit(run, prepared, result, Path(out_dir), log, ctx, dataset_sha256)
     return dataclasses.replace(result, best_checkpoint=refit)
+
+
+def _whole(prepared: PreparedData) -> PreparedData:
+    """``prepared`` with its train and validation samples in one train split."""
+    split = prepared.split
+    whole = np.sort(np.concatenate([split.train, split.validation]))
+    return dataclasses.replace(
+        prepared, split=Split(whole, np.empty(0, dtype=np.int64), split.method)
+    )
+
+
+def _refit_linear(
+    config: RunConfig,
+    prepared: PreparedData,
+    first: RunResult,
+    vocabulary: Vocabulary | None,
+    out_dir: Path,
+    log: Callback,
+    ctx: DistContext,
+) -> Path:
+    """``refit: linear``: the selected model with its linear base fitted again on the train
+    and validation samples together, at the L2 validation chose (the network as trained);
+    ``checkpoints/refit.pt``, with the selected model's validation figures. ASVs that only the
+    validation samples hold stay outside the base's vocabulary."""
+    assert first.best_checkpoint is not None
+    path = out_dir / "checkpoints" / "refit.pt"
+    checkpoint = load_checkpoint(first.best_checkpoint)
+    model = build_model(checkpoint)
+    assert isinstance(model, SequenceRegressor)
+    if model.target_head.fitted_base is None or vocabulary is None or not ctx.is_main:
+        barrier(ctx)
+        return path if model.target_head.fitted_base is not None else first.best_checkpoint
+    everything = _whole(prepared)
+    rows, fixed = everything.split.train, config.replace(rerarefy=False)
+    data = RunData(
+        everything.dataset(rows, fixed),
+        None,
+        everything.collator(fixed, rows, vocabulary[1]),
+        None,
+    )
+    penalty = next(iter(first.report["linear_base"]["penalty"].values()))
+    fit_model_base(model, data, everything, config, vocabulary[1], penalty=penalty)
+    refit = {"what": "linear", "n_train": int(rows.size), "selected_on": "validation"}
+    metrics = {**checkpoint.metrics, "refit": refit}
+    save_checkpoint(
+        dataclasses.replace(checkpoint, state_dict=model.state_dict(), metrics=metrics), path
+    )
+    log.on_log(f"refit: the linear base on {rows.size} train + validation samples; saved {path}")
+    barrier(ctx)
+    return path
 
 
 def _facts(
@@ -212,16 +267,14 @@ def _refit(
     ctx: DistContext,
     dataset_sha256: dict[str, str] | None,
 ) -> Path:
-    """``config.refit``: a model of the same settings trained on the train and validation
+    """``refit: all``: a model of the same settings trained on the train and validation
     samples together, for the epochs the first run chose (its best epoch; 0: the linear base
     alone) at its batch size, with the linear base's L2 chosen there. Saved as
     ``checkpoints/refit.pt`` with the first model's validation figures, the only honest ones
     (the refit has seen those samples); the refit's own training writes into ``refit/``."""
     split = prepared.split
-    whole = np.sort(np.concatenate([split.train, split.validation]))
-    everything = dataclasses.replace(
-        prepared, split=Split(whole, np.empty(0, dtype=np.int64), split.method)
-    )
+    everything = _whole(prepared)
+    whole = everything.split.train
     batch = run.config.resolved("train", int(split.train.size), ctx.world_size).batch_size
     epochs = first.fit.best_epoch
     config = run.config.replace(batch_size=batch, epochs=max(epochs, 1), patience=0)
@@ -260,7 +313,10 @@ def _refit(
     if ctx.is_main:
         assert first.best_checkpoint is not None
         chosen = load_checkpoint(first.best_checkpoint).metrics
-        refit = {"epochs": epochs, "n_train": int(whole.size), "selected_on": "validation"}
+        refit = {
+            "what": "all", "epochs": epochs, "n_train": int(whole.size),
+            "selected_on": "validation",
+        }  # fmt: skip
         save_checkpoint(
             checkpoint_from_model(weights, metrics={**chosen, "refit": refit}, **fields()), path
         )

@@ -1,5 +1,6 @@
-"""``refit``: after a run chose its epoch count on validation, a model of the same settings is
-trained on the train and validation samples together and becomes the run's model."""
+"""``refit``: after a run chose its model on validation, the train and validation samples are
+fitted together and that model becomes the run's: the linear base alone ("linear"), or the
+whole model for the chosen epochs ("all")."""
 
 from __future__ import annotations
 
@@ -7,13 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from sklearn.linear_model import Ridge
 
-from aam_core.checkpoint import load_checkpoint
+from aam_core.checkpoint import build_model, load_checkpoint
 from aam_core.errors import ConfigError
 from aam_core.io import Inputs
 from aam_core.plan import TargetSpec
 from aam_core.predict import Predictor
+from aam_core.train.linear_base import linear_features
 from aam_core.train.local_plan import plan_local
+from aam_core.train.prepare import prepare_data
 from aam_core.train.stages import run_train
 from tests.conftest import tiny_settings, train_plan
 
@@ -23,7 +28,7 @@ AGE = TargetSpec("age", "regression")
 def test_a_refit_trains_on_every_sample_for_the_chosen_epochs(
     study_inputs: Inputs, tmp_path: Path
 ) -> None:
-    plan = train_plan(study_inputs, AGE, epochs=3, refit=True)
+    plan = train_plan(study_inputs, AGE, epochs=3, refit="all")
     result = run_train(study_inputs, plan, tmp_path / "run")
     assert result.best_checkpoint == tmp_path / "run" / "checkpoints" / "refit.pt"
     first = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
@@ -34,6 +39,7 @@ def test_a_refit_trains_on_every_sample_for_the_chosen_epochs(
         0,
     )
     assert refit.metrics["refit"]["epochs"] == result.fit.best_epoch
+    assert refit.metrics["refit"]["what"] == "all"
     # the figures it carries are the first model's, scored on samples it had not seen
     assert refit.metrics["best"] == first.metrics["best"]
     assert refit.metrics["baselines"] == first.metrics["baselines"]
@@ -53,6 +59,41 @@ def test_a_refit_trains_on_every_sample_for_the_chosen_epochs(
 def test_a_refit_is_for_model_aam(study_inputs: Inputs) -> None:
     with pytest.raises(ConfigError, match="refit is for model 'aam'") as error:
         plan_local(
-            "train", tiny_settings(refit=True), study_inputs, target=AGE, model_kind="ensemble"
+            "train", tiny_settings(refit="all"), study_inputs, target=AGE, model_kind="ensemble"
         )
     assert error.value.field == "config.refit"
+
+
+def test_a_linear_refit_fits_the_base_again_on_every_sample_and_keeps_the_network(
+    study_inputs: Inputs, tmp_path: Path
+) -> None:
+    plan = train_plan(study_inputs, AGE, epochs=2, refit="linear")
+    result = run_train(study_inputs, plan, tmp_path / "run")
+    assert result.best_checkpoint == tmp_path / "run" / "checkpoints" / "refit.pt"
+    first = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
+    refit = load_checkpoint(result.best_checkpoint)
+    n = first.training["n_train"] + first.training["n_validation"]
+    assert refit.metrics["refit"] == {"what": "linear", "n_train": n, "selected_on": "validation"}
+    assert refit.metrics["best"] == first.metrics["best"]  # the selected model's figures
+    changed = {
+        k for k in first.state_dict if not torch.equal(first.state_dict[k], refit.state_dict[k])
+    }
+    assert changed and all(k.startswith("target_head.linear.") for k in changed)
+    # the base refit on all the samples, with the L2 the first fit chose on validation
+    prepared = prepare_data(study_inputs, plan.config, target=AGE)
+    everything = np.sort(np.concatenate([prepared.split.train, prepared.split.validation]))
+    vocabulary, rows = prepared.asv_vocabulary()
+    assert refit.vocabulary == vocabulary  # the train split's ASVs, as the network's
+    dataset = prepared.dataset(everything, plan.config.replace(rerarefy=False))
+    x = linear_features(dataset, np.arange(everything.size), rows, plan.config.token_limit)
+    alpha = result.report["linear_base"]["penalty"]["alpha"]
+    model = build_model(refit)
+    y = (
+        prepared.targets[everything] - model.target_norm.mean.item()
+    ) / model.target_norm.std.item()
+    ridge = Ridge(alpha=alpha, tol=1e-10).fit(x, y)
+    presence = refit.state_dict["target_head.linear.presence"][1:, 0].double().numpy()
+    weight = refit.state_dict["target_head.linear.weight"][1:, 0].double().numpy()
+    np.testing.assert_allclose(
+        np.concatenate([presence, weight]), ridge.coef_, rtol=1e-4, atol=1e-5
+    )
