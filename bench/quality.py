@@ -81,9 +81,9 @@ from aam_core.plan.targets import Task
 
 
 def resolve_models(spec: str | None) -> list[str]:
-    """The models to run: ``--models`` checked, or every model."""
+    """The models to run: ``--models`` checked, or every model that needs no pretraining."""
     if spec is None:
-        return list(MODELS)
+        return [m for m in MODELS if m not in PRETRAINED]
     chosen = list(dict.fromkeys(m.strip() for m in spec.split(",") if m.strip()))
     if not chosen or any(m not in MODELS for m in chosen):
         raise UsageError(f"--models {spec!r}: choose from {', '.join(MODELS)}")
@@ -279,7 +279,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--folds", type=int, default=5)
     add(
         "--models",
-        help=f"comma-separated, of {', '.join(MODELS)} (default: all). rf, linear and constant "
+        help=f"comma-separated, of {', '.join(MODELS)} (default: all but "
+        f"{' and '.join(PRETRAINED)}, which pretrain first). rf, linear and constant "
         "read counts rarefied as AAM reads them; depth (log reads alone) and linear_raw (CLR of "
         "raw counts, not drawn) read sequencing depth",
     )

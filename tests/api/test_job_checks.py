@@ -362,7 +362,7 @@ def test_openapi_shows_every_run_setting_with_its_default_and_bounds(client: Tes
     lr = fields["lr"]
     assert lr["anyOf"][0] == {"type": "number", "exclusiveMinimum": 0, "maximum": 1}
     assert "default" not in lr  # unset: the preset's, as its description says
-    assert "(default 1e-4, tiny 1e-3)" in lr["description"]
+    assert "(default 1e-4; tiny 1e-3, and 3e-3 in pretraining)" in lr["description"]
     assert fields["preset"]["default"] == "auto"
     assert (fields["patience"]["default"], fields["patience"]["anyOf"][0]["minimum"]) == (10, 0)
     assert fields["patience"]["description"] == (

@@ -164,6 +164,7 @@ def test_sample_output_reads_predictions_and_ensemble_components() -> None:
 
 
 def test_models_are_checked_and_default_to_all() -> None:
+    # every model but aam_pretrained and aam_pack, which pretrain first
     everything = ["rf", "linear", "linear_raw", "constant", "depth", "aam", "ensemble"]
     assert quality.resolve_models(None) == everything
     assert quality.resolve_models(" aam, rf,aam") == ["aam", "rf"]

@@ -150,7 +150,8 @@ def test_cli_train_across_two_nodes_writes_on_rank_0_only(tmp_path: Path) -> Non
     ]
     assert steps == [1, 2, 3, 4], run.logs  # 32 train samples, 2 x 8 a step: 2 steps an epoch
     history = (main / "out" / "metrics.jsonl").read_text().splitlines()
-    assert sorted({json.loads(line)["epoch"] for line in history}) == [1, 2]
+    # epoch 0: the linear base alone, validated before the first step
+    assert sorted({json.loads(line)["epoch"] for line in history}) == [0, 1, 2]
     predictions = (main / "out" / "validation_predictions.tsv").read_text().splitlines()[1:]
     assert len(predictions) == 8
     assert {p.name for p in (main / "out" / "checkpoints").iterdir()} == {"best.pt", "last.pt"}
