@@ -116,14 +116,17 @@ class LinearBase(nn.Module):
     ) -> torch.Tensor:
         """``identity [B, S]`` (vocabulary rows, 0: none), ``log_counts [B, S]`` (log1p of
         each slot's reads), ``mask [B, S]``."""
-        counts = torch.expm1(log_counts) * mask  # [B, S]
-        depth = torch.log1p(counts.sum(-1, keepdim=True)).clamp_min(1e-6)  # [B, 1]
-        scale = log_counts * mask / depth  # [B, S], in [0, 1]
-        out = torch.einsum("bs,bso->bo", scale.float(), self.weight[identity].float())
-        if self.presence is not None and self.intercept is not None:
-            present = mask.float()  # [B, S]
-            out = out + torch.einsum("bs,bso->bo", present, self.presence[identity].float())
-            out = out + self.intercept.float()
+        # in fp32 under bf16 autocast too: the base was fitted in float64, and bf16's 8-bit
+        # mantissa would move epoch 0 away from the fitted model
+        with torch.autocast(identity.device.type, enabled=False):
+            counts = torch.expm1(log_counts.float()) * mask  # [B, S]
+            depth = torch.log1p(counts.sum(-1, keepdim=True)).clamp_min(1e-6)  # [B, 1]
+            scale = log_counts.float() * mask / depth  # [B, S], in [0, 1]
+            out = torch.einsum("bs,bso->bo", scale, self.weight[identity].float())
+            if self.presence is not None and self.intercept is not None:
+                present = mask.float()  # [B, S]
+                out = out + torch.einsum("bs,bso->bo", present, self.presence[identity].float())
+                out = out + self.intercept.float()
         return out  # [B, out_dim]
 
 
@@ -183,4 +186,6 @@ class TargetHead(nn.Module):
         out = self.mlp(pooled)  # [B, out_dim]
         if self.linear is None or identity is None or log_counts is None:
             return out
-        return out + self.linear(identity, log_counts, mask).to(out.dtype)  # [B, out_dim]
+        base = self.linear(identity, log_counts, mask)  # fp32, even under bf16 autocast
+        dtype = torch.promote_types(out.dtype, base.dtype)
+        return out.to(dtype) + base.to(dtype)  # [B, out_dim]

@@ -58,8 +58,15 @@ def test_validation_scores_every_pair_of_the_split_at_once() -> None:
     data = SampleDataset(table)
     rows = np.arange(table.n_samples)
     tracker = evaluate_rows(
-        model, data, collate, rows, batch_size=7, device=torch.device("cpu"), keep=True
-    )
+        model,
+        data,
+        collate,
+        rows,
+        batch_size=7,
+        device=torch.device("cpu"),
+        precision="fp32",
+        keep=True,
+    )  # fp32: bf16 autocast, on CPUs with native bf16, would round the embeddings
     got = tracker.summary()
     with torch.no_grad():
         z = model(collate([data[int(i)] for i in rows])).unifrac_z
