@@ -16,7 +16,7 @@ from aam_core.train.artifacts import read_split_tsv
 from aam_core.train.local_plan import plan_local
 from aam_core.train.stages import run_train
 
-EPOCHS = 30  # the only change to the recipe besides the data's size: a fast test
+EPOCHS = 10  # the only change to the recipe besides the data's size: a fast test
 
 
 def test_default_recipe_beats_the_median_on_held_out_subjects(tmp_path: Path) -> None:
