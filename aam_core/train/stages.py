@@ -156,7 +156,6 @@ def run_train(
     if config.refit == "none" or result.best_checkpoint is None:
         return result
     if config.refit == "linear":
-        assert vocabulary is not None or model.target_head.fitted_base is None
         refit = _refit_linear(config, prepared, result, vocabulary, Path(out_dir), log, ctx)
     else:
         refit = _refit(run, prepared, result, Path(out_dir), log, ctx, dataset_sha256)
@@ -190,9 +189,13 @@ def _refit_linear(
     checkpoint = load_checkpoint(first.best_checkpoint)
     model = build_model(checkpoint)
     assert isinstance(model, SequenceRegressor)
-    if model.target_head.fitted_base is None or vocabulary is None or not ctx.is_main:
+    if model.target_head.fitted_base is None:  # no base to fit again: the selected model stays
         barrier(ctx)
-        return path if model.target_head.fitted_base is not None else first.best_checkpoint
+        return first.best_checkpoint
+    if not ctx.is_main:
+        barrier(ctx)
+        return path
+    assert vocabulary is not None  # a fitted base is built on the train split's vocabulary
     everything = _whole(prepared)
     rows, fixed = everything.split.train, config.replace(rerarefy=False)
     data = RunData(

@@ -11,28 +11,36 @@ import pytest
 import torch
 from sklearn.linear_model import Ridge
 
-from aam_core.checkpoint import build_model, load_checkpoint
+from aam_core.checkpoint import Checkpoint, build_model, load_checkpoint
 from aam_core.errors import ConfigError
 from aam_core.io import Inputs
-from aam_core.plan import TargetSpec
+from aam_core.plan import ResolvedRun, TargetSpec
 from aam_core.predict import Predictor
 from aam_core.train.linear_base import linear_features
 from aam_core.train.local_plan import plan_local
 from aam_core.train.prepare import prepare_data
-from aam_core.train.stages import run_train
+from aam_core.train.stages import RunResult, run_train
 from tests.conftest import tiny_settings, train_plan
 
 AGE = TargetSpec("age", "regression")
 
 
+def refit_run(
+    inputs: Inputs, tmp_path: Path, *, epochs: int, refit: str
+) -> tuple[ResolvedRun, RunResult, Checkpoint, Checkpoint]:
+    """A train run with ``refit``: its plan, result, selected model and refit model (the
+    run's model, ``checkpoints/refit.pt``)."""
+    plan = train_plan(inputs, AGE, epochs=epochs, refit=refit)
+    result = run_train(inputs, plan, tmp_path / "run")
+    assert result.best_checkpoint == tmp_path / "run" / "checkpoints" / "refit.pt"
+    first = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
+    return plan, result, first, load_checkpoint(result.best_checkpoint)
+
+
 def test_a_refit_trains_on_every_sample_for_the_chosen_epochs(
     study_inputs: Inputs, tmp_path: Path
 ) -> None:
-    plan = train_plan(study_inputs, AGE, epochs=3, refit="all")
-    result = run_train(study_inputs, plan, tmp_path / "run")
-    assert result.best_checkpoint == tmp_path / "run" / "checkpoints" / "refit.pt"
-    first = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
-    refit = load_checkpoint(result.best_checkpoint)
+    _, result, first, refit = refit_run(study_inputs, tmp_path, epochs=3, refit="all")
     n_train, n_validation = first.training["n_train"], first.training["n_validation"]
     assert (refit.training["n_train"], refit.training["n_validation"]) == (
         n_train + n_validation,
@@ -67,11 +75,7 @@ def test_a_refit_is_for_model_aam(study_inputs: Inputs) -> None:
 def test_a_linear_refit_fits_the_base_again_on_every_sample_and_keeps_the_network(
     study_inputs: Inputs, tmp_path: Path
 ) -> None:
-    plan = train_plan(study_inputs, AGE, epochs=2, refit="linear")
-    result = run_train(study_inputs, plan, tmp_path / "run")
-    assert result.best_checkpoint == tmp_path / "run" / "checkpoints" / "refit.pt"
-    first = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
-    refit = load_checkpoint(result.best_checkpoint)
+    plan, result, first, refit = refit_run(study_inputs, tmp_path, epochs=2, refit="linear")
     n = first.training["n_train"] + first.training["n_validation"]
     assert refit.metrics["refit"] == {"what": "linear", "n_train": n, "selected_on": "validation"}
     assert refit.metrics["best"] == first.metrics["best"]  # the selected model's figures
