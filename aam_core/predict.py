@@ -5,8 +5,9 @@ classifiers, optional embeddings, per-sample coverage, and optional K rarefactio
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,13 +28,9 @@ from aam_core.model import SequenceEncoder, SequenceRegressor
 from aam_core.predictions import PredictionResult, SamplePrediction, write_predictions
 from aam_core.vector_cache import DEFAULT_CAPACITY, AsvVectorCache
 
-# The model runs in float64 at prediction. In float32 a sample's result moves in the last bits
-# with the batch it shares (kernels block and reduce differently for other shapes and padding;
-# measured on a tiny regressor: 1 ulp, 3.8e-6 years at ~40), so the same sample alone and in a
-# table differed. In float64 the same reorderings move it by ~1e-13, and TF32, which training
-# turns on for CUDA matmuls, does not apply.
 __all__ = [
-    "PREDICT_DTYPE",
+    "PRECISIONS",
+    "RELATIVE_TOLERANCE",
     "PredictionError",
     "PredictionResult",
     "Predictor",
@@ -41,7 +38,17 @@ __all__ = [
     "write_predictions",
 ]
 
-PREDICT_DTYPE = torch.float64
+# Prediction's arithmetic. "fp32" (the default) batches samples and reuses cached ASV vectors:
+# kernels block and reduce differently for other batch shapes and padding, so the same sample
+# alone and among others differs in the last bits (measured: up to 3e-5 of a value near zero,
+# 2e-7 absolute, on a default() model). The contract (RELATIVE_TOLERANCE): the same sample and
+# model give values within 1e-5 of the larger of |value| and the value's scale (the training
+# target's standard deviation for a regressor; 1 for probabilities and embeddings), hence the
+# same label unless two classes' probabilities are that close. "fp64" is the exact mode: each
+# sample runs alone (a batch of one, no vector cache) in float64, so its numbers are the same
+# bit for bit whatever else the table holds and in whatever order, at several times the cost.
+PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp64": torch.float64}
+RELATIVE_TOLERANCE = 1e-5
 
 
 class PredictionError(UserError):
@@ -53,9 +60,10 @@ class PredictionError(UserError):
 class Predictor:
     """A loaded model ready to predict (the service keeps these in an LRU cache).
 
-    A prediction is a function of the sample's counts and the model alone (DESIGN.md section
-    7): ASVs are ranked with ties broken by sequence, a sample deeper than the training depth
-    is rarefied with a seed from its content (not its row), and the model runs in float64.
+    A prediction is a function of the sample's counts and the model alone: ASVs are ranked
+    with ties broken by sequence, a sample deeper than the training depth is rarefied with a
+    seed from its content (not its row), and the arithmetic is that of ``precision`` (see
+    :data:`PRECISIONS`: float32 within :data:`RELATIVE_TOLERANCE`, or float64 bit for bit).
     """
 
     def __init__(
@@ -64,12 +72,21 @@ class Predictor:
         *,
         device: str | torch.device = "cpu",
         vector_cache: int = 0,
+        precision: str = "fp32",
     ) -> None:
         """``vector_cache``: keep the vectors of up to this many ASVs between calls (0: off);
-        the service turns it on, the command-line tool predicts once and leaves it off."""
+        the service turns it on, the command-line tool predicts once and leaves it off (the
+        exact mode never uses it). ``precision``: "fp32" or "fp64" (:data:`PRECISIONS`)."""
+        if precision not in PRECISIONS:
+            raise PredictionError(
+                f"precision must be 'fp32' or 'fp64' (exact, bit for bit), got {precision!r}"
+            )
         self.checkpoint = checkpoint
         self.device = torch.device(device)
-        model = build_model(checkpoint).to(self.device, dtype=PREDICT_DTYPE)
+        self.precision = precision
+        self.dtype = PRECISIONS[precision]
+        self.exact = precision == "fp64"
+        model = build_model(checkpoint).to(self.device, dtype=self.dtype)
         self.model: SequenceEncoder | SequenceRegressor = model
         self.model.eval()
         pre = checkpoint.preprocessing
@@ -77,13 +94,21 @@ class Predictor:
         self.token_limit = int(pre["token_limit"])
         self.truncate = bool(pre.get("truncate", False))
         self.depth = None if pre.get("rarefaction_depth") is None else int(pre["rarefaction_depth"])
-        self.vector_cache = AsvVectorCache(vector_cache) if vector_cache > 0 else None
+        use_cache = vector_cache > 0 and not self.exact
+        self.vector_cache = AsvVectorCache(vector_cache) if use_cache else None
 
     @classmethod
     def from_path(
-        cls, path: str | Path, *, device: str | torch.device = "cpu", vector_cache: int = 0
+        cls,
+        path: str | Path,
+        *,
+        device: str | torch.device = "cpu",
+        vector_cache: int = 0,
+        precision: str = "fp32",
     ) -> Predictor:
-        return cls(load_checkpoint(path), device=device, vector_cache=vector_cache)
+        return cls(
+            load_checkpoint(path), device=device, vector_cache=vector_cache, precision=precision
+        )
 
     @property
     def kind(self) -> str:
@@ -101,7 +126,7 @@ class Predictor:
         cache = 0 if self.vector_cache is None else self.vector_cache.capacity * self._dim
         forest = 0 if self.checkpoint.forest is None else self.checkpoint.forest.memory_bytes()
         weights = sum(t.numel() * t.element_size() for t in tensors)
-        return weights + cache * PREDICT_DTYPE.itemsize + forest
+        return weights + cache * self.dtype.itemsize + forest
 
     @property
     def _dim(self) -> int:
@@ -120,7 +145,8 @@ class Predictor:
         """Predict every sample of ``table`` (``sequences``: one DNA string per feature).
 
         ``passes``: rarefaction passes averaged per sample (default :attr:`default_passes`);
-        only samples deeper than the training depth differ between passes."""
+        only samples deeper than the training depth differ between passes. ``batch_size``:
+        samples per model call (the exact mode runs each sample alone)."""
         passes = self.default_passes if passes is None else passes
         if passes < 1:
             raise PredictionError(f"passes must be >= 1, got {passes}")
@@ -149,8 +175,10 @@ class Predictor:
         # Later passes re-read a chunk's ASVs (rarefaction only drops some): with a cache, K
         # passes cost one nucleotide-encoder run per chunk and K runs of the sample encoder.
         cache = self.vector_cache
-        if cache is None and passes > 1:
+        if cache is None and passes > 1 and not self.exact:
             cache = AsvVectorCache(DEFAULT_CAPACITY)
+        if self.exact:
+            batch_size = 1
         deep = np.zeros(table.n_samples, dtype=bool)
         if self.depth is not None:
             deep = depths > self.depth
@@ -221,8 +249,14 @@ class Predictor:
     def _run(
         self, batch: Batch, embeddings: bool, cache: AsvVectorCache | None
     ) -> dict[str, np.ndarray]:
+        with _ieee_matmuls(self.device):
+            return self._forward(batch, embeddings, cache)
+
+    def _forward(
+        self, batch: Batch, embeddings: bool, cache: AsvVectorCache | None
+    ) -> dict[str, np.ndarray]:
         batch = batch.to(self.device)
-        batch = dataclasses.replace(batch, abundance=batch.abundance.to(PREDICT_DTYPE))
+        batch = dataclasses.replace(batch, abundance=batch.abundance.to(self.dtype))
         model = self.model
         base = model.base if isinstance(model, SequenceRegressor) else model
         vectors = None
@@ -232,10 +266,13 @@ class Predictor:
         if isinstance(model, SequenceRegressor):
             result = model(batch, asv_vectors=vectors)
             assert result.target is not None
+            # the head's output to float64 first: probabilities that sum to 1 and target units
+            # without a second rounding
+            target = result.target.to(torch.float64)
             if model.kind == "classifier":
-                out["probabilities"] = torch.softmax(result.target, -1).cpu().numpy()
+                out["probabilities"] = torch.softmax(target, -1).cpu().numpy()
             else:
-                out["prediction"] = model.target_norm.destandardize(result.target).cpu().numpy()
+                out["prediction"] = model.target_norm.destandardize(target).cpu().numpy()
             embedding = result.embedding
         else:
             embedding = model.encode(batch, asv_vectors=vectors).embedding
@@ -344,6 +381,22 @@ class Predictor:
         if self.kind == "classifier":
             return {c: float(v) for c, v in zip(classes, values, strict=True)}
         return values.tolist()
+
+
+@contextlib.contextmanager
+def _ieee_matmuls(device: torch.device) -> Iterator[None]:
+    """CUDA matmuls and convolutions in IEEE float32 for the call: training turns TF32 on for
+    the process (aam_core.train.loop), and its 10-bit mantissa would break the tolerance."""
+    if device.type != "cuda":
+        yield
+        return
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = matmul.allow_tf32, cudnn.allow_tf32
+    matmul.allow_tf32 = cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = saved
 
 
 @dataclass(frozen=True, eq=False)

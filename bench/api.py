@@ -24,8 +24,9 @@ Two layouts (``--layout``):
   after; the report adds the jobs by state and the failed ones' errors.
 
 Both report the error lines and any "database is locked" in the processes' output (``log``).
-Targets (issue 13): warm single-sample prediction p50 <= 30 ms on CPU; job submission
-(``POST /jobs``) p99 <= 150 ms at 32 clients on SQLite; zero errors.
+Targets: warm single-sample prediction p50 <= 12 ms and 100 samples p50 <= 500 ms at one
+client on 2 CPU cores (float32, the default; ``--precision fp64`` measures the exact mode);
+job submission (``POST /jobs``) p99 <= 150 ms at 32 clients on SQLite; zero errors.
 """
 
 from __future__ import annotations
@@ -189,6 +190,8 @@ def main() -> None:
                         help="predict, jobs, or both (comma-separated)")  # fmt: skip
     parser.add_argument("--batch-requests", type=int, default=20,
                         help="requests per 100-sample measurement")  # fmt: skip
+    parser.add_argument("--precision", choices=("fp32", "fp64"), default="fp32",
+                        help="POST /predict's precision (fp64: the exact mode)")  # fmt: skip
     parser.add_argument("--api-workers", type=int, default=1,
                         help="API processes (AAM_API_WORKERS)")  # fmt: skip
     parser.add_argument("--predict-concurrency", type=int, default=0,
@@ -227,7 +230,7 @@ def main() -> None:
             async def call(http: aiohttp.ClientSession, i: int) -> dict[str, float] | None:
                 chosen = [samples[(i + k) % len(samples)] for k in range(n)]
                 start = time.perf_counter()
-                body = {"model_id": model_id, "samples": chosen}
+                body = {"model_id": model_id, "samples": chosen, "precision": args.precision}
                 async with http.post("/predict", json=body) as r:
                     await r.read()
                 took = (time.perf_counter() - start) * 1000
@@ -290,6 +293,7 @@ def main() -> None:
         "api_workers": args.api_workers,
         "predict_concurrency": args.predict_concurrency or usable_cores(),
         "sample_shape": "~150 ASVs x 150 bp",
+        "precision": args.precision,
         **results,
         "log": log_errors(log),
     }, indent=2))  # fmt: skip

@@ -1,8 +1,10 @@
-"""A prediction is a function of the sample's counts and the model alone (DESIGN.md section 7;
-issue 14, item 4): one sample gives the same number (1e-6) alone or inside other tables, with
-the samples or the features listed in reverse, when it is deeper than the training depth
-(rarefied at prediction) and with K rarefaction passes, through the library, ``aam predict``,
-both forms of ``POST /predict`` and a predict job run by a real worker process.
+"""A prediction is a function of the sample's counts and the model alone: one sample gives the
+same number alone or inside other tables, with the samples or the features listed in reverse,
+when it is deeper than the training depth (rarefied at prediction) and with K rarefaction
+passes, through the library, ``aam predict``, both forms of ``POST /predict`` and a predict job
+run by a real worker process. "The same" is the contract of aam_core.predict: within
+``RELATIVE_TOLERANCE`` of the larger of the value and the target's scale at the default
+float32, and bit for bit (``==``) in the exact mode (``precision="fp64"``).
 
 The two probes make the rules matter: both have ASVs with equal counts (ranked by sequence, not
 file order); ``deep`` has 5,200 reads against a training depth of 1,000 (rarefied with a seed
@@ -29,7 +31,7 @@ from aam_core.cli import app as aam
 from aam_core.io import Inputs, read_table
 from aam_core.io.types import FeatureTable
 from aam_core.plan import TargetSpec
-from aam_core.predict import Predictor
+from aam_core.predict import RELATIVE_TOLERANCE, Predictor
 from aam_core.train.stages import run_train
 from app.contracts import JobState
 from app.main import create_app
@@ -40,7 +42,6 @@ from tests.worker.helpers import Store, running
 
 DEPTH = 1000  # training rarefaction depth; the study's samples have 3,000-12,000 reads
 TOKEN_LIMIT = 16
-TOL = 1e-6
 PROBES = ("deep", "shallow")
 Counts = dict[str, int]
 
@@ -54,6 +55,8 @@ class Case:
     tables: dict[str, FeatureTable]  # each holds both probes, except "alone <probe>"
     files: dict[str, Path]  # the same tables as BIOM files
     alone: dict[int, dict[str, float]]  # passes -> probe -> prediction alone (the reference)
+    exact: dict[int, dict[str, float]]  # the same in the exact mode
+    scale: float  # the target's standard deviation in training (the model's Standardizer)
 
 
 def make_table(samples: list[tuple[str, Counts]], features: list[str]) -> FeatureTable:
@@ -93,10 +96,23 @@ def predicted(
     return of_probes({s.sample_id: s.prediction[0] for s in result.samples if s.prediction})
 
 
-def assert_same(got: Mapping[str, float], want: Mapping[str, float]) -> None:
+def within(got: float, want: float, scale: float) -> bool:
+    """The float32 contract: |got - want| <= 1e-5 * max(|got|, |want|, scale)."""
+    return abs(got - want) <= RELATIVE_TOLERANCE * max(abs(got), abs(want), scale)
+
+
+def assert_same(
+    case: Case, got: Mapping[str, float], passes: int = 1, precision: str = "fp32"
+) -> None:
+    """The probes' values equal their values alone: within the contract at fp32, bit for bit
+    in the exact mode."""
+    if precision == "fp64":
+        assert dict(got) == case.exact[passes]
+        return
+    want = case.alone[passes]
     assert got.keys() == want.keys()
     for probe, value in want.items():
-        assert abs(got[probe] - value) <= TOL, (probe, got[probe], value)
+        assert within(got[probe], value, case.scale), (probe, got[probe], value)
 
 
 @pytest.fixture(scope="module", params=["aam", "ensemble"])
@@ -139,13 +155,17 @@ def case(
         "B, both reversed": make_table(in_b[::-1], everything[::-1]),
     }
     files = {name: write_biom(t, out / f"{i}.biom") for i, (name, t) in enumerate(tables.items())}
-    predictor = Predictor.from_path(result.best_checkpoint)
-    alone = {
-        k: {**predicted(predictor, tables["alone deep"], k),
-            **predicted(predictor, tables["alone shallow"], k)}
-        for k in (1, 3)
-    }  # fmt: skip
-    return Case(result.best_checkpoint, probes, company_a, company_b, tables, files, alone)
+    references = {}
+    for precision in ("fp32", "fp64"):
+        predictor = Predictor.from_path(result.best_checkpoint, precision=precision)
+        references[precision] = {
+            k: {**predicted(predictor, tables["alone deep"], k),
+                **predicted(predictor, tables["alone shallow"], k)}
+            for k in (1, 3)
+        }  # fmt: skip
+    scale = float(predictor.model.target_norm.std[0])
+    return Case(result.best_checkpoint, probes, company_a, company_b, tables, files,
+                references["fp32"], references["fp64"], scale)  # fmt: skip
 
 
 def test_the_probes_exercise_ties_truncation_and_rarefaction(case: Case) -> None:
@@ -163,52 +183,65 @@ def test_the_probes_exercise_ties_truncation_and_rarefaction(case: Case) -> None
     assert many["deep"].prediction_std is not None and many["deep"].prediction_std[0] > 0
 
 
+@pytest.mark.parametrize("precision", ["fp32", "fp64"])
 @pytest.mark.parametrize("passes", [1, 3])
-def test_library_prediction_ignores_company_and_order(case: Case, passes: int) -> None:
-    predictor = Predictor.from_path(case.checkpoint)
+def test_library_prediction_ignores_company_and_order(
+    case: Case, passes: int, precision: str
+) -> None:
+    predictor = Predictor.from_path(case.checkpoint, precision=precision)
     for name, table in case.tables.items():
         if not name.startswith("alone"):
-            assert_same(predicted(predictor, table, passes), case.alone[passes])
+            assert_same(case, predicted(predictor, table, passes), passes, precision)
     # batches of another size regroup the samples; a warm vector cache holds vectors computed
-    # in other batches
-    cached = Predictor.from_path(case.checkpoint, vector_cache=10_000)
+    # in other batches (the exact mode runs each sample alone and keeps no cache)
+    cached = Predictor.from_path(case.checkpoint, vector_cache=10_000, precision=precision)
     for name in ("B", "A, features reversed", "A"):
         table = case.tables[name]
-        assert_same(predicted(predictor, table, passes, batch_size=5), case.alone[passes])
-        assert_same(predicted(cached, table, passes), case.alone[passes])
+        assert_same(case, predicted(predictor, table, passes, batch_size=5), passes, precision)
+        assert_same(case, predicted(cached, table, passes), passes, precision)
+    assert (cached.vector_cache is None) == (precision == "fp64")
 
 
 def test_every_sample_gives_its_own_number_alone(case: Case, study_inputs: Inputs) -> None:
     # Padding, batch size and batch mates change how kernels block their sums: in float32 that
-    # moved several of these samples by 1 ulp (3.8e-6 at ~40 years), beyond the contract.
-    predictor = Predictor.from_path(case.checkpoint)
+    # moves a sample's value in its last bits, within the contract; the exact mode not at all.
     table = study_inputs.table.subset_samples(np.arange(40))
-    together = predictor.predict(table, table.feature_ids, batch_size=16).samples
-    for row, want in enumerate(together):
-        alone = table.subset_samples(np.array([row]))
-        (got,) = predictor.predict(alone, alone.feature_ids).samples
-        assert got.prediction is not None and want.prediction is not None
-        assert abs(got.prediction[0] - want.prediction[0]) <= TOL, (row, got, want)
+    for precision in ("fp32", "fp64"):
+        predictor = Predictor.from_path(case.checkpoint, precision=precision)
+        together = predictor.predict(table, table.feature_ids, batch_size=16).samples
+        for row, want in enumerate(together):
+            alone = table.subset_samples(np.array([row]))
+            (got,) = predictor.predict(alone, alone.feature_ids).samples
+            assert got.prediction is not None and want.prediction is not None
+            a, b = got.prediction[0], want.prediction[0]
+            assert a == b if precision == "fp64" else within(a, b, case.scale), (row, a, b)
 
 
-def aam_predict(checkpoint: Path, table: Path, out: Path, passes: int) -> dict[str, float]:
-    args = ["predict", "--model", checkpoint, "--table", table, "--out", out, "--passes", passes]
+def aam_predict(
+    checkpoint: Path, table: Path, out: Path, passes: int, precision: str
+) -> dict[str, float]:
+    args = ["predict", "--model", checkpoint, "--table", table, "--out", out, "--passes", passes,
+            "--precision", precision]  # fmt: skip
     result = CliRunner().invoke(aam, [str(a) for a in args])
     assert result.exit_code == 0, result.output
     frame = pd.read_csv(out, sep="\t", index_col="sample_id")
     return of_probes(frame["prediction"].to_dict())
 
 
-def test_aam_predict_gives_the_number_of_the_sample_alone(case: Case, tmp_path: Path) -> None:
+@pytest.mark.parametrize("precision", ["fp32", "fp64"])
+def test_aam_predict_gives_the_number_of_the_sample_alone(
+    case: Case, tmp_path: Path, precision: str
+) -> None:
+    out = tmp_path / "o.tsv"
     for passes in (1, 3):
         got: dict[str, float] = {}
         for probe in PROBES:
             alone = case.files[f"alone {probe}"]
-            got |= aam_predict(case.checkpoint, alone, tmp_path / "o.tsv", passes)
-        assert_same(got, case.alone[passes])
+            got |= aam_predict(case.checkpoint, alone, out, passes, precision)
+        assert_same(case, got, passes, precision)
         for name in ("A", "A, features reversed", "B, both reversed"):
-            got = aam_predict(case.checkpoint, case.files[name], tmp_path / "o.tsv", passes)
-            assert_same(got, case.alone[passes])
+            got = aam_predict(case.checkpoint, case.files[name], out, passes, precision)
+            assert_same(case, got, passes, precision)
 
 
 @pytest.fixture(scope="module")
@@ -222,30 +255,34 @@ def api(case: Case, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
         yield client, answer.json()["id"]
 
 
-def served(answer: object) -> dict[str, float]:
+def served(answer: object, precision: str = "fp32") -> dict[str, float]:
     from httpx import Response
 
     assert isinstance(answer, Response) and answer.status_code == 200, getattr(answer, "text", "")
+    assert answer.json()["precision"] == precision
     return of_probes({p["sample_id"]: p["prediction"] for p in answer.json()["predictions"]})
 
 
+@pytest.mark.parametrize("precision", ["fp32", "fp64"])
 def test_post_predict_json_gives_the_number_of_the_sample_alone(
-    case: Case, api: tuple[TestClient, str]
+    case: Case, api: tuple[TestClient, str], precision: str
 ) -> None:
     client, model_id = api
 
     def request(samples: list[tuple[str, Counts]]) -> dict[str, float]:
-        body = [{"id": name, "counts": counts} for name, counts in samples]
-        return served(client.post("/predict", json={"model_id": model_id, "samples": body}))
+        body = {"model_id": model_id, "samples": [{"id": n, "counts": c} for n, c in samples]}
+        if precision != "fp32":
+            body["precision"] = precision
+        return served(client.post("/predict", json=body), precision)
 
     got = {**request([("deep", case.probes["deep"])]),
            **request([("shallow", case.probes["shallow"])])}  # fmt: skip
-    assert_same(got, case.alone[1])
+    assert_same(case, got, 1, precision)
     # among others; samples and each sample's counts listed in reverse
     mixed = [*case.company_a, ("deep", case.probes["deep"]), ("shallow", case.probes["shallow"])]
-    assert_same(request(mixed), case.alone[1])
+    assert_same(case, request(mixed), 1, precision)
     reversed_ = [(name, dict(reversed(counts.items()))) for name, counts in mixed[::-1]]
-    assert_same(request([*case.company_b[:5], *reversed_]), case.alone[1])
+    assert_same(case, request([*case.company_b[:5], *reversed_]), 1, precision)
 
 
 def test_post_predict_table_gives_the_number_of_the_sample_alone(
@@ -253,13 +290,17 @@ def test_post_predict_table_gives_the_number_of_the_sample_alone(
 ) -> None:
     client, model_id = api
 
-    def upload(name: str) -> dict[str, float]:
+    def upload(name: str, precision: str = "fp32") -> dict[str, float]:
         files = {"table": ("table.biom", case.files[name].read_bytes())}
-        return served(client.post("/predict", data={"model_id": model_id}, files=files))
+        form = {"model_id": model_id, "precision": precision}
+        return served(client.post("/predict", data=form, files=files), precision)
 
-    assert_same({**upload("alone deep"), **upload("alone shallow")}, case.alone[1])
+    assert_same(case, {**upload("alone deep"), **upload("alone shallow")})
     for name in ("A", "A, samples reversed", "A, features reversed", "B, both reversed"):
-        assert_same(upload(name), case.alone[1])
+        assert_same(case, upload(name))
+    exact = {**upload("alone deep", "fp64"), **upload("alone shallow", "fp64")}
+    assert_same(case, exact, 1, "fp64")
+    assert_same(case, upload("B, both reversed", "fp64"), 1, "fp64")
 
 
 def test_predict_job_gives_the_number_of_the_sample_alone(case: Case, tmp_path: Path) -> None:
@@ -271,18 +312,19 @@ def test_predict_job_gives_the_number_of_the_sample_alone(case: Case, tmp_path: 
             )  # fmt: skip
             session.commit()
             model_id = model.id
-        jobs = {}
+        runs = (("A, features reversed", 1, "fp32"), ("B", 3, "fp32"), ("B", 3, "fp64"))
+        jobs = []
         with running("worker", store.env(), tmp_path / "worker.log"):
-            for name, passes in (("A, features reversed", 1), ("B", 3)):
+            for name, passes, precision in runs:
                 dataset = store.add_dataset({"table": case.files[name]})
-                jobs[passes] = store.add_job(
-                    "predict", dataset, model_id=model_id, config={"passes": passes}
-                )
-            done = {k: store.wait(job, JobState.succeeded, timeout=120) for k, job in jobs.items()}
-        for passes, job in done.items():
+                config = {"passes": passes, "precision": precision}
+                jobs.append(store.add_job("predict", dataset, model_id=model_id, config=config))
+            done = [store.wait(job, JobState.succeeded, timeout=120) for job in jobs]
+        for (_, passes, precision), job in zip(runs, done, strict=True):
             text = store.storage.path(job.outputs["predictions"]).read_text()
             frame = pd.read_csv(io.StringIO(text), sep="\t", index_col="sample_id")
-            assert_same(of_probes(frame["prediction"].to_dict()), case.alone[passes])
+            assert_same(case, of_probes(frame["prediction"].to_dict()), passes, precision)
+            assert job.report["precision"] == precision
 
 
 def test_an_asv_under_two_ids_reads_the_same_in_any_company_and_order(case: Case) -> None:
@@ -299,7 +341,7 @@ def test_an_asv_under_two_ids_reads_the_same_in_any_company_and_order(case: Case
         result = predictor.predict(table, table.feature_ids)
         got = next(s for s in result.samples if s.sample_id == "twin")
         assert got.n_features == 21 and got.prediction is not None and want.prediction
-        assert abs(got.prediction[0] - want.prediction[0]) <= TOL
+        assert within(got.prediction[0], want.prediction[0], case.scale)
 
 
 def test_a_model_round_trips_through_download_and_import(
@@ -314,7 +356,7 @@ def test_a_model_round_trips_through_download_and_import(
     assert record["kind"] == "regressor"
     samples = [{"id": p, "counts": case.probes[p]} for p in PROBES]
     answer = client.post("/predict", json={"model_id": record["id"], "samples": samples})
-    assert_same(served(answer), case.alone[1])
+    assert_same(case, served(answer))
     forest = Predictor.from_path(case.checkpoint).checkpoint.forest
     if forest is None:
         assert "ensemble" not in record["config"]

@@ -17,7 +17,7 @@ from aam_core.io.types import FeatureTable
 from aam_core.plan import TargetSpec
 from aam_core.predict import PredictionError, Predictor
 from aam_core.train.stages import run_pretrain, run_train
-from tests.conftest import pretrain_plan, train_plan
+from tests.conftest import assert_within_contract, pretrain_plan, train_plan
 
 
 @pytest.fixture(scope="module")
@@ -36,14 +36,15 @@ def trained(study_inputs: Inputs, tmp_path_factory: pytest.TempPathFactory) -> d
     }
 
 
+@pytest.mark.parametrize(("precision", "rtol"), [("fp32", 1e-6), ("fp64", 1e-12)])
 def test_regression_is_de_standardised_and_rarefied(
-    trained: dict[str, Path], study_inputs: Inputs
+    trained: dict[str, Path], study_inputs: Inputs, precision: str, rtol: float
 ) -> None:
-    predictor = Predictor.from_path(trained["regressor"])
+    predictor = Predictor.from_path(trained["regressor"], precision=precision)
     assert predictor.depth == 1500
     table, seqs = study_inputs.table, study_inputs.sequences
     result = predictor.predict(table.subset_samples(np.arange(6)), seqs)
-    # the same numbers by hand: rarefy, collate, run the model (float64), de-standardise
+    # the same numbers by hand: rarefy, collate, run the model at its precision, de-standardise
     samples = predictor.samples(table.subset_samples(np.arange(6)), seqs)
     assert all(s.counts.sum() == 1500 for s in samples)  # deeper samples were rarefied
     # the model's ASV vocabulary (on by default): each feature's row of it
@@ -53,14 +54,15 @@ def test_regression_is_de_standardised_and_rarefied(
     rows = np.array([row_of.get(s, 0) for s in seqs], dtype=np.int64)
     assert (rows > 0).any()
     batch = Collator(tokenize(seqs, max_bp=150), token_limit=12, vocabulary=rows)(samples)
-    batch = dataclasses.replace(batch, abundance=batch.abundance.double())
+    dtype = {"fp32": torch.float32, "fp64": torch.float64}[precision]
+    batch = dataclasses.replace(batch, abundance=batch.abundance.to(dtype))
     model = predictor.model
     with torch.no_grad():
         raw = model(batch).target
-    assert raw is not None and raw.dtype == torch.float64
+    assert raw is not None and raw.dtype == dtype
     expected = (raw * model.target_norm.std + model.target_norm.mean).squeeze(-1).numpy()
     got = np.array([s.prediction[0] for s in result.samples if s.prediction is not None])
-    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    np.testing.assert_allclose(got, expected, rtol=rtol)
     ages = study_inputs.metadata.frame["age"]  # type: ignore[union-attr]
     assert abs(got.mean() - ages.mean()) < 2 * ages.std()  # original units, not z-scores
     first = result.samples[0]
@@ -183,17 +185,18 @@ def test_vector_cache_gives_the_same_numbers_and_skips_known_asvs(
     embeddings = kind == "encoder"
     plain = Predictor.from_path(trained[kind])
     cached = Predictor.from_path(trained[kind], vector_cache=10_000)
+    scale = 1.0 if embeddings else float(plain.model.target_norm.std[0])  # type: ignore[union-attr]
     assert cached.vector_cache is not None
     counts = []
     for part in (first, second, second):  # cold, partly warm, fully warm
         want = plain.predict(part, part.feature_ids, embeddings=embeddings).samples
         got = cached.predict(part, part.feature_ids, embeddings=embeddings).samples
         for w, g in zip(want, got, strict=True):
-            # float64: vectors computed in another batch agree far below the 1e-6 contract
+            # vectors computed in another batch: within prediction's float32 contract
             if embeddings:
-                np.testing.assert_allclose(g.embedding, w.embedding, rtol=0, atol=1e-9)  # type: ignore[arg-type]
+                assert_within_contract(g.embedding, w.embedding)
             else:
-                np.testing.assert_allclose(g.prediction, w.prediction, rtol=0, atol=1e-9)  # type: ignore[arg-type]
+                assert_within_contract(g.prediction, w.prediction, scale)
         counts.append((cached.vector_cache.hits, cached.vector_cache.misses))
     (h1, m1), (h2, m2), (h3, m3) = counts
     assert h1 == 0 and m1 > 0  # cold: every ASV read is encoded
@@ -211,11 +214,15 @@ def test_vector_cache_capacity_evicts_least_recent(
     got = small.predict(table, table.feature_ids).samples
     want = base.predict(table, table.feature_ids).samples
     assert small.vector_cache is not None and len(small.vector_cache) == 5
+    scale = float(base.model.target_norm.std[0])  # type: ignore[union-attr]
     for w, g in zip(want, got, strict=True):
-        np.testing.assert_allclose(g.prediction, w.prediction, rtol=0, atol=1e-9)  # type: ignore[arg-type]
-    # memory accounting includes a full cache: 5 vectors of D float64 values
+        assert_within_contract(g.prediction, w.prediction, scale)
+    # memory accounting includes a full cache: 5 vectors of D float32 values
     dim = small.checkpoint.config.dim
-    assert small.memory_bytes() - base.memory_bytes() == 5 * dim * 8
+    assert small.memory_bytes() - base.memory_bytes() == 5 * dim * 4
+    # the exact mode keeps no cache, and its float64 weights take twice the bytes
+    exact = Predictor.from_path(trained["regressor"], vector_cache=5, precision="fp64")
+    assert exact.vector_cache is None and exact.memory_bytes() == 2 * base.memory_bytes()
 
 
 def test_q2_sample_classifier_files_of_real_predictions(

@@ -156,6 +156,7 @@ def finish_prediction(
         "samples_with_warnings": summary["samples_with_warnings"],
         "warnings": summary["warnings"],
         "passes": summary["passes"],
+        "precision": summary["precision"],
     }
     return finish_job(
         session,

@@ -93,7 +93,9 @@ def _predict(plan: RunPlan) -> dict[str, Any]:
     inputs = _inputs(plan)
     model = checkpoint_facts(checkpoint, name=name, field="model_id")
     run = plan_run("predict", plan.config, dataset_facts(inputs), base=model)
-    predictor = Predictor(checkpoint, device=resolve_device(plan.device))
+    predictor = Predictor(
+        checkpoint, device=resolve_device(plan.device), precision=run.config.precision
+    )
     result = predictor.predict(
         inputs.table, inputs.sequences, passes=run.config.passes, seed=run.config.seed
     )
@@ -108,6 +110,7 @@ def _predict(plan: RunPlan) -> dict[str, Any]:
         "samples_with_warnings": len(warned),
         "warnings": sorted({w for s in warned for w in s.warnings})[:20],
         "passes": run.config.passes,
+        "precision": run.config.precision,
     }
 
 

@@ -51,6 +51,14 @@ ConfigFile = Annotated[
     Path | None, Opt("--config", help="TOML, YAML or JSON file of run settings.")
 ]
 Device = Annotated[str, Opt("--device", help="auto, cpu, cuda or cuda:N.")]
+PredictPrecision = Annotated[
+    Literal["fp32", "fp64"],
+    Opt(
+        "--precision",
+        help="fp32: the same sample gives the same value within 1e-5 relative in any table; "
+        "fp64: exact, bit for bit, several times slower.",
+    ),
+]
 Resume = Annotated[bool, Opt("--resume", help="Continue from OUT/checkpoints/last.pt.")]
 Events = Annotated[Path | None, Opt("--events", help="Append every event as a JSON line.")]
 StopPath = Annotated[Path | None, Opt("--stop-file", help="Stop cleanly once this file exists.")]
@@ -246,6 +254,7 @@ def predict(
     embeddings: Annotated[bool, Opt("--embeddings", help="Add sample embeddings.")] = False,
     seed: Annotated[int, Opt("--seed")] = 0,
     device: Device = "auto",
+    precision: PredictPrecision = "fp32",
     fmt: Annotated[
         Literal["tsv", "json"] | None, Opt("--format", help="Default: by the file's extension.")
     ] = None,
@@ -254,7 +263,7 @@ def predict(
     from aam_core.io import load_files
     from aam_core.predict import write_predictions
 
-    predictor = output.load_predictor(model, device)
+    predictor = output.load_predictor(model, device, precision)
     inputs = load_files({"table": table, "sequences": sequences})
     result = predictor.predict(
         inputs.table, inputs.sequences, passes=passes, seed=seed, embeddings=embeddings
@@ -275,13 +284,14 @@ def evaluate(
     passes: Annotated[int, Opt("--passes")] = 1,
     seed: Annotated[int, Opt("--seed")] = 0,
     device: Device = "auto",
+    precision: PredictPrecision = "fp32",
     out: Annotated[Path | None, Opt("--out", help="Also write the JSON here.")] = None,
 ) -> None:
     """Metrics of a trained model on a labelled table, as JSON."""
     from aam_core.evaluate import evaluate as evaluate_model
     from aam_core.io import load_files
 
-    predictor = output.load_predictor(model, device)
+    predictor = output.load_predictor(model, device, precision)
     inputs = load_files({"table": table, "metadata": metadata, "sequences": sequences})
     metrics = evaluate_model(
         predictor,

@@ -53,12 +53,13 @@ def _number(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4g}"
 
 
-def load_predictor(path: Path, device: str) -> Predictor:
+def load_predictor(path: Path, device: str, precision: str) -> Predictor:
     from aam_core.checkpoint import load_checkpoint
     from aam_core.predict import Predictor
     from aam_core.train.distributed import resolve_device
 
-    return Predictor(load_checkpoint(path, name=str(path)), device=resolve_device(device))
+    checkpoint = load_checkpoint(path, name=str(path))
+    return Predictor(checkpoint, device=resolve_device(device), precision=precision)
 
 
 def prediction_note(result: PredictionResult, out: Path) -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import numbers
 import re
-import unicodedata
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -46,6 +45,11 @@ MAX_READS = 10**12  # reads in one sample; a count can be no larger either
 _READS = "counts must be whole numbers of reads from 0 to 10^12"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _HDF5_OFFSETS = (0, 512, 1024, 2048)  # the superblock may follow a user block
+# Unicode's control characters (category Cc: tab, newline, NUL, DEL, ...) and lone surrogates
+# (category Cs), as character classes: a regular expression scans a request's IDs (150 ASVs of
+# 150 bp per sample) in microseconds, where a category lookup per character took milliseconds.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def read_table(
@@ -200,7 +204,7 @@ def _check_empty(*, n_samples: int, n_features: int, file: str) -> None:
 
 def _unusable_id(value: str) -> bool:
     """Empty, or holding a control character (tab, newline, NUL, ...: Unicode category Cc)."""
-    return not value or any(unicodedata.category(c) == "Cc" for c in value)
+    return not value or _CONTROL.search(value) is not None
 
 
 def check_id_text(kind: str, ids: Sequence[str], file: str) -> None:
@@ -213,7 +217,7 @@ def check_id_text(kind: str, ids: Sequence[str], file: str) -> None:
             f"{preview(bad)}; an ID must be printable text",
             file=file,
         )
-    unpaired = [i for i in ids if any(unicodedata.category(c) == "Cs" for c in i)]
+    unpaired = [i for i in ids if _SURROGATE.search(i) is not None]
     if unpaired:
         raise UnreadableFileError(
             f"{len(unpaired)} {kind} IDs hold a lone surrogate ({preview(unpaired)}), which is "

@@ -116,17 +116,18 @@ class LinearBase(nn.Module):
     ) -> torch.Tensor:
         """``identity [B, S]`` (vocabulary rows, 0: none), ``log_counts [B, S]`` (log1p of
         each slot's reads), ``mask [B, S]``."""
-        # in fp32 under bf16 autocast too: the base was fitted in float64, and bf16's 8-bit
-        # mantissa would move epoch 0 away from the fitted model
+        # in fp32 (or the buffers' float64, at exact prediction) under bf16 autocast too: the
+        # base was fitted in float64, and bf16's 8-bit mantissa would move epoch 0 away from it
+        dtype = torch.promote_types(self.weight.dtype, torch.float32)
         with torch.autocast(identity.device.type, enabled=False):
-            counts = torch.expm1(log_counts.float()) * mask  # [B, S]
+            counts = torch.expm1(log_counts.to(dtype)) * mask  # [B, S]
             depth = torch.log1p(counts.sum(-1, keepdim=True)).clamp_min(1e-6)  # [B, 1]
-            scale = log_counts.float() * mask / depth  # [B, S], in [0, 1]
-            out = torch.einsum("bs,bso->bo", scale, self.weight[identity].float())
+            scale = log_counts.to(dtype) * mask / depth  # [B, S], in [0, 1]
+            out = torch.einsum("bs,bso->bo", scale, self.weight[identity].to(dtype))
             if self.presence is not None and self.intercept is not None:
-                present = mask.float()  # [B, S]
-                out = out + torch.einsum("bs,bso->bo", present, self.presence[identity].float())
-                out = out + self.intercept.float()
+                present = mask.to(dtype)  # [B, S]
+                out = out + torch.einsum("bs,bso->bo", present, self.presence[identity].to(dtype))
+                out = out + self.intercept.to(dtype)
         return out  # [B, out_dim]
 
 

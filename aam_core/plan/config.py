@@ -31,7 +31,7 @@ from aam_core.model.config import (
     TargetConfig,
 )
 
-Precision = Literal["auto", "fp32", "bf16"]
+Precision = Literal["auto", "fp32", "bf16", "fp64"]
 Stage = Literal["pretrain", "train"]
 MAXIMISED = frozenset(
     {"accuracy", "macro_f1", "roc_auc", "r2", "pearson_r", "unifrac_r2", "nucleotide_accuracy"}
@@ -169,7 +169,10 @@ class RunConfig:
     patience: int = setting(10, "Epochs without improvement before stopping (0 = never).", ge=0)
     monitor: str | None = setting(None, "Validation metric to follow (unset: the stage's).")
     precision: Precision = setting(  # noqa: RUF009
-        "auto", "auto (bf16 on CUDA and on CPUs with native bf16), fp32 or bf16."
+        "auto",
+        "Arithmetic. Training: auto (bf16 on CUDA and on CPUs with native bf16), fp32 or bf16. "
+        "Prediction: auto or fp32 (same sample, same value within 1e-5 relative), or fp64 "
+        "(exact: bit for bit in any company, several times slower).",
     )
     compile: bool = setting(False, "Compile the model with torch.compile.")
     seed: int = setting(0, "Seed of the split, initial weights, rarefaction and order.", ge=0)

@@ -26,7 +26,7 @@ Kind = Literal["pretrain", "train", "predict"]
 ModelKind = Literal["aam", "ensemble", "auto"]  # what a train run registers (see below)
 MODEL_KINDS: tuple[ModelKind, ...] = ("aam", "ensemble", "auto")
 DEFAULT_MODEL_KIND: ModelKind = "aam"
-PREDICT_KEYS = ("passes", "seed")  # a predict job takes everything else from its model
+PREDICT_KEYS = ("passes", "seed", "precision")  # a predict job takes the rest from its model
 TRAIN_ONLY_KEYS = ("target_loss", "class_weights", "target_pooling", "linear_head", "refit")
 # The dataset files each kind of run reads (of aam_core.io.ROLES).
 KIND_ROLES: dict[Kind, tuple[str, ...]] = {
@@ -145,11 +145,22 @@ def _check_keys(kind: Kind, config: Mapping[str, Any]) -> None:
         extra = [key for key in given if key not in PREDICT_KEYS]
         if extra:
             raise ConfigError(
-                "does not apply to a predict job; it takes only passes and seed (everything "
-                "else comes from the model)",
+                "does not apply to a predict job; it takes only passes, seed and precision "
+                "(everything else comes from the model)",
                 field=f"config.{extra[0]}",
             )
+        if config.get("precision") == "bf16":
+            raise ConfigError(
+                "bf16 is a training precision; prediction runs in fp32 (within 1e-5 relative) "
+                "or fp64 (exact)",
+                field="config.precision",
+            )
         return
+    if config.get("precision") == "fp64":
+        raise ConfigError(
+            "fp64 is prediction's exact mode; training runs in auto, fp32 or bf16",
+            field="config.precision",
+        )
     if "passes" in given:
         message = "is for predict jobs (rarefaction passes per sample)"
         raise ConfigError(message, field="config.passes")
@@ -171,6 +182,8 @@ def _plan_predict(run: RunConfig, dataset: DatasetFacts, model: BaseModel) -> Re
     preprocessing = model.preprocessing
     max_bp = int(preprocessing.get("max_bp", 150))
     _check_lengths(max_bp, bool(preprocessing.get("truncate", False)), dataset, model)
+    if run.precision == "auto":
+        run = dataclasses.replace(run, precision="fp32")
     return ResolvedRun("predict", run, None, base=model)
 
 

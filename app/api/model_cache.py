@@ -1,5 +1,6 @@
 """Loaded models kept in memory between prediction requests: an LRU cache bounded by a memory
-budget (parameters and buffers), safe to use from the request thread pool."""
+budget (parameters and buffers), safe to use from the request thread pool. An entry is a
+checkpoint at one precision: ``(checkpoint SHA-256, "fp32" | "fp64")``."""
 
 from __future__ import annotations
 
@@ -9,18 +10,20 @@ from collections.abc import Callable
 
 from aam_core.predict import Predictor
 
+Key = tuple[str, str]  # (checkpoint SHA-256, precision)
+
 
 class ModelCache:
     def __init__(self, budget_bytes: int) -> None:
         self.budget_bytes = budget_bytes
-        self._models: OrderedDict[str, tuple[Predictor, int]] = OrderedDict()
+        self._models: OrderedDict[Key, tuple[Predictor, int]] = OrderedDict()
         self._lock = threading.Lock()
-        self._loading: dict[str, threading.Lock] = {}
+        self._loading: dict[Key, threading.Lock] = {}
         self.loads = 0  # checkpoint loads so far (a warm request adds none)
 
-    def get(self, key: str, load: Callable[[], Predictor]) -> Predictor:
-        """The model for ``key`` (a checkpoint's SHA-256), loading it at most once even when
-        many requests ask at the same time."""
+    def get(self, key: Key, load: Callable[[], Predictor]) -> Predictor:
+        """The model for ``key``, loading it at most once even when many requests ask at the
+        same time."""
         with self._lock:
             if key in self._models:
                 self._models.move_to_end(key)
@@ -42,9 +45,11 @@ class ModelCache:
                         self._models.popitem(last=False)
             return predictor
 
-    def evict(self, key: str) -> None:
+    def evict(self, sha256: str) -> None:
+        """Drop a checkpoint at every precision."""
         with self._lock:
-            self._models.pop(key, None)
+            for key in [k for k in self._models if k[0] == sha256]:
+                del self._models[key]
 
     @property
     def total_bytes(self) -> int:
@@ -53,5 +58,6 @@ class ModelCache:
     def __len__(self) -> int:
         return len(self._models)
 
-    def __contains__(self, key: object) -> bool:
-        return key in self._models
+    def __contains__(self, sha256: object) -> bool:
+        """Whether a checkpoint is loaded, at any precision."""
+        return any(k[0] == sha256 for k in self._models)

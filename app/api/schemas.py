@@ -319,6 +319,11 @@ class PredictRequest(BaseModel):
     model_id: str = Field(min_length=1)
     samples: list[SampleCounts] = Field(min_length=1)
     output: Literal["prediction", "embedding"] = "prediction"
+    precision: Literal["fp32", "fp64"] = Field(
+        "fp32",
+        description="fp32: the same sample gives the same values within 1e-5 relative, whatever "
+        "else the request holds; fp64: exact (bit for bit), several times slower",
+    )
 
 
 class SamplePredictionOut(BaseModel):
@@ -337,4 +342,5 @@ class SamplePredictionOut(BaseModel):
 class PredictResponse(BaseModel):
     model_id: str
     device: str
+    precision: str
     predictions: list[SamplePredictionOut]

@@ -110,7 +110,7 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
     ("batch of one", {**PRETRAIN, "config": {"batch_size": 1}},
      "config.batch_size: Input should be greater than or equal to 2"),
     ("unknown precision", {**PRETRAIN, "config": {"precision": "fp16"}},
-     "config.precision: Input should be 'auto', 'fp32' or 'bf16'"),
+     "config.precision: Input should be 'auto', 'fp32', 'bf16' or 'fp64'"),
     ("unknown kind", {"kind": "finetune", "dataset_id": "{ds}"},
      "kind: Input should be 'pretrain', 'train' or 'predict'"),
     # an inconsistent spec (app.contracts' validator)
@@ -144,13 +144,20 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
     # keys that do not apply to the kind
     ("predict with epochs",
      {"kind": "predict", "dataset_id": "{ds}", "model_id": "{regressor}", "config": {"epochs": 2}},
-     "config.epochs: does not apply to a predict job; it takes only passes and seed "
-     "(everything else comes from the model)"),
+     "config.epochs: does not apply to a predict job; it takes only passes, seed and "
+     "precision (everything else comes from the model)"),
     ("predict with a batch size",
      {"kind": "predict", "dataset_id": "{ds}", "model_id": "{regressor}",
       "config": {"batch_size": 8}},
-     "config.batch_size: does not apply to a predict job; it takes only passes and seed "
-     "(everything else comes from the model)"),
+     "config.batch_size: does not apply to a predict job; it takes only passes, seed and "
+     "precision (everything else comes from the model)"),
+    ("predict in bf16",
+     {"kind": "predict", "dataset_id": "{ds}", "model_id": "{regressor}",
+      "config": {"precision": "bf16"}},
+     "config.precision: bf16 is a training precision; prediction runs in fp32 (within 1e-5 "
+     "relative) or fp64 (exact)"),
+    ("pretrain in fp64", {**PRETRAIN, "config": {"precision": "fp64"}},
+     "config.precision: fp64 is prediction's exact mode; training runs in auto, fp32 or bf16"),
     ("pretrain with passes", {**PRETRAIN, "config": {"passes": 3}},
      "config.passes: is for predict jobs (rarefaction passes per sample)"),
     ("pretrain with class weights", {**PRETRAIN, "config": {"class_weights": "balanced"}},

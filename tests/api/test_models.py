@@ -233,11 +233,15 @@ def test_delete_evicts_the_model_and_keeps_a_shared_checkpoint(
     sha = first["checkpoint_sha256"]
     assert second["checkpoint_sha256"] == sha and stored_blobs(client) == {sha}
     services = services_of(client)
-    services.cache.get(sha, lambda: Predictor.from_path(services.storage.path(sha)))
-    assert sha in services.cache
+    for precision in ("fp32", "fp64"):  # the service keeps one entry per precision asked
+        services.cache.get(
+            (sha, precision),
+            lambda p=precision: Predictor.from_path(services.storage.path(sha), precision=p),
+        )
+    assert sha in services.cache and len(services.cache) == 2
     response = client.delete(f"/models/{first['id']}", headers=ALICE)
     assert (response.status_code, response.content) == (204, b"")
-    assert sha not in services.cache
+    assert sha not in services.cache and len(services.cache) == 0
     assert client.get(f"/models/{first['id']}", headers=ALICE).status_code == 404
     assert stored_blobs(client) == {sha}  # the second model still uses the file
     download = client.get(f"/models/{second['id']}/checkpoint", headers=ALICE)

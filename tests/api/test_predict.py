@@ -78,8 +78,8 @@ def test_json_regression_equals_the_library(
 def test_blocking_work_runs_off_the_event_loop(
     client: TestClient, study: Study, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The model's row, the table's sequences and the prediction run in a worker thread: none
-    of them holds up the event loop that serves every other request."""
+    """The request's table, the model's row, the table's sequences and the prediction run in a
+    worker thread: none of them holds up the event loop that serves every other request."""
     model = register_tiny(_services(client), "regressor", "alice", tmp_path)
     on_loop: dict[str, bool] = {}
 
@@ -94,13 +94,18 @@ def test_blocking_work_runs_off_the_event_loop(
 
         return call
 
-    for name in ("get_model", "resolve_sequences"):
+    for name in ("table_from_samples", "get_model", "resolve_sequences"):
         monkeypatch.setattr(route, name, watched(name, getattr(route, name)))
     monkeypatch.setattr(Predictor, "predict", watched("predict", Predictor.predict))
     body = {"model_id": model.id, "samples": _samples(study[0], 2)}
     response = client.post("/predict", json=body, headers=ALICE)
     assert response.status_code == 200, response.text
-    assert on_loop == {"get_model": False, "resolve_sequences": False, "predict": False}
+    assert on_loop == {
+        "table_from_samples": False,
+        "get_model": False,
+        "resolve_sequences": False,
+        "predict": False,
+    }
 
 
 def test_multipart_table_classifier_equals_the_library(
@@ -209,6 +214,21 @@ def test_bad_requests(client: TestClient, study: Study, tmp_path: Path) -> None:
     )
     assert _problem(output, 422) == (
         "invalid prediction request: output: Input should be 'prediction' or 'embedding'"
+    )
+    bf16 = {"model_id": model.id, "samples": samples, "precision": "bf16"}
+    assert _problem(post("/predict", json=bf16, headers=ALICE), 422) == (
+        "invalid prediction request: precision: Input should be 'fp32' or 'fp64'"
+    )
+    with study[1]["table"].open("rb") as fh:
+        form = {"model_id": model.id, "precision": "float64"}
+        fp = post("/predict", data=form, files={"table": ("t.biom", fh)}, headers=ALICE)
+    assert _problem(fp, 422) == "precision must be 'fp32' or 'fp64' (exact), got 'float64'"
+    with study[1]["table"].open("rb") as fh:
+        form = {"model_id": model.id, "passes": "3"}
+        extra = post("/predict", data=form, files={"table": ("t.biom", fh)}, headers=ALICE)
+    assert _problem(extra, 422) == (
+        "unknown form field(s) passes: expected model_id, output, precision, and files table "
+        "and sequences"
     )
     text = post("/predict", content=b"hello", headers={**ALICE, "Content-Type": "text/plain"})
     assert _problem(text, 415) == (

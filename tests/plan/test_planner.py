@@ -67,7 +67,7 @@ def test_patience_zero_means_never_stop_early_everywhere() -> None:
         ({"epochs": "3"}, "config.epochs", "epochs must be an integer, got '3'"),
         ({"baseline": 1}, "config.baseline", "baseline must be true or false, got 1"),
         ({"precision": "fp16"}, "config.precision",
-         "precision must be one of 'auto', 'fp32', 'bf16', got 'fp16'"),
+         "precision must be one of 'auto', 'fp32', 'bf16', 'fp64', got 'fp16'"),
         ({"embedding_dim": 30, "heads": 4}, "config.heads",
          "embedding_dim (30) must be divisible by heads (4)"),
         ({"epoch": 3}, "config", "unknown config keys: epoch"),
@@ -95,13 +95,22 @@ def test_keys_that_do_not_apply_to_the_kind_name_the_key() -> None:
     model = dataclasses.replace(encoder(), kind="regressor")
     error = refusal(ConfigError, kind="predict", config={"epochs": 2}, base=model)
     assert error.field == "config.epochs"
-    assert str(error).startswith("does not apply to a predict job; it takes only passes and seed")
+    assert str(error).startswith(
+        "does not apply to a predict job; it takes only passes, seed and precision"
+    )
     assert refusal(ConfigError, config={"passes": 3}).field == "config.passes"
+    for kind, precision in (("train", "fp64"), ("pretrain", "fp64"), ("predict", "bf16")):
+        base = model if kind == "predict" else None
+        refused = refusal(ConfigError, kind=kind, config={"precision": precision}, base=base)
+        assert refused.field == "config.precision"
     assert refusal(ConfigError, config={"class_weights": "balanced"}).field == (
         "config.class_weights"
     )
     run = plan_run("predict", {"passes": 5, "seed": 2}, DATASET, base=model)
     assert (run.config.passes, run.config.seed, run.model) == (5, 2, None)
+    assert run.config.precision == "fp32"  # prediction's auto
+    exact = plan_run("predict", {"precision": "fp64"}, DATASET, base=model)
+    assert exact.config.precision == "fp64"
 
 
 @pytest.mark.parametrize(

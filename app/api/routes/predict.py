@@ -8,6 +8,9 @@ through a ``predict`` job.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -32,6 +35,7 @@ from app.store import get_model
 router = APIRouter(tags=["prediction"])
 
 OUTPUTS = ("prediction", "embedding")
+PRECISIONS = ("fp32", "fp64")
 
 
 def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
@@ -76,6 +80,7 @@ _BODY = {
                             "description": "FASTA or .qza, when feature IDs are not DNA",
                         },
                         "output": {"type": "string", "enum": list(OUTPUTS)},
+                        "precision": {"type": "string", "enum": list(PRECISIONS)},
                     },
                 }
             },
@@ -111,15 +116,16 @@ def _document(result: PredictionResult, output: str) -> list[SamplePredictionOut
     return out
 
 
-def _predictor(services: Services, sha256: str) -> Predictor:
+def _predictor(services: Services, sha256: str, precision: str) -> Predictor:
     settings = services.settings
     return services.cache.get(
-        sha256,
+        (sha256, precision),
         lambda: Predictor.from_path(
             services.storage.path(sha256),
             device=settings.predict_device,
             # a lab's next samples share most of their ASVs with the last ones
             vector_cache=DEFAULT_CAPACITY,
+            precision=precision,
         ),
     )
 
@@ -128,12 +134,16 @@ def predict_table(
     services: Services,
     scope: str | None,
     model_id: str,
-    table: FeatureTable,
+    table: FeatureTable | Callable[[], FeatureTable],
     sequences: tuple[dict[str, str], str] | None,
     output: str,
+    precision: str = "fp32",
 ) -> list[SamplePredictionOut]:
-    """The blocking part, in a prediction slot: the model's row (404 when it is not the
-    caller's), the table's sequences, the prediction and the answer's entries."""
+    """The blocking part, in a prediction slot: the table (``table`` may build it: a JSON
+    request's, here rather than in a thread of its own), the model's row (404 when it is not
+    the caller's), the table's sequences, the prediction and the answer's entries."""
+    if callable(table):
+        table = table()
     with services.sessions() as session:
         model = get_model(session, model_id, scope)
         if model is None:
@@ -143,14 +153,24 @@ def predict_table(
         resolved = resolve_sequences(table, None)
     else:
         resolved = resolve_sequences(table, sequences[0], file=sequences[1])
-    result = _predictor(services, sha256).predict(table, resolved, embeddings=output == "embedding")
+    predictor = _predictor(services, sha256, precision)
+    result = predictor.predict(table, resolved, embeddings=output == "embedding")
     return _document(result, output)
 
 
-async def _parse(
-    request: Request, services: Services
-) -> tuple[str, str, FeatureTable, tuple[dict[str, str], str] | None]:
-    """(model_id, output, table, (sequences, file name) or None) from either body form."""
+@dataclass(frozen=True)
+class _Asked:
+    """A prediction request, from either body form."""
+
+    model_id: str
+    output: str
+    precision: str
+    n_samples: int
+    table: FeatureTable | Callable[[], FeatureTable]  # a table, or what builds it
+    sequences: tuple[dict[str, str], str] | None  # (sequences, file name) when uploaded
+
+
+async def _parse(request: Request, services: Services) -> _Asked:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json":
         try:
@@ -161,8 +181,8 @@ async def _parse(
             where = ".".join(str(p) for p in first["loc"][1:]) or "body"
             raise ApiError(422, f"invalid prediction request: {where}: {first['msg']}",
                            kind="validation-error", errors=errors) from None  # fmt: skip
-        table = await run_blocking(table_from_samples, body)
-        return body.model_id, body.output, table, None
+        build = functools.partial(table_from_samples, body)
+        return _Asked(body.model_id, body.output, body.precision, len(body.samples), build, None)
     if content_type != "multipart/form-data":
         raise ApiError(
             415, "POST /predict takes application/json (samples) or multipart/form-data (table)"
@@ -173,14 +193,19 @@ async def _parse(
         files={"table", "sequences"},
     )  # fmt: skip
     try:
-        unknown = sorted(set(upload.fields) - {"model_id", "output"})
+        unknown = sorted(set(upload.fields) - {"model_id", "output", "precision"})
         if unknown:
             raise ApiError(422, f"unknown form field(s) {', '.join(unknown)}: expected model_id, "
-                                "output, and files table and sequences")  # fmt: skip
+                                "output, precision, and files table and sequences")  # fmt: skip
         model_id = upload.fields.get("model_id", "").strip()
         if not model_id:
             raise ApiError(422, "model_id is required (the model to apply)")
         output = upload.fields.get("output", "prediction")
+        if output not in OUTPUTS:
+            raise ApiError(422, f"output must be 'prediction' or 'embedding', got {output!r}")
+        precision = upload.fields.get("precision", "fp32")
+        if precision not in PRECISIONS:
+            raise ApiError(422, f"precision must be 'fp32' or 'fp64' (exact), got {precision!r}")
         if "table" not in upload.files:
             raise ApiError(422, "the 'table' file is required (BIOM v2.1/v1 or .qza)")
         table_file = upload.files["table"]
@@ -192,7 +217,7 @@ async def _parse(
                 await run_blocking(read_sequences, seq_file.path, name=seq_file.filename),
                 seq_file.filename,
             )
-        return model_id, output, table, sequences
+        return _Asked(model_id, output, precision, table.n_samples, table, sequences)
     finally:
         upload.cleanup()
 
@@ -210,20 +235,28 @@ async def predict(
 ) -> PredictResponse:
     """Predict samples with a registered model: JSON samples (counts by sequence) or an
     uploaded table. Sizes above ``AAM_SYNC_PREDICT_LIMIT`` samples answer 413."""
-    model_id, output, table, sequences = await _parse(request, services)
-    if output not in OUTPUTS:
-        raise ApiError(422, f"output must be 'prediction' or 'embedding', got {output!r}")
+    asked = await _parse(request, services)
     limit = services.settings.sync_predict_limit
-    if table.n_samples > limit:
+    if asked.n_samples > limit:
         raise ApiError(
             413,
-            f"{table.n_samples} samples is more than synchronous prediction serves ({limit}, "
-            "AAM_SYNC_PREDICT_LIMIT): upload the table as a dataset and submit a 'predict' job "
-            "(POST /jobs)",
+            f"{asked.n_samples} samples is more than synchronous prediction serves "
+            f"({limit}, AAM_SYNC_PREDICT_LIMIT): upload the table as a dataset and submit a "
+            "'predict' job (POST /jobs)",
         )
     predictions = await services.predictions.run(
-        predict_table, services, caller.scope, model_id, table, sequences, output
+        predict_table,
+        services,
+        caller.scope,
+        asked.model_id,
+        asked.table,
+        asked.sequences,
+        asked.output,
+        asked.precision,
     )
     return PredictResponse(
-        model_id=model_id, device=services.settings.predict_device, predictions=predictions
+        model_id=asked.model_id,
+        device=services.settings.predict_device,
+        precision=asked.precision,
+        predictions=predictions,
     )
