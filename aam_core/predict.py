@@ -20,7 +20,7 @@ from aam_core.checkpoint import Checkpoint, build_model, load_checkpoint
 from aam_core.data.batching import Batch, Collator, Sample
 from aam_core.data.rarefy import rarefy_by_content
 from aam_core.data.selection import select_asvs, sequence_ranks
-from aam_core.data.tokens import tokenize
+from aam_core.data.tokens import PAD, tokenize
 from aam_core.errors import UserError
 from aam_core.io.errors import preview
 from aam_core.io.types import FeatureTable
@@ -38,15 +38,16 @@ __all__ = [
     "write_predictions",
 ]
 
-# Prediction's arithmetic. "fp32" (the default) batches samples and reuses cached ASV vectors:
-# kernels block and reduce differently for other batch shapes and padding, so the same sample
-# alone and among others differs in the last bits (measured: up to 3e-5 of a value near zero,
-# 2e-7 absolute, on a default() model). The contract (RELATIVE_TOLERANCE): the same sample and
-# model give values within 1e-5 of the larger of |value| and the value's scale (the training
-# target's standard deviation for a regressor; 1 for probabilities and embeddings), hence the
-# same label unless two classes' probabilities are that close. "fp64" is the exact mode: each
-# sample runs alone (a batch of one, no vector cache) in float64, so its numbers are the same
-# bit for bit whatever else the table holds and in whatever order, at several times the cost.
+# Prediction's arithmetic. "fp32" (the default) batches samples and the ASVs of a batch: kernels
+# block and reduce differently for other batch shapes and padding, so the same sample alone and
+# among others differs in the last bits (measured: up to 3e-5 of a value near zero, 2e-7
+# absolute, on a default() model). The contract (RELATIVE_TOLERANCE): the same sample and model
+# give values within 1e-5 of the larger of |value| and the value's scale (the training target's
+# standard deviation for a regressor; 1 for probabilities and embeddings), hence the same label
+# unless two classes' probabilities are that close. "fp64" is the exact mode: float64, each
+# sample run alone and each ASV's vector computed alone (so a cached vector is the one the ASV
+# gets in any company), so a sample's numbers are the same bit for bit whatever else the table
+# holds and in whatever order, at several times the cost.
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp64": torch.float64}
 RELATIVE_TOLERANCE = 1e-5
 
@@ -75,8 +76,8 @@ class Predictor:
         precision: str = "fp32",
     ) -> None:
         """``vector_cache``: keep the vectors of up to this many ASVs between calls (0: off);
-        the service turns it on, the command-line tool predicts once and leaves it off (the
-        exact mode never uses it). ``precision``: "fp32" or "fp64" (:data:`PRECISIONS`)."""
+        the service turns it on, the command-line tool predicts once and leaves it off.
+        ``precision``: "fp32" or "fp64" (:data:`PRECISIONS`)."""
         if precision not in PRECISIONS:
             raise PredictionError(
                 f"precision must be 'fp32' or 'fp64' (exact, bit for bit), got {precision!r}"
@@ -94,8 +95,7 @@ class Predictor:
         self.token_limit = int(pre["token_limit"])
         self.truncate = bool(pre.get("truncate", False))
         self.depth = None if pre.get("rarefaction_depth") is None else int(pre["rarefaction_depth"])
-        use_cache = vector_cache > 0 and not self.exact
-        self.vector_cache = AsvVectorCache(vector_cache) if use_cache else None
+        self.vector_cache = AsvVectorCache(vector_cache) if vector_cache > 0 else None
 
     @classmethod
     def from_path(
@@ -175,7 +175,7 @@ class Predictor:
         # Later passes re-read a chunk's ASVs (rarefaction only drops some): with a cache, K
         # passes cost one nucleotide-encoder run per chunk and K runs of the sample encoder.
         cache = self.vector_cache
-        if cache is None and passes > 1 and not self.exact:
+        if cache is None and passes > 1:
             cache = AsvVectorCache(DEFAULT_CAPACITY)
         if self.exact:
             batch_size = 1
@@ -258,10 +258,12 @@ class Predictor:
         batch = batch.to(self.device)
         batch = dataclasses.replace(batch, abundance=batch.abundance.to(self.dtype))
         model = self.model
-        base = model.base if isinstance(model, SequenceRegressor) else model
         vectors = None
+        encode = self._each_alone if self.exact else self._together
         if cache is not None:
-            vectors = cache.vectors(batch.tokens, lambda t: base.nucleotide(t).vectors)
+            vectors = cache.vectors(batch.tokens, encode)
+        elif self.exact:
+            vectors = encode(batch.tokens)
         out: dict[str, np.ndarray] = {}
         if isinstance(model, SequenceRegressor):
             result = model(batch, asv_vectors=vectors)
@@ -279,6 +281,22 @@ class Predictor:
         if embeddings:
             out["embedding"] = embedding.cpu().numpy()
         return out
+
+    @property
+    def _encoder(self) -> SequenceEncoder:
+        model = self.model
+        return model.base if isinstance(model, SequenceRegressor) else model
+
+    def _together(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Vectors ``[U, D]`` of ``tokens [U, L]``, the ASVs encoded as one batch."""
+        return self._encoder.nucleotide(tokens).vectors
+
+    def _each_alone(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Vectors ``[U, D]`` of ``tokens [U, L]``, each ASV encoded alone at its own length:
+        the exact mode's, the same bits for an ASV in any batch."""
+        nucleotide = self._encoder.nucleotide
+        lengths = (tokens != PAD).sum(dim=1).tolist()
+        return torch.cat([nucleotide(tokens[i : i + 1, :n]).vectors for i, n in enumerate(lengths)])
 
     def _blend(
         self, parts: dict[str, np.ndarray], samples: list[Sample], reads: _Reads
