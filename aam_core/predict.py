@@ -174,8 +174,10 @@ class Predictor:
         reads = _Reads(table, sequences, sequence_ranks(sequences))
         # Later passes re-read a chunk's ASVs (rarefaction only drops some): with a cache, K
         # passes cost one nucleotide-encoder run per chunk and K runs of the sample encoder.
+        # The exact mode runs one sample at a time: a cache encodes an ASV the samples share
+        # once, not once per sample.
         cache = self.vector_cache
-        if cache is None and passes > 1:
+        if cache is None and (passes > 1 or self.exact):
             cache = AsvVectorCache(DEFAULT_CAPACITY)
         if self.exact:
             batch_size = 1
