@@ -322,7 +322,7 @@ class PredictRequest(BaseModel):
     precision: Literal["fp32", "fp64"] = Field(
         "fp32",
         description="fp32: the same sample gives the same values within 1e-5 relative, whatever "
-        "else the request holds; fp64: exact (bit for bit), several times slower",
+        "else the request holds; fp64: exact (bit for bit), about twice the time on a CPU",
     )
 
 
