@@ -96,6 +96,13 @@ class Predictor:
         self.truncate = bool(pre.get("truncate", False))
         self.depth = None if pre.get("rarefaction_depth") is None else int(pre["rarefaction_depth"])
         self.vector_cache = AsvVectorCache(vector_cache) if vector_cache > 0 else None
+        # each vocabulary sequence's row (from 1), built once: a loaded model serves many calls
+        vocabulary = checkpoint.vocabulary
+        self._vocabulary = (
+            None
+            if vocabulary is None
+            else {sequence: row for row, sequence in enumerate(vocabulary, start=1)}
+        )
 
     @classmethod
     def from_path(
@@ -391,10 +398,9 @@ class Predictor:
 
     def _vocabulary_rows(self, sequences: Sequence[str]) -> np.ndarray | None:
         """Each feature's row of the model's ASV vocabulary (0: an ASV it never saw)."""
-        vocabulary = self.checkpoint.vocabulary
-        if vocabulary is None:
+        index = self._vocabulary
+        if index is None:
             return None
-        index = {sequence: row for row, sequence in enumerate(vocabulary, start=1)}
         return np.array([index.get(s.upper(), 0) for s in sequences], dtype=np.int64)
 
     def _component(self, values: np.ndarray, classes: list[str]) -> Any:

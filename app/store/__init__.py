@@ -52,6 +52,7 @@ from app.store.models import (
     delete_model,
     get_model,
     list_models,
+    model_checkpoint,
 )
 from app.store.pagination import MAX_LIMIT, decode_cursor, encode_cursor
 from app.store.tables import Base, Dataset, Job, JobLog, JobMetric, Model, Worker, new_id, utcnow
@@ -103,6 +104,7 @@ __all__ = [
     "make_engine",
     "make_session_factory",
     "migrate",
+    "model_checkpoint",
     "model_in_use",
     "new_id",
     "normalize_url",

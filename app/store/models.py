@@ -68,9 +68,24 @@ def create_model(
 def get_model(session: Session, model_id: str, owner: str | None) -> Model | None:
     """The model, or None when missing or another owner's (``owner=None``: admin, workers)."""
     model = session.get(Model, model_id)
-    if model is None or (owner is not None and model.owner != owner):
+    if model is None or not _visible(model.owner, owner):
         return None
     return model
+
+
+def model_checkpoint(session: Session, model_id: str, owner: str | None) -> str | None:
+    """The model's checkpoint digest under :func:`get_model`'s rule, reading two columns, not
+    the row's JSON (a prediction request needs no more)."""
+    row = session.execute(
+        select(Model.owner, Model.checkpoint_sha256).where(Model.id == model_id)
+    ).one_or_none()
+    if row is None or not _visible(row.owner, owner):
+        return None
+    return str(row.checkpoint_sha256)
+
+
+def _visible(model_owner: str, owner: str | None) -> bool:
+    return owner is None or model_owner == owner
 
 
 def list_models(

@@ -94,7 +94,7 @@ def test_blocking_work_runs_off_the_event_loop(
 
         return call
 
-    for name in ("table_from_samples", "get_model", "resolve_sequences"):
+    for name in ("table_from_samples", "model_checkpoint", "resolve_sequences"):
         monkeypatch.setattr(route, name, watched(name, getattr(route, name)))
     monkeypatch.setattr(Predictor, "predict", watched("predict", Predictor.predict))
     body = {"model_id": model.id, "samples": _samples(study[0], 2)}
@@ -102,7 +102,7 @@ def test_blocking_work_runs_off_the_event_loop(
     assert response.status_code == 200, response.text
     assert on_loop == {
         "table_from_samples": False,
-        "get_model": False,
+        "model_checkpoint": False,
         "resolve_sequences": False,
         "predict": False,
     }

@@ -30,7 +30,7 @@ from app.api.schemas import (
 )
 from app.api.threads import run_blocking
 from app.api.uploads import read_multipart
-from app.store import get_model
+from app.store import model_checkpoint
 
 router = APIRouter(tags=["prediction"])
 
@@ -145,10 +145,9 @@ def predict_table(
     if callable(table):
         table = table()
     with services.sessions() as session:
-        model = get_model(session, model_id, scope)
-        if model is None:
-            raise not_found("model", model_id)
-        sha256 = model.checkpoint_sha256
+        sha256 = model_checkpoint(session, model_id, scope)
+    if sha256 is None:
+        raise not_found("model", model_id)
     if sequences is None:
         resolved = resolve_sequences(table, None)
     else:
