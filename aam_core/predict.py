@@ -47,7 +47,7 @@ __all__ = [
 # unless two classes' probabilities are that close. "fp64" is the exact mode: float64, each
 # sample run alone and each ASV's vector computed alone (so a cached vector is the one the ASV
 # gets in any company), so a sample's numbers are the same bit for bit whatever else the table
-# holds and in whatever order, at about twice the time on a CPU.
+# holds and in whatever order, at two to three times the time on a CPU.
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp64": torch.float64}
 RELATIVE_TOLERANCE = 1e-5
 

@@ -22,6 +22,7 @@ run() {
     tail -n 5 "$OUT/$name.err"
 }
 run cuda_check bench/cuda_check.py
+run predict_precision bench/predict_precision.py --samples 2000
 run train_epoch bench/train_epoch.py --epochs 2
 run pipeline bench/pipeline.py --repeats 2
 run train_epoch_b16 bench/train_epoch.py --epochs 2 --batch-size 16

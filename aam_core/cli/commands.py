@@ -56,7 +56,7 @@ PredictPrecision = Annotated[
     Opt(
         "--precision",
         help="fp32: the same sample gives the same value within 1e-5 relative in any table; "
-        "fp64: exact, bit for bit, about twice the time on a CPU.",
+        "fp64: exact, bit for bit, two to three times the time on a CPU.",
     ),
 ]
 Resume = Annotated[bool, Opt("--resume", help="Continue from OUT/checkpoints/last.pt.")]

@@ -172,7 +172,7 @@ class RunConfig:
         "auto",
         "Arithmetic. Training: auto (bf16 on CUDA and on CPUs with native bf16), fp32 or bf16. "
         "Prediction: auto or fp32 (same sample, same value within 1e-5 relative), or fp64 "
-        "(exact: bit for bit in any company, about twice the time on a CPU).",
+        "(exact: bit for bit in any company, two to three times the time on a CPU).",
     )
     compile: bool = setting(False, "Compile the model with torch.compile.")
     seed: int = setting(0, "Seed of the split, initial weights, rarefaction and order.", ge=0)

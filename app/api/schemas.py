@@ -322,7 +322,7 @@ class PredictRequest(BaseModel):
     precision: Literal["fp32", "fp64"] = Field(
         "fp32",
         description="fp32: the same sample gives the same values within 1e-5 relative, whatever "
-        "else the request holds; fp64: exact (bit for bit), about twice the time on a CPU",
+        "else the request holds; fp64: exact (bit for bit), two to three times the time on a CPU",
     )
 
 
