@@ -268,11 +268,9 @@ class Predictor:
         batch = dataclasses.replace(batch, abundance=batch.abundance.to(self.dtype))
         model = self.model
         vectors = None
-        encode = self._each_alone if self.exact else self._together
-        if cache is not None:
+        if cache is not None:  # always, in the exact mode (predict)
+            encode = self._each_alone if self.exact else self._together
             vectors = cache.vectors(batch.tokens, encode)
-        elif self.exact:
-            vectors = encode(batch.tokens)
         out: dict[str, np.ndarray] = {}
         if isinstance(model, SequenceRegressor):
             result = model(batch, asv_vectors=vectors)

@@ -54,6 +54,9 @@ class AsvVectorCache:
         with self._lock:
             where = [self._rows.get(key) for key in keys]
             found = [i for i, row in enumerate(where) if row is not None]
+            missing = [i for i, row in enumerate(where) if row is None]
+            self.hits += len(found)
+            self.misses += len(missing)
             for i in found:
                 self._rows.move_to_end(keys[i])
             if found:
@@ -62,7 +65,6 @@ class AsvVectorCache:
                 gathered = self._store.index_select(0, index)  # [F, D], copied under the lock
                 out = gathered.new_empty(len(keys), gathered.shape[1])
                 out[torch.tensor(found, device=out.device)] = gathered
-        missing = [i for i, row in enumerate(where) if row is None]
         if missing:
             computed = encode(tokens[torch.tensor(missing, device=tokens.device)]).detach()
             if out is None:
@@ -70,9 +72,6 @@ class AsvVectorCache:
             out[torch.tensor(missing, device=out.device)] = computed
             with self._lock:
                 self._insert([keys[i] for i in missing], computed)
-        with self._lock:
-            self.hits += len(found)
-            self.misses += len(missing)
         assert out is not None
         return out  # [U, D]
 

@@ -102,7 +102,7 @@ def train_plan(
     )
 
 
-def assert_within_contract(got: object, want: object, scale: float = 1.0) -> None:
+def within_contract(got: object, want: object, scale: float = 1.0) -> bool:
     """Prediction's float32 contract (aam_core.predict.RELATIVE_TOLERANCE): each value within
     1e-5 of the larger of |value| and ``scale`` (a regressor's target standard deviation; 1 for
     probabilities and embeddings) of the other."""
@@ -110,4 +110,8 @@ def assert_within_contract(got: object, want: object, scale: float = 1.0) -> Non
 
     a, b = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
     bound = RELATIVE_TOLERANCE * np.maximum(np.maximum(np.abs(a), np.abs(b)), scale)
-    assert a.shape == b.shape and bool(np.all(np.abs(a - b) <= bound)), (a, b)
+    return a.shape == b.shape and bool(np.all(np.abs(a - b) <= bound))
+
+
+def assert_within_contract(got: object, want: object, scale: float = 1.0) -> None:
+    assert within_contract(got, want, scale), (got, want)

@@ -31,13 +31,13 @@ from aam_core.cli import app as aam
 from aam_core.io import Inputs, read_table
 from aam_core.io.types import FeatureTable
 from aam_core.plan import TargetSpec
-from aam_core.predict import RELATIVE_TOLERANCE, Predictor
+from aam_core.predict import Predictor
 from aam_core.train.stages import run_train
 from app.contracts import JobState
 from app.main import create_app
 from app.settings import Settings
 from app.store.registry import register_checkpoint
-from tests.conftest import train_plan
+from tests.conftest import train_plan, within_contract
 from tests.worker.helpers import Store, running
 
 DEPTH = 1000  # training rarefaction depth; the study's samples have 3,000-12,000 reads
@@ -96,11 +96,6 @@ def predicted(
     return of_probes({s.sample_id: s.prediction[0] for s in result.samples if s.prediction})
 
 
-def within(got: float, want: float, scale: float) -> bool:
-    """The float32 contract: |got - want| <= 1e-5 * max(|got|, |want|, scale)."""
-    return abs(got - want) <= RELATIVE_TOLERANCE * max(abs(got), abs(want), scale)
-
-
 def assert_same(
     case: Case, got: Mapping[str, float], passes: int = 1, precision: str = "fp32"
 ) -> None:
@@ -112,7 +107,7 @@ def assert_same(
     want = case.alone[passes]
     assert got.keys() == want.keys()
     for probe, value in want.items():
-        assert within(got[probe], value, case.scale), (probe, got[probe], value)
+        assert within_contract(got[probe], value, case.scale), (probe, got[probe], value)
 
 
 @pytest.fixture(scope="module", params=["aam", "ensemble"])
@@ -214,7 +209,7 @@ def test_every_sample_gives_its_own_number_alone(case: Case, study_inputs: Input
             (got,) = predictor.predict(alone, alone.feature_ids).samples
             assert got.prediction is not None and want.prediction is not None
             a, b = got.prediction[0], want.prediction[0]
-            assert a == b if precision == "fp64" else within(a, b, case.scale), (row, a, b)
+            assert a == b if precision == "fp64" else within_contract(a, b, case.scale), (row, a, b)
 
 
 def aam_predict(
@@ -341,7 +336,7 @@ def test_an_asv_under_two_ids_reads_the_same_in_any_company_and_order(case: Case
         result = predictor.predict(table, table.feature_ids)
         got = next(s for s in result.samples if s.sample_id == "twin")
         assert got.n_features == 21 and got.prediction is not None and want.prediction
-        assert within(got.prediction[0], want.prediction[0], case.scale)
+        assert within_contract(got.prediction[0], want.prediction[0], case.scale)
 
 
 def test_a_model_round_trips_through_download_and_import(

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from aam_core.io import FeatureTable, read_sequences, read_table, resolve_sequences
 from aam_core.io.table import table_from_counts
+from aam_core.predict import PRECISIONS as PREDICTION_PRECISIONS
 from aam_core.predict import PredictionResult, Predictor
 from aam_core.vector_cache import DEFAULT_CAPACITY
 from app.api.deps import CallerDep, Services, ServicesDep
@@ -35,7 +36,7 @@ from app.store import model_checkpoint
 router = APIRouter(tags=["prediction"])
 
 OUTPUTS = ("prediction", "embedding")
-PRECISIONS = ("fp32", "fp64")
+PRECISIONS = tuple(PREDICTION_PRECISIONS)  # fp32, fp64
 
 
 def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
