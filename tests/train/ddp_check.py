@@ -31,10 +31,13 @@ from aam_core.model import AAMConfig, LossWeights, SequenceEncoder
 from aam_core.model.heads import pairwise_distances
 from aam_core.train.callbacks import Callback, StepEvent
 from aam_core.train.distributed import (
+    DistContext,
+    barrier,
     gather_counts,
     gather_rows_with_grad,
     init_distributed,
     require_same,
+    shutdown,
 )
 from aam_core.train.losses import unifrac_loss
 from aam_core.train.stages import run_pretrain
@@ -57,6 +60,16 @@ class Steps(Callback):
 
 def main(out: Path) -> None:
     ctx = init_distributed("cpu")
+    try:
+        check(out, ctx)
+        barrier(ctx)
+    finally:
+        # leaving with the gloo group alive lets its threads abort the process at exit
+        # ("terminate called without an active exception", seen once in CI)
+        shutdown(ctx)
+
+
+def check(out: Path, ctx: DistContext) -> None:
     assert ctx.world_size == 2
     require_same({"setting seed": 3, "file table": "ab12"}, ctx)
     try:
