@@ -3,7 +3,7 @@ that read a sample as AAM does, on identical repeated grouped K-fold splits of a
 prints one JSON object.
 
     python bench/quality.py DATASET_DIR --target COL --task regression|classification \
-        [--group COL] [--where COL=VALUE ...] [--seeds 3] [--folds 5] [--models rf,aam,...]
+        [--group COL] [--where COL=VALUE ...] [--seeds 3] [--folds 5] [--models forest,aam,...]
 
 For each seed the groups (subjects) are shuffled into K outer folds (stratified for
 classification). In each outer training fold AAM's rarefaction depth is chosen over the
@@ -19,8 +19,9 @@ the best depth-free baseline. Writes ``quality.json``, ``quality.png`` and ``pre
 to ``--out`` (default ``quality-results/<dataset>-<target>/``, relative to the working
 directory).
 
-The study, folds and models: quality_models.py; scoring, intervals and the figure:
-quality_report.py.
+The engine is aam_core.crossval (the cross_validate job's and ``aam cross-validate``'s);
+this script adds the benchmark's extra models (ensemble, the pretrained variants), folds run
+in parallel processes, and the machine's description.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import platform
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -38,14 +40,13 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
-import pandas as pd
-import quality_models
-from quality_models import (
-    AAM_MODELS,
+
+from aam_core.crossval.engine import Options, cross_validate, run_fold
+from aam_core.crossval.folds import Fold
+from aam_core.crossval.models import (
     DEPTH_ALPHAS,
     DEPTH_CS,
     DEPTH_FREE,
-    DEPTH_MODEL,
     LOGISTIC_CS,
     MODELS,
     NOT_DRAWN,
@@ -54,30 +55,43 @@ from quality_models import (
     RIDGE_ALPHAS,
     TREES,
     AamOptions,
-    Fold,
-    Study,
-    UsageError,
-    fit_fold,
-    inner_split,
-    load_study,
-    outer_folds,
-    pretrain_pack,
 )
-from quality_report import (
-    PRIMARY,
-    environment,
-    finite,
-    log,
-    plot_quality,
-    prediction_frame,
-    score,
-    summarise,
-)
-
+from aam_core.crossval.plots import quality_figure
+from aam_core.crossval.scoring import PRIMARY, finite
+from aam_core.crossval.study import FILES, Study, load_study
 from aam_core.data.rarefy import DEFAULT_DEPTH
 from aam_core.errors import UserError
 from aam_core.plan import RunConfig
 from aam_core.plan.targets import Task
+from aam_core.train.callbacks import Callback, EpochEvent
+from aam_core.train.local_plan import plan_local
+from aam_core.train.stages import run_pretrain
+
+
+class UsageError(ValueError):
+    """A command line the benchmark cannot run."""
+
+
+def log(message: str) -> None:
+    """A progress line on stderr (stdout carries the JSON)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+class EpochLog(Callback):
+    """AAM's epochs and log lines on stderr, prefixed with the fold."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    def on_epoch(self, event: EpochEvent) -> None:
+        value = "-" if event.value is None else f"{event.value:.4g}"
+        log(
+            f"{self.label} epoch {event.epoch}/{event.epochs}: {event.monitor} {value} "
+            f"(best epoch {event.best_epoch}), {event.seconds:.1f} s"
+        )
+
+    def on_log(self, message: str) -> None:
+        log(f"{self.label} {message}")
 
 
 def resolve_models(spec: str | None) -> list[str]:
@@ -115,94 +129,109 @@ def aam_options(args: argparse.Namespace) -> AamOptions:
     )
 
 
-@dataclasses.dataclass(frozen=True)
-class FoldContext:
-    study: Study
-    models: list[str]
-    budget: str
-    aam: AamOptions
-    out: Path
-    n_folds: int
+def pretrain_pack(
+    directories: Sequence[Path], options: AamOptions, seed: int, out: Path
+) -> tuple[Path, list[dict[str, Any]]]:
+    """An encoder pretrained on each study of ``directories`` in turn (each continuing from the
+    one before; whole studies, a random validation split), and each run's validation figures.
+    Each study needs a tree; its metadata is not read."""
+    from aam_core.io import load_files
 
-
-FoldResult = list[tuple[str, dict[str, Any], pd.DataFrame]]
-_CONTEXT: FoldContext | None = None  # a worker process's, inherited through fork
-READ_RAREFIED = frozenset({"rf", "linear"})  # the models that read Study.as_aam_reads
-
-
-def make_folds(study: Study, seeds: range, n_folds: int, depth: int | None) -> list[Fold]:
-    """Every outer fold of every seed, with its depth and inner split (``depth``: AAM's
-    setting, None for aam_core's rule over each training fold)."""
-    labels = study.codes if study.classes else None
-    return [
-        Fold(seed, index, train, test, *inner_split(study, train, seed, depth))
-        for seed in seeds
-        for index, (train, test) in enumerate(
-            outer_folds(study.groups, labels, n_folds, seed), start=1
+    encoder: Path | None = None
+    runs = []
+    for index, directory in enumerate(directories, start=1):
+        paths = {role: directory / name for role, name in FILES.items() if role != "metadata"}
+        inputs = load_files(
+            {r: p if p.exists() or r == "table" else None for r, p in paths.items()}
         )
-    ]
-
-
-def run_fold(context: FoldContext, fold: Fold) -> FoldResult:
-    """Every model on one outer fold: per model its record and its prediction rows."""
-    study = context.study
-    task = study.target.task
-    metric, ids = PRIMARY[task], np.array(study.inputs.table.sample_ids)
-    seed, index, test = fold.seed, fold.index, fold.test
-    truth, groups = study.y[test], study.groups[test]
-    results: FoldResult = []
-    for model, prediction, info, seconds in fit_fold(
-        study, fold, context.models, context.budget, context.aam, context.out
-    ):
-        given = {"classes": study.classes, **dataclasses.asdict(prediction)}
-        metrics = score(task, truth, groups, **given)
-        record = {
-            "seed": seed, "fold": index, "n_test": int(test.size),
-            "n_test_groups": int(np.unique(groups).size), **metrics,
-            "seconds": seconds, "details": info,
-        }  # fmt: skip
-        frame = prediction_frame(model, seed, index, ids[test], groups, truth, **given)
-        results.append((model, record, frame))
-        choices = [f"{k} {v}" for k, v in info.items() if not isinstance(v, dict | None)]
-        log(
-            f"[{model}] seed {seed} fold {index}/{context.n_folds}: {metric} "
-            f"{metrics['per_sample'][metric]:.4g} (subject-weighted "
-            f"{metrics['subject_weighted'][metric]:.4g}), {seconds:.1f} s, " + ", ".join(choices)
+        if inputs.tree is None:
+            raise UsageError(f"--pack {directory}: the study has no tree.nwk")
+        settings = {**options.pretrain_settings(None, seed), "group_column": None}
+        plan = plan_local(
+            "pretrain", settings, inputs, base_checkpoint=encoder, device=options.device
         )
-    return results
+        label = f"[pack] {directory.name}"
+        run = run_pretrain(
+            inputs, plan, out / f"{index}-{directory.name}", device=options.device,
+            callbacks=EpochLog(label),
+        )  # fmt: skip
+        encoder = run.best_checkpoint or run.last_checkpoint
+        fit = run.fit
+        runs.append({"study": directory.name, "validation": run.validation,
+                     "epochs_run": fit.epochs_run, "best_epoch": fit.best_epoch})  # fmt: skip
+    assert encoder is not None, "the pack holds at least one study"
+    return encoder, runs
 
 
-def _run_fold_in_worker(fold: Fold) -> FoldResult:
+READ_RAREFIED = frozenset({"forest", "linear"})  # the models that read Study.as_aam_reads
+_CONTEXT: tuple[Study, Options, Path] | None = None  # a worker process's, inherited by fork
+
+
+def _fold(study: Study, options: Options, out: Path, fold: Fold) -> dict[str, Any]:
+    label = f"seed {fold.seed} fold {fold.index}"
+    return run_fold(study, fold, options, out, EpochLog(f"[{label}]"), log)
+
+
+def _fold_in_worker(fold: Fold) -> dict[str, Any]:
     assert _CONTEXT is not None
-    return run_fold(_CONTEXT, fold)
+    return _fold(*_CONTEXT, fold)
 
 
 def _start_worker(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)  # the jobs share the cores instead of fighting for them
-    quality_models.FOREST_JOBS = threads
 
 
-def map_folds(context: FoldContext, folds: list[Fold], jobs: int) -> Iterator[FoldResult]:
-    """Each fold's results, in fold order; ``jobs`` > 1 runs that many folds at once in
-    forked processes, each with its share of the cores (the forest included)."""
-    global _CONTEXT
-    if jobs <= 1:
-        yield from (run_fold(context, fold) for fold in folds)
-        return
-    if READ_RAREFIED & set(context.models):  # drawn here once, inherited by every worker
-        for fold in folds:
-            context.study.as_aam_reads(fold.seed, fold.depth)
-    _CONTEXT = context
-    threads = max(1, len(os.sched_getaffinity(0)) // jobs)
-    with ProcessPoolExecutor(
-        max_workers=jobs,
-        mp_context=multiprocessing.get_context("fork"),
-        initializer=_start_worker,
-        initargs=(threads,),
-    ) as pool:
-        yield from pool.map(_run_fold_in_worker, folds)
+def fold_mapper(study: Study, options: Options, out: Path, jobs: int) -> Any:
+    """The engine's mapper: each fold's results, in fold order; ``jobs`` > 1 runs that many
+    folds at once in forked processes, each with its share of the cores (the forest's
+    included)."""
+
+    def run(folds: Sequence[Fold]) -> Iterator[dict[str, Any]]:
+        global _CONTEXT
+        if jobs <= 1:
+            yield from (_fold(study, options, out, fold) for fold in folds)
+            return
+        if READ_RAREFIED & set(options.models):  # drawn here once, inherited by every worker
+            for fold in folds:
+                study.as_aam_reads(fold.seed, fold.depth)
+        _CONTEXT = (study, options, out)
+        threads = max(1, len(os.sched_getaffinity(0)) // jobs)
+        with ProcessPoolExecutor(
+            max_workers=jobs,
+            mp_context=multiprocessing.get_context("fork"),
+            initializer=_start_worker,
+            initargs=(threads,),
+        ) as pool:
+            yield from pool.map(_fold_in_worker, folds)
+
+    return run
+
+
+def environment(device: str) -> dict[str, Any]:
+    """The machine and the package versions a run's times and numbers belong to."""
+    import sklearn
+    import torch
+
+    from aam_core import __version__
+
+    return {
+        "machine": {
+            "cores": os.cpu_count(),
+            "usable_cores": len(os.sched_getaffinity(0)),
+            "torch_threads": torch.get_num_threads(),
+            "device": device,
+            "platform": platform.platform(),
+        },
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "sklearn": sklearn.__version__,
+            "numpy": np.__version__,
+            "aam_core": __version__,
+        },
+    }
 
 
 def protocol(
@@ -233,7 +262,7 @@ def protocol(
         "keeps (seeded by the outer seed), drawn as AAM's training draws it (split_rows): "
         "every baseline's choices and AAM's early stopping; the chosen baseline is refit on "
         "all the kept samples",
-        "rf": {"features": READS["rf"],
+        "forest": {"features": READS["forest"],
                "grid": {"max_features": ["sqrt", 0.3, 1.0], "min_samples_leaf": [1, 3, 5]},
                "n_estimators_search": search, "n_estimators_refit": refit,
                "note": None if search == refit else f"{args.budget} budget: the grid is "
@@ -280,7 +309,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add(
         "--models",
         help=f"comma-separated, of {', '.join(MODELS)} (default: all but "
-        f"{' and '.join(PRETRAINED)}, which pretrain first). rf, linear and constant "
+        f"{' and '.join(PRETRAINED)}, which pretrain first). forest, linear and constant "
         "read counts rarefied as AAM reads them; depth (log reads alone) and linear_raw (CLR of "
         "raw counts, not drawn) read sequencing depth",
     )
@@ -345,36 +374,25 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.pack:  # once, before the folds: every fold continues from this encoder
         encoder, pack_runs = pretrain_pack(args.pack, aam, args.first_seed, out / "pack")
         aam = dataclasses.replace(aam, pack_encoder=encoder)
-    depth = RunConfig.from_mapping(aam.settings(study.group, 0)).rarefaction_depth
-    records: dict[str, list[dict[str, Any]]] = {m: [] for m in models}
-    frames = []
-    seeds = range(args.first_seed, args.first_seed + args.seeds)
-    folds = make_folds(study, seeds, args.folds, depth)
-    context = FoldContext(study, models, args.budget, aam, out, args.folds)
-    for fold_results in map_folds(context, folds, args.jobs):
-        for model, record, frame in fold_results:
-            records[model].append(record)
-            frames.append(frame)
-    predictions = pd.concat(frames, ignore_index=True)
-    predictions.to_csv(out / "predictions.tsv", sep="\t", index=False)
-    summary = summarise(
-        task,
-        study.classes,
-        records,
-        predictions,
-        baselines=DEPTH_FREE,
-        contenders=sorted(AAM_MODELS),
-        depth_model=DEPTH_MODEL,
-        pretrained=PRETRAINED,
+    threads = max(1, len(os.sched_getaffinity(0)) // args.jobs)
+    options = Options(
+        folds=args.folds, repeats=args.seeds, first_seed=args.first_seed, models=tuple(models),
+        budget=args.budget, forest_jobs=-1 if args.jobs == 1 else threads, aam=aam,
+    )  # fmt: skip
+    result = cross_validate(
+        study, options, out, log=log, mapper=fold_mapper(study, options, out, args.jobs)
     )
+    assert result.summary is not None  # nothing asks the benchmark to stop
+    result.predictions.to_csv(out / "predictions.tsv", sep="\t", index=False)
     title = f"{study.name} {args.target}: {args.seeds} seeds x {args.folds} grouped folds"
-    drawn = {m: r for m, r in records.items() if m not in NOT_DRAWN}
-    plot_quality(out / "quality.png", title, task, drawn, predictions)
+    drawn = {m: r for m, r in result.records.items() if m not in NOT_DRAWN}
+    quality_figure(out / "quality.png", title, task, drawn, result.predictions)
     report = finite(
         {
-            **protocol(args, study, models, aam, folds),
-            **summary,
+            **protocol(args, study, models, aam, result.folds),
+            **result.summary,
             "pack_pretraining": pack_runs,
+            "folds_reused": result.reused,
             "seconds": time.perf_counter() - started,
             **environment(args.device),
             "files": {n: str(out / n) for n in ("quality.json", "quality.png", "predictions.tsv")},

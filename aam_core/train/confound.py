@@ -195,8 +195,10 @@ def depth_confound(
     task: str,
     *,
     target: str | None = None,
+    scope: str = "validation",
 ) -> dict[str, Any] | None:
-    """The verdict on the depth-only model's validation ``depth_metrics`` beside the model's.
+    """The verdict on the depth-only model's ``depth_metrics`` beside the model's, both on
+    ``scope``'s samples (the validation split; "cross-validated" for out-of-fold figures).
 
     The judged metric is ROC AUC for classification and R² for regression. The labels are
     flagged as following depth when either
@@ -245,8 +247,8 @@ def depth_confound(
         follows = "labels follow" if task == "classification" else "target follows"
         message = (
             f"sequencing depth alone predicts {what}: a model of log(reads per sample) alone "
-            f"reaches validation {title} {depth:.2f}{versus}; the {follows} sequencing depth "
-            "(a batch effect), so validation figures may not carry over to samples sequenced "
+            f"reaches {scope} {title} {depth:.2f}{versus}; the {follows} sequencing depth "
+            f"(a batch effect), so {scope} figures may not carry over to samples sequenced "
             "otherwise"
         )
     return {

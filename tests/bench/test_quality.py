@@ -29,10 +29,15 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from aam_core.crossval import folds as folding
+from aam_core.crossval import models
+from aam_core.crossval import scoring as report
+from aam_core.crossval import study as studies
 from aam_core.data.rarefy import choose_depth, rarefy
 from aam_core.data.synthetic import SyntheticSpec, generate, write_study
 from aam_core.errors import UserError
 from aam_core.predict import SamplePrediction
+from aam_core.train.confound import depth_confound
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
@@ -50,8 +55,6 @@ def load(name: str) -> ModuleType:
     return module
 
 
-report = load("quality_report")
-models = load("quality_models")
 quality = load("quality")
 
 
@@ -128,7 +131,7 @@ def test_grouped_folds_keep_groups_whole_and_cover_every_sample_once(stratified:
     labels = np.char.mod("%d", rng.integers(0, 2, size=60)) if stratified else None
     assignments = []
     for seed in (0, 1):
-        folds = models.outer_folds(groups, labels, 5, seed)
+        folds = folding.outer_folds(groups, labels, 5, seed)
         assert len(folds) == 5
         tests = np.concatenate([test for _, test in folds])
         assert np.array_equal(np.sort(tests), np.arange(60))  # every sample tested once
@@ -143,7 +146,7 @@ def test_grouped_folds_keep_groups_whole_and_cover_every_sample_once(stratified:
 
 
 def test_clr_by_hand() -> None:
-    got = models.clr(sp.csr_matrix(np.array([[1, 0], [0, 3]])))
+    got = studies.clr(sp.csr_matrix(np.array([[1, 0], [0, 3]])))
     # log(1.5) - log(0.5) = log 3 and log(3.5) - log(0.5) = log 7, each row centred
     a, b = math.log(3) / 2, math.log(7) / 2
     assert got == pytest.approx(np.array([[a, -a], [-b, b]]))
@@ -165,25 +168,25 @@ def test_sample_output_reads_predictions_and_ensemble_components() -> None:
 
 def test_models_are_checked_and_default_to_all() -> None:
     # every model but aam_pretrained and aam_pack, which pretrain first
-    everything = ["rf", "linear", "linear_raw", "constant", "depth", "aam", "ensemble"]
+    everything = ["forest", "linear", "linear_raw", "constant", "depth", "aam", "ensemble"]
     assert quality.resolve_models(None) == everything
-    assert quality.resolve_models(" aam, rf,aam") == ["aam", "rf"]
-    with pytest.raises(models.UsageError, match="choose from rf, linear, linear_raw, constant, d"):
-        quality.resolve_models("rf,forest")
+    assert quality.resolve_models(" aam, forest,aam") == ["aam", "forest"]
+    with pytest.raises(quality.UsageError, match="choose from forest, linear, linear_raw, cons"):
+        quality.resolve_models("forest,rf")
 
 
 def test_the_best_baseline_is_the_best_mean_of_the_depth_free_ones() -> None:
     def results(**means: float | None) -> dict[str, Any]:
         return {m: {"mean": {"per_sample": {"mae": v, "roc_auc": v}}} for m, v in means.items()}
 
-    free = ("rf", "linear", "constant")
+    free = ("forest", "linear", "constant")
     # lowest MAE; linear_raw is lower still but not a candidate
-    got = results(rf=2.0, linear=1.5, constant=3.0, linear_raw=1.0)
+    got = results(forest=2.0, linear=1.5, constant=3.0, linear_raw=1.0)
     assert report.best_model("regression", got, free) == "linear"
     # highest AUC; a model without an AUC (None) and one not run are skipped; equals: the first
-    got = results(rf=0.7, linear=None, constant=0.5, linear_raw=0.9)
-    assert report.best_model("classification", got, free) == "rf"
-    assert report.best_model("classification", results(rf=0.5, constant=0.5), free) == "rf"
+    got = results(forest=0.7, linear=None, constant=0.5, linear_raw=0.9)
+    assert report.best_model("classification", got, free) == "forest"
+    assert report.best_model("classification", results(forest=0.5, constant=0.5), free) == "forest"
     assert report.best_model("classification", results(linear_raw=0.9), free) is None
 
 
@@ -192,11 +195,11 @@ def test_aam_config_cannot_move_the_shared_split() -> None:
         argv = ["data", "--target", "age", "--task", "regression", "--aam-config", config]
         return quality.aam_options(quality.parse_args(argv))
 
-    with pytest.raises(models.UsageError, match="seed, validation_fraction are set by the bench"):
+    with pytest.raises(quality.UsageError, match="seed, validation_fraction are set by the bench"):
         options('{"seed": 3, "validation_fraction": 0.3, "lr": 0.001}')
     with pytest.raises(UserError, match=r"lr must be in \(0, 1\], got -1"):
         options('{"lr": -1}')
-    with pytest.raises(models.UsageError, match="--aam-config must be a JSON mapping"):
+    with pytest.raises(quality.UsageError, match="--aam-config must be a JSON mapping"):
         options("[1]")
     assert options('{"lr": 0.001}').settings("subject", 2) == {  # type: ignore[attr-defined]
         "group_column": "subject",
@@ -216,11 +219,11 @@ def study_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_sample_filters(study_dir: Path) -> None:
     metadata = pd.read_csv(study_dir / "metadata.tsv", sep="\t", index_col=0)
-    site_a = models.load_study(study_dir, "age", "regression", "subject", ["site=site_A"], 1)
+    site_a = studies.load_study(study_dir, "age", "regression", "subject", ["site=site_A"], 1)
     assert site_a.y.size == (metadata["site"] == "site_A").sum()
     assert site_a.notes["not site=site_A"] == (metadata["site"] != "site_A").sum()
-    deep = models.load_study(study_dir, "age", "regression", "subject", [], 6000)
-    full = models.load_study(study_dir, "age", "regression", "subject", [], 1)
+    deep = studies.load_study(study_dir, "age", "regression", "subject", [], 6000)
+    full = studies.load_study(study_dir, "age", "regression", "subject", [], 1)
     assert (
         deep.y.size
         == (full.inputs.table.depths() >= 6000).sum()
@@ -266,15 +269,15 @@ def run_age_study(study_dir: Path, out: Path, models: str) -> dict[str, Any]:
 @pytest.mark.usefixtures("small_forests")
 def test_end_to_end_on_a_synthetic_study(study_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = run_age_study(study_dir, out, "rf,linear,linear_raw,constant,depth,aam")
+    result = run_age_study(study_dir, out, "forest,linear,linear_raw,constant,depth,aam")
     assert json.loads((out / "quality.json").read_text()) == result
     assert (out / "quality.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (result["n_samples"], result["n_groups"]) == (60, 15)  # 4 samples per subject
-    assert result["models"] == ["rf", "linear", "linear_raw", "constant", "depth", "aam"]
+    assert result["models"] == ["forest", "linear", "linear_raw", "constant", "depth", "aam"]
     assert result["primary_metric"] == "mae"
     assert result["depths"] == [500]  # --aam-config's rarefaction_depth: every sample kept
     assert set(result["differences"]) == {
-        "linear-rf", "linear_raw-rf", "constant-rf", "depth-rf", "aam-rf",
+        "linear-forest", "linear_raw-forest", "constant-forest", "depth-forest", "aam-forest",
         "aam-best_baseline", "aam-depth",
     }  # fmt: skip
     assert result["machine"]["cores"] >= 1 and result["versions"]["sklearn"]
@@ -297,13 +300,15 @@ def test_end_to_end_on_a_synthetic_study(study_dir: Path, tmp_path: Path) -> Non
         assert summary["sd"]["per_sample"]["mae"] == pytest.approx(np.std(maes, ddof=1))
     constant = result["results"]["constant"]["folds"][0]["details"]["value"]
     assert constant == pytest.approx(
-        float(np.median(predictions.query("model == 'rf' and fold == 2")["true"]))
+        float(np.median(predictions.query("model == 'forest' and fold == 2")["true"]))
     )  # the median of the other fold, its training fold
-    rf, aam = result["results"]["rf"]["folds"], result["results"]["aam"]["folds"]
+    rf, aam = result["results"]["forest"]["folds"], result["results"]["aam"]["folds"]
     expected = [
         a["per_sample"]["mae"] - r["per_sample"]["mae"] for a, r in zip(aam, rf, strict=True)
     ]
-    assert result["differences"]["aam-rf"]["per_sample"]["mean"] == pytest.approx(np.mean(expected))
+    assert result["differences"]["aam-forest"]["per_sample"]["mean"] == pytest.approx(
+        np.mean(expected)
+    )
     for fold, forest in zip(aam, rf, strict=True):
         # the forest chose on the validation samples AAM stopped on, at AAM's depth
         assert fold["details"]["inner_split_matches"] is True
@@ -311,7 +316,7 @@ def test_end_to_end_on_a_synthetic_study(study_dir: Path, tmp_path: Path) -> Non
         assert fold["details"]["depth"] == forest["details"]["depth"] == 500
     # the best depth-free baseline: the lowest mean MAE of rf, linear and constant
     means = {m: result["results"][m]["mean"]["per_sample"]["mae"] for m in result["results"]}
-    best = min(("rf", "linear", "constant"), key=means.__getitem__)
+    best = min(("forest", "linear", "constant"), key=means.__getitem__)
     assert result["best_baseline"]["model"] == best
     assert result["best_baseline"]["mean"]["per_sample"] == means[best]
     assert result["differences"]["aam-best_baseline"]["baseline"] == best
@@ -320,20 +325,26 @@ def test_end_to_end_on_a_synthetic_study(study_dir: Path, tmp_path: Path) -> Non
         for view in ("per_sample", "subject_weighted"):
             paired = [a[view]["mae"] - b[view]["mae"] for a, b in zip(aam, folds, strict=True)]
             assert result["differences"][key][view] == report.bootstrap_interval(paired)
-    # the depth check of a regression: the depth model's mean R², against 0.25
+    # the depth check of a regression: the product's verdict on the depth model's mean R²
+    # beside AAM's
     check, depth = result["depth_check"], result["results"]["depth"]["mean"]
-    assert check["metric"] == "r2" and check["threshold"] == 0.25
+    aam_means = result["results"]["aam"]["mean"]
+    assert check["metric"] == "r2" and check["against"] == "aam"
     assert check["primary_mean"] == {v: depth[v]["mae"] for v in ("per_sample", "subject_weighted")}
     for view in ("per_sample", "subject_weighted"):
-        assert check["mean"][view] == depth[view]["r2"]
-        assert check["reaches"][view] == (depth[view]["r2"] >= 0.25)
+        expected = depth_confound(
+            {"r2": depth[view]["r2"]}, {"r2": aam_means[view]["r2"]}, "regression",
+            target="age", scope="cross-validated",
+        )  # fmt: skip
+        assert check["verdict"][view] == expected
+    assert check["flagged"] == check["verdict"]["per_sample"]["confounded"]
 
 
 @pytest.mark.usefixtures("small_forests")
 def test_end_to_end_classification_with_three_classes(study_dir: Path, tmp_path: Path) -> None:
     result = quality.main(
         [str(study_dir), "--target", "site", "--task", "classification", "--group", "subject",
-         "--seeds", "1", "--folds", "3", "--models", "rf,linear,constant",
+         "--seeds", "1", "--folds", "3", "--models", "forest,linear,constant",
          "--out", str(tmp_path)]
     )  # fmt: skip
     classes = ["site_A", "site_B", "site_C"]
@@ -399,21 +410,21 @@ def test_pretrained_aam_beside_aam_from_scratch(
     assert result["differences"]["aam_pretrained-aam"]["per_sample"]["mean"] == pytest.approx(
         np.mean(gaps)
     )
-    with pytest.raises(models.UsageError, match="aam_pack and --pack go together"):
+    with pytest.raises(quality.UsageError, match="aam_pack and --pack go together"):
         quality.main([str(study_dir), "--target", "age", "--task", "regression",
                       "--models", "aam_pack"])  # fmt: skip
 
 
 @pytest.mark.usefixtures("small_forests")
 def test_aam_and_the_ensemble_come_from_one_run(study_dir: Path, tmp_path: Path) -> None:
-    result = run_age_study(study_dir, tmp_path, "rf,aam,ensemble")
+    result = run_age_study(study_dir, tmp_path, "forest,aam,ensemble")
     assert set(result["differences"]) == {
-        "aam-rf", "ensemble-rf", "aam-best_baseline", "ensemble-best_baseline"
+        "aam-forest", "ensemble-forest", "aam-best_baseline", "ensemble-best_baseline"
     }  # fmt: skip
-    assert result["best_baseline"]["model"] == "rf" and result["depth_check"] is None
+    assert result["best_baseline"]["model"] == "forest" and result["depth_check"] is None
     for model in ("aam", "ensemble"):  # the forest, the one depth-free baseline run
         against = result["differences"][f"{model}-best_baseline"]
-        assert against == {"baseline": "rf", **result["differences"][f"{model}-rf"]}
+        assert against == {"baseline": "forest", **result["differences"][f"{model}-forest"]}
     aam, ensemble = result["results"]["aam"]["folds"], result["results"]["ensemble"]["folds"]
     assert len(list((tmp_path / "aam").iterdir())) == 2  # one training run per fold
     predictions = pd.read_csv(tmp_path / "predictions.tsv", sep="\t")
@@ -435,14 +446,14 @@ def test_folds_run_in_parallel_give_the_results_of_one_at_a_time(
         out = tmp_path / f"jobs{jobs}"
         result = quality.main(
             [str(study_dir), "--target", "age", "--task", "regression", "--group", "subject",
-             "--seeds", "2", "--folds", "2", "--models", "rf,linear,constant",
+             "--seeds", "2", "--folds", "2", "--models", "forest,linear,constant",
              "--jobs", str(jobs), "--out", str(out)]
         )  # fmt: skip
         return result, pd.read_csv(out / "predictions.tsv", sep="\t")
 
     (one, one_rows), (two, two_rows) = run(1), run(2)
     assert two["jobs"] == 2
-    for model in ("rf", "linear", "constant"):
+    for model in ("forest", "linear", "constant"):
         alone, parallel = one["results"][model]["folds"], two["results"][model]["folds"]
         assert [(f["seed"], f["fold"]) for f in parallel] == [(0, 1), (0, 2), (1, 1), (1, 2)]
         for a, p in zip(alone, parallel, strict=True):
@@ -450,21 +461,21 @@ def test_folds_run_in_parallel_give_the_results_of_one_at_a_time(
             for view in ("per_sample", "subject_weighted"):  # a forest's sums, other threads
                 assert p[view] == pytest.approx(a[view], rel=1e-12)
     pd.testing.assert_frame_equal(one_rows, two_rows, rtol=1e-12)
-    with pytest.raises(models.UsageError, match="--jobs must be >= 1, got 0"):
+    with pytest.raises(quality.UsageError, match="--jobs must be >= 1, got 0"):
         quality.main([str(study_dir), "--target", "age", "--task", "regression", "--jobs", "0"])
     # --first-seed: seed 1 alone is the second seed of the run above, fold for fold
     later = quality.main(
         [str(study_dir), "--target", "age", "--task", "regression", "--group", "subject",
-         "--seeds", "1", "--first-seed", "1", "--folds", "2", "--models", "rf,linear,constant",
+         "--seeds", "1", "--first-seed", "1", "--folds", "2", "--models", "forest,linear,constant",
          "--jobs", "1", "--out", str(tmp_path / "later")]
     )  # fmt: skip
     assert later["first_seed"] == 1
-    for model in ("rf", "linear", "constant"):
+    for model in ("forest", "linear", "constant"):
         again, before = later["results"][model]["folds"], one["results"][model]["folds"][2:]
         assert [(f["seed"], f["fold"]) for f in again] == [(1, 1), (1, 2)]
         for a, b in zip(again, before, strict=True):
             assert a["per_sample"] == pytest.approx(b["per_sample"], rel=1e-12)
-    with pytest.raises(models.UsageError, match="--first-seed must be >= 0, got -1"):
+    with pytest.raises(quality.UsageError, match="--first-seed must be >= 0, got -1"):
         quality.main([str(study_dir), "--target", "age", "--task", "regression",
                       "--first-seed", "-1"])  # fmt: skip
 
@@ -473,8 +484,8 @@ def test_folds_run_in_parallel_give_the_results_of_one_at_a_time(
 def test_baselines_read_the_counts_aam_reads(
     study_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    study = models.load_study(study_dir, "age", "regression", "subject", [], 1000)
-    fold = quality.make_folds(study, range(1, 2), 3, None)[0]  # seed 1, AAM's default depth
+    study = studies.load_study(study_dir, "age", "regression", "subject", [], 1000)
+    fold = folding.make_folds(study, range(1, 2), 3, None)[0]  # seed 1, AAM's default depth
     depths = study.inputs.table.depths()
     # the synthetic reads span 3,000-12,000: the default 5,000 would drop > 10% of the samples
     assert fold.depth == choose_depth(depths[fold.train]).depth < 5000
@@ -502,7 +513,7 @@ def test_baselines_read_the_counts_aam_reads(
         return original(study, fold, x, recording, grid)
 
     monkeypatch.setattr(models, "tune_and_refit", spy)
-    models.fit_rf(study, fold, "cpu")
+    models.fit_forest(study, fold, "cpu")
     models.fit_linear(study, fold)
     models.fit_linear(study, fold, raw=True)  # Ridge again: its record replaces linear's
     raw_clr = seen.pop("Ridge")
@@ -516,7 +527,7 @@ def test_baselines_read_the_counts_aam_reads(
     assert forest.sum(axis=1) == pytest.approx(np.ones(fold.kept.size))
     assert forest * fold.depth == pytest.approx(counts)
     (linear,) = fits["Ridge"]
-    assert linear == pytest.approx(models.clr(sp.csr_matrix(counts)))
+    assert linear == pytest.approx(studies.clr(sp.csr_matrix(counts)))
     # test samples: the deep ones rarefied by the same draw, the shallow ones as they are
     deep = np.setdiff1d(fold.test, shallow)
     x = seen["RandomForestRegressor"]
@@ -525,7 +536,7 @@ def test_baselines_read_the_counts_aam_reads(
     raw = study.inputs.table.counts[shallow].toarray()
     assert x[shallow] == pytest.approx(raw / raw.sum(axis=1, keepdims=True))
     # linear_raw reads the raw counts of every sample
-    assert raw_clr == pytest.approx(models.clr(study.inputs.table.counts))
+    assert raw_clr == pytest.approx(studies.clr(study.inputs.table.counts))
     # a second draw for the same (seed, depth) is the one already drawn
     assert study.as_aam_reads(1, fold.depth) is study.as_aam_reads(1, fold.depth)
 
@@ -557,35 +568,37 @@ def test_a_label_that_follows_depth_is_read_by_depth_alone(
     depth_study_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     drawn: list[list[str]] = []
-    plot = quality.plot_quality
+    plot = quality.quality_figure
 
     def spy(path: Path, title: str, task: str, records: Any, predictions: Any) -> Path:
         drawn.append(list(records))
         return plot(path, title, task, records, predictions)
 
-    monkeypatch.setattr(quality, "plot_quality", spy)
+    monkeypatch.setattr(quality, "quality_figure", spy)
     result = quality.main(
         [str(depth_study_dir), "--target", "batch", "--task", "classification",
          "--group", "subject", "--seeds", "1", "--folds", "4",
-         "--models", "rf,linear,linear_raw,constant,depth", "--jobs", "1",
+         "--models", "forest,linear,linear_raw,constant,depth", "--jobs", "1",
          "--out", str(tmp_path)]
     )  # fmt: skip
     assert result["depths"] == [5000]  # every sample has >= 6,000 reads: none dropped
     auc = {m: r["mean"]["per_sample"]["roc_auc"] for m, r in result["results"].items()}
     assert auc["depth"] == 1.0  # the label is the depth
-    assert abs(auc["rf"] - 0.5) < 0.2 and abs(auc["linear"] - 0.5) < 0.2
+    assert abs(auc["forest"] - 0.5) < 0.2 and abs(auc["linear"] - 0.5) < 0.2
     assert auc["constant"] == 0.5
     check = result["depth_check"]
-    assert (check["metric"], check["threshold"]) == ("roc_auc", 0.75)
-    assert check["mean"]["per_sample"] == check["primary_mean"]["per_sample"] == 1.0
-    assert check["reaches"] == {"per_sample": True, "subject_weighted": True}
+    assert check["metric"] == "roc_auc" and check["against"] is None  # AAM did not run
+    assert check["primary_mean"]["per_sample"] == 1.0
+    assert check["flagged"] and all(v["confounded"] for v in check["verdict"].values())
+    assert check["message"].startswith("sequencing depth alone predicts 'batch': a model of")
+    assert "reaches cross-validated ROC AUC 1.00" in check["message"]
     # linear_raw: reported and described, never drawn nor the best baseline
-    assert "linear_raw" in result["results"] and "linear_raw-rf" in result["differences"]
+    assert "linear_raw" in result["results"] and "linear_raw-forest" in result["differences"]
     assert "not a depth-free baseline" in result["linear_raw"]["note"]
-    assert drawn == [["rf", "linear", "constant", "depth"]]
-    best = max(("rf", "linear", "constant"), key=auc.__getitem__)
+    assert drawn == [["forest", "linear", "constant", "depth"]]
+    best = max(("forest", "linear", "constant"), key=auc.__getitem__)
     assert result["best_baseline"]["model"] == best
-    assert result["best_baseline"]["among"] == ["rf", "linear", "constant"]
+    assert result["best_baseline"]["among"] == ["forest", "linear", "constant"]
     predictions = pd.read_csv(tmp_path / "predictions.tsv", sep="\t")
-    assert set(predictions["model"]) == {"rf", "linear", "linear_raw", "constant", "depth"}
+    assert set(predictions["model"]) == {"forest", "linear", "linear_raw", "constant", "depth"}
     print({m: round(v, 3) for m, v in auc.items()})

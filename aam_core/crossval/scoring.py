@@ -1,21 +1,16 @@
-"""Scoring, statistics, progress lines and the figure of ``bench/quality.py``.
+"""Scores of a cross-validation: metrics per sample and with each subject (group) weighted
+once, summaries over folds, paired bootstrap intervals, the best baseline and the depth check.
 
-Metrics per sample and with each subject (group) weighted once, summaries over folds, the
-paired bootstrap interval, the choice of the best baseline and the depth check are pure
-functions, so that every number the benchmark reports can be checked by hand. The PNG is drawn
-with matplotlib's object-oriented API on an Agg canvas, never pyplot, whose global state is not
-ours to change.
+Pure functions of arrays and fold records, so that every number a report holds can be checked
+by hand. The depth verdict is the product's one rule (:func:`aam_core.train.confound.
+depth_confound`), applied to the cross-validated figures of the depth-only model and AAM.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import platform
-import sys
 import warnings
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,40 +18,15 @@ import pandas as pd
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import f1_score, roc_auc_score
 
-from aam_core.train.callbacks import Callback, EpochEvent
+from aam_core.train.confound import depth_confound
 
 PRIMARY = {"regression": "mae", "classification": "roc_auc"}
 LOWER_IS_BETTER = frozenset({"mae", "rmse"})
-# The depth check: sequencing depth alone predicts the target when the depth model's mean over
-# folds reaches this (the thresholds the product's own depth check will use).
-DEPTH_THRESHOLDS = {"regression": ("r2", 0.25), "classification": ("roc_auc", 0.75)}
 METRICS = {
     "regression": ("mae", "rmse", "r2"),
     "classification": ("accuracy", "macro_f1", "roc_auc"),
 }
 VIEWS = ("per_sample", "subject_weighted")
-
-
-def log(message: str) -> None:
-    """A progress line on stderr (stdout carries the JSON)."""
-    print(message, file=sys.stderr, flush=True)
-
-
-class EpochLog(Callback):
-    """AAM's epochs and log lines on stderr, prefixed with the fold."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-
-    def on_epoch(self, event: EpochEvent) -> None:
-        value = "-" if event.value is None else f"{event.value:.4g}"
-        log(
-            f"{self.label} epoch {event.epoch}/{event.epochs}: {event.monitor} {value} "
-            f"(best epoch {event.best_epoch}), {event.seconds:.1f} s"
-        )
-
-    def on_log(self, message: str) -> None:
-        log(f"{self.label} {message}")
 
 
 def subject_weights(groups: Sequence[str] | np.ndarray) -> np.ndarray:
@@ -262,22 +232,39 @@ def best_model(task: str, results: Mapping[str, Any], candidates: Sequence[str])
     return max(scored)[2] if scored else None
 
 
-def depth_check(task: str, results: Mapping[str, Any], model: str = "depth") -> dict | None:
-    """How far the depth model (log reads alone) predicts the target: its mean primary metric
-    and whether its mean of the checked metric reaches :data:`DEPTH_THRESHOLDS`, per view."""
+def depth_check(
+    task: str,
+    results: Mapping[str, Any],
+    model: str = "depth",
+    *,
+    against: str = "aam",
+    target: str | None = None,
+) -> dict | None:
+    """How far the depth model (log reads alone) predicts the target, per view: its mean
+    primary metric over folds, and the verdict of :func:`depth_confound` on its mean of the
+    judged metric (R², ROC AUC) beside ``against``'s (when it ran). ``flagged``: the
+    per-sample verdict. None when the depth model did not run."""
     if model not in results:
         return None
     means = results[model]["mean"]
-    metric, threshold = DEPTH_THRESHOLDS[task]
-    checked = {view: means[view][metric] for view in VIEWS}
+    other = results.get(against, {}).get("mean")
+    verdicts = {
+        view: depth_confound(
+            means[view], None if other is None else other[view], task, target=target,
+            scope="cross-validated",
+        )
+        for view in VIEWS
+    }  # fmt: skip
+    first = verdicts["per_sample"]
     return {
         "model": model,
+        "against": against if other is not None else None,
         "primary_metric": PRIMARY[task],
         "primary_mean": {view: means[view][PRIMARY[task]] for view in VIEWS},
-        "metric": metric,
-        "threshold": threshold,
-        "mean": checked,
-        "reaches": {view: v is not None and v >= threshold for view, v in checked.items()},
+        "metric": None if first is None else first["metric"],
+        "verdict": verdicts,
+        "flagged": bool(first and first["confounded"]),
+        "message": None if first is None else first["message"],
     }
 
 
@@ -287,13 +274,14 @@ def summarise(
     records: Mapping[str, list[dict[str, Any]]],
     predictions: pd.DataFrame,
     *,
-    reference: str = "rf",
+    reference: str = "forest",
     baselines: Sequence[str] = (),
     contenders: Sequence[str] = (),
     depth_model: str = "depth",
     pretrained: Sequence[str] = (),
     scratch: str = "aam",
     n_resamples: int = 10_000,
+    target: str | None = None,
 ) -> dict[str, Any]:
     """Per model (``results``): fold records, mean and sd over folds, pooled out-of-fold scores
     per seed and summed seconds. ``differences``: the paired differences of the primary metric
@@ -341,7 +329,7 @@ def summarise(
         "results": results,
         "differences": differences,
         "best_baseline": best_baseline,
-        "depth_check": depth_check(task, results, depth_model),
+        "depth_check": depth_check(task, results, depth_model, target=target),
     }
 
 
@@ -354,80 +342,3 @@ def finite(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [finite(v) for v in value]
     return value
-
-
-def environment(device: str) -> dict[str, Any]:
-    """The machine and the package versions a run's times and numbers belong to."""
-    import sklearn
-    import torch
-
-    from aam_core import __version__
-
-    return {
-        "machine": {
-            "cores": os.cpu_count(),
-            "usable_cores": len(os.sched_getaffinity(0)),
-            "torch_threads": torch.get_num_threads(),
-            "device": device,
-            "platform": platform.platform(),
-        },
-        "versions": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "sklearn": sklearn.__version__,
-            "numpy": np.__version__,
-            "aam_core": __version__,
-        },
-    }
-
-
-def plot_quality(
-    path: Path,
-    title: str,
-    task: str,
-    records: Mapping[str, Sequence[Mapping[str, Any]]],
-    predictions: pd.DataFrame,
-) -> Path:
-    """Per model and view, the fold values of the primary metric (points) with their mean and
-    bootstrap 95% interval (bar); for regression also AAM's and the forest's pooled
-    out-of-fold predictions of the first seed against the truth."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    metric = PRIMARY[task]
-    scatter = {}
-    for model in ("aam", "rf") if task == "regression" else ():
-        rows = predictions[(predictions["model"] == model) & (predictions["seed"] == 0)]
-        if len(rows):
-            scatter[model] = (rows["true"].to_numpy(float), rows["predicted"].to_numpy(float))
-    panels = len(VIEWS) + len(scatter)
-    fig = Figure(figsize=(4.5 * panels, 4.8), dpi=100)
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, panels, squeeze=False)[0]
-    jitter = np.random.default_rng(0)  # fixed: the same results give the same picture
-    for ax, view in zip(axes, VIEWS, strict=False):
-        for x, model in enumerate(records):
-            values = np.array([r[view][metric] for r in records[model]], dtype=np.float64)
-            values = values[np.isfinite(values)]
-            if not values.size:
-                continue
-            ax.scatter(x + jitter.uniform(-0.15, 0.15, values.size), values, s=14, alpha=0.6)
-            ci = bootstrap_interval(values)
-            bar = [[ci["mean"] - ci["low"]], [ci["high"] - ci["mean"]]]
-            ax.errorbar(x + 0.3, ci["mean"], yerr=bar, fmt="o", color="black", capsize=4)
-        ax.set_xticks(range(len(records)), list(records))
-        ax.set_ylabel(metric)
-        ax.set_title(f"{metric} per fold ({view.replace('_', ' ')})")
-        ax.grid(alpha=0.3)
-    for ax, (model, (true, predicted)) in zip(axes[len(VIEWS) :], scatter.items(), strict=True):
-        ax.scatter(true, predicted, s=8, alpha=0.5)
-        low = float(min(true.min(), predicted.min()))
-        high = float(max(true.max(), predicted.max()))
-        ax.plot([low, high], [low, high], color="grey", linewidth=1)
-        ax.set_xlabel("true")
-        ax.set_ylabel("predicted (out of fold, seed 0)")
-        ax.set_title(f"{model}: predicted vs true")
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    return path

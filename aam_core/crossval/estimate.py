@@ -1,0 +1,117 @@
+"""How long a cross-validation will take, measured before it starts.
+
+The costly parts are AAM's training and the forest's grid search, and both are timed on the
+first fold rather than guessed: AAM trains for a few optimiser steps (data preparation,
+model set-up and steps, as the fold's run will), and the forest fits one search-sized forest
+on the fold's inner training rows. Scaled by each fold's planned steps (every epoch run: an
+upper bound, since early stopping usually ends sooner) and by the search's size, summed over
+the folds. The other baselines take seconds and are left out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+
+from aam_core.crossval.folds import Fold, make_folds
+from aam_core.crossval.models import FOREST_GRID, PRETRAINED, TREES
+from aam_core.crossval.study import Study
+from aam_core.plan import RunConfig
+from aam_core.train.baseline import relative_abundance
+from aam_core.train.callbacks import Callback, StepEvent
+from aam_core.train.local_plan import plan_local
+from aam_core.train.stages import run_train
+
+PROBE_STEPS = 4  # steps 2..4 give the pace; step 1 carries the set-up
+VALIDATION_SHARE = 0.15  # an epoch's validation pass beside its training steps
+
+
+class _Clock(Callback):
+    def __init__(self, steps: int) -> None:
+        self.times: list[float] = []
+        self.steps = steps
+        self.planned = 0  # the run's optimiser steps over every epoch
+
+    def on_step(self, event: StepEvent) -> None:
+        self.times.append(time.perf_counter())
+        self.planned = event.steps
+
+    def should_stop(self) -> bool:
+        return len(self.times) >= self.steps
+
+
+def _aam_seconds(study: Study, fold: Fold, options: Any, scratch: Path) -> dict[str, float]:
+    aam = options.aam
+    inputs = dataclasses.replace(study.inputs, table=study.inputs.table.subset_samples(fold.train))
+    plan = plan_local(
+        "train", aam.settings(study.group, fold.seed), inputs, target=study.target,
+        device=aam.device,
+    )  # fmt: skip
+    clock = _Clock(PROBE_STEPS)
+    begun = time.perf_counter()
+    try:
+        run_train(inputs, plan, scratch, device=aam.device, callbacks=clock)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if len(clock.times) < 2:  # a run shorter than the probe: it ran whole
+        return {"setup": time.perf_counter() - begun, "step": 0.0, "steps": 0.0}
+    step = (clock.times[-1] - clock.times[0]) / (len(clock.times) - 1)
+    steps = clock.planned * (1 + VALIDATION_SHARE)
+    if aam.pretrain:  # pretraining's steps, at the training steps' pace (an approximation)
+        n = fold.inner_train.size
+        pretrain = RunConfig.from_mapping(aam.pretrain_settings(study.group, fold.seed))
+        pretrain = pretrain.resolved("pretrain", n)
+        per_epoch = math.ceil(math.ceil(n / pretrain.batch) / pretrain.grad_accumulation)
+        steps += (pretrain.epochs or 1) * per_epoch * (1 + VALIDATION_SHARE)
+    return {"setup": clock.times[0] - begun, "step": step, "steps": steps}
+
+
+def _forest_seconds(study: Study, fold: Fold, budget: str, n_jobs: int) -> float:
+    forest = RandomForestClassifier if study.classes else RandomForestRegressor
+    search, refit = TREES[budget]
+    reads = study.as_aam_reads(fold.seed, fold.depth)
+    x = np.asarray(relative_abundance(reads).toarray())
+    y = study.codes if study.classes else study.y
+    begun = time.perf_counter()
+    forest(n_estimators=search, n_jobs=n_jobs, random_state=fold.seed).fit(
+        x[fold.inner_train], y[fold.inner_train]
+    )
+    one = time.perf_counter() - begun
+    grow = fold.kept.size / max(fold.inner_train.size, 1)
+    return one * (len(FOREST_GRID) + refit / search * grow)
+
+
+def estimate_seconds(study: Study, options: Any, scratch: Path) -> dict[str, Any]:
+    """``{"seconds", "per_fold", "parts"}``: the expected wall time of the whole run, measured
+    on its first fold (``options``: an engine :class:`~aam_core.crossval.engine.Options`).
+    ``scratch`` holds the probe's files and is removed."""
+    depth = RunConfig.from_mapping(options.aam.settings(study.group, 0)).rarefaction_depth
+    fold = make_folds(study, range(options.first_seed, options.first_seed + 1),
+                      options.folds, depth)[0]  # fmt: skip
+    parts: dict[str, float] = {}
+    if "forest" in options.models:
+        parts["forest"] = _forest_seconds(study, fold, options.budget, options.forest_jobs)
+    runs = int("aam" in options.models or "ensemble" in options.models) + sum(
+        m in options.models for m in PRETRAINED
+    )
+    if runs:
+        timing = _aam_seconds(study, fold, options, scratch)
+        parts["aam"] = runs * (timing["setup"] + timing["step"] * timing["steps"])
+    per_fold = sum(parts.values())
+    n_folds = options.folds * options.repeats
+    return {
+        "seconds": per_fold * n_folds,
+        "per_fold": per_fold,
+        "parts": parts,
+        "folds": n_folds,
+        "note": "measured on the first fold: a few AAM steps and one search-sized forest, "
+        "scaled to every epoch and the whole grid; an upper bound, since early stopping "
+        "usually ends AAM sooner",
+    }
