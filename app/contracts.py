@@ -15,12 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from aam_core.model.config import LossWeights
 from aam_core.plan.config import settings, type_hint
+from aam_core.plan.crossval import MAX_FOLDS, MAX_REPEATS, MIN_READS
 
 
 class JobKind(StrEnum):
     pretrain = "pretrain"
     train = "train"
     predict = "predict"
+    cross_validate = "cross_validate"
 
 
 class JobState(StrEnum):
@@ -105,6 +107,33 @@ def given_config(config: BaseModel) -> dict[str, Any]:
     return config.model_dump(exclude_none=True)
 
 
+class CrossValidationSpec(Strict):
+    """A cross_validate job's design (aam_core.plan.crossval checks the rest)."""
+
+    folds: int = Field(default=5, ge=2, le=MAX_FOLDS, description="Outer folds per repeat.")
+    repeats: int = Field(
+        default=1, ge=1, le=MAX_REPEATS, description="Repeats, each with its own shuffle."
+    )
+    group_column: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Metadata column of the subject: its samples stay in one fold. Default: "
+        "every sample is its own group.",
+    )
+    models: list[str] | None = Field(
+        default=None,
+        description="Of aam, forest, linear, constant, depth (default: all), compared on "
+        "identical folds.",
+    )
+    pretrain: bool = Field(
+        default=False,
+        description="AAM starts from an encoder pretrained on each fold's training samples.",
+    )
+    min_reads: int = Field(
+        default=MIN_READS, ge=0, description="Samples with fewer reads are left out."
+    )
+
+
 class JobSpec(Strict):
     kind: JobKind
     dataset_id: str = Field(min_length=1)
@@ -118,15 +147,29 @@ class JobSpec(Strict):
         default=None,
         description="train: what the job registers: AAM alone, AAM blended with a random "
         "forest on the validation split, or the best of AAM, the forest and their blend "
-        "there (the job's report says why). Default: aam.",
+        "there (the job's report says why). Default: aam. cross_validate: aam, or ensemble "
+        "to compare and refit the blend too.",
+    )
+    cv: CrossValidationSpec | None = Field(
+        default=None, description="cross_validate: the folds, groups and models compared."
+    )
+    refit: bool = Field(
+        default=False,
+        description="cross_validate: then train the final model on every sample and register "
+        "it, its card citing the cross-validated figures.",
     )
 
     @model_validator(mode="after")
     def _consistent(self) -> JobSpec:
-        if self.kind == JobKind.train and self.target is None:
-            raise ValueError("a train job needs a target: {'column': ..., 'task': ...}")
-        if self.kind != JobKind.train and self.target is not None:
+        targeted = self.kind in (JobKind.train, JobKind.cross_validate)
+        if targeted and self.target is None:
+            raise ValueError(
+                f"a {self.kind.value} job needs a target: {{'column': ..., 'task': ...}}"
+            )
+        if not targeted and self.target is not None:
             raise ValueError(f"a {self.kind.value} job takes no target")
+        if self.kind != JobKind.cross_validate and (self.cv is not None or self.refit):
+            raise ValueError("cv and refit are for cross_validate jobs")
         if self.kind == JobKind.predict and self.model_id is None:
             raise ValueError("a predict job needs model_id (the model to apply)")
         if self.kind != JobKind.predict and self.model_id is not None:
@@ -135,6 +178,6 @@ class JobSpec(Strict):
             raise ValueError("base_model_id is for train jobs (fine-tuning)")
         if self.freeze_base and self.base_model_id is None:
             raise ValueError("freeze_base needs base_model_id (a pretrained encoder)")
-        if self.model is not None and self.kind != JobKind.train:
+        if self.model is not None and not targeted:
             raise ValueError(f"model is for train jobs; a {self.kind.value} job takes none")
         return self

@@ -16,6 +16,7 @@ import sklearn
 import torch
 
 from aam_core.checkpoint import Checkpoint, load_checkpoint
+from aam_core.crossval.report import card_summary
 from aam_core.forest import ForestPart
 from aam_core.io import Inputs, file_hashes
 from aam_core.model_card import CARD_VERSION, NOT_RECORDED, card_markdown, model_card
@@ -26,6 +27,63 @@ from tests.conftest import pretrain_plan, train_plan
 
 FAST: dict[str, Any] = {"epochs": 1, "token_limit": 12}
 SEED, FRACTION, DEPTH = 7, 0.25, 4000  # not the defaults, so the card cannot guess them
+DEPTH_MESSAGE = (
+    "sequencing depth alone predicts 'site': a model of log(reads per sample) alone reaches "
+    "cross-validated ROC AUC 0.81 (this model 0.66); the labels follow sequencing depth (a "
+    "batch effect), so cross-validated figures may not carry over to samples sequenced otherwise"
+)
+
+
+def cv_summary(
+    task: str, *, flagged: bool | None = False, group_column: str | None = "subject"
+) -> dict[str, Any]:
+    """What a cross-validation's report gives a refitted model's card (card_summary), from a
+    hand-made report: figures chosen to show the card's rounding."""
+    if task == "regression":
+        metric = "mae"
+        figures = {
+            "aam": ({"mae": 3.14159, "rmse": 4.5, "r2": 0.612345}, {"mae": 3.25, "r2": 0.58}),
+            "forest": ({"mae": 3.9, "rmse": 5.0, "r2": 0.4}, {"mae": 4.0}),
+            "linear": ({"mae": 2.9, "rmse": 4.1, "r2": 0.65}, {"mae": 2.95}),
+            "constant": ({"mae": 6.0, "rmse": 7.25, "r2": -0.0123456}, {"mae": 6.5}),
+            "depth": ({"mae": 5.5, "rmse": 6.75, "r2": None}, {"mae": None}),
+        }
+        differences = {
+            "aam-forest": (-0.758491, -1.2, -0.31, "aam"),
+            "aam-linear": (0.241590, 0.05, 0.4, "other"),
+            "aam-constant": (-2.85841, -3.5, -2.25, "aam"),
+            "aam-depth": (-2.35841, None, None, None),
+        }
+    else:
+        metric = "roc_auc"
+        figures = {
+            "aam": ({"accuracy": 0.7, "macro_f1": 0.66667, "roc_auc": 0.655555},
+                    {"roc_auc": 0.6}),
+            "forest": ({"accuracy": 0.75, "macro_f1": 0.7, "roc_auc": 0.7}, {"roc_auc": 0.71}),
+            "depth": ({"accuracy": 0.8, "macro_f1": 0.79, "roc_auc": 0.8125}, {"roc_auc": 0.8}),
+        }  # fmt: skip
+        differences = {
+            "aam-forest": (-0.044445, -0.1, 0.02, "neither"),
+            "aam-depth": (-0.156945, -0.25, -0.05, "other"),
+        }
+    report = {
+        "folds": 5, "repeats": 2, "first_seed": 1, "n_samples": 80, "n_groups": 20,
+        "group_column": group_column, "primary_metric": metric,
+        "models": {
+            name: {"per_sample": ps, "subject_weighted": sw, "sd": {}, "per_fold": []}
+            for name, (ps, sw) in figures.items()
+        },
+        "differences": {
+            name: {"metric": metric, "mean": mean, "low": low, "high": high, "better": better,
+                   "n": 10}
+            for name, (mean, low, high, better) in differences.items()
+        },
+        "confounds": {"depth": {
+            "metric": metric, "flagged": flagged, "reason": "depth alone reaches ...",
+            "message": DEPTH_MESSAGE if flagged else None,
+        }},
+    }  # fmt: skip
+    return card_summary(report)
 
 
 def sha256(path: Path) -> str:
@@ -37,7 +95,7 @@ def runs(
     study_inputs: Inputs, study_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Path]:
     """Run directories: an age regressor (grouped by subject, random forest on) and an encoder
-    with a site classifier trained on it, frozen."""
+    with a site classifier trained on it, frozen, as the refit of a cross-validation."""
     out = tmp_path_factory.mktemp("card-runs")
     hashes = file_hashes(study_files)
     age = TargetSpec("age", "regression")
@@ -50,7 +108,9 @@ def runs(
     site = TargetSpec("site", "classification")
     plan = train_plan(study_inputs, site, base=encoder.best_checkpoint, freeze_base=True,
                       baseline=True, seed=3, **FAST)  # fmt: skip
-    run_train(study_inputs, plan, out / "site", dataset_sha256=hashes)
+    # as a cross_validate job's refit: the cross-validation's figures ride in the checkpoint
+    run_train(study_inputs, plan, out / "site", dataset_sha256=hashes,
+              cross_validation=cv_summary("classification", flagged=True))  # fmt: skip
     return {"age": out / "age", "encoder": out / "encoder", "site": out / "site"}
 
 
@@ -277,3 +337,124 @@ def test_limits_say_when_a_baseline_beats_the_model(runs: dict[str, Path]) -> No
     ]
     worst = limits(5.0, 3.0, 4.0)
     assert len(worst) == 2 and "constant prediction" in worst[1] and "(4 against 5)" in worst[1]
+
+
+def with_cv(checkpoint: Checkpoint, cv: dict[str, Any]) -> Checkpoint:
+    return dataclasses.replace(checkpoint, training={**checkpoint.training, "cross_validation": cv})
+
+
+def section(markdown: str) -> str:
+    """The Markdown's cross-validation section, up to the next heading."""
+    start = markdown.index("\n## Cross-validated performance\n")
+    return markdown[start : markdown.index("\n## ", start + 1)]
+
+
+def test_a_refit_s_card_cites_its_cross_validation(runs: dict[str, Path]) -> None:
+    cv = cv_summary("regression")
+    card = model_card(with_cv(best(runs["age"]), cv))
+    assert card["cross_validation"] == cv
+    assert card["cross_validation"]["models"]["aam"]["per_sample"]["mae"] == 3.14159
+    assert json.loads(json.dumps(card, allow_nan=False)) == card
+    markdown = card_markdown(card)
+    assert card_markdown(json.loads(json.dumps(card))) == markdown
+    assert markdown.index("\n## Metrics beside baselines") < markdown.index("\n## Cross-validated")
+    text = section(markdown)
+    assert (
+        "5 folds grouped by 'subject' x 2 repeats, 80 samples in 20 groups: every figure is "
+        "out-of-fold, the mean over the 10 test folds, each scored on subjects held out of its "
+        "model's training."
+    ) in text
+    assert "| model | mae | rmse | r2 | mae, subject-weighted |" in text
+    for row in (
+        "| AAM | 3.142 | 4.5 | 0.6123 | 3.25 |",
+        "| random forest | 3.9 | 5 | 0.4 | 4 |",
+        "| linear model (CLR) | 2.9 | 4.1 | 0.65 | 2.95 |",
+        "| constant | 6 | 7.25 | -0.01235 | 6.5 |",
+        "| sequencing depth alone | 5.5 | 6.75 | — | — |",
+    ):
+        assert row in text
+    assert "AAM minus each other model in mae (lower is better), paired fold by fold" in text
+    assert "| AAM minus | mean | 95% interval | better |" in text
+    for row in (
+        "| random forest | -0.7585 | -1.2 to -0.31 | AAM |",
+        "| linear model (CLR) | 0.2416 | 0.05 to 0.4 | linear model (CLR) |",
+        "| constant | -2.858 | -3.5 to -2.25 | AAM |",
+        "| sequencing depth alone | -2.358 | — | — |",
+    ):
+        assert row in text
+    assert "Depth confound" not in markdown and "follows sequencing depth" not in markdown
+    assert (
+        "Cross-validation (5 folds x 2 repeats over 80 samples) scored this recipe on subjects "
+        "held out of its training: AAM reached mae 3.142 per sample (3.25 with each subject "
+        "weighted once). These out-of-fold figures are the performance to expect on new "
+        "subjects, a better guide than the validation split's."
+    ) in card["limits"]
+    assert (
+        "In cross-validation AAM scored worse on mae than this model (the 95% interval of the "
+        "paired difference excludes zero): linear model (CLR). Prefer it, or more data, before "
+        "relying on this model."
+    ) in card["limits"]
+    assert f"- {card['limits'][2]}" in markdown
+
+
+def test_a_flagged_depth_confound_and_a_real_refit_s_checkpoint(runs: dict[str, Path]) -> None:
+    """The site classifier was trained as a refit (run_train(cross_validation=...)): its
+    checkpoint, read back from disk, carries the figures; depth was flagged."""
+    checkpoint = best(runs["site"])
+    cv = cv_summary("classification", flagged=True)
+    assert checkpoint.training["cross_validation"] == cv
+    card = model_card(checkpoint)
+    assert card["cross_validation"] == cv
+    text = section(card_markdown(card))
+    assert "| model | roc_auc | accuracy | macro_f1 | roc_auc, subject-weighted |" in text
+    assert "| AAM | 0.6556 | 0.7 | 0.6667 | 0.6 |" in text
+    assert "AAM minus each other model in roc_auc (higher is better)" in text
+    assert "| random forest | -0.04444 | -0.1 to 0.02 | neither |" in text
+    assert "| sequencing depth alone | -0.1569 | -0.25 to -0.05 | sequencing depth alone |" in text
+    assert text.endswith(f"\n\n**Depth confound:** {DEPTH_MESSAGE}.\n")
+    assert (
+        "In cross-validation sequencing depth alone predicted the target: the labels follow "
+        "sequencing depth (a batch effect), so these figures may not carry over to samples "
+        "sequenced otherwise."
+    ) in card["limits"]
+    # the same figures unflagged: neither the message nor the sentence
+    quiet = model_card(with_cv(checkpoint, cv_summary("classification", flagged=False)))
+    markdown = card_markdown(quiet)
+    assert "## Cross-validated performance" in markdown
+    assert DEPTH_MESSAGE not in markdown and "Depth confound" not in markdown
+    assert not any("sequencing depth alone predicted" in s for s in quiet["limits"])
+    # a depth check that did not run (no depth model): flagged None, no message
+    unknown = model_card(with_cv(checkpoint, cv_summary("classification", flagged=None)))
+    assert "Depth confound" not in card_markdown(unknown)
+
+
+def test_ungrouped_folds_say_samples_not_subjects(runs: dict[str, Path]) -> None:
+    card = model_card(with_cv(best(runs["age"]), cv_summary("regression", group_column=None)))
+    text = section(card_markdown(card))
+    assert text.startswith(
+        "\n## Cross-validated performance\n\n5 folds x 2 repeats, 80 samples (no group column: "
+        "each sample its own group, so repeated samples of one subject may sit on both sides "
+        "of a fold): every figure is out-of-fold, the mean over the 10 test folds, each scored "
+        "on samples held out of its model's training.\n"
+    )
+    assert any(
+        s.startswith("Cross-validation (5 folds x 2 repeats over 80 samples) scored this recipe on "
+                     "samples held out of its training: AAM reached mae 3.142 per sample. ")
+        for s in card["limits"]
+    )  # fmt: skip
+
+
+def test_without_a_cross_validation_the_card_has_none(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    checkpoint = best(runs["age"])
+    assert "cross_validation" not in checkpoint.training
+    old = model_card(load_checkpoint(tiny_checkpoint("classifier", tmp_path / "old.pt")))
+    for card in (model_card(checkpoint), old):
+        assert card["cross_validation"] is None
+        markdown = card_markdown(card)
+        assert "Cross-validat" not in markdown and "cross-validat" not in markdown
+    # a card.json written before the key renders as before
+    card = model_card(checkpoint)
+    older = {k: v for k, v in card.items() if k != "cross_validation"}
+    assert card_markdown(older) == card_markdown(card)

@@ -35,6 +35,9 @@ RUN_OUTPUTS = {
 }
 
 
+FIT_DETAILS = ("stopped", "epochs_run", "best_epoch", "monitor")  # a registered model's details
+
+
 def store_outputs(storage: ArtifactStore, run_dir: Path) -> dict[str, str]:
     """The run's output files that exist, stored; name -> sha256."""
     return {
@@ -94,7 +97,7 @@ def finish_training(
     plots = {plot.stem: plot for plot in sorted((run_dir / "plots").glob("*.png"))}
     outputs = store_outputs(storage, run_dir)
     outputs.update(store_card(storage, checkpoint, run_dir))
-    details = {key: summary.get(key) for key in ("stopped", "epochs_run", "best_epoch", "monitor")}
+    details = {key: summary.get(key) for key in FIT_DETAILS}
     begin_write(session)
     model = register_checkpoint(
         session,
@@ -125,6 +128,66 @@ def finish_training(
         reporter.flush(force=True)
         # The model's checkpoint now lives in artifact storage; the run's copies are spare.
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    return finished
+
+
+def finish_cross_validation(
+    session: Session,
+    storage: ArtifactStore,
+    job: Job,
+    spec: JobSpec,
+    plan: RunPlan,
+    summary: dict[str, Any],
+    reporter: JobReporter,
+    *,
+    worker: str,
+) -> bool:
+    """Store the out-of-fold predictions (``outputs["predictions"]``), the report and the
+    plots (``plot_<name>``); with refit, register the final model (its card cites the
+    cross-validated figures); mark the job succeeded with ``report.cross_validation``."""
+    files = {name: Path(path) for name, path in summary["files"].items()}
+    outputs = {name: storage.put_file(path)[0] for name, path in files.items() if path.is_file()}
+    report = dict(summary["report"])
+    reporter.set_progress(fraction=1.0, eta_seconds=0.0)
+    reporter.flush(force=True)
+    refit = summary.get("refit")
+    model_id = None
+    registered = None
+    if refit is not None:
+        run_dir = Path(plan.out_dir) / "refit"
+        checkpoint = Path(refit.get("best_checkpoint") or refit["last_checkpoint"])
+        plots = {plot.stem: plot for plot in sorted((run_dir / "plots").glob("*.png"))}
+        outputs.update(store_card(storage, checkpoint, run_dir))
+        details = {
+            key: refit.get(key) for key in ("stopped", "epochs_run", "best_epoch", "monitor")
+        }
+        begin_write(session)
+        model = register_checkpoint(
+            session, storage, checkpoint, owner=job.owner, name=job.name, source="job",
+            file_name=f"{job.id}/{checkpoint.name}", job_id=job.id, dataset_id=job.dataset_id,
+            plots=plots, details=details,
+        )  # fmt: skip
+        model_id, registered = model.id, (model.kind, checkpoint.name)
+        outputs["checkpoint"] = model.checkpoint_sha256
+        report["refit_model_id"] = model_id
+    finished = finish_job(
+        session,
+        job.id,
+        state=JobState.succeeded,
+        worker=worker,
+        report={"cross_validation": report},
+        model_id=model_id,
+        outputs=outputs,
+    )
+    if finished:
+        depth = (report.get("confounds") or {}).get("depth") or {}
+        if depth.get("flagged"):
+            reporter.log(f"warning: {depth['message']}")
+        if registered is not None:
+            kind, name = registered
+            reporter.log(f"registered {kind} model {model_id} from {name} (every sample)")
+            shutil.rmtree(Path(plan.out_dir) / "refit" / "checkpoints", ignore_errors=True)
+        reporter.flush(force=True)
     return finished
 
 

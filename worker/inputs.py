@@ -109,6 +109,10 @@ def build_plan(
         values["model_name"] = spec.base_model_id
     values["freeze_base"] = spec.freeze_base
     values["model_kind"] = spec.model
+    if spec.kind == JobKind.cross_validate:  # it resumes from the folds it finished
+        values["cv"] = None if spec.cv is None else spec.cv.model_dump()
+        values["refit"] = spec.refit
+        return RunPlan(**values)
     # A requeued job continues from the checkpoint its earlier attempt left.
     values["resume"] = (run_dir / "checkpoints" / "last.pt").is_file()
     return RunPlan(**values)

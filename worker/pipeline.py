@@ -203,7 +203,10 @@ def _settle(
     assert summary is not None
     if outcome.stop_reason == "shutdown" and summary.get("stopped") == "requested":
         return _release(runtime, session, job, reporter)
-    finisher = finish.finish_prediction if spec.kind == JobKind.predict else finish.finish_training
+    finisher = {
+        JobKind.predict: finish.finish_prediction,
+        JobKind.cross_validate: finish.finish_cross_validation,
+    }.get(spec.kind, finish.finish_training)
     done = finisher(session, runtime.storage, job, spec, plan, summary, reporter, **common)
     return "succeeded" if done else "lost"
 

@@ -17,7 +17,7 @@ PLAN_FILE = "plan.json"
 @dataclass(frozen=True, kw_only=True)
 class RunPlan:
     job_id: str
-    kind: str  # pretrain | train | predict
+    kind: str  # pretrain | train | predict | cross_validate
     out_dir: str  # the run directory: checkpoints, metrics, plots (predict: predictions.tsv)
     device: str  # cpu | cuda:N | cuda (torchrun: each rank takes its LOCAL_RANK)
     nproc: int = 1  # processes (GPUs) under torchrun; 1: a single process
@@ -25,13 +25,15 @@ class RunPlan:
     names: dict[str, str] = field(default_factory=dict)  # role -> the uploaded file's name
     dataset_sha256: dict[str, str] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)  # the job's settings, for the planner
-    target: dict[str, str] | None = None  # train: {"column", "task"}
+    target: dict[str, str] | None = None  # train, cross_validate: {"column", "task"}
     base_checkpoint: str | None = None  # train: the base model's checkpoint
     freeze_base: bool = False
     model_kind: str | None = None  # train: aam | ensemble | auto (None: the default)
     model_checkpoint: str | None = None  # predict: the model applied
     model_name: str | None = None  # how messages name the base or applied model (its ID)
     resume: bool = False  # continue from out_dir/checkpoints/last.pt
+    cv: dict[str, Any] | None = None  # cross_validate: the design (CrossValidationSpec)
+    refit: bool = False  # cross_validate: then train the final model on every sample
 
     @property
     def predictions_path(self) -> Path:

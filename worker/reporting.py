@@ -21,6 +21,7 @@ from app.store import add_metrics, append_logs, update_progress
 log = logging.getLogger("aam.worker")
 
 Clock = Callable[[], float]
+PROGRESS_FIELDS = ("fold", "folds", "epoch", "epochs", "fraction", "eta_seconds")
 
 
 class JobReporter:
@@ -59,6 +60,9 @@ class JobReporter:
             self._epoch(message)
         elif kind == "log":
             self.log(str(message.get("message", "")))
+        elif kind == "progress":  # a cross-validation's, over its folds
+            self.set_progress(**{k: message.get(k) for k in PROGRESS_FIELDS})
+            self.flush()
 
     def log(self, line: str) -> None:
         self.pending_logs.append(line)

@@ -114,11 +114,73 @@ def _predict(plan: RunPlan) -> dict[str, Any]:
     }
 
 
+class CrossValidationLink(Callback):
+    """A cross-validation's events to the worker: its progress over folds (not each fold's
+    training curve, which the job's metrics would mix up), AAM's epochs as log lines, and the
+    worker's stop request to the run."""
+
+    def __init__(self, link: Any) -> None:
+        self.link = link
+        self.label = ""
+
+    def progress(self, p: Any) -> None:
+        self.label = p.label
+        message = {"type": "progress", "fold": min(p.fold, p.total), "folds": p.total,
+                   "epoch": p.epoch, "epochs": p.epochs, "fraction": p.fraction,
+                   "eta_seconds": p.eta_seconds}  # fmt: skip
+        self.link.send(to_jsonable(message))
+
+    def on_epoch(self, event: EpochEvent) -> None:
+        value = "-" if event.value is None else f"{event.value:.4g}"
+        self.link.send(
+            {"type": "log", "message": f"{self.label}: epoch {event.epoch}/{event.epochs}, "
+             f"{event.monitor} {value} (best epoch {event.best_epoch})"}
+        )  # fmt: skip
+
+    def on_log(self, message: str) -> None:
+        self.link.send({"type": "log", "message": message})
+
+    def should_stop(self) -> bool:
+        return bool(self.link.should_stop())
+
+
+def _cross_validate(plan: RunPlan, link: Any) -> dict[str, Any]:
+    from aam_core.crossval.run import Request, run_request
+    from aam_core.plan import TargetSpec
+    from aam_core.plan.crossval import CrossValidation
+
+    assert plan.target is not None
+    request = Request(
+        target=TargetSpec(**plan.target),  # type: ignore[arg-type]
+        cv=CrossValidation.from_mapping(plan.cv),
+        config=plan.config,
+        model_kind=plan.model_kind,  # type: ignore[arg-type]
+        refit=plan.refit,
+        device=plan.device,
+    )
+    events = CrossValidationLink(link)
+    outcome = run_request(
+        _inputs(plan), request, Path(plan.out_dir), callback=events, progress=events.progress,
+        log=events.on_log, dataset_sha256=plan.dataset_sha256,
+        name=plan.names.get("table", "the dataset"),
+    )  # fmt: skip
+    return {
+        "kind": "cross_validate",
+        "stopped": "requested" if outcome.stopped else "completed",
+        "report": outcome.report,
+        "files": {name: str(path) for name, path in outcome.files.items()},
+        "refit": None if outcome.refit is None else _summary(outcome.refit),
+    }
+
+
 def execute(plan: RunPlan, callback: Callback) -> dict[str, Any]:
     """Run the plan; the summary the worker records. The run is planned again here, from the
     files themselves, by the planner that checked the job at submission."""
     if plan.kind == "predict":
         return _predict(plan)
+    if plan.kind == "cross_validate":
+        assert isinstance(callback, LinkCallback)
+        return _cross_validate(plan, callback.link)
     from aam_core.plan import TargetSpec
     from aam_core.train.local_plan import plan_local
     from aam_core.train.stages import run_pretrain, run_train

@@ -21,6 +21,7 @@ from aam_core.cli.options import RUN_SETTINGS, error_line, run_options
 from aam_core.errors import UserError
 from aam_core.io.files import atomic_write, json_text
 from aam_core.plan.config import field_names
+from aam_core.plan.crossval import CV_MODELS, FIXED_KEYS, MIN_READS
 
 if TYPE_CHECKING:  # torch loads when a command runs, so that --help is quick
     from aam_core.train.distributed import DistContext
@@ -47,6 +48,7 @@ Sequences = Annotated[
 ]
 Model = Annotated[Path, Opt("--model", help="A checkpoint written by aam train.")]
 Task = Annotated[Literal["regression", "classification"], Opt("--task")]
+TargetColumn = Annotated[str, Opt("--target", help="Metadata column to predict.")]
 ConfigFile = Annotated[
     Path | None, Opt("--config", help="TOML, YAML or JSON file of run settings.")
 ]
@@ -189,7 +191,7 @@ def train(
     ctx: typer.Context,
     table: Table,
     metadata: Metadata,
-    target: Annotated[str, Opt("--target", help="Metadata column to predict.")],
+    target: TargetColumn,
     task: Task,
     out: Out,
     tree: Tree = None,
@@ -240,6 +242,127 @@ def train(
     hashes = file_hashes(files)
     stage = functools.partial(run_train, device=device, dataset_sha256=hashes)
     _execute(ctx, functools.partial(stage, inputs, run, out), dist_ctx)
+
+
+def parse_models(text: str) -> tuple[str, ...]:
+    """``"aam, forest"`` -> ``("aam", "forest")`` (CrossValidation checks the names)."""
+    return tuple(filter(None, (part.strip() for part in text.split(","))))
+
+
+# The recipe's settings that are no flags of aam cross-validate: the cross-validation sets the
+# split (FIXED_KEYS), and --refit is its own (the recipe's refit setting is a --config key).
+CV_NOT_FLAGS = ("passes", "refit", *FIXED_KEYS)
+
+
+@app.command("cross-validate", epilog=RUN_SETTINGS)
+@guarded
+@run_options(exclude=CV_NOT_FLAGS)
+def cross_validate(
+    ctx: typer.Context,
+    table: Table,
+    metadata: Metadata,
+    target: TargetColumn,
+    task: Task,
+    out: Annotated[
+        Path,
+        Opt(
+            "--out",
+            help="Run directory. The folds finished there are kept: the same command "
+            "continues a stopped run.",
+        ),
+    ],
+    tree: Tree = None,
+    sequences: Sequences = None,
+    group: Annotated[
+        str | None,
+        Opt(
+            "--group",
+            help="Metadata column of subjects: a subject's samples stay in one fold. "
+            "Default: every sample is its own subject.",
+        ),
+    ] = None,
+    folds: Annotated[int, Opt("--folds", help="Outer folds (2 to 20).")] = 5,
+    repeats: Annotated[
+        int, Opt("--repeats", help="Repeats, each with its own shuffle (1 to 10).")
+    ] = 1,
+    models: Annotated[
+        str, Opt("--models", help="Models to compare, separated by commas.")
+    ] = ",".join(CV_MODELS),
+    pretrain: Annotated[
+        bool,
+        Opt("--pretrain", help="AAM starts from an encoder pretrained on each training fold."),
+    ] = False,
+    min_reads: Annotated[
+        int, Opt("--min-reads", help="Leave out the samples with fewer reads.")
+    ] = MIN_READS,
+    model: Annotated[
+        Literal["aam", "ensemble"] | None,
+        Opt(
+            "--model",
+            help="aam (default); ensemble: AAM blended with a random forest on each fold's "
+            "validation split is compared too (and refitted with --refit).",
+        ),
+    ] = None,
+    refit: Annotated[
+        bool,
+        Opt(
+            "--refit",
+            help="Then train the final model on every sample, in OUT/refit; its checkpoint "
+            "cites the cross-validated figures. (The recipe's refit setting is a --config key.)",
+        ),
+    ] = False,
+    config: ConfigFile = None,
+    device: Device = "auto",
+    events: Events = None,
+    stop_file: StopPath = None,
+    quiet: Quiet = False,
+    *,
+    settings: Settings,
+) -> None:
+    """Cross-validate AAM beside a random forest, a linear model, a constant and sequencing
+    depth alone, on grouped folds: out-of-fold predictions, figures per fold, AAM's paired
+    differences and plots."""
+    from aam_core.cli.console import FoldLines, run_callbacks
+    from aam_core.crossval.engine import check
+    from aam_core.crossval.run import Request, options_for, run_request
+    from aam_core.crossval.study import make_study
+    from aam_core.io import file_hashes, load_files
+    from aam_core.plan import TargetSpec
+    from aam_core.plan.crossval import CrossValidation, plan_cross_validation
+    from aam_core.plan.files import given_settings
+    from aam_core.train.distributed import resolve_device
+    from aam_core.train.local_plan import dataset_facts
+
+    # Every check comes before any work: the settings and the request's counts before any
+    # input file is read, then the request against the dataset's summary and its samples.
+    values = given_settings(config, settings)
+    cv = CrossValidation(
+        folds=folds, repeats=repeats, group_column=group, models=parse_models(models),
+        pretrain=pretrain, min_reads=min_reads,
+    )  # fmt: skip
+    where = str(resolve_device(device))
+    files = {"table": table, "tree": tree, "metadata": metadata, "sequences": sequences}
+    inputs = load_files(files)
+    request = Request(TargetSpec(target, task), cv, values, model, refit, where)
+    plan_cross_validation(
+        values, dataset_facts(inputs), cv, target=request.target, model_kind=model, device=where
+    )
+    # run_request checks the usable samples only after it has timed a first fold
+    check(make_study(inputs, request.target, group, (), min_reads), options_for(request))
+    hashes = file_hashes(files)
+    with run_callbacks(quiet, events, stop_file) as callbacks:
+        outcome = run_request(
+            inputs, request, out, callback=callbacks, progress=FoldLines(quiet=quiet),
+            log=callbacks.on_log, dataset_sha256=hashes,
+        )  # fmt: skip
+    if outcome.stopped:
+        typer.echo(
+            "stopped on request: run the same command again to continue (the finished folds "
+            f"in {out} are kept)"
+        )
+        return
+    assert outcome.report is not None
+    typer.echo(output.cv_summary(outcome.report, outcome.files, outcome.refit))
 
 
 @app.command()
@@ -317,7 +440,7 @@ def baseline(
     ctx: typer.Context,
     table: Table,
     metadata: Metadata,
-    target: Annotated[str, Opt("--target", help="Metadata column to predict.")],
+    target: TargetColumn,
     task: Task,
     sequences: Sequences = None,
     split: Annotated[Path | None, Opt("--split", help="split.tsv of a training run.")] = None,

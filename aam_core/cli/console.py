@@ -1,5 +1,6 @@
 """What the command-line tool shows and records while a run goes: a progress bar with the
-run's log lines, an events file (one JSON line per event) and a stop file."""
+run's log lines, a cross-validation's progress over its folds, an events file (one JSON line
+per event) and a stop file."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from tqdm import tqdm  # type: ignore[import-untyped]
 
 from aam_core.io.files import json_text
 from aam_core.train.callbacks import Callback, CallbackList, EpochEvent, StepEvent
+
+if TYPE_CHECKING:
+    from aam_core.crossval.engine import Progress
 
 
 class ConsoleProgress(Callback):
@@ -79,6 +83,41 @@ class ConsoleProgress(Callback):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def duration(seconds: float) -> str:
+    """``75`` -> ``"75 s"``, ``600`` -> ``"10 min"``, ``9000`` -> ``"2.5 h"``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class FoldLines:
+    """A cross-validation's progress as one line on stderr as each fold starts, and as the
+    final model's training starts: which fold, the share of the whole run done and, once it
+    is known, the time left. A fold's training shows its epochs as the run's log lines."""
+
+    def __init__(self, *, quiet: bool = False, stream: IO[str] | None = None) -> None:
+        self.quiet = quiet
+        self.stream = stream
+        self.label: str | None = None
+
+    def __call__(self, progress: Progress) -> None:
+        if self.quiet or progress.label == self.label:
+            return
+        self.label = progress.label
+        if progress.label == "refit":
+            where = "the final model, on every sample"
+        else:
+            where = f"fold {progress.fold}/{progress.total} ({progress.label})"
+        left = progress.eta_seconds
+        tqdm.write(
+            f"{where}: {progress.fraction:.0%} of the run done"
+            + ("" if left is None else f", about {duration(left)} left"),
+            file=self.stream or sys.stderr,
+        )
 
 
 class EventsFile(Callback):

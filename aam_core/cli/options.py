@@ -105,6 +105,13 @@ FIELD_OPTIONS: Mapping[str, str] = {
     "target.column": "--target",
     "base_model_id": "--pretrained-encoder",
     "model_id": "--model",
+    # a cross-validation's request (aam cross-validate)
+    "cv.folds": "--folds",
+    "cv.repeats": "--repeats",
+    "cv.group_column": "--group",
+    "cv.models": "--models",
+    "cv.pretrain": "--pretrain",
+    "cv.min_reads": "--min-reads",
 }
 
 
@@ -116,6 +123,8 @@ def error_line(exc: UserError) -> str:
     option = FIELD_OPTIONS.get(field)
     if option is None and field.startswith("config."):
         option = option_name(field.split(".")[1])
+    if option is not None and field.startswith("cv.") and field in text:
+        return text.replace(field, option)  # "cv.folds must be ...": the request's REST name
     if option is None or option[2:].replace("-", "_") in text:
         return text
     return f"{option}: {text}"

@@ -145,3 +145,58 @@ def format_checkpoint_summary(info: Mapping[str, Any]) -> str:
         f"written by aam {info['library_version']}, checkpoint format {info['format_version']}"
     )
     return "\n".join(lines)
+
+
+def _difference(entry: Mapping[str, Any] | None, name: str) -> str:
+    """AAM minus ``name`` in the primary metric: mean [low, high] and which side wins."""
+    if entry is None or entry.get("mean") is None:
+        return ""
+    verdict = {"aam": "aam better", "other": f"{name} better"}.get(entry.get("better") or "")
+    return (
+        f"{entry['mean']:+.4g} [{_number(entry.get('low'))}, {_number(entry.get('high'))}] "
+        f"{verdict or 'no clear difference'}"
+    )
+
+
+def cv_summary(
+    report: Mapping[str, Any], files: Mapping[str, Path], refit: RunResult | None = None
+) -> str:
+    """A finished cross-validation: per model the mean of the primary metric per sample and
+    with each subject weighted once, AAM's paired differences with their 95% intervals, the
+    depth verdict when it flags the target, and the files written."""
+    metric, target = report["primary_metric"], report["target"]
+    group = report["group_column"]
+    subjects = f"subjects ({group})" if group else "subjects (one per sample)"
+    lines = [
+        f"cross-validated {target['column']} ({target['task']}): {report['n_samples']} samples "
+        f"of {report['n_groups']} {subjects}, {report['folds']} folds x {report['repeats']} "
+        f"repeat{'s' if report['repeats'] != 1 else ''}"
+    ]
+    left_out = [f"{n} {why}" for why, n in (report.get("samples_left_out") or {}).items() if n]
+    if left_out:
+        lines.append(f"left out: {', '.join(left_out)}")
+    rows = [("model", f"{metric} per sample", f"{metric} subject-weighted",
+             "aam minus model [95% interval]")]  # fmt: skip
+    for name, entry in report["models"].items():
+        rows.append(
+            (
+                name,
+                _number(entry["per_sample"].get(metric)),
+                _number(entry["subject_weighted"].get(metric)),
+                _difference(report["differences"].get(f"aam-{name}"), name),
+            )
+        )
+    widths = [max(len(row[k]) for row in rows) for k in range(3)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)]
+        lines.append("  ".join([*cells, row[3]]).rstrip())
+    depth = report["confounds"].get("depth") or {}
+    if depth.get("flagged"):
+        lines.append(f"depth confound: {depth.get('message')}")
+    lines.append(f"report: {files['report']}")
+    lines.append(f"predictions: {files['predictions']}")
+    plots = [str(path) for name, path in files.items() if name.startswith("plot_")]
+    lines.append(f"plots: {', '.join(plots)}")
+    if refit is not None:
+        lines.append(f"refit model: {refit.best_checkpoint or refit.last_checkpoint}")
+    return "\n".join(lines)

@@ -44,6 +44,7 @@ from aam_core.crossval.study import Study
 from aam_core.errors import ConfigError
 from aam_core.io.files import atomic_write
 from aam_core.plan import RunConfig
+from aam_core.plan.crossval import check_counts
 from aam_core.train.callbacks import Callback, EpochEvent, StepEvent
 
 # The models a cross-validation runs unless told otherwise (the REST contract's five).
@@ -97,10 +98,7 @@ class Result:
 
 def check(study: Study, options: Options) -> None:
     """Refuse what cannot run, before any work: each refusal names the option."""
-    if options.folds < 2:
-        raise ConfigError(f"folds must be at least 2, got {options.folds}", field="cv.folds")
-    if options.repeats < 1:
-        raise ConfigError(f"repeats must be at least 1, got {options.repeats}", field="cv.repeats")
+    check_counts(options.folds, options.repeats)
     unknown = [m for m in options.models if m not in MODELS]
     if unknown or not options.models:
         raise ConfigError(

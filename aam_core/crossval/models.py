@@ -31,7 +31,7 @@ from sklearn.preprocessing import StandardScaler
 
 from aam_core.crossval.folds import VALIDATION_FRACTION, Fold
 from aam_core.crossval.study import Study, clr
-from aam_core.plan import planner
+from aam_core.plan.crossval import pretrain_settings
 from aam_core.predict import Predictor, SamplePrediction
 from aam_core.train.artifacts import read_split_tsv
 from aam_core.train.baseline import relative_abundance
@@ -198,9 +198,7 @@ class AamOptions:
     def pretrain_settings(self, group: str | None, seed: int) -> dict[str, Any]:
         """A pretrain run's: the train run's that apply to pretraining, then
         ``pretrain_overrides``."""
-        settings = self.settings(group, seed)
-        untargeted = {k: v for k, v in settings.items() if k not in planner.TRAIN_ONLY_KEYS}
-        return {**untargeted, **self.pretrain_overrides}
+        return {**pretrain_settings(self.settings(group, seed)), **self.pretrain_overrides}
 
 
 def _finished(run: RunResult) -> RunResult:

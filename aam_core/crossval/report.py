@@ -136,3 +136,26 @@ def _verdict(metric: str, interval: dict[str, Any]) -> str | None:
     if metric in LOWER_IS_BETTER:
         return "aam" if aam_lower else "other" if aam_higher else "neither"
     return "aam" if aam_higher else "other" if aam_lower else "neither"
+
+
+def card_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """What a refitted model's card cites of its cross-validation: the design, each model's
+    mean figures, AAM's paired differences and the depth verdict."""
+    depth = report["confounds"].get("depth") or {}
+    return {
+        "folds": report["folds"],
+        "repeats": report["repeats"],
+        "n_samples": report["n_samples"],
+        "n_groups": report["n_groups"],
+        "group_column": report["group_column"],
+        "primary_metric": report["primary_metric"],
+        "models": {
+            name: {"per_sample": entry["per_sample"], "subject_weighted": entry["subject_weighted"]}
+            for name, entry in report["models"].items()
+        },
+        "differences": {
+            name: {k: d[k] for k in ("metric", "mean", "low", "high", "better")}
+            for name, d in report["differences"].items()
+        },
+        "depth_confound": {"flagged": depth.get("flagged"), "message": depth.get("message")},
+    }

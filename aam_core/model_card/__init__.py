@@ -32,6 +32,15 @@ Schema, ``card_version`` 1 (fields may be added; none is renamed or dropped):
   depth, model, reason, message}`` (:func:`aam_core.train.confound.depth_confound`; the
   Markdown opens with a warning when ``confounded``). ``depth`` and ``depth_confound`` were
   added in card_version 1 and are null for checkpoints written before them.
+- ``cross_validation``: null unless the model is the refit of a cross_validate job (the
+  checkpoint's ``training["cross_validation"]``, :func:`aam_core.crossval.report.
+  card_summary`): ``folds``, ``repeats``, ``n_samples``, ``n_groups``, ``group_column`` (null:
+  each sample its own group), ``primary_metric`` (mae | roc_auc), ``models`` (name ->
+  ``{per_sample, subject_weighted}``, each metric -> its mean over the out-of-fold test
+  folds), ``differences`` (``"aam-<name>"`` -> ``{metric, mean, low, high, better}``: AAM
+  minus that model in the primary metric, paired by fold, with a bootstrap 95% interval;
+  ``better``: aam | other | neither), ``depth_confound`` ``{flagged, message}``. Added in
+  card_version 1 (an optional key, so the version stays).
 - ``library_versions``: name -> version of the training run's aam, python, torch_cuda (the
   CUDA torch was built with), torch, numpy, scipy, scikit-learn, pandas, biom-format,
   scikit-bio, h5py and skops; a null version: not installed (torch_cuda: a CPU build).

@@ -27,6 +27,8 @@ def model_card(checkpoint: Checkpoint, *, checkpoint_sha256: str | None = None) 
         "data": _data(training),
         "training": _training(training, checkpoint.metrics),
         "metrics": _metrics(checkpoint.metrics),
+        # None unless a cross_validate job's refit trained this model (aam_core.crossval)
+        "cross_validation": training.get("cross_validation") or None,
         "library_versions": training.get("library_versions"),
     }
     card = _plain(card)

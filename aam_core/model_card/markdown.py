@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from aam_core.model_card.card import NOT_RECORDED
-from aam_core.model_card.text import number
+from aam_core.model_card.text import cross_validated_by, model_title, number
+from aam_core.plan.config import MAXIMISED
 
 COLUMNS = (  # metrics table: card key -> column title
     ("model", "model"),
@@ -47,6 +48,9 @@ def card_markdown(card: Mapping[str, Any]) -> str:
     lines += ["", "## Training", "", *_training_lines(training)]
     lines += ["", f"## Metrics beside baselines ({metrics['split']} split)", ""]
     lines += _metric_lines(metrics)
+    cv = card.get("cross_validation")  # absent from cards of older checkpoints
+    if cv:
+        lines += ["", "## Cross-validated performance", "", *_cross_validation_lines(cv)]
     versions = card["library_versions"]
     lines += ["", "## Library versions", ""]
     if versions:  # None: not installed (torch_cuda: a CPU build of torch)
@@ -167,4 +171,64 @@ def _metric_lines(metrics: Mapping[str, Any]) -> list[str]:
         brief = ", ".join(f"{k} {number(v)}" for k, v in train.items() if not k.startswith("loss"))
         who = "AAM alone" if metrics["aam_alone"] else "The model"
         lines += ["", f"{who} on its own train split (optimistic): {brief}."]
+    return lines
+
+
+def _cross_validation_lines(cv: Mapping[str, Any]) -> list[str]:
+    """The design, each model's mean out-of-fold figures, AAM's paired differences and the
+    depth verdict of the cross-validation that the model's recipe went through."""
+    folds, repeats, group = cv["folds"], cv["repeats"], cv["group_column"]
+    who = cross_validated_by(cv)
+    if group is None:
+        design = (
+            f"{folds} folds x {repeats} repeats, {cv['n_samples']} samples (no group column: "
+            "each sample its own group, so repeated samples of one subject may sit on both "
+            "sides of a fold)"
+        )
+    else:
+        design = (
+            f"{folds} folds grouped by {group!r} x {repeats} repeats, {cv['n_samples']} samples "
+            f"in {cv['n_groups']} groups"
+        )
+    lines = [
+        f"{design}: every figure is out-of-fold, the mean over the {folds * repeats} test "
+        f"folds, each scored on {who} held out of its model's training.",
+        "",
+    ]
+    metric, models = cv["primary_metric"], cv["models"]
+    names = [metric]
+    for entry in models.values():
+        names += [n for n in entry["per_sample"] if n not in names]
+    rows = [
+        (
+            model_title(name),
+            *(entry["per_sample"].get(n) for n in names),
+            (entry["subject_weighted"] or {}).get(metric),
+        )
+        for name, entry in models.items()
+    ]
+    lines += _table(("model", *names, f"{metric}, subject-weighted"), rows)
+    differences = cv["differences"]
+    if differences:
+        better = "higher" if metric in MAXIMISED else "lower"
+        lines += [
+            "",
+            f"AAM minus each other model in {metric} ({better} is better), paired fold by fold, "
+            "with a bootstrap 95% interval; a side is better only when the whole interval "
+            "lies on its side of zero:",
+            "",
+        ]
+        rows = []
+        for key, d in differences.items():
+            other = model_title(key.removeprefix("aam-"))
+            interval = None
+            if d["low"] is not None or d["high"] is not None:
+                interval = f"{number(d['low'])} to {number(d['high'])}"
+            verdict = {"aam": "AAM", "other": other, "neither": "neither"}.get(d["better"])
+            rows.append((other, d["mean"], interval, verdict))
+        lines += _table(("AAM minus", "mean", "95% interval", "better"), rows)
+    depth = cv.get("depth_confound") or {}
+    if depth.get("flagged"):
+        message = depth.get("message") or "sequencing depth alone predicts the target"
+        lines += ["", f"**Depth confound:** {message}."]
     return lines

@@ -19,6 +19,30 @@ def number(value: Any) -> str:
     return str(value) if isinstance(value, int) else f"{value:.4g}"
 
 
+# A cross-validation's models (aam_core.crossval.models) as the card names them; others by name.
+MODEL_TITLES = {
+    "aam": "AAM",
+    "ensemble": "ensemble (AAM blended with a forest)",
+    "aam_pretrained": "AAM from a pretrained encoder",
+    "aam_pack": "AAM from a pack-pretrained encoder",
+    "forest": "random forest",
+    "linear": "linear model (CLR)",
+    "linear_raw": "linear model (CLR of raw counts)",
+    "constant": "constant",
+    "depth": "sequencing depth alone",
+}
+
+
+def model_title(name: str) -> str:
+    """A cross-validated model's name for people."""
+    return MODEL_TITLES.get(name, name)
+
+
+def cross_validated_by(cv: Mapping[str, Any]) -> str:
+    """What a cross-validation held out of each fold's training: "subjects" or "samples"."""
+    return "samples" if cv.get("group_column") is None else "subjects"
+
+
 def intended_use(card: Mapping[str, Any]) -> list[str]:
     model, pre = card["model"], card["model"]["preprocessing"]
     target = model["target"]
@@ -62,11 +86,12 @@ def limits(card: Mapping[str, Any]) -> list[str]:
             + ": they are not from an independent test set, and new samples will likely score "
             "somewhat worse."
         )
-    else:
+    elif not card.get("cross_validation"):
         limits.append(
             "There are no validation metrics (no validation split was recorded): how well the "
             "model does on new samples is unknown."
         )
+    limits.extend(_cross_validation_limits(card))
     below = samples["below_rarefaction_depth"]
     limits.append(
         f"Samples are rarefied to {number(pre['rarefaction_depth'])} reads; "
@@ -192,4 +217,57 @@ def _baseline_limits(card: Mapping[str, Any]) -> list[str]:
                 + f" this model on {name} ({number(theirs)} against {number(ours)}): prefer it, or "
                 "more data, before relying on this model."
             )
+    return out
+
+
+def _cross_validation_limits(card: Mapping[str, Any]) -> list[str]:
+    """What a cross-validation of the model's recipe says (none without one): the expected
+    performance, a depth confound, and the models that clearly beat AAM."""
+    cv = card.get("cross_validation")  # absent from cards of older checkpoints
+    if not cv:
+        return []
+    models, metric = cv.get("models") or {}, cv["primary_metric"]
+    who = cross_validated_by(cv)
+    # an ensemble's refit serves the blend, cross-validated as "ensemble"
+    served = "ensemble" if card["model"]["type"] == "ensemble" and "ensemble" in models else "aam"
+    design = f"{cv['folds']} folds x {cv['repeats']} repeats over {cv['n_samples']} samples"
+    out = []
+    figures = models.get(served)
+    if figures:
+        text = (
+            f"Cross-validation ({design}) scored this recipe on {who} held out of its training: "
+            f"{model_title(served)} reached {metric} {number(figures['per_sample'].get(metric))} "
+            "per sample"
+        )
+        if cv.get("group_column") is not None:
+            weighted = number((figures.get("subject_weighted") or {}).get(metric))
+            text += f" ({weighted} with each subject weighted once)"
+        text += f". These out-of-fold figures are the performance to expect on new {who}"
+        text += ", a better guide than the validation split's." if card["metrics"]["model"] else "."
+        out.append(text)
+    if (cv.get("depth_confound") or {}).get("flagged"):
+        task = (card["model"]["target"] or {}).get("task")
+        follows = "labels follow" if task == "classification" else "target follows"
+        out.append(
+            "In cross-validation sequencing depth alone predicted the target: the "
+            f"{follows} sequencing depth (a batch effect), so these figures may not carry over "
+            "to samples sequenced otherwise."
+        )
+    better = [
+        model_title(name.removeprefix("aam-"))
+        for name, d in (cv.get("differences") or {}).items()
+        if d.get("better") == "other" and name != f"aam-{served}"
+    ]
+    if better:
+        text = (
+            "In cross-validation AAM" + ("" if served == "aam" else " alone")
+            + f" scored worse on {metric} than "
+            + ("this model" if len(better) == 1 else "these models")
+            + " (the 95% interval of the paired difference excludes zero): "
+            + ", ".join(better) + "."
+        )  # fmt: skip
+        if served == "aam":
+            text += " Prefer " + ("it" if len(better) == 1 else "one")
+            text += ", or more data, before relying on this model."
+        out.append(text)
     return out

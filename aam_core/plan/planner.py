@@ -29,10 +29,11 @@ DEFAULT_MODEL_KIND: ModelKind = "aam"
 PREDICT_KEYS = ("passes", "seed", "precision")  # a predict job takes the rest from its model
 TRAIN_ONLY_KEYS = ("target_loss", "class_weights", "target_pooling", "linear_head", "refit")
 # The dataset files each kind of run reads (of aam_core.io.ROLES).
-KIND_ROLES: dict[Kind, tuple[str, ...]] = {
+KIND_ROLES: dict[str, tuple[str, ...]] = {
     "pretrain": ROLES,  # metadata for group_column, where the dataset has it
     "train": ROLES,
     "predict": ("table", "sequences"),
+    "cross_validate": ROLES,  # trains in every fold (and pretrains, with a tree)
 }
 
 

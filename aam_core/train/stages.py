@@ -120,8 +120,11 @@ def run_train(
     device: str | None = None,
     dataset_sha256: dict[str, str] | None = None,
     ctx: DistContext | None = None,
+    cross_validation: dict[str, Any] | None = None,
 ) -> RunResult:
-    """Train ``run.target``; from ``run.base`` (a checkpoint file) when the run has one."""
+    """Train ``run.target``; from ``run.base`` (a checkpoint file) when the run has one.
+    ``cross_validation``: the figures of a cross-validation of this recipe, which the
+    checkpoint's training facts (and so its model card) and the report then cite."""
     assert run.kind == "train" and run.model is not None and run.target is not None
     config, target = run.config, run.target
     log = CallbackList([callbacks] if callbacks else [])
@@ -136,6 +139,8 @@ def run_train(
         need_faith_pd=weights.faith_pd > 0,
     )
     model, vocabulary, extra = regressor_for(run, prepared, log)
+    if cross_validation is not None:
+        extra = {**extra, "cross_validation": cross_validation}
     ctx = ctx or init_distributed(device)
     result = _run(
         "train",
@@ -223,6 +228,8 @@ def _facts(
     if "base_checkpoint" in extra_report:  # fine-tuning: which encoder, by its file's digest
         base = extra_report["base_checkpoint"]
         facts["base_model"] = {k: base[k] for k in ("kind", "sha256", "freeze_base")}
+    if "cross_validation" in extra_report:
+        facts["cross_validation"] = extra_report["cross_validation"]
     return facts
 
 

@@ -144,6 +144,45 @@ class CardMetrics(BaseModel):
     )
 
 
+class CardCrossValidatedModel(BaseModel):
+    per_sample: CardMetricValues = Field(description="metric -> mean over the test folds")
+    subject_weighted: CardMetricValues = Field(description="the same, each subject weighted once")
+
+
+class CardDifference(BaseModel):
+    """AAM minus another model in the primary metric, paired fold by fold."""
+
+    metric: str
+    mean: float | None
+    low: float | None = Field(description="bootstrap 95% interval, low end")
+    high: float | None = Field(description="bootstrap 95% interval, high end")
+    better: Literal["aam", "other", "neither"] | None = Field(
+        description="the side of zero the whole interval lies on; neither: it spans zero"
+    )
+
+
+class CardCrossValidationDepth(BaseModel):
+    flagged: bool | None = Field(description="whether sequencing depth alone predicts the target")
+    message: str | None
+
+
+class CardCrossValidation(BaseModel):
+    """The cross-validation of a cross_validate job whose refit trained this model
+    (aam_core.crossval.report.card_summary): every figure is out-of-fold."""
+
+    folds: int
+    repeats: int
+    n_samples: int
+    n_groups: int
+    group_column: str | None = Field(description="null: each sample its own group")
+    primary_metric: Literal["mae", "roc_auc"]
+    models: dict[str, CardCrossValidatedModel] = Field(
+        description="aam, forest, linear, constant, depth, ..."
+    )
+    differences: dict[str, CardDifference] = Field(description='"aam-<model>" -> the difference')
+    depth_confound: CardCrossValidationDepth
+
+
 class ModelCard(BaseModel):
     """A model card, from the model's checkpoint alone (aam_core.model_card)."""
 
@@ -154,4 +193,8 @@ class ModelCard(BaseModel):
     data: CardData
     training: CardTraining
     metrics: CardMetrics
+    # A default, so that card.json files written before cross-validation still validate.
+    cross_validation: CardCrossValidation | None = Field(
+        default=None, description="null unless a cross_validate job's refit trained the model"
+    )
     library_versions: dict[str, str | None] | None

@@ -20,6 +20,7 @@ from aam_core.errors import UserError
 from aam_core.io import read_metadata
 from aam_core.io.metadata import describe
 from aam_core.plan import BaseModel, DatasetFacts, Kind, TargetSpec, plan_run
+from aam_core.plan.crossval import CrossValidation, plan_cross_validation
 from app.api.errors import ApiError
 from app.contracts import JobKind, JobSpec, given_config
 from app.store import ArtifactStore, Dataset, Model, get_dataset, get_model
@@ -52,11 +53,16 @@ def check_job(
         model = _usable_model(session, storage, spec.model_id, owner, "model_id")
         plan_run("predict", config, facts, base=_base(model, "model_id"))
         return CheckedJob(spec=spec, dataset=dataset, model=model)
+    target = None if spec.target is None else TargetSpec(spec.target.column, spec.target.task)
+    if spec.kind == JobKind.cross_validate:
+        assert target is not None  # JobSpec's validator
+        cv = CrossValidation.from_mapping(None if spec.cv is None else spec.cv.model_dump())
+        plan_cross_validation(config, facts, cv, target=target, model_kind=spec.model)
+        return CheckedJob(spec=spec, dataset=dataset)
     base = None
     if spec.base_model_id is not None:
         found = _usable_model(session, storage, spec.base_model_id, owner, "base_model_id")
         base = _base(found, "base_model_id")
-    target = None if spec.target is None else TargetSpec(spec.target.column, spec.target.task)
     kind: Kind = "pretrain" if spec.kind == JobKind.pretrain else "train"
     plan_run(
         kind,

@@ -159,6 +159,8 @@ class DatasetOut(BaseModel):
 
 
 class Progress(BaseModel):
+    fold: int | None = None  # cross_validate: the fold being run, of ``folds`` in all
+    folds: int | None = None
     epoch: int | None = None
     epochs: int | None = None
     step: int | None = None

@@ -26,7 +26,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 
 from app.api import events
-from app.api.blobs import blob_response
+from app.api.blobs import blob_response, send_blob
 from app.api.deps import CallerDep, JobDep, ServicesDep, SessionDep
 from app.api.errors import ApiError, not_found
 from app.api.job_checks import CheckedJob, check_job, check_still_there
@@ -65,16 +65,18 @@ router.include_router(events.router)
 
 NOT_FOUND = problem_responses(401, 404)
 TSV = "text/tab-separated-values"
-TEXT_COLUMNS = frozenset({"sample_id", "label", "warnings"})
-INTEGER_COLUMNS = frozenset({"n_features", "n_features_used"})
+TEXT_COLUMNS = frozenset({"sample_id", "label", "warnings", "model", "group"})
+INTEGER_COLUMNS = frozenset({"n_features", "n_features_used", "repeat", "fold"})
+PREDICTING = frozenset({JobKind.predict.value, JobKind.cross_validate.value})
 
 
 def _default_name(checked: CheckedJob) -> str:
     spec, dataset = checked.spec, checked.dataset
     if spec.kind == JobKind.predict and checked.model is not None:
         return f"predict with {checked.model.name} on {dataset.name}"
-    if spec.kind == JobKind.train and spec.target is not None:
-        return f"train {spec.target.column} ({spec.target.task}) on {dataset.name}"
+    if spec.kind in (JobKind.train, JobKind.cross_validate) and spec.target is not None:
+        verb = "train" if spec.kind == JobKind.train else "cross-validate"
+        return f"{verb} {spec.target.column} ({spec.target.task}) on {dataset.name}"
     return f"{spec.kind.value} on {dataset.name}"
 
 
@@ -273,11 +275,14 @@ async def job_predictions(
     """A succeeded predict job's predictions: one row per sample (sample_id, prediction or
     label and prob_<class> columns, n_features, n_features_used, fraction_reads_used,
     warnings); with ``layout`` q2-predictions or q2-probabilities, the same predictions in
-    q2-sample-classifier's layouts (always TSV)."""
-    if job.kind != JobKind.predict.value:
+    q2-sample-classifier's layouts (always TSV). A cross_validate job's: the out-of-fold
+    predictions of every model (sample_id, repeat, fold, model, prediction or label and
+    prob_<class>, true, group)."""
+    if job.kind not in PREDICTING:
         raise ApiError(
             404,
-            f"job {job.id!r} is a {job.kind} job; only predict jobs have predictions",
+            f"job {job.id!r} is a {job.kind} job; only predict and cross_validate jobs have "
+            "predictions",
             kind="not-found",
         )
     if job.state != JobState.succeeded.value:
@@ -285,6 +290,13 @@ async def job_predictions(
             409,
             f"job {job.id!r} is {job.state}; its predictions exist once it has succeeded",
             kind="job-not-succeeded",
+        )
+    if layout != "aam" and job.kind == JobKind.cross_validate.value:
+        raise ApiError(
+            404,
+            f"job {job.id!r} is a cross_validate job: its out-of-fold predictions have one "
+            "layout (layout=aam), with a row per sample, repeat and model",
+            kind="not-found",
         )
     if layout != "aam":
         return _q2_file(job.id, job.outputs or {}, services, layout)
@@ -335,3 +347,26 @@ def _read_predictions(path: Path) -> list[dict[str, Any]]:
             {column: _typed(column, value) for column, value in row.items()}
             for row in csv.DictReader(handle, delimiter="\t")
         ]
+
+
+@router.get(
+    "/jobs/{job_id}/plots/{plot}.png",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"image/png": {}}, "description": "the plot (PNG)"},
+        **problem_responses(401, 404),
+    },
+)
+def job_plot(job: JobDep, plot: str, request: Request, services: ServicesDep) -> Response:
+    """A succeeded cross_validate job's figures: ``fold_scores`` (each model's score per fold,
+    with its mean and 95% interval), and ``oof_predicted_vs_true`` (regression) or ``roc``
+    (classification) of the out-of-fold predictions. A job lists them among its outputs as
+    ``plot_<name>``; a trained model's plots are under ``/models/{id}/plots``."""
+    outputs: dict[str, str] = job.outputs or {}
+    plots = sorted(name.removeprefix("plot_") for name in outputs if name.startswith("plot_"))
+    if plot not in plots:
+        available = f"its plots are {', '.join(plots)}" if plots else "it has no plots"
+        raise ApiError(404, f"job {job.id!r} has no plot {plot!r}; {available}", kind="not-found")
+    what = f"plot {plot!r} of job {job.id!r}"
+    return send_blob(request, services.storage, outputs[f"plot_{plot}"], what, "image/png",
+                     f"{job.id}_{plot}.png")  # fmt: skip

@@ -15,7 +15,7 @@ from fastapi.responses import FileResponse, JSONResponse
 
 from aam_core.checkpoint import load_checkpoint
 from aam_core.model_card import card_markdown, model_card
-from app.api.blobs import blob_response
+from app.api.blobs import missing_blob, send_blob
 from app.api.card_schemas import ModelCard
 from app.api.deps import Caller, CallerDep, ModelDep, Services, ServicesDep, SessionDep
 from app.api.errors import ApiError, not_found
@@ -128,35 +128,11 @@ async def get_model(model: ModelDep) -> ModelOut:  # no I/O: the row is loaded
     return ModelOut.from_row(model)
 
 
-def _missing_blob(what: str, sha256: str) -> ApiError:
-    # A row without its file is the server's fault, not the client's: say which file.
-    log.error("%s (sha256 %s) is missing from artifact storage", what, sha256)
-    return ApiError(
-        500, f"{what} is missing from artifact storage (sha256 {sha256}); tell the operator"
-    )
-
-
 def stored_blob(services: Services, sha256: str, what: str) -> Path:
     try:
         return services.storage.path(sha256)
     except KeyError:
-        raise _missing_blob(what, sha256) from None
-
-
-def _send(
-    request: Request, services: Services, sha256: str, what: str, media_type: str, name: str
-) -> Response:
-    """The blob with its digest as a strong ETag; 304 when the client already holds it."""
-    etag = f'"{sha256}"'
-    held = [tag.strip() for tag in request.headers.get("if-none-match", "").split(",")]
-    if etag in held or "*" in held:
-        return Response(status_code=304, headers={"ETag": etag})
-    try:
-        return blob_response(
-            services.storage, sha256, media_type=media_type, filename=name, headers={"ETag": etag}
-        )
-    except KeyError:
-        raise _missing_blob(what, sha256) from None
+        raise missing_blob(what, sha256) from None
 
 
 @router.get(
@@ -171,7 +147,9 @@ def download_checkpoint(model: ModelDep, request: Request, services: ServicesDep
     """The checkpoint file; its ETag is its SHA-256 (``checkpoint_sha256``)."""
     sha256 = model.checkpoint_sha256
     what = f"the checkpoint of model {model.id!r}"
-    return _send(request, services, sha256, what, "application/octet-stream", f"{model.id}.pt")
+    return send_blob(
+        request, services.storage, sha256, what, "application/octet-stream", f"{model.id}.pt"
+    )
 
 
 @router.get(
@@ -190,7 +168,7 @@ def get_plot(model: ModelDep, plot: str, request: Request, services: ServicesDep
         )
     sha256 = plots[plot]
     what = f"plot {plot!r} of model {model.id!r}"
-    return _send(request, services, sha256, what, "image/png", f"{plot}.png")
+    return send_blob(request, services.storage, sha256, what, "image/png", f"{plot}.png")
 
 
 @functools.lru_cache(maxsize=256)

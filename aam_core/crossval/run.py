@@ -1,0 +1,198 @@
+"""A cross-validation request from start to end, with its files: what a ``cross_validate``
+job's child process and ``aam cross-validate`` both run.
+
+``OUT`` receives ``estimate.json`` (the duration measured before the folds start),
+``folds/`` (each finished fold, reused by a resumed run), ``predictions.tsv`` (every model's
+out-of-fold predictions: ``sample_id``, ``repeat``, ``fold``, ``model``, then ``prediction``
+or ``label`` and ``prob_<class>`` as a predict job writes them, then ``true`` and ``group``),
+``plots/`` (``fold_scores.png`` and ``oof_predicted_vs_true.png`` or ``roc.png``),
+``report.json`` (:func:`aam_core.crossval.report.cv_report`) and, with ``refit``, ``refit/``:
+the final model trained on every sample, its checkpoint citing the cross-validated figures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+
+from aam_core.crossval.engine import Options, Progress, cross_validate
+from aam_core.crossval.estimate import estimate_seconds
+from aam_core.crossval.models import AamOptions
+from aam_core.crossval.plots import fold_scores, oof_predicted_vs_true, roc
+from aam_core.crossval.report import card_summary, cv_report
+from aam_core.crossval.study import make_study
+from aam_core.io import Inputs
+from aam_core.io.files import atomic_write, write_json
+from aam_core.plan import RunConfig, TargetSpec
+from aam_core.plan.crossval import CrossValidation
+from aam_core.train.callbacks import Callback, CallbackList, StepEvent
+from aam_core.train.local_plan import plan_local
+from aam_core.train.stages import RunResult, run_train
+
+PLOTTED = ("aam", "forest")  # the models the out-of-fold figures show, where they ran
+
+
+@dataclass(frozen=True)
+class Request:
+    target: TargetSpec
+    cv: CrossValidation
+    config: Mapping[str, Any]  # the AAM recipe: RunConfig keys (``seed``: the first repeat's)
+    model_kind: Literal["aam", "ensemble"] | None = None  # ensemble: compared and refitted too
+    refit: bool = False
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    stopped: bool
+    report: dict[str, Any] | None
+    files: dict[str, Path]  # name -> file: predictions, report, estimate, plot_<name>
+    refit: RunResult | None = None
+
+
+def options_for(request: Request) -> Options:
+    first_seed = RunConfig.from_mapping(request.config).seed
+    overrides = {k: v for k, v in request.config.items() if k != "seed"}
+    models = tuple(request.cv.models)
+    if request.model_kind == "ensemble" and "aam" in models:
+        models += ("ensemble",)
+    return Options(
+        folds=request.cv.folds,
+        repeats=request.cv.repeats,
+        first_seed=first_seed,
+        models=models,
+        budget="gpu" if request.device.startswith("cuda") else "cpu",
+        aam=AamOptions(overrides, device=request.device, pretrain=request.cv.pretrain),
+    )
+
+
+def oof_table(predictions: pd.DataFrame, first_seed: int) -> pd.DataFrame:
+    """The engine's prediction rows in the job's layout."""
+    frame = predictions.rename(columns={"predicted": "prediction"})
+    if any(c.startswith("prob_") for c in frame.columns):
+        frame = frame.rename(columns={"prediction": "label"})
+    frame["repeat"] = frame["seed"] - first_seed + 1
+    head = ["sample_id", "repeat", "fold", "model"]
+    middle = [c for c in frame.columns if c in ("prediction", "label") or c.startswith("prob_")]
+    return frame[head + middle + ["true", "group"]]
+
+
+class _Scaled(Callback):
+    """The refit's steps as the last share of the whole job's progress."""
+
+    def __init__(self, inner: Callback | None, progress: Callable[[Progress], None] | None,
+                 total: int) -> None:  # fmt: skip
+        self.inner, self.progress, self.total = inner, progress, total
+
+    def on_step(self, event: StepEvent) -> None:
+        if self.progress is not None:
+            fraction = (self.total + event.fraction) / (self.total + 1)
+            self.progress(
+                Progress(self.total + 1, self.total + 1, self.total, fraction, None, "refit",
+                         event.epoch, event.epochs)
+            )  # fmt: skip
+
+
+def run_request(
+    inputs: Inputs,
+    request: Request,
+    out: Path,
+    *,
+    callback: Callback | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    log: Callable[[str], None] | None = None,
+    dataset_sha256: dict[str, str] | None = None,
+    name: str = "the dataset",
+) -> Outcome:
+    """Run (or resume) ``request`` on ``inputs`` in ``out``."""
+    say = log or (lambda _: None)
+    cv = request.cv
+    study = make_study(inputs, request.target, cv.group_column, (), cv.min_reads, name=name)
+    options = options_for(request)
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {"estimate": out / "estimate.json"}
+    if files["estimate"].is_file():
+        estimate = json.loads(files["estimate"].read_text(encoding="utf-8"))
+    else:
+        say("measuring the duration on the first fold (a few AAM steps, one forest)")
+        estimate = estimate_seconds(study, options, out / "estimate-probe")
+        write_json(files["estimate"], estimate)
+    say(
+        f"{len(study.y)} samples in {cv.folds} folds x {cv.repeats} repeats of models "
+        f"{', '.join(options.models)}: about {estimate['seconds'] / 60:.0f} min at most "
+        "(measured on the first fold)"
+    )
+    total = options.folds * options.repeats
+    scale = total / (total + 1) if request.refit else 1.0
+
+    def report_progress(p: Progress) -> None:
+        if progress is not None:
+            eta = None if p.eta_seconds is None else p.eta_seconds / scale
+            progress(dataclasses.replace(p, fraction=p.fraction * scale, eta_seconds=eta))
+
+    result = cross_validate(
+        study, options, out, callback=callback, progress=report_progress, log=log,
+        estimate=estimate["seconds"],
+    )  # fmt: skip
+    if result.stopped:
+        return Outcome(True, None, files)
+    files["predictions"] = out / "predictions.tsv"
+    with atomic_write(files["predictions"]) as handle:
+        oof_table(result.predictions, options.first_seed).to_csv(handle, sep="\t", index=False)
+    plots = out / "plots"
+    plots.mkdir(exist_ok=True)
+    title = f"{study.target.column}: {cv.folds} grouped folds x {cv.repeats} repeats"
+    shown = [m for m in PLOTTED if m in result.records]
+    files["plot_fold_scores"] = fold_scores(
+        plots / "fold_scores.png", title, study.target.task, result.records
+    )
+    if study.classes:
+        files["plot_roc"] = roc(
+            plots / "roc.png", title, result.predictions, study.classes, list(result.records)
+        )
+    else:
+        files["plot_oof_predicted_vs_true"] = oof_predicted_vs_true(
+            plots / "oof_predicted_vs_true.png", title, result.predictions, shown
+        )
+    report = cv_report(result, estimate=estimate)
+    refit = None
+    if request.refit:
+        refit = _refit(study.inputs, request, options, report, out / "refit",
+                       _Scaled(callback, progress, total), callback, dataset_sha256)  # fmt: skip
+        if refit is None:
+            return Outcome(True, report, files)
+    files["report"] = out / "report.json"
+    write_json(files["report"], report)
+    return Outcome(False, report, files, refit)
+
+
+def _refit(
+    inputs: Inputs,
+    request: Request,
+    options: Options,
+    report: dict[str, Any],
+    out: Path,
+    steps: Callback,
+    callback: Callback | None,
+    dataset_sha256: dict[str, str] | None,
+) -> RunResult | None:
+    """The final model, trained as each fold's AAM was, on every sample the folds used;
+    None when a stop was requested."""
+    settings = {**request.config, "group_column": request.cv.group_column}
+    plan = plan_local(
+        "train", settings, inputs, target=request.target, model_kind=request.model_kind,
+        device=request.device,
+    )  # fmt: skip
+    log = CallbackList([steps, *([callback] if callback else [])])
+    run = run_train(
+        inputs, plan, out, callbacks=log, device=request.device,
+        resume=(out / "checkpoints" / "last.pt").is_file(), dataset_sha256=dataset_sha256,
+        cross_validation=card_summary(report),
+    )  # fmt: skip
+    return None if run.fit.stopped == "requested" else run
