@@ -1,17 +1,17 @@
 """How long a cross-validation will take, measured before it starts.
 
 The costly parts are AAM's training and the forest's grid search, and both are timed on the
-first fold rather than guessed: AAM trains for a few optimiser steps (data preparation,
-model set-up and steps, as the fold's run will), and the forest fits one search-sized forest
-on the fold's inner training rows. Scaled by each fold's planned steps (every epoch run: an
-upper bound, since early stopping usually ends sooner) and by the search's size, summed over
-the folds. The other baselines take seconds and are left out.
+first fold rather than guessed: AAM trains for two epochs (data preparation, model set-up and
+epochs, as the fold's run will; the second epoch's time is the pace, the first carries
+warm-up work), and the forest fits one search-sized forest on the fold's inner training rows.
+Scaled to every planned epoch (an upper bound, since early stopping usually ends sooner) and
+to the search's size, summed over the folds. The other baselines take seconds and are left
+out.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import shutil
 import time
 from pathlib import Path
@@ -25,52 +25,63 @@ from aam_core.crossval.models import FOREST_GRID, PRETRAINED, TREES
 from aam_core.crossval.study import Study
 from aam_core.plan import RunConfig
 from aam_core.train.baseline import relative_abundance
-from aam_core.train.callbacks import Callback, StepEvent
+from aam_core.train.callbacks import Callback, EpochEvent, StepEvent
 from aam_core.train.local_plan import plan_local
 from aam_core.train.stages import run_train
 
-PROBE_STEPS = 4  # steps 2..4 give the pace; step 1 carries the set-up
-VALIDATION_SHARE = 0.15  # an epoch's validation pass beside its training steps
+PROBE_EPOCHS = 2  # the second epoch's time is the pace: the first carries warm-up work
+PROBE_LIMIT_S = 90.0  # a larger study: stop sooner and take the pace of its later steps
+VALIDATION_SHARE = 0.15  # an epoch's validation pass beside its training steps (step pace)
 
 
 class _Clock(Callback):
-    def __init__(self, steps: int) -> None:
-        self.times: list[float] = []
-        self.steps = steps
-        self.planned = 0  # the run's optimiser steps over every epoch
+    def __init__(self) -> None:
+        self.steps: list[tuple[float, StepEvent]] = []
+        self.epochs: list[EpochEvent] = []
 
     def on_step(self, event: StepEvent) -> None:
-        self.times.append(time.perf_counter())
-        self.planned = event.steps
+        self.steps.append((time.perf_counter(), event))
+
+    def on_epoch(self, event: EpochEvent) -> None:
+        self.epochs.append(event)
 
     def should_stop(self) -> bool:
-        return len(self.times) >= self.steps
+        if len(self.epochs) >= PROBE_EPOCHS:
+            return True
+        return len(self.steps) > 4 and self.steps[-1][0] - self.steps[0][0] > PROBE_LIMIT_S
 
 
 def _aam_seconds(study: Study, fold: Fold, options: Any, scratch: Path) -> dict[str, float]:
+    """Set-up seconds (data preparation, the model, up to its first step) and the seconds of
+    every epoch the fold's run may take, from a probe run of its first epochs."""
     aam = options.aam
     inputs = dataclasses.replace(study.inputs, table=study.inputs.table.subset_samples(fold.train))
     plan = plan_local(
         "train", aam.settings(study.group, fold.seed), inputs, target=study.target,
         device=aam.device,
     )  # fmt: skip
-    clock = _Clock(PROBE_STEPS)
+    clock = _Clock()
     begun = time.perf_counter()
     try:
         run_train(inputs, plan, scratch, device=aam.device, callbacks=clock)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    if len(clock.times) < 2:  # a run shorter than the probe: it ran whole
-        return {"setup": time.perf_counter() - begun, "step": 0.0, "steps": 0.0}
-    step = (clock.times[-1] - clock.times[0]) / (len(clock.times) - 1)
-    steps = clock.planned * (1 + VALIDATION_SHARE)
-    if aam.pretrain:  # pretraining's steps, at the training steps' pace (an approximation)
+    if len(clock.steps) < 2:  # a run shorter than the probe: it ran whole
+        return {"setup": time.perf_counter() - begun, "training": 0.0}
+    first = clock.steps[0][1]
+    setup = clock.steps[0][0] - begun
+    if len(clock.epochs) >= PROBE_EPOCHS:  # whole epochs, validation included
+        training = clock.epochs[-1].seconds * first.epochs
+    else:  # the pace of the steps after the first
+        (t0, e0), (t1, e1) = clock.steps[1], clock.steps[-1]
+        pace = (t1 - t0) / max(e1.step - e0.step, 1)
+        training = pace * first.steps * (1 + VALIDATION_SHARE)
+    if aam.pretrain:  # pretraining's epochs, at the training epochs' pace (an approximation)
         n = fold.inner_train.size
         pretrain = RunConfig.from_mapping(aam.pretrain_settings(study.group, fold.seed))
         pretrain = pretrain.resolved("pretrain", n)
-        per_epoch = math.ceil(math.ceil(n / pretrain.batch) / pretrain.grad_accumulation)
-        steps += (pretrain.epochs or 1) * per_epoch * (1 + VALIDATION_SHARE)
-    return {"setup": clock.times[0] - begun, "step": step, "steps": steps}
+        training *= 1 + (pretrain.epochs or 1) / max(first.epochs, 1)
+    return {"setup": setup, "training": training}
 
 
 def _forest_seconds(study: Study, fold: Fold, budget: str, n_jobs: int) -> float:
@@ -103,7 +114,7 @@ def estimate_seconds(study: Study, options: Any, scratch: Path) -> dict[str, Any
     )
     if runs:
         timing = _aam_seconds(study, fold, options, scratch)
-        parts["aam"] = runs * (timing["setup"] + timing["step"] * timing["steps"])
+        parts["aam"] = runs * (timing["setup"] + timing["training"])
     per_fold = sum(parts.values())
     n_folds = options.folds * options.repeats
     return {
@@ -111,7 +122,7 @@ def estimate_seconds(study: Study, options: Any, scratch: Path) -> dict[str, Any
         "per_fold": per_fold,
         "parts": parts,
         "folds": n_folds,
-        "note": "measured on the first fold: a few AAM steps and one search-sized forest, "
+        "note": "measured on the first fold: two AAM epochs and one search-sized forest, "
         "scaled to every epoch and the whole grid; an upper bound, since early stopping "
         "usually ends AAM sooner",
     }

@@ -155,6 +155,24 @@ def test_the_card_matches_its_documented_schema(client: TestClient, trained: Pat
     old = {**card, "metrics": {k: v for k, v in card["metrics"].items() if k != "depth_confound"}}
     old["metrics"]["baselines"] = {"random_forest": None, "constant": None}
     assert ModelCard.model_validate(old).metrics.depth_confound is None  # an older card.json
+    assert card["cross_validation"] is None
+    assert ModelCard.model_validate(old).cross_validation is None
+    # a cross_validate job's refit: its checkpoint carries the cross-validated figures
+    cv = {
+        "folds": 5, "repeats": 2, "n_samples": 80, "n_groups": 20, "group_column": "subject",
+        "primary_metric": "mae",
+        "models": {
+            "aam": {"per_sample": {"mae": 3.5, "rmse": 4.25, "r2": None},
+                    "subject_weighted": {"mae": 3.75, "rmse": 4.5, "r2": 0.25}},
+            "depth": {"per_sample": {"mae": 6.0, "rmse": 7.0, "r2": 0.0},
+                      "subject_weighted": {"mae": 6.5, "rmse": 7.5, "r2": -0.125}},
+        },
+        "differences": {"aam-depth": {"metric": "mae", "mean": -2.5, "low": -3.0,
+                                      "high": -2.0, "better": "aam"}},
+        "depth_confound": {"flagged": False, "message": None},
+    }  # fmt: skip
+    refit = {**card, "cross_validation": cv}
+    assert ModelCard.model_validate(refit).model_dump(mode="json") == refit
     operation = client.get("/openapi.json").json()["paths"]["/models/{model_id}/card"]["get"]
     assert set(operation["responses"]) == {"200", "401", "404", "422"}
     ok = operation["responses"]["200"]["content"]
