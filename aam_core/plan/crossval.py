@@ -45,8 +45,7 @@ class CrossValidation:
         unknown = [m for m in self.models if m not in CV_MODELS]
         if unknown or not self.models or len(set(self.models)) != len(self.models):
             raise ConfigError(
-                f"cv.models must name some of {', '.join(CV_MODELS)}, each once; got "
-                f"{list(self.models)}",
+                f"choose among {', '.join(CV_MODELS)}, each once; got {list(self.models)}",
                 field="cv.models",
             )
         if self.min_reads < 0:
@@ -105,15 +104,14 @@ def plan_cross_validation(
     fixed = sorted(set(config) & set(FIXED_KEYS))
     if fixed:
         raise ConfigError(
-            f"config.{fixed[0]} is set by the cross-validation (the groups are "
-            "cv.group_column's; every model chooses on one inner split of 20% of them): "
-            "leave it out",
+            "is set by the cross-validation (cv.group_column names the groups; every model "
+            "chooses on one inner split of 20% of them): leave it out",
             field=f"config.{fixed[0]}",
         )
     if model_kind == "auto":
         raise ConfigError(
-            "model 'auto' chooses on the validation split what a cross-validation compares "
-            "fold by fold: choose 'aam' or 'ensemble'",
+            "'auto' chooses on the validation split what a cross-validation compares fold by "
+            "fold: choose 'aam' or 'ensemble'",
             field="model",
         )
     groups = _groups_at_most(cv, dataset)

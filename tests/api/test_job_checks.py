@@ -93,6 +93,10 @@ def train(**changes: Any) -> dict[str, Any]:
     return {"kind": "train", "dataset_id": "{ds}", "target": AGE, **changes}
 
 
+def cross_validate(**changes: Any) -> dict[str, Any]:
+    return {"kind": "cross_validate", "dataset_id": "{ds}", "target": AGE, **changes}
+
+
 REFUSED: list[tuple[str, dict[str, Any], str]] = [
     # shape and types (pydantic, before anything is read)
     ("unknown key", {**PRETRAIN, "config": {"epoch": 3}},
@@ -112,7 +116,7 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
     ("unknown precision", {**PRETRAIN, "config": {"precision": "fp16"}},
      "config.precision: Input should be 'auto', 'fp32', 'bf16' or 'fp64'"),
     ("unknown kind", {"kind": "finetune", "dataset_id": "{ds}"},
-     "kind: Input should be 'pretrain', 'train' or 'predict'"),
+     "kind: Input should be 'pretrain', 'train', 'predict' or 'cross_validate'"),
     # an inconsistent spec (app.contracts' validator)
     ("train without target", {"kind": "train", "dataset_id": "{ds}"},
      "request: a train job needs a target: {'column': ..., 'task': ...}"),
@@ -229,6 +233,34 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
      "ask for fewer GPUs"),
     ("gpus above the contract's bound", {**PRETRAIN, "config": {"gpus": 65}},
      "config.gpus: Input should be less than or equal to 64"),
+    # cross-validation
+    ("cross-validation without target", {"kind": "cross_validate", "dataset_id": "{ds}"},
+     "request: a cross_validate job needs a target: {'column': ..., 'task': ...}"),
+    ("cv on a train job", train(cv={"folds": 3}),
+     "request: cv and refit are for cross_validate jobs"),
+    ("refit on a train job", train(refit=True),
+     "request: cv and refit are for cross_validate jobs"),
+    ("one fold", cross_validate(cv={"folds": 1}),
+     "cv.folds: Input should be greater than or equal to 2"),
+    ("more folds than subjects", cross_validate(cv={"folds": 7, "group_column": "subject"}),
+     "cv.folds: 7 folds need at least 7 values of 'subject'; dataset '{ds}' has 6"),
+    ("an unknown model", cross_validate(cv={"models": ["aam", "rf"]}),
+     "cv.models: choose among aam, forest, linear, constant, depth, each once; got "
+     "['aam', 'rf']"),
+    ("a missing group column", cross_validate(cv={"group_column": "donor"}),
+     f"cv.group_column: 'donor' is not a metadata column of dataset '{{ds}}' "
+     f"(columns: {COLUMNS})"),
+    ("the groups set in config", cross_validate(config={"group_column": "subject"}),
+     "config.group_column: is set by the cross-validation (cv.group_column names the groups; "
+     "every model chooses on one inner split of 20% of them): leave it out"),
+    ("model auto", cross_validate(model="auto"),
+     "model: 'auto' chooses on the validation split what a cross-validation compares fold by "
+     "fold: choose 'aam' or 'ensemble'"),
+    ("pretraining per fold without a tree",
+     cross_validate(dataset_id="{no_tree}", cv={"pretrain": True}),
+     "dataset_id: dataset '{no_tree}' has no phylogenetic tree or UniFrac distance matrix; the "
+     "UniFrac loss (loss_weights.unifrac = 1) needs one: upload the dataset with a tree (or a "
+     "distance matrix), or set config.loss_weights.unifrac to 0"),
 ]  # fmt: skip
 
 
@@ -268,6 +300,12 @@ ACCEPTED: list[tuple[str, dict[str, Any]]] = [
     ("two GPUs, a full batch each", {**PRETRAIN, "config": {"gpus": 2, "batch_size": 8}}),
     ("predict", {"kind": "predict", "dataset_id": "{ds}", "model_id": "{regressor}",
                  "config": {"passes": 3, "seed": 1}}),
+    ("cross-validate by subject",
+     cross_validate(cv={"folds": 3, "group_column": "subject", "models": ["aam", "forest"]})),
+    ("cross-validate the ensemble, then refit", cross_validate(model="ensemble", refit=True)),
+    ("cross-validate a classifier, pretrained per fold",
+     cross_validate(target={"column": "site", "task": "classification"},
+                    cv={"pretrain": True, "repeats": 2}, config={"seed": 4})),
 ]  # fmt: skip
 
 
