@@ -153,8 +153,8 @@ class JobSpec(Strict):
     cv: CrossValidationSpec | None = Field(
         default=None, description="cross_validate: the folds, groups and models compared."
     )
-    refit: bool = Field(
-        default=False,
+    refit: bool | None = Field(
+        default=None,
         description="cross_validate: then train the final model on every sample and register "
         "it, its card citing the cross-validated figures.",
     )

@@ -111,7 +111,7 @@ def build_plan(
     values["model_kind"] = spec.model
     if spec.kind == JobKind.cross_validate:  # it resumes from the folds it finished
         values["cv"] = None if spec.cv is None else spec.cv.model_dump()
-        values["refit"] = spec.refit
+        values["refit"] = bool(spec.refit)
         return RunPlan(**values)
     # A requeued job continues from the checkpoint its earlier attempt left.
     values["resume"] = (run_dir / "checkpoints" / "last.pt").is_file()

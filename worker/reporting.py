@@ -21,7 +21,7 @@ from app.store import add_metrics, append_logs, update_progress
 log = logging.getLogger("aam.worker")
 
 Clock = Callable[[], float]
-PROGRESS_FIELDS = ("fold", "folds", "epoch", "epochs", "fraction", "eta_seconds")
+PROGRESS_FIELDS = ("phase", "fold", "folds", "epoch", "epochs", "fraction", "eta_seconds")
 
 
 class JobReporter:

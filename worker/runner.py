@@ -125,8 +125,11 @@ class CrossValidationLink(Callback):
 
     def progress(self, p: Any) -> None:
         self.label = p.label
-        message = {"type": "progress", "fold": min(p.fold, p.total), "folds": p.total,
-                   "epoch": p.epoch, "epochs": p.epochs, "fraction": p.fraction,
+        refit = p.label == "refit"
+        folds = p.total - 1 if refit else p.total
+        message = {"type": "progress", "phase": "refit" if refit else "folds",
+                   "fold": min(p.fold, folds), "folds": folds, "epoch": p.epoch,
+                   "epochs": p.epochs, "fraction": p.fraction,
                    "eta_seconds": p.eta_seconds}  # fmt: skip
         self.link.send(to_jsonable(message))
 

@@ -18,7 +18,7 @@ import typer
 
 from aam_core.cli import output
 from aam_core.cli.options import RUN_SETTINGS, error_line, run_options
-from aam_core.errors import UserError
+from aam_core.errors import ConfigError, UserError
 from aam_core.io.files import atomic_write, json_text
 from aam_core.plan.config import field_names
 from aam_core.plan.crossval import CV_MODELS, FIXED_KEYS, MIN_READS
@@ -323,9 +323,7 @@ def cross_validate(
     depth alone, on grouped folds: out-of-fold predictions, figures per fold, AAM's paired
     differences and plots."""
     from aam_core.cli.console import FoldLines, run_callbacks
-    from aam_core.crossval.engine import check
-    from aam_core.crossval.run import Request, options_for, run_request
-    from aam_core.crossval.study import make_study
+    from aam_core.crossval.run import Request, run_request
     from aam_core.io import file_hashes, load_files
     from aam_core.plan import TargetSpec
     from aam_core.plan.crossval import CrossValidation, plan_cross_validation
@@ -337,28 +335,45 @@ def cross_validate(
     # input file is read, then the request against the dataset's summary and its samples.
     values = given_settings(config, settings)
     cv = CrossValidation(
-        folds=folds, repeats=repeats, group_column=group, models=parse_models(models),
-        pretrain=pretrain, min_reads=min_reads,
-    )  # fmt: skip
+        folds=folds,
+        repeats=repeats,
+        group_column=group,
+        models=parse_models(models),
+        pretrain=pretrain,
+        min_reads=min_reads,
+    )
     where = str(resolve_device(device))
     files = {"table": table, "tree": tree, "metadata": metadata, "sequences": sequences}
     inputs = load_files(files)
-    request = Request(TargetSpec(target, task), cv, values, model, refit, where)
-    plan_cross_validation(
-        values, dataset_facts(inputs), cv, target=request.target, model_kind=model, device=where
+    request = Request(
+        TargetSpec(target, task), cv, values, model_kind=model, refit=refit, device=where
     )
-    # run_request checks the usable samples only after it has timed a first fold
-    check(make_study(inputs, request.target, group, (), min_reads), options_for(request))
+    facts = dataset_facts(inputs)
+    try:
+        plan_cross_validation(
+            values, facts, cv, target=request.target, model_kind=model, device=where
+        )
+    except ConfigError as exc:
+        if config is None or exc.field not in {f"config.{key}" for key in FIXED_KEYS}:
+            raise
+        # The split's settings are no flags of this command: the config file gave this one.
+        key = exc.field.removeprefix("config.")
+        raise ConfigError(f"{key} {exc.message}", field=exc.field, file=str(config)) from None
     hashes = file_hashes(files)
     with run_callbacks(quiet, events, stop_file) as callbacks:
         outcome = run_request(
-            inputs, request, out, callback=callbacks, progress=FoldLines(quiet=quiet),
-            log=callbacks.on_log, dataset_sha256=hashes,
-        )  # fmt: skip
+            inputs,
+            request,
+            out,
+            callback=callbacks,
+            progress=FoldLines(quiet=quiet),
+            log=callbacks.on_log,
+            dataset_sha256=hashes,
+        )
     if outcome.stopped:
         typer.echo(
-            "stopped on request: run the same command again to continue (the finished folds "
-            f"in {out} are kept)"
+            f"stopped on request: run the same command again to continue (what is finished in "
+            f"{out} is kept)"
         )
         return
     assert outcome.report is not None

@@ -175,8 +175,8 @@ def cv_summary(
     left_out = [f"{n} {why}" for why, n in (report.get("samples_left_out") or {}).items() if n]
     if left_out:
         lines.append(f"left out: {', '.join(left_out)}")
-    rows = [("model", f"{metric} per sample", f"{metric} subject-weighted",
-             "aam minus model [95% interval]")]  # fmt: skip
+    header = ("model", f"{metric} per sample", f"{metric} subject-weighted")
+    rows = [(*header, "aam minus model [95% interval]")]
     for name, entry in report["models"].items():
         rows.append(
             (

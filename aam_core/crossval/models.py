@@ -191,8 +191,11 @@ class AamOptions:
     pretrain: bool = False  # "aam" itself starts from an encoder pretrained on its fold
 
     def settings(self, group: str | None, seed: int) -> dict[str, Any]:
-        """A train run's settings: the cross-validation's split, then the user's overrides."""
-        split = {"group_column": group, "validation_fraction": VALIDATION_FRACTION, "seed": seed}
+        """A train run's settings: the cross-validation's split, then the user's overrides.
+        A fold's run fits no forest of its own beside AAM (``baseline``): the cross-validation
+        compares its own, on the same folds (an ensemble still fits the one it blends)."""
+        split = {"group_column": group, "validation_fraction": VALIDATION_FRACTION, "seed": seed,
+                 "baseline": False}  # fmt: skip
         return {**split, **self.overrides}
 
     def pretrain_settings(self, group: str | None, seed: int) -> dict[str, Any]:

@@ -21,8 +21,9 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from aam_core.crossval.engine import Options, Progress, cross_validate
+from aam_core.crossval.engine import Options, Progress, check, cross_validate, fingerprint
 from aam_core.crossval.estimate import estimate_seconds
+from aam_core.crossval.folds import make_folds
 from aam_core.crossval.models import AamOptions
 from aam_core.crossval.plots import fold_scores, oof_predicted_vs_true, roc
 from aam_core.crossval.report import card_summary, cv_report
@@ -54,6 +55,18 @@ class Outcome:
     report: dict[str, Any] | None
     files: dict[str, Path]  # name -> file: predictions, report, estimate, plot_<name>
     refit: RunResult | None = None
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 def options_for(request: Request) -> Options:
@@ -115,18 +128,20 @@ def run_request(
     cv = request.cv
     study = make_study(inputs, request.target, cv.group_column, (), cv.min_reads, name=name)
     options = options_for(request)
+    check(study, options)  # before any work: the samples themselves
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {"estimate": out / "estimate.json"}
-    if files["estimate"].is_file():
-        estimate = json.loads(files["estimate"].read_text(encoding="utf-8"))
-    else:
-        say("measuring the duration on the first fold (a few AAM steps, one forest)")
-        estimate = estimate_seconds(study, options, out / "estimate-probe")
+    key = fingerprint(study, options, make_folds(study, options.seeds, options.folds, None)[0])
+    estimate = _read_json(files["estimate"])
+    if estimate is None or estimate.get("key") != key:
+        say("measuring the duration on the first fold (two AAM epochs, one forest)")
+        estimate = {**estimate_seconds(study, options, out / "estimate-probe"), "key": key}
         write_json(files["estimate"], estimate)
+    estimate = {k: v for k, v in estimate.items() if k != "key"}
     say(
         f"{len(study.y)} samples in {cv.folds} folds x {cv.repeats} repeats of models "
-        f"{', '.join(options.models)}: about {estimate['seconds'] / 60:.0f} min at most "
-        "(measured on the first fold)"
+        f"{', '.join(options.models)}: at most {_duration(estimate['seconds'])} (measured on "
+        "the first fold)"
     )
     total = options.folds * options.repeats
     scale = total / (total + 1) if request.refit else 1.0

@@ -159,6 +159,7 @@ class DatasetOut(BaseModel):
 
 
 class Progress(BaseModel):
+    phase: Literal["folds", "refit"] | None = None  # cross_validate: what is running
     fold: int | None = None  # cross_validate: the fold being run, of ``folds`` in all
     folds: int | None = None
     epoch: int | None = None

@@ -1,11 +1,13 @@
-"""Jobs: the list (state filter, unfinished jobs' progress live), a job's live page (state,
-progress, loss and metric curves from the event stream, the log tail, cancel, its error, a train
-job's baselines), and the new-job form, which submits through the API's own ``POST /jobs`` code
-so the checks and their messages are the API's."""
+"""Jobs: the list (state and kind filters, unfinished jobs' progress live), a job's live page
+(state, progress, loss and metric curves from the event stream, the log tail, cancel, its error,
+a train job's baselines, a cross_validate job's fold progress and results), and the new-job and
+cross-validate forms, which submit through the API's own ``POST /jobs`` code so the checks and
+their messages are the API's."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -13,11 +15,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
 
 from aam_core.errors import UserError
+from aam_core.plan.crossval import CV_MODELS, MAX_FOLDS, MAX_REPEATS
 from app.api.deps import Caller, ServicesDep, SessionDep, job_or_404
 from app.api.errors import ApiError
 from app.api.routes import jobs as api_jobs
 from app.api.schemas import DatasetOut, JobOut
-from app.contracts import JobKind, JobSpec, JobState
+from app.contracts import CrossValidationSpec, JobKind, JobSpec, JobState
 from app.store import (
     Job,
     get_logs,
@@ -28,6 +31,7 @@ from app.store import (
 )
 from app.store.job_history import MAX_LOG_PAGE
 from app.ui.context import FormDep, UiCallerDep, base_paths, problem_of, render
+from app.ui.cv_view import cross_validation_view, fold_label, label
 from app.ui.model_view import depth_warning
 
 router = APIRouter()
@@ -39,15 +43,17 @@ LIVE_ROWS = 5  # streams followed at once: Chromium allows 6 HTTP/1.1 connection
 @router.get("/jobs", response_class=HTMLResponse)
 def jobs_page(
     request: Request, services: ServicesDep, session: SessionDep, caller: UiCallerDep,
-    state: str = "",
+    state: str = "", kind: str = "",
 ) -> Response:  # fmt: skip
     states = [s.value for s in JobState]
+    kinds = [k.value for k in JobKind]
     wanted = JobState(state) if state in states else None
-    rows, _next = list_jobs(session, caller.scope, state=wanted, limit=PAGE)
+    of_kind = JobKind(kind) if kind in kinds else None
+    rows, _next = list_jobs(session, caller.scope, state=wanted, kind=of_kind, limit=PAGE)
     jobs = [JobOut.from_row(row) for row in rows]
     live = [j.id for j in jobs if j.state not in api_jobs.TERMINAL_STATES][:LIVE_ROWS]
     return render(request, services, "jobs.html", jobs=jobs, states=states, state=state,
-                  live=live)  # fmt: skip
+                  kinds=kinds, kind=kind, live=live)  # fmt: skip
 
 
 def _choices(session: SessionDep, caller: Caller) -> dict[str, Any]:
@@ -75,19 +81,61 @@ def new_job_page(
     return render(request, services, "job_new.html", values=values, **_choices(session, caller))
 
 
-def spec_body(form: dict[str, str]) -> dict[str, Any]:
-    """The JSON body of ``POST /jobs`` from the form's fields (empty ones left out)."""
+def _cv_form(
+    request: Request, services: ServicesDep, session: SessionDep, caller: Caller,
+    values: Mapping[str, Any], status: int = 200, **context: Any,
+) -> Response:  # fmt: skip
+    return render(
+        request, services, "job_cross_validate.html", status, values=values,
+        cv_models=[(m, label(m)) for m in CV_MODELS], max_folds=MAX_FOLDS,
+        max_repeats=MAX_REPEATS, **context, **_choices(session, caller),
+    )  # fmt: skip
+
+
+@router.get("/jobs/cross-validate", response_class=HTMLResponse)
+def cross_validate_page(
+    request: Request, services: ServicesDep, session: SessionDep, caller: UiCallerDep,
+    dataset: str = "",
+) -> Response:  # fmt: skip
+    """The form of a cross_validate job: the new-job form's dataset, target and config fields,
+    and the folds, groups and models compared (the API's defaults, every model ticked)."""
+    defaults = CrossValidationSpec()
+    values = {"kind": JobKind.cross_validate.value, "dataset_id": dataset, "config": "{}",
+              "folds": str(defaults.folds), "repeats": str(defaults.repeats),
+              "min_reads": str(defaults.min_reads), "models": list(CV_MODELS)}  # fmt: skip
+    return _cv_form(request, services, session, caller, values)
+
+
+def _cv_design(form: Mapping[str, Any]) -> dict[str, Any]:
+    """``cv`` of a cross_validate job's body: numbers as typed (the API's validation reads
+    them, and names the field it refuses), blank ones left to the API's defaults."""
+    cv: dict[str, Any] = {key: str(form.get(key, "")).strip() for key in
+                          ("folds", "repeats", "min_reads")}  # fmt: skip
+    cv = {key: value for key, value in cv.items() if value}
+    if form.get("group_column"):
+        cv["group_column"] = form["group_column"]
+    cv["models"] = list(form.get("models") or [])
+    cv["pretrain"] = form.get("pretrain") == "on"
+    return cv
+
+
+def spec_body(form: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON body of ``POST /jobs`` from the form's fields (empty ones left out); ``models``
+    (cross_validate's ticked models) is a list, every other field a string."""
     kind = form.get("kind", "")
     body: dict[str, Any] = {"kind": kind, "dataset_id": form.get("dataset_id", "")}
     if form.get("name", "").strip():
         body["name"] = form["name"].strip()
-    if kind == "train":
+    if kind in (JobKind.train, JobKind.cross_validate):
         body["target"] = {"column": form.get("target_column", ""), "task": form.get("task", "")}
-        if form.get("base_model_id"):
-            body["base_model_id"] = form["base_model_id"]
-            body["freeze_base"] = form.get("freeze_base") == "on"
         if form.get("model"):
             body["model"] = form["model"]
+    if kind == "train" and form.get("base_model_id"):
+        body["base_model_id"] = form["base_model_id"]
+        body["freeze_base"] = form.get("freeze_base") == "on"
+    if kind == JobKind.cross_validate:
+        body["cv"] = _cv_design(form)
+        body["refit"] = form.get("refit") == "on"
     if kind == "predict":
         body["model_id"] = form.get("model_id", "")
     text = form.get("config", "").strip()
@@ -105,25 +153,53 @@ def spec_body(form: dict[str, str]) -> dict[str, Any]:
     return body
 
 
-@router.post("/jobs/new", response_class=HTMLResponse)
-def submit(
-    request: Request, services: ServicesDep, session: SessionDep, caller: UiCallerDep,
-    form: FormDep,
-) -> Response:  # fmt: skip
-    values = {k: v for k, v in form.items() if isinstance(v, str)}
+def _submit(
+    request: Request, services: ServicesDep, session: SessionDep, caller: Caller,
+    values: Mapping[str, Any],
+) -> Response | tuple[int, str, str | None]:  # fmt: skip
+    """The job submitted as ``POST /jobs`` would (a redirect to its page), or the API's
+    problem: (status, message, field)."""
     try:
         spec = JobSpec.model_validate(spec_body(values))
         job = api_jobs.submit_job(spec, Response(), session, caller, services, None)
     except (ApiError, UserError, ValidationError) as exc:
         session.rollback()
         message, field = problem_of(exc)
-        status = exc.status if isinstance(exc, ApiError) else 422
-        return render(
-            request, services, "job_new.html", status, values=values, message=message,
-            field=field, **_choices(session, caller),
-        )  # fmt: skip
+        return exc.status if isinstance(exc, ApiError) else 422, message, field
     root, _api = base_paths(request)
     return RedirectResponse(f"{root}/jobs/{job.id}", status_code=303)
+
+
+@router.post("/jobs/new", response_class=HTMLResponse)
+def submit(
+    request: Request, services: ServicesDep, session: SessionDep, caller: UiCallerDep,
+    form: FormDep,
+) -> Response:  # fmt: skip
+    values = {k: v for k, v in form.items() if isinstance(v, str)}
+    answer = _submit(request, services, session, caller, values)
+    if isinstance(answer, Response):
+        return answer
+    status, message, field = answer
+    return render(
+        request, services, "job_new.html", status, values=values, message=message,
+        field=field, **_choices(session, caller),
+    )  # fmt: skip
+
+
+@router.post("/jobs/cross-validate", response_class=HTMLResponse)
+def submit_cross_validation(
+    request: Request, services: ServicesDep, session: SessionDep, caller: UiCallerDep,
+    form: FormDep,
+) -> Response:  # fmt: skip
+    values: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
+    values["kind"] = JobKind.cross_validate.value
+    values["models"] = [m for m in form.getlist("models") if isinstance(m, str)]
+    answer = _submit(request, services, session, caller, values)
+    if isinstance(answer, Response):
+        return answer
+    status, message, field = answer
+    return _cv_form(request, services, session, caller, values, status, message=message,
+                    field=field)  # fmt: skip
 
 
 def _job_page(
@@ -135,7 +211,8 @@ def _job_page(
     return render(
         request, services, "job.html", status, job=document, logs=lines, message=message,
         terminal=job.state in {s.value for s in api_jobs.TERMINAL_STATES},
-        monitor=monitor_of(document), **_baselines(session, document, job.owner),
+        monitor=monitor_of(document),
+        fold_label=fold_label, **_results(session, document, job.owner),
     )  # fmt: skip
 
 
@@ -176,16 +253,22 @@ def baseline_rows(job: JobOut, model_metrics: dict[str, Any] | None) -> list[dic
     ]  # fmt: skip
 
 
-def _baselines(session: SessionDep, job: JobOut, owner: str | None) -> dict[str, Any]:
-    """A train job's baseline rows (``baselines``; ``None`` for other kinds: no table at all)
-    and its depth-confound warning (``depth_warning``: its model's verdict, else its
-    report's)."""
+def _results(session: SessionDep, job: JobOut, owner: str | None) -> dict[str, Any]:
+    """A train job's baseline rows (``baselines``; ``None`` for other kinds: no table at all),
+    a cross_validate job's results (``cv``: None until it has a report) and the job's
+    depth-confound warning (``depth_warning``: a train job's model's verdict, else its
+    report's; a cross_validate job's on its cross-validated figures)."""
+    if job.kind == JobKind.cross_validate:
+        cv = cross_validation_view(job)
+        warning = None if cv is None else cv.depth_warning
+        return {"baselines": None, "cv": cv, "depth_warning": warning}
     if job.kind != JobKind.train:
-        return {"baselines": None, "depth_warning": None}
+        return {"baselines": None, "cv": None, "depth_warning": None}
     model = get_model(session, job.model_id, owner) if job.model_id else None
     metrics = model.metrics if model is not None else None
     return {
         "baselines": baseline_rows(job, metrics),
+        "cv": None,
         "depth_warning": depth_warning(metrics, job.report),
     }
 
@@ -206,7 +289,18 @@ def baselines_fragment(
     """The job page's baseline table alone, which job.js swaps in when the job's state changes."""
     job = JobOut.from_row(job_or_404(job_id, session, caller))
     return render(request, services, "job_baselines.html",
-                  **_baselines(session, job, caller.scope))  # fmt: skip
+                  **_results(session, job, caller.scope))  # fmt: skip
+
+
+@router.get("/jobs/{job_id}/cross-validation", response_class=HTMLResponse)
+def cross_validation_fragment(
+    job_id: str, request: Request, services: ServicesDep, session: SessionDep,
+    caller: UiCallerDep,
+) -> Response:  # fmt: skip
+    """A cross_validate job's results alone, which job.js swaps in once the job has finished."""
+    job = JobOut.from_row(job_or_404(job_id, session, caller))
+    return render(request, services, "job_cross_validation.html", job=job,
+                  **_results(session, job, caller.scope))  # fmt: skip
 
 
 @router.post("/jobs/{job_id}/cancel", response_class=HTMLResponse)

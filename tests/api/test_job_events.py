@@ -74,7 +74,7 @@ def test_events_follow_a_job_from_queued_to_succeeded(client: TestClient) -> Non
             assert update_progress(session, job_id, progress=progress, metrics=metrics)
         moved = next(events)
         assert (moved["event"], moved["id"], moved["data"]["state"]) == ("progress", "3", "running")
-        assert moved["data"]["progress"] == progress
+        assert moved["data"]["progress"] == {"phase": None, "fold": None, "folds": None, **progress}
         assert moved["data"]["metrics"] == metrics
 
         with services.sessions() as session:

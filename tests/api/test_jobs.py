@@ -95,8 +95,8 @@ def test_submit_answers_202_with_the_job_and_its_location(
     )  # fmt: skip
     assert (job["dataset_id"], job["base_model_id"], job["model_id"]) == (dataset_id, None, None)
     assert job["progress"] == {
-        "epoch": None, "epochs": None, "step": None, "steps": None, "fraction": 0.0,
-        "eta_seconds": None,
+        "phase": None, "fold": None, "folds": None, "epoch": None, "epochs": None,
+        "step": None, "steps": None, "fraction": 0.0, "eta_seconds": None,
     }  # fmt: skip
     assert (job["attempts"], job["error"], job["started_at"], job["cancel_requested"]) == (
         0, None, None, False,
@@ -245,7 +245,8 @@ def test_list_filters_and_pages(
     for query, detail in (
         ("?state=done", "query.state: Input should be 'queued', 'running', 'cancelling', "
                         "'succeeded', 'failed' or 'cancelled'"),
-        ("?kind=fit", "query.kind: Input should be 'pretrain', 'train' or 'predict'"),
+        ("?kind=fit", "query.kind: Input should be 'pretrain', 'train', 'predict' or "
+                      "'cross_validate'"),
         ("?limit=501", "query.limit: Input should be less than or equal to 500"),
         ("?cursor=abc", "query.cursor: not a cursor this server issued; pass a page's "
                         "next_cursor unchanged"),
@@ -408,7 +409,9 @@ def test_predictions_only_of_a_succeeded_predict_job(
     training = client.post("/jobs", json=train_body(dataset_id), headers=ALICE).json()["id"]
     response = client.get(f"/jobs/{training}/predictions", headers=ALICE)
     assert (response.status_code, response.json()["detail"]) == (
-        404, f"job '{training}' is a train job; only predict jobs have predictions",
+        404,
+        f"job '{training}' is a train job; only predict and cross_validate jobs have "
+        "predictions",
     )  # fmt: skip
     job_id = predict_job(client, dataset_id, model_id, prediction_frames["regressor"])
     with services_of(client).sessions() as session:

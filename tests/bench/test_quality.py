@@ -205,6 +205,7 @@ def test_aam_config_cannot_move_the_shared_split() -> None:
         "group_column": "subject",
         "validation_fraction": 0.2,
         "seed": 2,
+        "baseline": False,  # the benchmark's own forest is the one compared
         "lr": 0.001,
     }
 

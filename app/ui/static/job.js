@@ -1,7 +1,8 @@
 // A job's page, live: state, progress, latest loss, error and log lines from the job's event
 // stream (GET /jobs/{id}/events, authenticated by the session cookie), without reloading; the
 // loss and metric curves (GET /jobs/{id}/metrics, drawn by curves.js) and a train job's baseline
-// table (/ui/jobs/{id}/baselines) fetched again on each event.
+// table (/ui/jobs/{id}/baselines) fetched again on each event; a cross_validate job's fold and
+// ETA as they change, and its results (/ui/jobs/{id}/cross-validation) once it has finished.
 (function () {
   "use strict";
   var root = document.getElementById("job");
@@ -66,17 +67,32 @@
       .catch(function () {});
   }
 
-  function showBaselines() {
-    if (!root.dataset.baselines) return;
-    fetch(root.dataset.baselines, { credentials: "same-origin" })
+  function swap(url, id) {
+    if (!url) return;
+    fetch(url, { credentials: "same-origin" })
       .then(function (answer) { return answer.ok ? answer.text() : null; })
       .then(function (html) {
-        if (html !== null) document.getElementById("baselines").innerHTML = html;
+        if (html !== null) document.getElementById(id).innerHTML = html;
       })
       .catch(function () {});
   }
 
-  drawCurves();
+  function showBaselines() { swap(root.dataset.baselines, "baselines"); }
+
+  // As app/ui/cv_view.py fold_label and the page's eta macro say it
+  function foldLabel(progress) {
+    if (!progress.folds || !progress.fold) return "";
+    if (progress.phase === "refit") return "refit on every sample";
+    return "fold " + progress.fold + " of " + progress.folds;
+  }
+  function etaLabel(job) {
+    var seconds = job.progress.eta_seconds;
+    if (seconds === null || seconds === undefined || terminal.indexOf(job.state) >= 0) return "";
+    var shown = seconds < 90 ? Math.round(seconds) + " s" : Math.round(seconds / 60) + " min";
+    return "about " + shown + " left";
+  }
+
+  if (!root.dataset.results) drawCurves();
 
   function show(job, name) {
     var state = document.getElementById("state");
@@ -86,6 +102,8 @@
     document.getElementById("progress-bar").value = fraction;
     text("progress", Math.round(fraction * 100) + "%");
     if (job.progress.epochs) text("epoch", "epoch " + (job.progress.epoch || 0) + "/" + job.progress.epochs);
+    if (root.dataset.results) text("fold", foldLabel(job.progress));
+    text("eta", etaLabel(job));
     var train = job.metrics.train || {}, validation = job.metrics.validation || {};
     if ("loss" in train || "loss" in validation) {
       text("loss", ("loss" in train ? fmt(train.loss) : "–") +
@@ -109,6 +127,10 @@
       if (cancel) cancel.remove();
     }
     followLog();
+    if (root.dataset.results) {
+      if (terminal.indexOf(job.state) >= 0) swap(root.dataset.results, "cross-validation");
+      return;
+    }
     drawCurves();
     var fitted = job.metrics.baseline && Object.keys(job.metrics.baseline).length;
     if (name === "state" || fitted || terminal.indexOf(job.state) >= 0) showBaselines();
