@@ -17,7 +17,7 @@ from sklearn.metrics import mean_absolute_error
 
 from aam_core.checkpoint import load_checkpoint
 from app.contracts import JobState
-from app.store import get_model
+from app.store import get_model, request_cancel
 from tests.worker.helpers import AGE, FAST, Store, alive, running, wait_for
 
 RECIPE = {**FAST, "epochs": 6}
@@ -66,6 +66,17 @@ def test_cross_validate_job_and_a_worker_killed_in_a_fold(
             wait_for("the killed processes to end", lambda: not any(map(alive, killed)), 10)
         with running("worker", store.env(), tmp_path / "worker2.log"):
             resumed = store.wait(crashed, JobState.succeeded, timeout=300)
+            # a cancelled job stops in its second fold, keeping the first
+            cancelled = store.add_job("cross_validate", dataset, **spec)
+            wait_for(
+                "the third job's second fold",
+                lambda: (store.job(cancelled).progress.get("fold") or 0) >= 2,
+                timeout=180,
+                every=0.05,
+            )
+            with store.sessions() as session:
+                assert request_cancel(session, cancelled) == JobState.cancelling
+            stopped = store.wait(cancelled, JobState.cancelled, timeout=60)
 
     report = done.report["cross_validation"]
     assert (report["folds"], report["repeats"], report["n_samples"]) == (3, 1, 48)
@@ -107,6 +118,9 @@ def test_cross_validate_job_and_a_worker_killed_in_a_fold(
     for model, entry in report["models"].items():
         for a, b in zip(entry["per_fold"], again["models"][model]["per_fold"], strict=True):
             assert b["mae"] == pytest.approx(a["mae"], rel=1e-4), (model, a, b)
+    assert stopped.report is None and "predictions" not in (stopped.outputs or {})
+    folds = store.settings.data_dir / "runs" / cancelled / "folds"
+    assert [f.name for f in sorted(folds.glob("*.json"))] == ["seed0-fold1.json"]
     stored = json.loads(fold_file.read_text())
     assert set(stored["records"]) == set(report["models"])
     assert np.isfinite(again["models"]["aam"]["per_sample"]["mae"])
