@@ -125,10 +125,8 @@ class CrossValidationLink(Callback):
 
     def progress(self, p: Any) -> None:
         self.label = p.label
-        refit = p.label == "refit"
-        folds = p.total - 1 if refit else p.total
-        message = {"type": "progress", "phase": "refit" if refit else "folds",
-                   "fold": min(p.fold, folds), "folds": folds, "epoch": p.epoch,
+        message = {"type": "progress", "phase": "refit" if p.label == "refit" else "folds",
+                   "fold": p.fold, "folds": p.total, "epoch": p.epoch,
                    "epochs": p.epochs, "fraction": p.fraction,
                    "eta_seconds": p.eta_seconds}  # fmt: skip
         self.link.send(to_jsonable(message))

@@ -73,12 +73,12 @@ class Progress:
     """Where a run stands: ``done`` folds of ``total`` finished, ``fraction`` of the whole run
     (folds, and steps of AAM's training within the current one), ``eta_seconds`` left."""
 
-    fold: int  # the fold being run, 1-based over all repeats (total + 1 once every fold ran)
+    fold: int  # the fold being run, 1-based over all repeats
     total: int
     done: int
     fraction: float
     eta_seconds: float | None
-    label: str  # "seed 0 fold 3"
+    label: str  # "seed 0 fold 3"; "refit" once the folds are done and the final model trains
     epoch: int | None = None
     epochs: int | None = None
 
@@ -133,10 +133,13 @@ def check(study: Study, options: Options) -> None:
 
 
 def fingerprint(study: Study, options: Options, fold: Fold) -> str:
-    """What a fold's results depend on: its samples and targets, its rows and the models with
-    their settings. A file of another fingerprint is not reused."""
+    """What a fold's results depend on: its samples, their counts and targets, its rows and
+    the models with their settings. A file of another fingerprint is not reused."""
     digest = hashlib.sha256()
-    for part in (study.sample_ids, study.y.astype(str), study.groups, fold.train, fold.test):
+    counts = study.inputs.table.counts  # csr [n_samples, n_features]
+    features = np.array(study.inputs.table.feature_ids)
+    for part in (study.sample_ids, study.y.astype(str), study.groups, fold.train, fold.test,
+                 features, counts.indptr, counts.indices, counts.data):  # fmt: skip
         digest.update(np.ascontiguousarray(part).astype(str).tobytes())
         digest.update(b"\0")
     aam = dataclasses.asdict(options.aam)
@@ -236,6 +239,7 @@ class _FoldProgress(Callback):
         return self.inner is not None and self.inner.should_stop()
 
 
+# Runs folds elsewhere (the benchmark's processes): each fold's run_fold output, in order.
 Mapper = Callable[[Sequence[Fold]], Iterable[dict[str, Any]]]
 
 
@@ -247,7 +251,7 @@ def cross_validate(
     callback: Callback | None = None,
     progress: Callable[[Progress], None] | None = None,
     log: Callable[[str], None] | None = None,
-    mapper: Callable[[Sequence[Fold]], Iterable[dict[str, Any]]] | None = None,
+    mapper: Mapper | None = None,
     estimate: float | None = None,
 ) -> Result:
     """Run (or finish) the cross-validation in ``out``. ``mapper``: runs folds elsewhere (the
@@ -296,7 +300,6 @@ def cross_validate(
             baselines=DEPTH_FREE, contenders=sorted(AAM_MODELS), depth_model=DEPTH_MODEL,
             pretrained=PRETRAINED, target=study.target.column,
         )  # fmt: skip
-    tick.finish_all()
     return Result(
         study, options, folds, records, predictions, summary, stopped, reused,
         time.perf_counter() - started,
@@ -362,6 +365,3 @@ class _Ticker:
     def finish(self) -> None:
         self.done += 1
         self._send(0.0)
-
-    def finish_all(self) -> None:
-        self.fold = self.total + 1

@@ -107,7 +107,7 @@ class _Scaled(Callback):
         if self.progress is not None:
             fraction = (self.total + event.fraction) / (self.total + 1)
             self.progress(
-                Progress(self.total + 1, self.total + 1, self.total, fraction, None, "refit",
+                Progress(self.total, self.total, self.total, fraction, None, "refit",
                          event.epoch, event.epochs)
             )  # fmt: skip
 

@@ -243,7 +243,9 @@ class JobPageQuery(PageQuery):
 
 
 class JobPredictions(BaseModel):
-    """A predict job's output as JSON: the rows of its TSV (PredictionResult.to_frame)."""
+    """A predict job's output as JSON: the rows of its TSV (PredictionResult.to_frame); a
+    cross_validate job's out-of-fold rows (sample_id, repeat, fold, model, the prediction
+    columns, true, group)."""
 
     job_id: str
     model_id: str | None
