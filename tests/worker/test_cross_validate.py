@@ -20,7 +20,7 @@ from app.contracts import JobState
 from app.store import get_model, request_cancel
 from tests.worker.helpers import AGE, FAST, Store, alive, running, wait_for
 
-RECIPE = {**FAST, "epochs": 6}
+RECIPE = {**FAST, "epochs": 4}
 CV = {"folds": 3, "group_column": "subject", "models": ["aam", "forest", "constant", "depth"]}
 
 
