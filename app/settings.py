@@ -182,7 +182,7 @@ class Settings(BaseSettings):
         return not self.api_keys
 
     def check_bind(self, host: str | None = None) -> None:
-        """Refuse to serve without keys on anything but loopback (API.md, Auth)."""
+        """Refuse to serve without keys on anything but loopback (docs/api.md, Authentication)."""
         host = host or self.host
         if self.open_mode and not is_loopback(host):
             raise ValueError(

@@ -53,7 +53,8 @@ class Tally:
 
 
 def is_problem(response: aiohttp.ClientResponse, body: bytes, status: int) -> bool:
-    """Whether an error answer is RFC 9457 problem details with its own status (API.md)."""
+    """Whether an error answer is RFC 9457 problem details with its own status (docs/api.md,
+    Errors)."""
     if response.content_type != "application/problem+json":
         return False
     try:

@@ -1,4 +1,5 @@
-"""DESIGN.md section 8: each defect of the public implementations, shown not to happen here."""
+"""Each defect of the public implementations (docs/design.md section 17), shown not to happen
+here."""
 
 from __future__ import annotations
 

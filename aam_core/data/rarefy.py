@@ -2,7 +2,7 @@
 
 Training seeds each sample's draw from its row (any subset of a dataset reproduces); prediction
 seeds it from the sample's content (:func:`content_rng`), so that a sample is subsampled the
-same way whatever other samples share its table (DESIGN.md section 7).
+same way whatever other samples share its table (docs/design.md section 13.2).
 """
 
 from __future__ import annotations

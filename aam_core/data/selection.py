@@ -1,6 +1,6 @@
 """Per-sample ASV selection (top ``token_limit`` by count, in rank order) and abundance features.
 
-Ties in count are broken by the ASV's sequence (DESIGN.md section 3), never by its index in a
+Ties in count are broken by the ASV's sequence (docs/design.md section 3.3), never by its index in a
 file: the rank position is a model input, so an index tie-break would make a prediction depend
 on the order of the table's features.
 """

@@ -1,5 +1,5 @@
-"""Random-forest baseline on the transformer's own split and inputs (DESIGN.md section 3), and
-the constant one (the train split's mean or class shares).
+"""Random-forest baseline on the transformer's own split and inputs (docs/design.md section
+11.2), and the constant one (the train split's mean or class shares).
 
 On real age data a random forest is hard to beat, so every training run fits one on the same
 train/validation rows and the same rarefied relative abundances, and scores it with the same

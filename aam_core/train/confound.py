@@ -1,4 +1,4 @@
-"""Does sequencing depth alone predict the target? (DESIGN.md section 3)
+"""Does sequencing depth alone predict the target? (docs/design.md section 11.3)
 
 Labs often sequence cases and controls, or one site and another, in separate runs, and runs
 differ in depth. Then the number of reads per sample predicts the label, and a model that can

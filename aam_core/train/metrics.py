@@ -1,4 +1,4 @@
-"""Streaming metrics over batches, on de-standardised values (DESIGN.md section 6).
+"""Streaming metrics over batches, on de-standardised values (docs/design.md section 9).
 
 Each accumulator keeps sums (or, for ROC AUC, the scores) so that batches can be added one at a
 time and accumulators of several processes can be merged.

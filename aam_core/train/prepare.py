@@ -294,8 +294,8 @@ def _drop_unseen_classes(
     table: FeatureTable,
     report: dict[str, Any],
 ) -> tuple[Split, tuple[str, ...], np.ndarray]:
-    """Classes are those of the train split (DESIGN.md section 3): validation samples of a class
-    the model never sees in training are excluded and reported."""
+    """Classes are those of the train split (docs/design.md section 8): validation samples of a
+    class the model never sees in training are excluded and reported."""
     seen = np.unique(labels[split.train])
     unseen = np.flatnonzero(~np.isin(labels[split.validation], seen))
     if unseen.size:

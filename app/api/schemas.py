@@ -1,4 +1,4 @@
-"""Request and response bodies of the REST contract (API.md), separate from the tables.
+"""Request and response bodies of the REST contract (docs/api.md), separate from the tables.
 
 Field names are the contract: add fields freely, never rename or drop one. ``from_row``
 functions turn store rows into these documents.
@@ -26,7 +26,7 @@ class Page(BaseModel, Generic[T]):
 
 
 class PageQuery(BaseModel):
-    """``?limit=&cursor=`` of every list (API.md, Conventions)."""
+    """``?limit=&cursor=`` of every list (docs/api.md, Lists and pagination)."""
 
     limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
     cursor: str | None = Field(default=None, description="the next_cursor of the previous page")

@@ -326,7 +326,7 @@ def test_the_bad_corpus_changes_nothing(
 def test_a_tree_missing_some_asvs_is_accepted_with_a_warning(
     corpus_client: TestClient,
 ) -> None:
-    """Not an error (API.md: the summary counts ``features_missing_from_tree``): pretraining
+    """Not an error (docs/api.md: the summary counts ``features_missing_from_tree``): pretraining
     refuses such a dataset at submission. Deleting it leaves storage as it was."""
     client = corpus_client
     before = snapshot(client)

@@ -68,7 +68,7 @@ def test_markdown_by_default_json_on_request(client: TestClient, trained: Path) 
 
     markdown = (MARKDOWN, card_markdown(card))
     as_json = ("application/json", card)
-    assert answer(None) == markdown  # the contract's default (API.md, Models)
+    assert answer(None) == markdown  # the contract's default (docs/api.md, Models)
     assert answer("*/*") == markdown
     assert answer("text/markdown") == markdown
     assert answer("application/json") == as_json

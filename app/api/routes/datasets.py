@@ -1,4 +1,4 @@
-"""Datasets (API.md, Datasets): upload a study's files, read their summary, delete them.
+"""Datasets (docs/api.md, Datasets): upload a study's files, read their summary, delete them.
 
 An upload streams to disk, is validated off the event loop with aam_core.io, and only then
 moves into content-addressed storage with its row; a rejected upload leaves nothing behind.

@@ -1,4 +1,4 @@
-"""The service's front page, liveness, readiness and Prometheus metrics (API.md, Health and
+"""The service's front page, liveness, readiness and Prometheus metrics (docs/api.md, Health and
 operations)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Jobs (API.md, Jobs): submit, list, read, cancel; metrics, logs, events and predictions.
+"""Jobs (docs/api.md, Jobs): submit, list, read, cancel; metrics, logs, events and predictions.
 
 Submission (``POST /jobs``) validates the whole spec before anything is queued
 (:mod:`app.api.job_checks`). A ``dataset_id``, ``base_model_id`` or ``model_id`` that does not

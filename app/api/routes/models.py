@@ -1,4 +1,4 @@
-"""Models (API.md, Models): list, read, download, import and delete trained models, and their
+"""Models (docs/api.md, Models): list, read, download, import and delete trained models, and their
 plots and cards. A succeeded job registers its model (worker); ``POST /models`` imports a
 checkpoint made with the command-line tool, loaded with ``weights_only=True`` before anything
 is stored. A model's card is built from its checkpoint alone (aam_core.model_card)."""

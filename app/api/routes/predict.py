@@ -1,4 +1,5 @@
-"""``POST /predict``: synchronous prediction for interactive sizes (API.md, Prediction).
+"""``POST /predict``: synchronous prediction for interactive sizes (docs/api.md, Synchronous
+prediction).
 
 The model comes from the LRU cache (loaded once per checkpoint). Everything that blocks runs
 in worker threads, off the event loop: reading an uploaded table in the blocking pool, and the
