@@ -22,9 +22,9 @@ from app.api.model_cache import ModelCache
 from app.api.observability import Metrics
 from app.api.threads import Slots
 from app.dispatch import Dispatcher
+from app.session_cookie import session_of
 from app.settings import Settings
 from app.store import ArtifactStore, Dataset, Job, Model, get_dataset, get_job, get_model
-from app.ui.session import session_of
 
 OPEN_OWNER = "local"  # the owner of everything on an open (keyless, loopback-only) server
 # Methods a dashboard session cookie authenticates (see get_caller).
@@ -111,7 +111,7 @@ async def get_caller(request: Request, services: ServicesDep) -> Caller:
     """The key's owner; 401 for a missing or unknown key. Open mode: everyone is ``local``.
 
     Without a key, a GET or HEAD may present the dashboard's signed session cookie instead
-    (app/ui/session.py): a browser's EventSource cannot send an Authorization header, so
+    (app/session_cookie.py): a browser's EventSource cannot send an Authorization header, so
     ``/jobs/{id}/events`` and the download links (checkpoint, predictions, logs) of the
     dashboard need it. Reads only: a cookie is sent by the browser on its own, so accepting it
     for a POST or DELETE of the API would let another site's form act for the user (the

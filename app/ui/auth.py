@@ -1,4 +1,4 @@
-"""Sign in with an API key (a signed session cookie, see app/ui/session.py) and sign out."""
+"""Sign in with an API key (a signed session cookie, see app/session_cookie.py) and sign out."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.api.deps import ServicesDep
+from app.session_cookie import SESSION_COOKIE, SESSION_SECONDS, issue, match_key
 from app.ui.context import FormDep, base_paths, render
-from app.ui.session import SESSION_COOKIE, SESSION_SECONDS, issue, match_key
 
 router = APIRouter()
 

@@ -15,7 +15,7 @@ from starlette.datastructures import FormData
 from aam_core.errors import UserError
 from app.api.deps import OPEN_OWNER, Caller, ServicesDep
 from app.api.errors import ApiError
-from app.ui.session import (
+from app.session_cookie import (
     CSRF_COOKIE,
     CSRF_FIELD,
     Session,

@@ -19,9 +19,9 @@ from app.api.routes import datasets as api_datasets
 from app.api.schemas import DatasetOut, DepthHistogram
 from app.api.threads import run_blocking
 from app.api.uploads import Upload, read_multipart
+from app.session_cookie import CSRF_FIELD
 from app.store import Dataset, list_datasets
 from app.ui.context import FormDep, UiCallerDep, base_paths, check_token, problem_of, render
-from app.ui.session import CSRF_FIELD
 
 router = APIRouter()
 PAGE = 100

@@ -22,10 +22,10 @@ from app.api.routes import predict as api_predict
 from app.api.schemas import ModelOut, SamplePredictionOut
 from app.api.threads import run_blocking
 from app.api.uploads import read_multipart
+from app.session_cookie import CSRF_FIELD
 from app.store import list_models
 from app.ui.context import FormDep, UiCallerDep, base_paths, check_token, problem_of, render
 from app.ui.model_view import depth_warning, headline, lineage, metric_rows
-from app.ui.session import CSRF_FIELD
 
 router = APIRouter()
 PAGE = 100

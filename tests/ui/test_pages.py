@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from aam_core.data.synthetic import SyntheticSpec, generate, write_study
 from app.contracts import JobKind
 from app.main import create_app
+from app.session_cookie import CSRF_COOKIE, SESSION_COOKIE
 from app.settings import ApiKey, Settings
-from app.ui.session import CSRF_COOKIE, SESSION_COOKIE
 
 ALICE_KEY = "alice-key-0123456789abcdef"
 BOB_KEY = "bob-key-0123456789abcdef00"

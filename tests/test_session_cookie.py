@@ -1,12 +1,12 @@
-"""The dashboard's session cookie and CSRF tokens (app/ui/session.py), without HTTP."""
+"""The dashboard's session cookie and CSRF tokens (app/session_cookie.py), without HTTP."""
 
 from __future__ import annotations
 
 import base64
 import json
 
+from app import session_cookie as s
 from app.settings import ApiKey, Settings
-from app.ui import session as s
 
 ALICE_KEY = "alice-key-0123456789abcdef"
 BOB_KEY = "bob-key-0123456789abcdef00"

@@ -1,4 +1,6 @@
-"""Dashboard sessions and CSRF tokens, without server-side state.
+"""Dashboard sessions and CSRF tokens, without server-side state: the dashboard issues the
+cookie and checks its forms' tokens (app.ui); the API accepts the cookie for reads (app.api.deps),
+so that neither package imports the other.
 
 Session cookie: ``<payload>.<signature>``, both base64url. The payload is JSON holding the
 owner, a fingerprint of the key used to sign in (an HMAC of it, never the key), the expiry and a
