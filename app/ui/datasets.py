@@ -15,10 +15,10 @@ from aam_core.errors import UserError
 from app.api.deps import Caller, ServicesDep, SessionDep, dataset_or_404
 from app.api.errors import ApiError
 from app.api.ingest import DATASET_FILES
-from app.api.routes import datasets as api_datasets
 from app.api.schemas import DatasetOut, DepthHistogram
 from app.api.threads import run_blocking
 from app.api.uploads import Upload, read_multipart
+from app.services import datasets as dataset_service
 from app.session_cookie import CSRF_FIELD
 from app.store import Dataset, list_datasets
 from app.ui.context import FormDep, UiCallerDep, base_paths, check_token, problem_of, render
@@ -69,7 +69,7 @@ async def upload(
         if not form.fields.get("name", "").strip():
             form.fields.pop("name", None)
         try:
-            dataset = await run_blocking(api_datasets.create_from_upload, services, caller, form)
+            dataset = await run_blocking(dataset_service.create_from_upload, services, caller, form)
         except (ApiError, UserError) as exc:
             message, _field = problem_of(exc)
             status = exc.status if isinstance(exc, ApiError) else 422
@@ -160,7 +160,7 @@ def delete(
 ) -> Response:  # fmt: skip
     dataset = dataset_or_404(dataset_id, session, caller)
     try:
-        api_datasets.remove_dataset(dataset, session, services)
+        dataset_service.remove(dataset, session, services)
     except ApiError as exc:
         session.rollback()
         return _page(request, services, dataset_or_404(dataset_id, session, caller), exc.status,

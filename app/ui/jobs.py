@@ -18,9 +18,9 @@ from aam_core.errors import UserError
 from aam_core.plan.crossval import CV_MODELS, MAX_FOLDS, MAX_REPEATS
 from app.api.deps import Caller, ServicesDep, SessionDep, job_or_404
 from app.api.errors import ApiError
-from app.api.routes import jobs as api_jobs
 from app.api.schemas import DatasetOut, JobOut
-from app.contracts import CrossValidationSpec, JobKind, JobSpec, JobState
+from app.contracts import TERMINAL_STATES, CrossValidationSpec, JobKind, JobSpec, JobState
+from app.services import jobs as job_service
 from app.store import (
     Job,
     get_logs,
@@ -51,7 +51,7 @@ def jobs_page(
     of_kind = JobKind(kind) if kind in kinds else None
     rows, _next = list_jobs(session, caller.scope, state=wanted, kind=of_kind, limit=PAGE)
     jobs = [JobOut.from_row(row) for row in rows]
-    live = [j.id for j in jobs if j.state not in api_jobs.TERMINAL_STATES][:LIVE_ROWS]
+    live = [j.id for j in jobs if j.state not in TERMINAL_STATES][:LIVE_ROWS]
     return render(request, services, "jobs.html", jobs=jobs, states=states, state=state,
                   kinds=kinds, kind=kind, live=live)  # fmt: skip
 
@@ -161,7 +161,7 @@ def _submit(
     problem: (status, message, field)."""
     try:
         spec = JobSpec.model_validate(spec_body(values))
-        job = api_jobs.submit_job(spec, Response(), session, caller, services, None)
+        job = job_service.submit(spec, session, caller, services)
     except (ApiError, UserError, ValidationError) as exc:
         session.rollback()
         message, field = problem_of(exc)
@@ -210,7 +210,7 @@ def _job_page(
     document = JobOut.from_row(job)
     return render(
         request, services, "job.html", status, job=document, logs=lines, message=message,
-        terminal=job.state in {s.value for s in api_jobs.TERMINAL_STATES},
+        terminal=job.state in {s.value for s in TERMINAL_STATES},
         monitor=monitor_of(document),
         fold_label=fold_label, **_results(session, document, job.owner),
     )  # fmt: skip
@@ -310,7 +310,7 @@ def cancel(
 ) -> Response:  # fmt: skip
     job = job_or_404(job_id, session, caller)
     try:
-        api_jobs.cancel_job(job, session)
+        job_service.cancel(job, session)
     except ApiError as exc:
         session.rollback()
         job = job_or_404(job_id, session, caller)  # read again after the rollback

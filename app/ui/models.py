@@ -17,11 +17,11 @@ from aam_core.io import read_table
 from aam_core.model_card import card_markdown
 from app.api.deps import Caller, ServicesDep, SessionDep, model_or_404
 from app.api.errors import ApiError
-from app.api.routes import models as api_models
-from app.api.routes import predict as api_predict
 from app.api.schemas import ModelOut, SamplePredictionOut
 from app.api.threads import run_blocking
 from app.api.uploads import read_multipart
+from app.services import models as model_service
+from app.services.predict import predict_table
 from app.session_cookie import CSRF_FIELD
 from app.store import list_models
 from app.ui.context import FormDep, UiCallerDep, base_paths, check_token, problem_of, render
@@ -58,10 +58,10 @@ def model_page(
     message = None
     card: dict[str, Any] = {}
     try:  # the API's card, cached by checkpoint digest (a thread: this route is sync)
-        path = api_models.stored_blob(
+        path = model_service.stored_blob(
             services, model.checkpoint_sha256, f"the checkpoint of {model.id}"
         )
-        card = api_models.checkpoint_card(model.checkpoint_sha256, path, f"{model.id}.pt")
+        card = model_service.checkpoint_card(model.checkpoint_sha256, path, f"{model.id}.pt")
     except (ApiError, UserError) as exc:
         message, _field = problem_of(exc)
     return render(
@@ -79,7 +79,7 @@ def delete(
 ) -> Response:  # fmt: skip
     model = model_or_404(model_id, session, caller)
     try:
-        api_models.remove_model(model, session, services)
+        model_service.remove(model, session, services)
     except ApiError as exc:
         session.rollback()
         return _list(request, services, session, caller, exc.status, exc.detail)
@@ -147,7 +147,7 @@ async def predict(
             message = f"{table.n_samples} samples is more than this page predicts ({limit})"
             raise ApiError(413, f"{message}: submit a predict job")
         predictions = await services.predictions.run(
-            api_predict.predict_table, services, caller.scope, model_id, table, None, "prediction"
+            predict_table, services, caller.scope, model_id, table, None, "prediction"
         )
     except (ApiError, UserError) as exc:
         message, _field = problem_of(exc)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-import app.api.routes.datasets as datasets_route
+import app.services.datasets as datasets_service
 from app.contracts import JobKind
 from app.store import Job, create_job
 from tests.api.conftest import (
@@ -259,7 +259,7 @@ def test_validation_runs_off_the_event_loop(
 ) -> None:
     """Validation is CPU work: it must not run on the event loop's thread."""
     seen: list[bool] = []
-    real = datasets_route.summarize_upload
+    real = datasets_service.summarize_upload
 
     def spy(upload: Any) -> dict[str, Any]:
         try:
@@ -269,7 +269,7 @@ def test_validation_runs_off_the_event_loop(
             seen.append(False)
         return real(upload)
 
-    monkeypatch.setattr(datasets_route, "summarize_upload", spy)
+    monkeypatch.setattr(datasets_service, "summarize_upload", spy)
     assert post(client, ALICE, table=api_study.table).status_code == 201
     assert seen == [False]
 

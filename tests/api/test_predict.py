@@ -19,6 +19,7 @@ from app.api.deps import Services
 from app.api.routes import predict as route
 from app.api.routes.predict import PredictRequest, table_from_samples
 from app.main import create_app
+from app.services import predict as predicting
 from tests.api.conftest import ALICE, BOB, MakeSettings, RecordingDispatcher
 from tests.api.models import CLASSES, register_tiny
 
@@ -94,8 +95,11 @@ def test_blocking_work_runs_off_the_event_loop(
 
         return call
 
-    for name in ("table_from_samples", "model_checkpoint", "resolve_sequences"):
-        monkeypatch.setattr(route, name, watched(name, getattr(route, name)))
+    monkeypatch.setattr(
+        route, "table_from_samples", watched("table_from_samples", route.table_from_samples)
+    )
+    for name in ("model_checkpoint", "resolve_sequences"):
+        monkeypatch.setattr(predicting, name, watched(name, getattr(predicting, name)))
     monkeypatch.setattr(Predictor, "predict", watched("predict", Predictor.predict))
     body = {"model_id": model.id, "samples": _samples(study[0], 2)}
     response = client.post("/predict", json=body, headers=ALICE)

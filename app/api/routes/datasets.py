@@ -10,25 +10,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from app.api.deps import Caller, CallerDep, DatasetDep, Services, ServicesDep, SessionDep
-from app.api.errors import ApiError, not_found
+from app.api.deps import CallerDep, DatasetDep, ServicesDep, SessionDep
 from app.api.ingest import (
     DATASET_FILES,
-    check_form,
-    form_name,
-    lock_blobs,
-    release_blobs,
-    store_uploads,
-    summarize_upload,
 )
 from app.api.schemas import DatasetOut, Page, PageQuery, problem_responses
 from app.api.threads import run_blocking
-from app.api.uploads import Upload, read_multipart
+from app.api.uploads import read_multipart
+from app.services import datasets
 from app.store import (
-    begin_write,
-    create_dataset,
-    dataset_in_use,
-    delete_dataset,
     list_datasets,
 )
 
@@ -63,27 +53,6 @@ _UPLOAD_BODY: dict[str, Any] = {
 }
 
 
-def create_from_upload(services: Services, caller: Caller, upload: Upload) -> DatasetOut:
-    """Validate, store and record one upload (thread pool: CPU and disk work)."""
-    table = check_form(upload, required="table", files=DATASET_FILES, fields=("name",))
-    name = form_name(upload, table.filename)
-    summary = summarize_upload(upload)
-    with services.sessions() as session:
-        lock_blobs(session)
-        try:
-            files = store_uploads(services.storage, upload.files)
-            dataset = create_dataset(
-                session, owner=caller.owner, name=name, files=files, summary=summary
-            )
-            session.commit()
-        except BaseException:
-            session.rollback()
-            # ingest verified each file's digest, so the upload's digests are the blobs'
-            release_blobs(session, services.storage, (f.sha256 for f in upload.files.values()))
-            raise
-        return DatasetOut.from_row(dataset)
-
-
 @router.post(
     "/datasets",
     status_code=201,
@@ -105,7 +74,7 @@ async def upload_dataset(
         files=set(DATASET_FILES),
     )
     try:
-        dataset = await run_blocking(create_from_upload, services, caller, upload)
+        dataset = await run_blocking(datasets.create_from_upload, services, caller, upload)
     finally:
         upload.cleanup()  # whatever storage did not take
     response.headers["Location"] = f"/datasets/{dataset.id}"
@@ -139,21 +108,5 @@ async def get_dataset(dataset: DatasetDep) -> DatasetOut:  # no I/O: the row is 
 def remove_dataset(dataset: DatasetDep, session: SessionDep, services: ServicesDep) -> Response:
     """Delete the dataset and the files no other dataset shares; 409 while a queued, running
     or cancelling job uses it."""
-    dataset_id = dataset.id
-    digests = [entry["sha256"] for entry in dataset.files.values()]
-    session.commit()  # end the read; the delete runs in a write transaction of its own
-    begin_write(session)
-    if not delete_dataset(session, dataset_id):  # the DELETE itself spares a dataset in use
-        in_use = dataset_in_use(session, dataset_id)
-        session.rollback()
-        if not in_use:  # deleted by a concurrent request meanwhile
-            raise not_found("dataset", dataset_id)
-        raise ApiError(
-            409,
-            f"dataset {dataset_id!r} is used by a queued or running job; cancel the job or wait "
-            "until it ends, then delete the dataset",
-            kind="conflict",
-        )
-    session.commit()
-    release_blobs(session, services.storage, digests)
+    datasets.remove(dataset, session, services)
     return Response(status_code=204)

@@ -28,8 +28,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from app.api import events
 from app.api.blobs import blob_response, send_blob
 from app.api.deps import CallerDep, JobDep, ServicesDep, SessionDep
-from app.api.errors import ApiError, not_found
-from app.api.job_checks import CheckedJob, check_job, check_still_there
+from app.api.errors import ApiError
 from app.api.negotiation import prefers_json
 from app.api.schemas import (
     JobOut,
@@ -42,18 +41,12 @@ from app.api.schemas import (
     problem_responses,
 )
 from app.api.threads import run_blocking
-from app.contracts import TERMINAL_STATES, JobKind, JobSpec, JobState
-from app.dispatch import BrokerUnavailable
+from app.contracts import JobKind, JobSpec, JobState
+from app.services import jobs
 from app.store import (
-    Job,
-    begin_write,
-    create_job,
-    delete_job,
-    get_job_by_idempotency_key,
     get_logs,
     get_metrics,
     list_jobs,
-    request_cancel,
 )
 from app.store.job_history import MAX_LOG_LINE, MAX_LOG_PAGE
 from app.store.tables import NAME_LENGTH
@@ -70,28 +63,6 @@ INTEGER_COLUMNS = frozenset({"n_features", "n_features_used", "repeat", "fold"})
 PREDICTING = frozenset({JobKind.predict.value, JobKind.cross_validate.value})
 
 
-def _default_name(checked: CheckedJob) -> str:
-    spec, dataset = checked.spec, checked.dataset
-    if spec.kind == JobKind.predict and checked.model is not None:
-        return f"predict with {checked.model.name} on {dataset.name}"
-    if spec.kind in (JobKind.train, JobKind.cross_validate) and spec.target is not None:
-        verb = "train" if spec.kind == JobKind.train else "cross-validate"
-        return f"{verb} {spec.target.column} ({spec.target.task}) on {dataset.name}"
-    return f"{spec.kind.value} on {dataset.name}"
-
-
-def _replay(job: Job, body: dict[str, Any], key: str, response: Response) -> JobOut:
-    if job.spec != body:
-        raise ApiError(
-            422,
-            f"Idempotency-Key {key!r} was already used for job {job.id!r} with a different "
-            "request body; use a new key for a new job",
-            kind="idempotency-key-reused",
-        )
-    response.headers["Location"] = f"/jobs/{job.id}"
-    return JobOut.from_row(job)
-
-
 @router.post(
     "/jobs",
     status_code=202,
@@ -106,7 +77,8 @@ def submit_job(
     services: ServicesDep,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=NAME_LENGTH)] = None,
 ) -> JobOut:
-    """Queue a pretrain, train or predict job: 202 with the job and ``Location: /jobs/{id}``.
+    """Queue a pretrain, train, predict or cross_validate job: 202 with the job and
+    ``Location: /jobs/{id}``.
 
     The whole spec is checked first; whatever would make the job fail is a 422 naming the
     field. A ``dataset_id``, ``base_model_id`` or ``model_id`` that does not exist (or is
@@ -115,50 +87,9 @@ def submit_job(
     the same key with another body is a 422. 503 when the job queue refuses the message: no
     job is kept, and the key may be used again.
     """
-    body = spec.model_dump(mode="json", exclude_none=True)
-    if idempotency_key is not None:
-        earlier = get_job_by_idempotency_key(session, caller.owner, idempotency_key)
-        if earlier is not None:  # a retry needs no re-check: the first one passed
-            return _replay(earlier, body, idempotency_key, response)
-    checked = check_job(session, services.storage, caller.scope, spec)
-    # The checks' reads (the dataset and model rows) ran in a read transaction; the
-    # insert takes SQLite's write lock only now, so concurrent submissions do not queue behind
-    # each other's checks.
-    session.commit()
-    begin_write(session)
-    check_still_there(session, spec)
-    job, created = create_job(
-        session,
-        owner=caller.owner,
-        kind=spec.kind,
-        name=(spec.name or _default_name(checked))[:NAME_LENGTH],
-        spec=body,
-        dataset_id=checked.dataset.id,
-        base_model_id=spec.base_model_id,
-        model_id=spec.model_id,
-        idempotency_key=idempotency_key,
-        max_attempts=services.settings.max_attempts,
-    )
-    session.commit()
-    if not created:  # a concurrent submission with this key inserted first
-        assert idempotency_key is not None
-        log.info("job %s: a concurrent submission with the same key inserted first", job.id)
-        return _replay(job, body, idempotency_key, response)
-    try:
-        services.dispatcher.send_job(job.id, spec.kind)
-    except BrokerUnavailable as exc:
-        begin_write(session)
-        delete_job(session, job.id)
-        session.commit()
-        raise ApiError(
-            503,
-            f"{exc}; the job was not created: submit it again later",
-            kind="queue-unavailable",
-            headers={"Retry-After": "30"},
-        ) from None
-    log.info("job %s (%s) queued for %s", job.id, job.kind, caller.owner)
+    job = jobs.submit(spec, session, caller, services, idempotency_key)
     response.headers["Location"] = f"/jobs/{job.id}"
-    return JobOut.from_row(job)
+    return job
 
 
 @router.get("/jobs", response_model=Page[JobOut], responses=problem_responses(401, 422))
@@ -182,15 +113,6 @@ async def read_job(job: JobDep) -> JobOut:  # no I/O: the row is loaded
     return JobOut.from_row(job)
 
 
-def _finished(job_id: str, state: JobState) -> ApiError:
-    return ApiError(
-        409,
-        f"job {job_id!r} has finished ({state.value}); only a queued or running job can be "
-        "cancelled",
-        kind="job-finished",
-    )
-
-
 @router.post(
     "/jobs/{job_id}/cancel",
     status_code=202,
@@ -200,17 +122,7 @@ def _finished(job_id: str, state: JobState) -> ApiError:
 def cancel_job(job: JobDep, session: SessionDep) -> JobOut:
     """A queued job ends cancelled at once; a running one goes to ``cancelling`` and its worker
     stops at the next step, keeping its last checkpoint."""
-    before = JobState(job.state)
-    if before in TERMINAL_STATES:
-        raise _finished(job.id, before)
-    session.commit()  # end the read: request_cancel opens its own write transaction
-    after = request_cancel(session, job.id)
-    if after is None:  # deleted meanwhile
-        raise not_found("job", job.id)
-    if after in (JobState.succeeded, JobState.failed):  # finished meanwhile
-        raise _finished(job.id, after)
-    session.refresh(job)
-    return JobOut.from_row(job)
+    return jobs.cancel(job, session)
 
 
 @router.get("/jobs/{job_id}/metrics", response_model=list[MetricRecord], responses=NOT_FOUND)

@@ -5,26 +5,24 @@ is stored. A model's card is built from its checkpoint alone (aam_core.model_car
 
 from __future__ import annotations
 
-import functools
 import logging
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 
-from aam_core.checkpoint import load_checkpoint
-from aam_core.model_card import card_markdown, model_card
-from app.api.blobs import missing_blob, send_blob
+from aam_core.model_card import card_markdown
+from app.api.blobs import send_blob
 from app.api.card_schemas import ModelCard
 from app.api.deps import Caller, CallerDep, ModelDep, Services, ServicesDep, SessionDep
-from app.api.errors import ApiError, not_found
+from app.api.errors import ApiError
 from app.api.ingest import check_form, form_name, lock_blobs, release_blobs
 from app.api.negotiation import prefers_json
 from app.api.schemas import ModelOut, ModelPageQuery, Page, problem_responses
 from app.api.threads import run_blocking
 from app.api.uploads import Upload, read_multipart
-from app.store import begin_write, delete_model, list_models, model_in_use
+from app.services import models
+from app.store import list_models
 from app.store.registry import register_checkpoint
 
 log = logging.getLogger("aam.api")
@@ -128,13 +126,6 @@ async def get_model(model: ModelDep) -> ModelOut:  # no I/O: the row is loaded
     return ModelOut.from_row(model)
 
 
-def stored_blob(services: Services, sha256: str, what: str) -> Path:
-    try:
-        return services.storage.path(sha256)
-    except KeyError:
-        raise missing_blob(what, sha256) from None
-
-
 @router.get(
     "/models/{model_id}/checkpoint",
     response_class=FileResponse,
@@ -171,13 +162,6 @@ def get_plot(model: ModelDep, plot: str, request: Request, services: ServicesDep
     return send_blob(request, services.storage, sha256, what, "image/png", f"{plot}.png")
 
 
-@functools.lru_cache(maxsize=256)
-def checkpoint_card(sha256: str, path: Path, name: str) -> dict[str, Any]:
-    """A checkpoint's card; cached by the file's digest, which fixes its content (the cached
-    dictionary is only ever serialised, never changed)."""
-    return model_card(load_checkpoint(path, name=name), checkpoint_sha256=sha256)
-
-
 @router.get(
     "/models/{model_id}/card",
     response_class=Response,
@@ -206,8 +190,8 @@ async def get_card(
     intended use and limits. A checkpoint downloaded here and imported elsewhere
     has the same card there."""
     sha256 = model.checkpoint_sha256
-    path = stored_blob(services, sha256, f"the checkpoint of model {model.id!r}")
-    card = await run_blocking(checkpoint_card, sha256, path, f"{model.id}.pt")
+    path = models.stored_blob(services, sha256, f"the checkpoint of model {model.id!r}")
+    card = await run_blocking(models.checkpoint_card, sha256, path, f"{model.id}.pt")
     accept = request.headers.get("accept")
     as_json = fmt == "json" if fmt is not None else prefers_json(accept, MARKDOWN)
     headers = {"Vary": "Accept"}
@@ -227,22 +211,5 @@ async def get_card(
 def remove_model(model: ModelDep, session: SessionDep, services: ServicesDep) -> Response:
     """Delete the model, drop it from the prediction cache, and remove its checkpoint and plots
     unless another row uses the same file; 409 while an active job uses the model."""
-    model_id, sha256 = model.id, model.checkpoint_sha256
-    digests = [sha256, *(model.plots or {}).values()]
-    session.commit()  # end the read; the delete runs in a write transaction of its own
-    begin_write(session)
-    if model_in_use(session, model_id):
-        session.rollback()
-        raise ApiError(
-            409,
-            f"model {model_id!r} is used by a queued or running job; cancel the job or wait "
-            "until it ends, then delete the model",
-            kind="conflict",
-        )
-    if not delete_model(session, model_id):  # deleted by a concurrent request meanwhile
-        session.rollback()
-        raise not_found("model", model_id)
-    session.commit()
-    services.cache.evict(sha256)  # the cache is keyed by checkpoint digest (routes/predict)
-    release_blobs(session, services.storage, digests)
+    models.remove(model, session, services)
     return Response(status_code=204)

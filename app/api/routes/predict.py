@@ -17,22 +17,19 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
-from aam_core.io import FeatureTable, read_sequences, read_table, resolve_sequences
+from aam_core.io import FeatureTable, read_sequences, read_table
 from aam_core.io.table import table_from_counts
 from aam_core.predict import PRECISIONS as PREDICTION_PRECISIONS
-from aam_core.predict import PredictionResult, Predictor
-from aam_core.vector_cache import DEFAULT_CAPACITY
 from app.api.deps import CallerDep, Services, ServicesDep
-from app.api.errors import ApiError, not_found
+from app.api.errors import ApiError
 from app.api.schemas import (
     PredictRequest,
     PredictResponse,
-    SamplePredictionOut,
     problem_responses,
 )
 from app.api.threads import run_blocking
 from app.api.uploads import read_multipart
-from app.store import model_checkpoint
+from app.services.predict import predict_table
 
 router = APIRouter(tags=["prediction"])
 
@@ -95,68 +92,6 @@ def table_from_samples(request: PredictRequest) -> FeatureTable:
     """A count table from JSON samples (feature IDs are the sequences themselves), under the
     rule every table entry follows (aam_core.io.table)."""
     return table_from_counts([(s.id, s.counts) for s in request.samples], file="request body")
-
-
-def _document(result: PredictionResult, output: str) -> list[SamplePredictionOut]:
-    out = []
-    for s in result.samples:
-        entry: dict[str, Any] = {
-            "sample_id": s.sample_id,
-            "n_features_used": s.n_features_used,
-            "fraction_reads_used": s.fraction_reads_used,
-            "warnings": s.warnings,
-        }
-        if output == "embedding":
-            entry["embedding"] = s.embedding
-        elif s.label is not None:
-            entry["label"], entry["probabilities"] = s.label, s.probabilities
-        elif s.prediction is not None:
-            entry["prediction"] = s.prediction[0] if len(s.prediction) == 1 else s.prediction
-        if output != "embedding" and s.components is not None:
-            entry["components"] = s.components
-        out.append(SamplePredictionOut(**entry))
-    return out
-
-
-def _predictor(services: Services, sha256: str, precision: str) -> Predictor:
-    settings = services.settings
-    return services.cache.get(
-        (sha256, precision),
-        lambda: Predictor.from_path(
-            services.storage.path(sha256),
-            device=settings.predict_device,
-            # a lab's next samples share most of their ASVs with the last ones
-            vector_cache=DEFAULT_CAPACITY,
-            precision=precision,
-        ),
-    )
-
-
-def predict_table(
-    services: Services,
-    scope: str | None,
-    model_id: str,
-    table: FeatureTable | Callable[[], FeatureTable],
-    sequences: tuple[dict[str, str], str] | None,
-    output: str,
-    precision: str = "fp32",
-) -> list[SamplePredictionOut]:
-    """The blocking part, in a prediction slot: the table (``table`` may build it: a JSON
-    request's, here rather than in a thread of its own), the model's row (404 when it is not
-    the caller's), the table's sequences, the prediction and the answer's entries."""
-    if callable(table):
-        table = table()
-    with services.sessions() as session:
-        sha256 = model_checkpoint(session, model_id, scope)
-    if sha256 is None:
-        raise not_found("model", model_id)
-    if sequences is None:
-        resolved = resolve_sequences(table, None)
-    else:
-        resolved = resolve_sequences(table, sequences[0], file=sequences[1])
-    predictor = _predictor(services, sha256, precision)
-    result = predictor.predict(table, resolved, embeddings=output == "embedding")
-    return _document(result, output)
 
 
 @dataclass(frozen=True)
