@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from markdown_it import MarkdownIt
+from markupsafe import Markup
 from sqlalchemy.orm import Session
 
 from app.store import Model, get_dataset, get_job, get_model
@@ -21,6 +23,21 @@ class Headline:
     name: str
     model: Any
     forest: Any
+
+
+# CommonMark with tables; raw HTML in the text is shown as text, never passed through (a card
+# holds user-named things: target columns, dataset file names, model names).
+_CARD = MarkdownIt("commonmark", {"html": False}).enable("table")
+
+
+def card_html(markdown: str) -> Markup:
+    """The model card's Markdown as HTML, safe to put in a page; its headings two levels down
+    (the page's own h1 and its "Model card" h2 come first)."""
+    tokens = _CARD.parse(markdown)
+    for token in tokens:
+        if token.type in ("heading_open", "heading_close"):
+            token.tag = f"h{min(int(token.tag[1]) + 2, 6)}"
+    return Markup(_CARD.renderer.render(tokens, _CARD.options, {}))
 
 
 def headline(metrics: dict[str, Any]) -> Headline | None:

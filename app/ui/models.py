@@ -25,7 +25,7 @@ from app.services.predict import predict_table
 from app.session_cookie import CSRF_FIELD
 from app.store import list_models
 from app.ui.context import FormDep, UiCallerDep, base_paths, check_token, problem_of, render
-from app.ui.model_view import depth_warning, headline, lineage, metric_rows
+from app.ui.model_view import card_html, depth_warning, headline, lineage, metric_rows
 
 router = APIRouter()
 PAGE = 100
@@ -66,7 +66,7 @@ def model_page(
         message, _field = problem_of(exc)
     return render(
         request, services, "model.html", model=ModelOut.from_row(model), card=card,
-        markdown=card_markdown(card) if card else None, rows=metric_rows(card),
+        card_html=card_html(card_markdown(card)) if card else None, rows=metric_rows(card),
         depth_warning=depth_warning(model.metrics),
         lineage=lineage(session, model, caller.scope, card), message=message,
     )  # fmt: skip

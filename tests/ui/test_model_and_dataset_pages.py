@@ -19,7 +19,7 @@ from app.main import create_app
 from app.settings import Settings
 from app.store import Dataset, Job, create_job
 from app.ui.datasets import histogram_svg
-from app.ui.model_view import headline, metric_rows
+from app.ui.model_view import card_html, headline, metric_rows
 from tests.api.models import confounded_metrics, register_tiny
 
 METRICS = {  # a regressor's row metrics as a training run records them (values made up)
@@ -95,6 +95,12 @@ def test_the_dataset_page_shows_the_histogram_and_default_depth(
     assert "Depth histogram: not recorded" in old and "depth: not recorded" in old
 
 
+def test_the_card_is_rendered_with_user_text_escaped() -> None:
+    html = str(card_html("# Model `<b>`\n\nname <script>alert(1)</script> & co\n"))
+    assert html.startswith("<h3>Model <code>&lt;b&gt;</code></h3>")  # under the page's h2
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; co" in html and "<script>" not in html
+
+
 def test_the_model_page_shows_card_lineage_and_links(client: TestClient, tmp_path: Path) -> None:
     services = client.app.state.services  # type: ignore[attr-defined]
     model = register_tiny(services, "regressor", OPEN_OWNER, tmp_path)
@@ -103,7 +109,8 @@ def test_the_model_page_shows_card_lineage_and_links(client: TestClient, tmp_pat
     page = client.get(f"/ui/models/{model.id}")
     assert page.status_code == 200
     html = page.text
-    assert 'id="card"' in html and "# " in html  # the card's Markdown, preformatted
+    # the card's Markdown as HTML: headings and tables, not the Markdown text
+    assert '<div class="card-text" id="card"><h3>' in html and "<table>" in html
     assert "none: imported checkpoint" in html
     assert f"/models/{model.id}/card?format=json" in html
     assert f"/models/{model.id}/checkpoint" in html
