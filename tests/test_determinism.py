@@ -215,8 +215,8 @@ def test_every_sample_gives_its_own_number_alone(case: Case, study_inputs: Input
 def aam_predict(
     checkpoint: Path, table: Path, out: Path, passes: int, precision: str
 ) -> dict[str, float]:
-    args = ["predict", "--model", checkpoint, "--table", table, "--out", out, "--passes", passes,
-            "--precision", precision]  # fmt: skip
+    args = ["predict", "--checkpoint", checkpoint, "--table", table, "--out", out,
+            "--passes", passes, "--precision", precision]  # fmt: skip
     result = CliRunner().invoke(aam, [str(a) for a in args])
     assert result.exit_code == 0, result.output
     frame = pd.read_csv(out, sep="\t", index_col="sample_id")

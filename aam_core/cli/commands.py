@@ -46,7 +46,12 @@ Metadata = Annotated[Path, Opt("--metadata", help="QIIME-style sample metadata T
 Sequences = Annotated[
     Path | None, Opt("--sequences", help="Representative sequences (FASTA or .qza).")
 ]
-Model = Annotated[Path, Opt("--model", help="A checkpoint written by aam train.")]
+# A checkpoint file. --model is its old name (it now names a model kind in aam train and aam
+# cross-validate), still accepted for one release.
+Checkpoint = Annotated[
+    Path,
+    Opt("--checkpoint", "--model", help="A checkpoint written by aam train (--model: old name)."),
+]
 Task = Annotated[Literal["regression", "classification"], Opt("--task")]
 TargetColumn = Annotated[str, Opt("--target", help="Metadata column to predict.")]
 ConfigFile = Annotated[
@@ -384,7 +389,7 @@ def cross_validate(
 @guarded
 def predict(
     ctx: typer.Context,
-    model: Model,
+    model: Checkpoint,
     table: Table,
     out: Annotated[Path, Opt("--out", help="Predictions file.")],
     sequences: Sequences = None,
@@ -414,7 +419,7 @@ def predict(
 @guarded
 def evaluate(
     ctx: typer.Context,
-    model: Model,
+    model: Checkpoint,
     table: Table,
     metadata: Metadata,
     sequences: Sequences = None,
@@ -498,7 +503,12 @@ def summary(
 def card(
     ctx: typer.Context,
     model: Annotated[
-        Path, Opt("--model", help="A checkpoint written by aam pretrain or aam train.")
+        Path,
+        Opt(
+            "--checkpoint",
+            "--model",
+            help="A checkpoint written by aam pretrain or aam train (--model: old name).",
+        ),
     ],
     fmt: Annotated[
         Literal["markdown", "json"] | None,

@@ -104,7 +104,7 @@ def run_options(*, exclude: Iterable[str] = ()) -> Callable[[F], F]:
 FIELD_OPTIONS: Mapping[str, str] = {
     "target.column": "--target",
     "base_model_id": "--pretrained-encoder",
-    "model_id": "--model",
+    "model_id": "--checkpoint",
     # a cross-validation's request (aam cross-validate)
     "cv.folds": "--folds",
     "cv.repeats": "--repeats",

@@ -30,7 +30,7 @@ def run(small_study: Study, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_card_as_json_and_markdown(run: Path, small_study: Study, tmp_path: Path) -> None:
     checkpoint = run / "checkpoints" / "best.pt"
-    card = json.loads(aam("card", "--model", checkpoint, "--format", "json").stdout)
+    card = json.loads(aam("card", "--checkpoint", checkpoint, "--format", "json").stdout)
     assert card == model_card(load_checkpoint(checkpoint), checkpoint_sha256=sha256(checkpoint))
     assert card["data"]["sha256"] == {
         "table": sha256(small_study.table),
@@ -46,21 +46,21 @@ def test_card_as_json_and_markdown(run: Path, small_study: Study, tmp_path: Path
     assert card["metrics"]["baselines"]["random_forest"] is None  # --no-baseline
     assert card["metrics"]["baselines"]["constant"] is not None
 
-    markdown = aam("card", "--model", checkpoint).stdout  # markdown by default
+    markdown = aam("card", "--checkpoint", checkpoint).stdout  # markdown by default
     assert markdown == card_markdown(card)
     assert "| seed | 4 |" in markdown
     mae = card["metrics"]["model"]["mae"], card["metrics"]["baselines"]["constant"]["mae"]
     assert f"| mae | {mae[0]:.4g} | {mae[1]:.4g} |" in markdown
 
-    as_file = aam("card", "--model", checkpoint, "--out", tmp_path / "card.json")
+    as_file = aam("card", "--checkpoint", checkpoint, "--out", tmp_path / "card.json")
     assert as_file.stdout == ""
     assert json.loads((tmp_path / "card.json").read_text()) == card  # json by the extension
-    aam("card", "--model", checkpoint, "--out", tmp_path / "CARD.md")
+    aam("card", "--model", checkpoint, "--out", tmp_path / "CARD.md")  # the old name
     assert (tmp_path / "CARD.md").read_text() == markdown
 
 
 def test_a_file_that_is_not_a_checkpoint(tmp_path: Path) -> None:
     path = tmp_path / "notes.pt"
     path.write_text("not a checkpoint")
-    result = aam("card", "--model", path, code=2)
+    result = aam("card", "--checkpoint", path, code=2)
     assert result.stderr.startswith(f"error: {path}: not a readable checkpoint")

@@ -64,8 +64,8 @@ def by_hand(study: Study, run: Path, task: str) -> dict[str, Any]:
 
 def card(run: Path) -> tuple[dict[str, Any], str]:
     checkpoint = run / "checkpoints" / "best.pt"
-    as_json = json.loads(aam("card", "--model", checkpoint, "--format", "json").stdout)
-    return as_json, aam("card", "--model", checkpoint).stdout
+    as_json = json.loads(aam("card", "--checkpoint", checkpoint, "--format", "json").stdout)
+    return as_json, aam("card", "--checkpoint", checkpoint).stdout
 
 
 def trained(

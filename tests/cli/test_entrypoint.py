@@ -27,8 +27,8 @@ def test_module_reports_a_user_error_in_one_line(tmp_path: Path) -> None:
     model.write_bytes(b"\x00" * 64)
     table, out = str(tmp_path / "t.biom"), str(tmp_path / "p.tsv")
     result = _run(
-        sys.executable, "-m", "aam_core.cli", "predict", "--model", str(model), "--table", table,
-        "--out", out,
+        sys.executable, "-m", "aam_core.cli", "predict", "--checkpoint", str(model),
+        "--table", table, "--out", out,
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stdout == ""

@@ -52,8 +52,8 @@ def test_table_with_non_dna_ids(tmp_path: Path) -> None:
 def test_garbage_checkpoint_for_predict(study: Study, tmp_path: Path, content: bytes) -> None:
     model = tmp_path / "model.pt"
     model.write_bytes(content)
-    result = aam("predict", "--model", model, "--table", study.table, "--out", tmp_path / "p.tsv",
-                 code=2)  # fmt: skip
+    result = aam("predict", "--checkpoint", model, "--table", study.table,
+                 "--out", tmp_path / "p.tsv", code=2)  # fmt: skip
     line = _one_error_line(result.stderr)
     assert line.startswith(f"error: {model}: not a readable checkpoint (truncated or corrupt file")
     assert not (tmp_path / "p.tsv").exists()
@@ -62,7 +62,7 @@ def test_garbage_checkpoint_for_predict(study: Study, tmp_path: Path, content: b
 def test_debug_shows_the_traceback(study: Study, tmp_path: Path) -> None:
     model = tmp_path / "model.pt"
     model.write_bytes(b"garbage")
-    result = aam("--debug", "predict", "--model", model, "--table", study.table,
+    result = aam("--debug", "predict", "--checkpoint", model, "--table", study.table,
                  "--out", tmp_path / "p.tsv", code=2)  # fmt: skip
     assert result.stderr.startswith("Traceback (most recent call last):")
     assert "CheckpointError" in result.stderr
@@ -71,13 +71,13 @@ def test_debug_shows_the_traceback(study: Study, tmp_path: Path) -> None:
 
 def test_encoder_predicts_embeddings_only(encoder_run: Path, study: Study, tmp_path: Path) -> None:
     encoder = encoder_run / "checkpoints" / "best.pt"
-    result = aam("predict", "--model", encoder, "--table", study.table, "--out", tmp_path / "p.tsv",
-                 code=2)  # fmt: skip
+    result = aam("predict", "--checkpoint", encoder, "--table", study.table,
+                 "--out", tmp_path / "p.tsv", code=2)  # fmt: skip
     assert _one_error_line(result.stderr).startswith(
         "error: this model is a pretrained encoder: it predicts no target; ask for embeddings"
     )
     out = tmp_path / "embeddings.tsv"
-    aam("predict", "--model", encoder, "--table", study.table, "--out", out, "--embeddings")
+    aam("predict", "--checkpoint", encoder, "--table", study.table, "--out", out, "--embeddings")
     header = out.read_text().splitlines()[0].split("\t")
     assert [c for c in header if c.startswith("embedding_")] == [
         f"embedding_{i}" for i in range(32)
@@ -127,7 +127,7 @@ def test_a_sample_without_reads_is_refused_by_name(
         biom.Table(counts.T, list(table.feature_ids), ids).to_hdf5(h5, "test")
     encoder = encoder_run / "checkpoints" / "best.pt"
     out = tmp_path / "embeddings.tsv"
-    result = aam("predict", "--model", encoder, "--table", path, "--out", out, "--embeddings",
+    result = aam("predict", "--checkpoint", encoder, "--table", path, "--out", out, "--embeddings",
                  code=2)  # fmt: skip
     assert _one_error_line(result.stderr) == (
         "error: 1 samples have no reads ('blank_well'): nothing can be predicted from them; "

@@ -33,7 +33,7 @@ def regressor_run(
 
 
 def _predict(model: Path, study: Study, out: Path, *extra: object) -> pd.DataFrame:
-    result = aam("predict", "--model", model, "--table", study.table, "--out", out, *extra)
+    result = aam("predict", "--checkpoint", model, "--table", study.table, "--out", out, *extra)
     assert f"predicted {len(study.frame)} samples with a " in result.stderr
     if out.suffix == ".json":
         return pd.DataFrame(json.loads(out.read_text())["samples"])
@@ -145,7 +145,7 @@ def test_site_classifier_outputs_and_evaluation(study: Study, tmp_path: Path) ->
     assert as_tsv["label"].tolist() == as_json["label"].tolist()
     np.testing.assert_allclose(as_tsv[[f"prob_{c}" for c in classes]], probabilities, rtol=1e-6)
     accuracy = float((as_tsv["label"].to_numpy() == study.frame["site"].to_numpy()).mean())
-    printed = json.loads(aam("evaluate", "--model", model, "--table", study.table,
+    printed = json.loads(aam("evaluate", "--checkpoint", model, "--table", study.table,
                              "--metadata", study.metadata).stdout)  # fmt: skip
     assert printed["column"] == "site" and printed["n_samples"] == len(study.frame)
     assert printed["metrics"]["accuracy"] == pytest.approx(accuracy)
@@ -160,7 +160,7 @@ def test_evaluate_matches_the_predictions(
     age = study.frame["age"]
     mae = float(np.abs(predicted - age[predicted.index]).mean())
     out = tmp_path / "metrics.json"
-    printed = json.loads(aam("evaluate", "--model", model, "--table", study.table,
+    printed = json.loads(aam("evaluate", "--checkpoint", model, "--table", study.table,
                              "--metadata", study.metadata, "--out", out).stdout)  # fmt: skip
     assert printed == json.loads(out.read_text())
     assert printed["column"] == "age" and printed["n_samples"] == len(study.frame)
