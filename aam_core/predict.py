@@ -121,12 +121,6 @@ class Predictor:
     def kind(self) -> str:
         return self.checkpoint.kind
 
-    @property
-    def default_passes(self) -> int:
-        """Rarefaction passes when the caller names none: the checkpoint's
-        ``preprocessing["prediction_passes"]`` (a training recipe may set it), else 1."""
-        return int(self.checkpoint.preprocessing.get("prediction_passes", 1))
-
     def memory_bytes(self) -> int:
         """Parameters and buffers, plus the vector cache when full."""
         tensors = [*self.model.parameters(), *self.model.buffers()]
@@ -151,10 +145,10 @@ class Predictor:
     ) -> PredictionResult:
         """Predict every sample of ``table`` (``sequences``: one DNA string per feature).
 
-        ``passes``: rarefaction passes averaged per sample (default :attr:`default_passes`);
+        ``passes``: rarefaction passes averaged per sample (default 1);
         only samples deeper than the training depth differ between passes. ``batch_size``:
         samples per model call (the exact mode runs each sample alone)."""
-        passes = self.default_passes if passes is None else passes
+        passes = 1 if passes is None else passes
         if passes < 1:
             raise PredictionError(f"passes must be >= 1, got {passes}")
         if self.kind == "encoder" and not embeddings:

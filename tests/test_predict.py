@@ -104,23 +104,13 @@ def test_rarefaction_passes_give_a_spread(trained: dict[str, Path], study_inputs
     assert len(stds) == 4 and all(np.isfinite(stds)) and max(stds) > 0
 
 
-def test_passes_default_to_the_models_choice(
-    trained: dict[str, Path], study_inputs: Inputs
-) -> None:
-    checkpoint = load_checkpoint(trained["regressor"])
-    assert Predictor(checkpoint).default_passes == 1  # a checkpoint that names none
-    chosen = dataclasses.replace(
-        checkpoint, preprocessing={**checkpoint.preprocessing, "prediction_passes": 3}
-    )
-    predictor = Predictor(chosen)
-    assert predictor.default_passes == 3
+def test_one_pass_unless_asked(trained: dict[str, Path], study_inputs: Inputs) -> None:
+    predictor = Predictor(load_checkpoint(trained["regressor"]))
     table = study_inputs.table.subset_samples(np.arange(4))
     by_default = predictor.predict(table, study_inputs.sequences).samples
-    explicit = predictor.predict(table, study_inputs.sequences, passes=3).samples
-    assert [s.prediction for s in by_default] == [s.prediction for s in explicit]
-    assert all(s.prediction_std and s.prediction_std[0] > 0 for s in by_default)
     single = predictor.predict(table, study_inputs.sequences, passes=1).samples
-    assert all(s.prediction_std is None for s in single)
+    assert [s.prediction for s in by_default] == [s.prediction for s in single]
+    assert all(s.prediction_std is None for s in by_default)
 
 
 def test_classifier_names_classes_with_probabilities(

@@ -70,7 +70,3 @@ def tokenize(sequences: Sequence[str], *, max_bp: int = 150, truncate: bool = Fa
     return out
 
 
-def detokenize(tokens: np.ndarray) -> list[str]:
-    """Inverse of :func:`tokenize` for A/C/G/T/N (ambiguity codes come back as N)."""
-    alphabet = np.array(["", "A", "C", "G", "T", "N", "?"])
-    return ["".join(alphabet[row[row != PAD]]) for row in np.asarray(tokens)]

@@ -94,8 +94,3 @@ def write_jsonl(path: str | Path, records: Iterable[Mapping[str, Any]]) -> None:
     with atomic_write(path) as fh:
         for record in records:
             fh.write(json_text(record) + "\n")
-
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    with Path(path).open(encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]

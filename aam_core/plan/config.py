@@ -232,10 +232,6 @@ class RunConfig:
             return LossWeights(**self.loss_weights)
         return LossWeights.pretraining() if stage == "pretrain" else LossWeights.training()
 
-    def architecture_overrides(self) -> dict[str, Any]:
-        names = ("embedding_dim", "layers", "nucleotide_layers", "heads", "dropout")
-        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
-
     def model_config_base(self) -> AAMConfig:
         """The preset's model ("auto" before a device is known: the larger one)."""
         return AAMConfig.tiny() if self.preset == "tiny" else AAMConfig.default()

@@ -7,7 +7,6 @@ checkpoint. The command-line tool shows a progress bar; the worker writes the jo
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,36 +80,3 @@ class CallbackList(Callback):
 
     def should_stop(self) -> bool:
         return any(cb.should_stop() for cb in self.callbacks)
-
-
-class StopAfter(Callback):
-    """Requests a stop after a number of optimiser steps (tests, time-boxed runs)."""
-
-    def __init__(self, steps: int) -> None:
-        self.steps = steps
-        self.seen = 0
-
-    def on_step(self, event: StepEvent) -> None:
-        self.seen = event.step
-
-    def should_stop(self) -> bool:
-        return self.seen >= self.steps
-
-
-class History(Callback):
-    """Keeps every event (tests, notebooks)."""
-
-    def __init__(self) -> None:
-        self.steps: list[StepEvent] = []
-        self.epochs: list[EpochEvent] = []
-        self.logs: list[str] = []
-        self.started = time.monotonic()
-
-    def on_step(self, event: StepEvent) -> None:
-        self.steps.append(event)
-
-    def on_epoch(self, event: EpochEvent) -> None:
-        self.epochs.append(event)
-
-    def on_log(self, message: str) -> None:
-        self.logs.append(message)

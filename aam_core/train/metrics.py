@@ -133,15 +133,6 @@ class PretrainMetrics:
     def update_faith_pd(self, predicted: Any, true: Any) -> None:
         self.faith.update(predicted, true)
 
-    def update_nucleotide(self, logits: Any, targets: Any) -> None:
-        """Accuracy over the masked positions (targets < 0 mark positions not masked)."""
-        y = _np(targets).astype(np.int64)
-        chosen = y >= 0
-        if chosen.any():
-            predicted = _np(logits).argmax(axis=-1)
-            self.nucleotide_correct += int((predicted[chosen] == y[chosen]).sum())
-            self.nucleotide_total += int(chosen.sum())
-
     def add_nucleotide_counts(self, correct: int, total: int) -> None:
         self.nucleotide_correct += correct
         self.nucleotide_total += total

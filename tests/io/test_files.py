@@ -4,11 +4,16 @@ import json
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from aam_core.io.files import atomic_write, read_jsonl, write_json, write_jsonl
+from aam_core.io.files import atomic_write, write_json, write_jsonl
+
+
+def lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 def test_text_and_binary_writes_replace_the_file(tmp_path: Path) -> None:
@@ -119,14 +124,14 @@ def test_jsonl_writes_nan_and_inf_as_null_and_replaces_the_log(tmp_path: Path) -
         '{"epoch": 1, "split": "validation", "loss": 0.75, "r2": null}',
         '{"epoch": 2, "split": "train", "loss": null, "mae": 2.25}',
     ]
-    assert read_jsonl(path)[1] == {
+    assert lines(path)[1] == {
         "epoch": 1,
         "split": "validation",
         "loss": 0.75,
         "r2": None,
     }
     write_jsonl(path, records[:1])  # the whole log is replaced, not appended to
-    assert read_jsonl(path) == [{"epoch": 1, "split": "train", "loss": 0.5, "r2": None}]
+    assert lines(path) == [{"epoch": 1, "split": "train", "loss": 0.5, "r2": None}]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]
 
 

@@ -3,8 +3,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aam_core.data.tokens import detokenize, tokenize
+from aam_core.data.tokens import PAD, tokenize
 from aam_core.io.errors import SequenceError
+
+
+def detokenize(tokens: np.ndarray) -> list[str]:
+    """Inverse of tokenize for A/C/G/T/N (ambiguity codes come back as N)."""
+    alphabet = np.array(["", "A", "C", "G", "T", "N", "?"])
+    return ["".join(alphabet[row[row != PAD]]) for row in np.asarray(tokens)]
 
 
 def test_codes_and_right_padding() -> None:

@@ -53,7 +53,7 @@ def test_pretrain_metrics_over_pairs() -> None:
     metrics = PretrainMetrics()
     metrics.update_unifrac(pred, true)
     metrics.update_faith_pd([10.0, 12.0], [11.0, 12.0])
-    metrics.update_nucleotide(np.array([[5, 0, 0, 0], [0, 0, 5, 0]]), [0, 1])
+    metrics.add_nucleotide_counts(1, 2)  # of two masked positions, one right
     got = metrics.compute()
     # pairs: (0.3 vs 0.2), (0.7 vs 0.8), (0.6 vs 0.6)
     assert got["unifrac_mae"] == pytest.approx(0.2 / 3)
