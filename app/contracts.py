@@ -37,16 +37,10 @@ class JobState(StrEnum):
 TERMINAL_STATES = frozenset({JobState.succeeded, JobState.failed, JobState.cancelled})
 ACTIVE_STATES = frozenset({JobState.queued, JobState.running, JobState.cancelling})
 
-# Celery task names (sent by name: the API never imports the worker) and queues.
+# The Celery task (sent by name: the API never imports the worker) and its queue: every job
+# kind runs a model, so every job goes to a worker that owns a device.
 TASK_RUN_JOB = "aam.run_job"
-TASK_REAP_JOBS = "aam.reap_jobs"
-QUEUE_GPU = "gpu"  # training, pretraining, predictions
-QUEUE_CPU = "cpu"  # light work: the reaper
-
-
-def queue_for(kind: JobKind) -> str:
-    """Every job kind runs a model, so it goes to a worker that owns a device."""
-    return QUEUE_GPU
+QUEUE_GPU = "gpu"
 
 
 class Strict(BaseModel):

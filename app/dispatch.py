@@ -8,7 +8,7 @@ from typing import Protocol
 
 from celery import Celery
 
-from app.contracts import TASK_RUN_JOB, JobKind, queue_for
+from app.contracts import QUEUE_GPU, TASK_RUN_JOB, JobKind
 
 log = logging.getLogger("aam.dispatch")
 
@@ -59,7 +59,7 @@ class CeleryDispatcher:
             self.client.send_task(
                 TASK_RUN_JOB,
                 args=[job_id],
-                queue=queue_for(kind),
+                queue=QUEUE_GPU,
                 retry=True,
                 retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
             )

@@ -114,8 +114,8 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1)
     # Seconds a cancelled or interrupted job's training process gets to stop before it is killed.
     cancel_grace_seconds: float = Field(default=30.0, gt=0)
-    # Broker queues a worker takes messages from: gpu (jobs), cpu (light work).
-    worker_queues: str = Field(default="gpu,cpu", pattern=r"^\s*[\w.-]+(\s*,\s*[\w.-]+)*\s*$")
+    # Broker queues a worker takes messages from: gpu, the jobs' queue (the one there is).
+    worker_queues: str = Field(default="gpu", pattern=r"^\s*[\w.-]+(\s*,\s*[\w.-]+)*\s*$")
     # Log level of every process: DEBUG, INFO, WARNING or ERROR.
     log_level: str = "INFO"
 

@@ -2,7 +2,7 @@
 
 Settings come from ``AAM_*`` variables: ``AAM_DEVICE`` (cuda:0, cuda, cpu or auto),
 ``AAM_DATA_DIR``, ``AAM_DATABASE_URL``, ``AAM_BROKER_URL`` (unset: the embedded broker),
-``AAM_WORKER_QUEUES`` (gpu,cpu), the heartbeat and cancel timings. The worker migrates the
+``AAM_WORKER_QUEUES`` (gpu), the heartbeat and cancel timings. The worker migrates the
 database (a no-op at head), consumes one job at a time, keeps its presence row for ``/ready``,
 reaps jobs of dead workers, and on SIGTERM or Ctrl-C stops its running job at a checkpoint and
 hands it back to the queue before it exits.

@@ -12,11 +12,11 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Exchange, Queue
 
-from app.contracts import QUEUE_CPU, QUEUE_GPU, TASK_REAP_JOBS, TASK_RUN_JOB
+from app.contracts import QUEUE_GPU, TASK_RUN_JOB
 from app.settings import Settings
 from worker.broker import broker_config
 
-KNOWN_QUEUES = (QUEUE_GPU, QUEUE_CPU)
+KNOWN_QUEUES = (QUEUE_GPU,)
 
 
 def parse_queues(text: str) -> list[str]:
@@ -33,7 +33,7 @@ def make_celery(settings: Settings) -> Celery:
         **broker_config(settings.resolved_broker_url),
         task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q) for q in KNOWN_QUEUES],
         task_default_queue=QUEUE_GPU,
-        task_routes={TASK_REAP_JOBS: {"queue": QUEUE_CPU}, TASK_RUN_JOB: {"queue": QUEUE_GPU}},
+        task_routes={TASK_RUN_JOB: {"queue": QUEUE_GPU}},
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,

@@ -1,7 +1,7 @@
 """The reaper: recover jobs whose worker died, and jobs whose broker message was lost.
 
-Every worker runs it (a thread, see :mod:`worker.housekeeping`; or the ``aam.reap_jobs``
-task); it is idempotent, so several at once are harmless.
+Every worker runs it (a thread, see :mod:`worker.housekeeping`); it is idempotent, so several
+at once are harmless.
 
 1. A running job whose heartbeat is older than ``heartbeat_timeout_seconds`` goes back to
    the queue (or fails past its attempts: :func:`app.store.requeue_stale`), and its message is
@@ -16,13 +16,12 @@ task); it is idempotent, so several at once are harmless.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
-from app.contracts import JobKind, JobState, queue_for
+from app.contracts import QUEUE_GPU, JobKind, JobState
 from app.dispatch import BrokerUnavailable
 from app.store import requeue_stale, utcnow
 from app.store.tables import Job
@@ -87,19 +86,14 @@ def resend_lost(runtime: WorkerRuntime, *, before: datetime) -> list[str]:
             .where(Job.state == JobState.queued.value, Job.updated_at < before)
             .order_by(Job.created_at, Job.id)
         ).all()
-    by_queue: dict[str, list[tuple[str, JobKind]]] = defaultdict(list)
-    for job_id, kind in waiting:
-        by_queue[queue_for(JobKind(kind))].append((job_id, JobKind(kind)))
-    resent: list[str] = []
-    for queue, jobs in by_queue.items():
-        depth = runtime.queue_depth(queue)
-        if depth is None or depth >= len(jobs):
-            continue
-        log.warning(
-            "reaper: queue %s holds %d messages for %d waiting jobs; sending them again",
-            queue,
-            depth,
-            len(jobs),
-        )
-        resent += [job_id for job_id, kind in jobs if _send(runtime, job_id, kind)]
-    return resent
+    jobs = [(job_id, JobKind(kind)) for job_id, kind in waiting]
+    depth = runtime.queue_depth(QUEUE_GPU)
+    if not jobs or depth is None or depth >= len(jobs):
+        return []
+    log.warning(
+        "reaper: queue %s holds %d messages for %d waiting jobs; sending them again",
+        QUEUE_GPU,
+        depth,
+        len(jobs),
+    )
+    return [job_id for job_id, kind in jobs if _send(runtime, job_id, kind)]

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from celery import Celery
 
-from app.contracts import TASK_REAP_JOBS, TASK_RUN_JOB
+from app.contracts import TASK_RUN_JOB
 from worker import pipeline
-from worker.reaper import reap
 from worker.runtime import WorkerRuntime
 
 
@@ -16,9 +15,3 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
     def run_job(job_id: str) -> str:
         """Run a queued job (a duplicate or late message finds it claimed and does nothing)."""
         return pipeline.run_job(runtime, job_id)
-
-    @app.task(name=TASK_REAP_JOBS, ignore_result=True)
-    def reap_jobs() -> dict[str, list[str]]:
-        """Requeue or fail jobs of dead workers; re-send lost messages (also run by a thread
-        in every worker, so no scheduler is needed)."""
-        return reap(runtime).as_dict()

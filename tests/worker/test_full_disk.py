@@ -31,7 +31,7 @@ def test_a_full_disk_fails_the_job_by_name_and_keeps_the_last_checkpoint(
         job_id = store.add_job("pretrain", dataset, send=False, config={**FAST, "epochs": 200})
         runtime = WorkerRuntime(
             settings=store.settings, name="celery@test:1", device=DeviceInfo("cpu", 0),
-            queues=["gpu", "cpu"], engine=store.engine, sessions=store.sessions,
+            queues=["gpu"], engine=store.engine, sessions=store.sessions,
             storage=store.storage, dispatcher=RecordingDispatcher(), queue_depth=Depth(),
         )  # fmt: skip
         checkpoints = runtime.run_dir(job_id) / "checkpoints"

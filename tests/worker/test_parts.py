@@ -61,8 +61,10 @@ def test_placement_of_a_job() -> None:
 
 
 def test_queues_and_broker_settings() -> None:
-    assert parse_queues(" gpu, cpu,gpu") == ["gpu", "cpu"]
-    with pytest.raises(ValueError, match="^worker queues must be some of gpu, cpu, got 'io'$"):
+    assert parse_queues(" gpu,gpu") == ["gpu"]
+    with pytest.raises(ValueError, match="^worker queues must be some of gpu, got 'cpu'$"):
+        parse_queues("cpu")  # the light-work queue is gone: nothing was ever sent to it
+    with pytest.raises(ValueError, match="^worker queues must be some of gpu, got 'io'$"):
         parse_queues("io")
     embedded = broker_config("sqla+sqlite:////data/broker.db")
     assert embedded["broker_url"] == "sqlite:////data/broker.db"
@@ -220,7 +222,7 @@ def test_supervisor_kills_a_child_that_ignores_stop_and_sigterm(tmp_path: Path) 
 def test_housekeeping_sweeps_storage_leftovers_once_an_hour(store: Store) -> None:
     runtime = WorkerRuntime(
         settings=store.settings, name="celery@test:2", device=DeviceInfo("cpu", 0),
-        queues=["gpu", "cpu"], engine=store.engine, sessions=store.sessions,
+        queues=["gpu"], engine=store.engine, sessions=store.sessions,
         storage=store.storage, dispatcher=RecordingDispatcher(), queue_depth=Depth(),
     )  # fmt: skip
     old = store.storage.new_temp_path()

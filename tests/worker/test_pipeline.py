@@ -48,7 +48,7 @@ def runtime(store: Store) -> WorkerRuntime:
         settings=store.settings,
         name="celery@test:1",
         device=DeviceInfo("cpu", 0),
-        queues=["gpu", "cpu"],
+        queues=["gpu"],
         engine=store.engine,
         sessions=store.sessions,
         storage=store.storage,
