@@ -62,11 +62,26 @@ def test_normalize_url(url: str, driver: str) -> None:
     assert normalize_url(url).drivername == driver
 
 
-def test_postgres_engine_uses_psycopg_and_pre_ping() -> None:
+def test_postgres_engine_uses_psycopg() -> None:
     engine = make_engine("postgresql://postgres@127.0.0.1:5432/unused")  # does not connect
     assert engine.url.drivername == "postgresql+psycopg"
-    assert engine.pool._pre_ping is True
     engine.dispose()
+
+
+def test_a_pooled_connection_the_server_closed_is_replaced(postgres: PostgresDatabases) -> None:
+    """A database restart (or an idle timeout) ends the pool's connections; the next checkout
+    finds out and opens a new one (pre-ping) instead of failing the request."""
+    engine = make_engine(postgres.create())
+    try:
+        with engine.connect() as connection:
+            first = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        with postgres.admin.connect() as admin:  # the server ends the pooled connection
+            admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+        with engine.connect() as connection:
+            again = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        assert again != first
+    finally:
+        engine.dispose()
 
 
 def test_unknown_scheme_is_refused() -> None:
