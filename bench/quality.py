@@ -57,10 +57,11 @@ from aam_core.crossval.models import (
     AamOptions,
 )
 from aam_core.crossval.plots import quality_figure
-from aam_core.crossval.scoring import PRIMARY, finite
+from aam_core.crossval.scoring import PRIMARY
 from aam_core.crossval.study import FILES, Study, load_study
 from aam_core.data.rarefy import DEFAULT_DEPTH
 from aam_core.errors import UserError
+from aam_core.io.files import to_jsonable
 from aam_core.plan import RunConfig
 from aam_core.plan.targets import Task
 from aam_core.train.callbacks import Callback, EpochEvent
@@ -387,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     title = f"{study.name} {args.target}: {args.seeds} seeds x {args.folds} grouped folds"
     drawn = {m: r for m, r in result.records.items() if m not in NOT_DRAWN}
     quality_figure(out / "quality.png", title, task, drawn, result.predictions)
-    report = finite(
+    report = to_jsonable(
         {
             **protocol(args, study, models, aam, result.folds),
             **result.summary,

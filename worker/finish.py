@@ -18,7 +18,7 @@ from aam_core.model_card import card_markdown, model_card
 from app.contracts import JobSpec, JobState
 from app.store import ArtifactStore, begin_write, finish_job
 from app.store.registry import register_checkpoint
-from app.store.tables import Job
+from app.store.tables import Job, Model
 from worker.plan import RunPlan
 from worker.reporting import JobReporter
 
@@ -77,25 +77,20 @@ def clean_report(report: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
     return report
 
 
-def finish_training(
+def register_run(
     session: Session,
     storage: ArtifactStore,
     job: Job,
-    spec: JobSpec,
-    plan: RunPlan,
     summary: dict[str, Any],
-    reporter: JobReporter,
-    *,
-    worker: str,
-) -> bool:
-    """Register the run's best checkpoint as a model and mark the job succeeded."""
-    run_dir = Path(plan.out_dir)
-    reporter.set_baseline(summary.get("baseline"))
-    reporter.set_progress(fraction=1.0, eta_seconds=0.0)
-    reporter.flush(force=True)
+    run_dir: Path,
+    outputs: dict[str, str],
+) -> tuple[Model, Path]:
+    """Register a finished training run (``summary``: the child's, of ``run_dir``) as the
+    job's model: its best checkpoint (else its last), plots, card and fit details. Adds the
+    card and the checkpoint to ``outputs``; opens the write transaction the caller's
+    ``finish_job`` commits, so the model and the finished job are one transaction."""
     checkpoint = Path(summary.get("best_checkpoint") or summary["last_checkpoint"])
     plots = {plot.stem: plot for plot in sorted((run_dir / "plots").glob("*.png"))}
-    outputs = store_outputs(storage, run_dir)
     outputs.update(store_card(storage, checkpoint, run_dir))
     details = {key: summary.get(key) for key in FIT_DETAILS}
     begin_write(session)
@@ -112,8 +107,29 @@ def finish_training(
         plots=plots,
         details=details,
     )
-    model_id, kind = model.id, model.kind
     outputs["checkpoint"] = model.checkpoint_sha256
+    return model, checkpoint
+
+
+def finish_training(
+    session: Session,
+    storage: ArtifactStore,
+    job: Job,
+    spec: JobSpec,
+    plan: RunPlan,
+    summary: dict[str, Any],
+    reporter: JobReporter,
+    *,
+    worker: str,
+) -> bool:
+    """Register the run's best checkpoint as a model and mark the job succeeded."""
+    run_dir = Path(plan.out_dir)
+    reporter.set_baseline(summary.get("baseline"))
+    reporter.set_progress(fraction=1.0, eta_seconds=0.0)
+    reporter.flush(force=True)
+    outputs = store_outputs(storage, run_dir)
+    model, checkpoint = register_run(session, storage, job, summary, run_dir, outputs)
+    model_id, kind = model.id, model.kind
     finished = finish_job(
         session,
         job.id,
@@ -155,20 +171,8 @@ def finish_cross_validation(
     registered = None
     if refit is not None:
         run_dir = Path(plan.out_dir) / "refit"
-        checkpoint = Path(refit.get("best_checkpoint") or refit["last_checkpoint"])
-        plots = {plot.stem: plot for plot in sorted((run_dir / "plots").glob("*.png"))}
-        outputs.update(store_card(storage, checkpoint, run_dir))
-        details = {
-            key: refit.get(key) for key in ("stopped", "epochs_run", "best_epoch", "monitor")
-        }
-        begin_write(session)
-        model = register_checkpoint(
-            session, storage, checkpoint, owner=job.owner, name=job.name, source="job",
-            file_name=f"{job.id}/{checkpoint.name}", job_id=job.id, dataset_id=job.dataset_id,
-            plots=plots, details=details,
-        )  # fmt: skip
+        model, checkpoint = register_run(session, storage, job, refit, run_dir, outputs)
         model_id, registered = model.id, (model.kind, checkpoint.name)
-        outputs["checkpoint"] = model.checkpoint_sha256
         report["refit_model_id"] = model_id
     finished = finish_job(
         session,

@@ -166,12 +166,14 @@ def _fold_file(out: Path, fold: Fold) -> Path:
     return out / "folds" / f"{fold.name}.json"
 
 
-def _read_fold(path: Path, key: str) -> dict[str, Any] | None:
+def read_stamped(path: Path, key: str) -> dict[str, Any] | None:
+    """The JSON object in ``path`` when its ``fingerprint`` is ``key``; None when the file is
+    missing, unreadable, or written for other settings (a finished fold, the run's estimate)."""
     try:
         stored = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return stored if stored.get("fingerprint") == key else None
+    return stored if isinstance(stored, dict) and stored.get("fingerprint") == key else None
 
 
 def run_fold(
@@ -266,7 +268,7 @@ def cross_validate(
     keys = [fingerprint(study, options, f) for f in folds]
     todo = [
         (k, fold) for k, fold in enumerate(folds)
-        if _read_fold(_fold_file(out, fold), keys[k]) is None
+        if read_stamped(_fold_file(out, fold), keys[k]) is None
     ]  # fmt: skip
     reused = len(folds) - len(todo)
     if reused and log is not None:
@@ -313,7 +315,7 @@ def _collect(
     records: dict[str, list[dict[str, Any]]] = {m: [] for m in models}
     rows: list[dict[str, Any]] = []
     for fold, key in zip(folds, keys, strict=True):
-        stored = _read_fold(_fold_file(out, fold), key)
+        stored = read_stamped(_fold_file(out, fold), key)
         if stored is None:
             continue
         for model in models:

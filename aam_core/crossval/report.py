@@ -22,9 +22,9 @@ from aam_core.crossval.scoring import (
     METRICS,
     PRIMARY,
     VIEWS,
-    finite,
     paired_difference,
 )
+from aam_core.io.files import to_jsonable
 
 
 def _best(task: str, models: dict[str, Any]) -> dict[str, str]:
@@ -115,7 +115,7 @@ def cv_report(result: Result, *, estimate: dict[str, Any] | None = None) -> dict
         "folds_reused": result.reused,
         "refit_model_id": None,
     }
-    return finite(report)
+    return to_jsonable(report)
 
 
 def _fold_sizes(result: Result) -> list[dict[str, Any]]:

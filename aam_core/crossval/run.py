@@ -13,7 +13,6 @@ the final model trained on every sample, its checkpoint citing the cross-validat
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,14 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from aam_core.crossval.engine import Options, Progress, check, cross_validate, fingerprint
+from aam_core.crossval.engine import (
+    Options,
+    Progress,
+    check,
+    cross_validate,
+    fingerprint,
+    read_stamped,
+)
 from aam_core.crossval.estimate import estimate_seconds
 from aam_core.crossval.folds import make_folds
 from aam_core.crossval.models import AamOptions
@@ -55,14 +61,6 @@ class Outcome:
     report: dict[str, Any] | None
     files: dict[str, Path]  # name -> file: predictions, report, estimate, plot_<name>
     refit: RunResult | None = None
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _duration(seconds: float) -> str:
@@ -132,12 +130,12 @@ def run_request(
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {"estimate": out / "estimate.json"}
     key = fingerprint(study, options, make_folds(study, options.seeds, options.folds, None)[0])
-    estimate = _read_json(files["estimate"])
-    if estimate is None or estimate.get("key") != key:
+    estimate = read_stamped(files["estimate"], key)
+    if estimate is None:
         say("measuring the duration on the first fold (two AAM epochs, one forest)")
-        estimate = {**estimate_seconds(study, options, out / "estimate-probe"), "key": key}
+        estimate = {**estimate_seconds(study, options, out / "estimate-probe"), "fingerprint": key}
         write_json(files["estimate"], estimate)
-    estimate = {k: v for k, v in estimate.items() if k != "key"}
+    estimate = {k: v for k, v in estimate.items() if k != "fingerprint"}
     say(
         f"{len(study.y)} samples in {cv.folds} folds x {cv.repeats} repeats of models "
         f"{', '.join(options.models)}: at most {_duration(estimate['seconds'])} (measured on "

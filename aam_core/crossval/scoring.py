@@ -331,14 +331,3 @@ def summarise(
         "best_baseline": best_baseline,
         "depth_check": depth_check(task, results, depth_model, target=target),
     }
-
-
-def finite(value: Any) -> Any:
-    """``value`` with every non-finite float replaced by None (JSON has no NaN)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite(v) for v in value]
-    return value
