@@ -64,9 +64,9 @@ from aam_core.checkpoint import checkpoint_from_model, save_checkpoint
 from aam_core.data.synthetic import SyntheticSpec, generate, write_study
 from aam_core.model import AAMConfig, SequenceRegressor, TargetConfig
 from app.api.threads import usable_cores
+from app.registration import register_checkpoint
 from app.settings import Settings
 from app.store import LocalArtifactStore, make_engine, make_session_factory
-from app.store.registry import register_checkpoint
 
 REDIS_DB = 10  # its own: 11, 13 and 14 are the tests', 12 bench/jobs.py's
 

@@ -35,8 +35,8 @@ from aam_core.predict import Predictor
 from aam_core.train.stages import run_train
 from app.contracts import JobState
 from app.main import create_app
+from app.registration import register_checkpoint
 from app.settings import Settings
-from app.store.registry import register_checkpoint
 from tests.conftest import train_plan, within_contract
 from tests.worker.helpers import Store, running
 

@@ -16,8 +16,8 @@ from aam_core.io import sha256_file
 from aam_core.io.files import atomic_write, json_text
 from aam_core.model_card import card_markdown, model_card
 from app.contracts import JobSpec, JobState
+from app.registration import register_checkpoint
 from app.store import ArtifactStore, begin_write, finish_job
-from app.store.registry import register_checkpoint
 from app.store.tables import Job, Model
 from worker.plan import RunPlan
 from worker.reporting import JobReporter

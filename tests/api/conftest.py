@@ -243,7 +243,7 @@ AddModel = Callable[..., str]
 @pytest.fixture(scope="session")
 def add_model(checkpoint_files: dict[str, Path]) -> AddModel:
     """``add_model(client, owner, kind)``: a model registered from a tiny checkpoint."""
-    from app.store.registry import register_checkpoint
+    from app.registration import register_checkpoint
 
     def factory(client: TestClient, owner: str, kind: str, name: str | None = None) -> str:
         services = services_of(client)

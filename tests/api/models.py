@@ -12,8 +12,8 @@ from aam_core.checkpoint import checkpoint_from_model, save_checkpoint
 from aam_core.model import AAMConfig, SequenceEncoder, SequenceRegressor, TargetConfig
 from aam_core.train.confound import depth_confound
 from app.api.deps import Services
+from app.registration import register_checkpoint
 from app.store import Model
-from app.store.registry import register_checkpoint
 
 PREPROCESSING = {"max_bp": 150, "token_limit": 64, "truncate": False, "rarefaction_depth": 500}
 CLASSES = ["gut", "oral", "skin"]

@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from aam_core.checkpoint import FORMAT_VERSION, build_model, load_checkpoint, save_checkpoint
 from aam_core.predict import Predictor
 from app.contracts import JobKind
+from app.registration import register_checkpoint
 from app.store import Job, create_job
-from app.store.registry import register_checkpoint
 from tests.api.conftest import (
     ADMIN,
     ALICE,

@@ -18,9 +18,9 @@ import pytest
 import redis
 
 from aam_core.data.synthetic import SyntheticSpec, generate, write_study
+from app.registration import register_checkpoint
 from app.settings import Settings
 from app.store import LocalArtifactStore, make_engine, make_session_factory
-from app.store.registry import register_checkpoint
 from tests.api.models import tiny_checkpoint
 from tests.services import free_port, wait_healthy
 

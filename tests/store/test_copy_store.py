@@ -23,10 +23,10 @@ from aam_core.data.synthetic import SyntheticSpec, generate, write_study
 from app.contracts import JobKind, JobState
 from app.copy_store import main
 from app.main import create_app
+from app.registration import register_checkpoint
 from app.settings import Settings
 from app.store import claim_job, create_job, finish_job
 from app.store.artifacts import LocalArtifactStore
-from app.store.registry import register_checkpoint
 from tests.api.conftest import ALICE, KEYS, RecordingDispatcher
 from tests.api.models import tiny_checkpoint
 from tests.s3 import BUCKET, MotoServer, bucket_server, object_keys

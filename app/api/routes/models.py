@@ -21,9 +21,9 @@ from app.api.negotiation import prefers_json
 from app.api.schemas import ModelOut, ModelPageQuery, Page, problem_responses
 from app.api.threads import run_blocking
 from app.api.uploads import Upload, read_multipart
+from app.registration import register_checkpoint
 from app.services import models
 from app.store import list_models
-from app.store.registry import register_checkpoint
 
 log = logging.getLogger("aam.api")
 router = APIRouter(tags=["models"])

@@ -1,6 +1,7 @@
-"""Registering a checkpoint as a model: shared by ``POST /models`` (import) and the worker
-(a succeeded pretrain or train job). The file is validated by aam_core (``weights_only``
-loading, the weights rebuilt into their model) before anything is stored."""
+"""Registering a checkpoint as a model: shared by ``POST /models`` (import) and the worker (a
+succeeded pretrain or train job). aam_core validates the file (``weights_only`` loading, the
+weights rebuilt into their model) before the store (``app.store``, which never loads PyTorch)
+keeps anything."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""app.store.registry: a checkpoint becomes a model row and stored blobs only when it is a usable
+"""app.registration: a checkpoint becomes a model row and stored blobs only when it is a usable
 AAM checkpoint (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from aam_core import __version__
 from aam_core.checkpoint import CheckpointError, checkpoint_from_model, save_checkpoint
 from aam_core.model import AAMConfig, SequenceEncoder, SequenceRegressor, TargetConfig
+from app.registration import describe_checkpoint, register_checkpoint
 from app.store import LocalArtifactStore, Model, get_model
-from app.store.registry import describe_checkpoint, register_checkpoint
 
 BAD = Path(__file__).resolve().parents[1] / "data" / "bad"
 PRE = {"max_bp": 150, "token_limit": 64, "truncate": False, "rarefaction_depth": 500}
