@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from aam_core.model.config import LossWeights
 from aam_core.plan.config import settings, type_hint
-from aam_core.plan.crossval import MAX_FOLDS, MAX_REPEATS, MIN_READS
+from aam_core.plan.crossval import FIXED_KEYS, MAX_FOLDS, MAX_REPEATS, MIN_READS
 
 
 class JobKind(StrEnum):
@@ -59,10 +59,18 @@ _WEIGHTS: dict[str, Any] = {
 LossWeightsSpec = create_model("LossWeightsSpec", __base__=Strict, **_WEIGHTS)
 
 
+# The job kinds that run each of RunConfig's runs (a cross-validation trains in every fold).
+RUN_JOBS: dict[str, tuple[str, ...]] = {
+    "pretrain": ("pretrain",),
+    "train": ("train", "cross_validate"),
+    "predict": ("predict",),
+}
+
+
 def _setting(f: dataclasses.Field[Any]) -> tuple[Any, Any]:
     """One RunConfig field as an optional override: its type (None: not given), its bounds,
-    its help sentence and, for the documentation, the default a run takes when it is not
-    given."""
+    its help sentence, the job kinds it applies to (its ``runs``; the planner refuses it in
+    the others) and, for the documentation, the default a run takes when it is not given."""
     hint = type_hint(f.name)
     if f.name == "loss_weights":
         hint = LossWeightsSpec
@@ -70,12 +78,18 @@ def _setting(f: dataclasses.Field[Any]) -> tuple[Any, Any]:
         hint = dict[str, Any]
     factory: Any = f.default_factory
     default = f.default if f.default is not dataclasses.MISSING else factory()
+    jobs = [job for run in f.metadata["runs"] for job in RUN_JOBS.get(run, ())]
+    if f.name in FIXED_KEYS:  # a cross-validation sets the split itself
+        jobs.remove("cross_validate")
+    extra: dict[str, Any] = {"jobs": jobs}
+    if default is not None:
+        extra["default"] = default
     return (
         hint | None,
         Field(
             default=None,
-            description=f.metadata.get("help") or None,
-            json_schema_extra={"default": default} if default is not None else None,
+            description=f"{f.metadata['help']} Jobs: {', '.join(jobs)}.",
+            json_schema_extra=extra,
             **f.metadata.get("bounds", {}),
         ),
     )

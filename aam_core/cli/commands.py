@@ -20,7 +20,6 @@ from aam_core.cli import output
 from aam_core.cli.options import RUN_SETTINGS, error_line, run_options
 from aam_core.errors import ConfigError, UserError
 from aam_core.io.files import atomic_write, json_text
-from aam_core.plan.config import field_names
 from aam_core.plan.crossval import CV_MODELS, FIXED_KEYS, MIN_READS
 
 if TYPE_CHECKING:  # torch loads when a command runs, so that --help is quick
@@ -72,15 +71,6 @@ StopPath = Annotated[Path | None, Opt("--stop-file", help="Stop cleanly once thi
 Quiet = Annotated[bool, Opt("--quiet", help="No progress bar or log lines.")]
 Out = Annotated[Path, Opt("--out", help="Run directory.")]
 Settings = Mapping[str, Any]
-NOT_PRETRAIN = (
-    "target_loss",
-    "class_weights",
-    "target_pooling",
-    "linear_head",
-    "refit",
-    "baseline",
-    "passes",
-)
 
 
 def guarded(func: Callable[P, R]) -> Callable[P, R]:
@@ -142,7 +132,7 @@ def _execute(ctx: typer.Context, run: Callable[..., Any], dist_ctx: DistContext)
 
 @app.command(epilog=RUN_SETTINGS)
 @guarded
-@run_options(exclude=NOT_PRETRAIN)
+@run_options("pretrain")
 def pretrain(
     ctx: typer.Context,
     table: Table,
@@ -191,7 +181,7 @@ def pretrain(
 
 @app.command(epilog=RUN_SETTINGS)
 @guarded
-@run_options(exclude=("passes",))
+@run_options("train")
 def train(
     ctx: typer.Context,
     table: Table,
@@ -256,12 +246,12 @@ def parse_models(text: str) -> tuple[str, ...]:
 
 # The recipe's settings that are no flags of aam cross-validate: the cross-validation sets the
 # split (FIXED_KEYS), and --refit is its own (the recipe's refit setting is a --config key).
-CV_NOT_FLAGS = ("passes", "refit", *FIXED_KEYS)
+CV_NOT_FLAGS = ("refit", *FIXED_KEYS)
 
 
 @app.command("cross-validate", epilog=RUN_SETTINGS)
 @guarded
-@run_options(exclude=CV_NOT_FLAGS)
+@run_options("train", exclude=CV_NOT_FLAGS)
 def cross_validate(
     ctx: typer.Context,
     table: Table,
@@ -448,14 +438,9 @@ def evaluate(
     typer.echo(output.json_output(metrics, out))
 
 
-BASELINE_SETTINGS = (
-    "rarefaction_depth", "validation_fraction", "seed", "max_bp", "truncate", "group_column"
-)  # fmt: skip
-
-
 @app.command()
 @guarded
-@run_options(exclude=[n for n in field_names() if n not in BASELINE_SETTINGS])
+@run_options("baseline")
 def baseline(
     ctx: typer.Context,
     table: Table,

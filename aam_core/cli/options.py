@@ -18,7 +18,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from aam_core.errors import ConfigError, UserError
-from aam_core.plan.config import settings, type_hint
+from aam_core.plan.config import Run, settings, type_hint
 
 F = TypeVar("F", bound=Callable[..., Any])
 # the help's last paragraph in commands with run settings (click's plain help has no panels)
@@ -64,11 +64,12 @@ def _option(name: str, help: str) -> tuple[Any, Any]:
     return Annotated[value_type | None, info], None
 
 
-def run_options(*, exclude: Iterable[str] = ()) -> Callable[[F], F]:
-    """Add an option for every RunConfig field not in ``exclude`` to a command whose last
-    parameter is ``settings: Mapping[str, Any]``; it receives the options that were given."""
+def run_options(run: Run, *, exclude: Iterable[str] = ()) -> Callable[[F], F]:
+    """Add an option for every RunConfig field that applies to ``run`` (less ``exclude``) to a
+    command whose last parameter is ``settings: Mapping[str, Any]``; it receives the options
+    that were given."""
     skipped = FILE_ONLY | set(exclude)
-    fields = [f for f in settings() if f.name not in skipped]
+    fields = [f for f in settings() if run in f.metadata["runs"] and f.name not in skipped]
 
     def decorate(command: F) -> F:
         hints = typing.get_type_hints(command, include_extras=True)

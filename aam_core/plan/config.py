@@ -6,9 +6,12 @@ the command-line tool's flags (``aam_core.cli.options``) and config files (TOML,
 all map onto it, so a key means the same everywhere and has the same bounds (``patience: 0``
 is "never stop early" in all three).
 
-Each field's metadata holds its ``help`` sentence and its ``bounds`` (``ge``, ``gt``, ``le``,
-``lt``); :meth:`RunConfig.__post_init__` checks types and bounds from them, then the rules that
-tie fields together.
+Each field's metadata holds its ``help`` sentence, its ``bounds`` (``ge``, ``gt``, ``le``,
+``lt``) and the ``runs`` it applies to (:data:`RUNS`); :meth:`RunConfig.__post_init__` checks
+types and bounds from them, then the rules that tie fields together. Which settings a run takes
+is read from ``runs`` alone (:func:`run_settings`): by the planner, which refuses the others, by
+the command-line tool, which offers each command's as flags, and by the REST schema, which says
+which jobs each applies to.
 """
 
 from __future__ import annotations
@@ -33,6 +36,11 @@ from aam_core.model.config import (
 
 Precision = Literal["auto", "fp32", "bf16", "fp64"]
 Stage = Literal["pretrain", "train"]
+# The runs a setting can apply to: the two training stages, prediction with a trained model,
+# and the forest baseline alone (``aam baseline``: a split, a rarefaction, the inputs).
+Run = Literal["pretrain", "train", "predict", "baseline"]
+RUNS: tuple[Run, ...] = ("pretrain", "train", "predict", "baseline")
+TRAINING: tuple[Run, ...] = ("pretrain", "train")
 MAXIMISED = frozenset(
     {"accuracy", "macro_f1", "roc_auc", "r2", "pearson_r", "unifrac_r2", "nucleotide_accuracy"}
 )
@@ -55,12 +63,20 @@ def auto_batch_size(n_train: int) -> int:
     return min(max(n_train // 8, MIN_AUTO_BATCH), MAX_AUTO_BATCH)
 
 
-def setting(default: Any = None, help: str = "", *, why: str = "", **bounds: float) -> Any:
-    """A field with its help sentence and bounds (``ge``, ``gt``, ``le``, ``lt``); ``why`` is
-    added to the message of a value out of bounds."""
+def setting(
+    default: Any = None,
+    help: str = "",
+    *,
+    runs: tuple[Run, ...] = TRAINING,
+    why: str = "",
+    **bounds: float,
+) -> Any:
+    """A field with its help sentence, the runs it applies to and its bounds (``ge``, ``gt``,
+    ``le``, ``lt``); ``why`` is added to the message of a value out of bounds."""
     unknown = set(bounds) - set(BOUND_WORDS)
     assert not unknown, f"unknown bounds {unknown}"
-    metadata = {"help": help, "bounds": bounds, "why": why}
+    assert runs and set(runs) <= set(RUNS), f"unknown runs {runs}"
+    metadata = {"help": help, "bounds": bounds, "why": why, "runs": runs}
     if isinstance(default, dict):
         return field(default_factory=lambda: dict(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -82,26 +98,28 @@ class RunConfig:
     loss_weights: Mapping[str, float] | None = setting(
         None, "Weights of unifrac, faith_pd, nucleotide, count, target (unset: the stage's)."
     )
-    target_loss: Literal["mse", "huber"] = setting("mse", "Regression loss (train jobs).")
+    target_loss: Literal["mse", "huber"] = setting("mse", "Regression loss.", runs=("train",))
     class_weights: Literal["none", "balanced"] = setting(
-        "none", "Class weights of the classification loss (train jobs)."
+        "none", "Class weights of the classification loss.", runs=("train",)
     )
     target_pooling: Literal["attention", "attention+abundance"] = setting(
         "attention",
         "Input of the target head: attention pooling of the ASV states, or beside it their "
-        "abundance-weighted mean (train jobs).",
+        "abundance-weighted mean.",
+        runs=("train",),
     )
     linear_head: bool = setting(
         True,
         "Add a linear model on the log abundances of the ASVs of the train split to the target "
-        "head's output (train jobs, with asv_vocabulary).",
+        "head's output.",
+        runs=("train",),
     )
     refit: Literal["none", "linear", "all"] = setting(
         "none",
         "After training, fit again on the train and validation samples together and register "
         "that model: 'linear' the linear base alone (same L2), 'all' the whole model for the "
-        "epochs validation chose; its validation figures stay the first model's (train jobs, "
-        "model aam).",
+        "epochs validation chose; its validation figures stay the first model's.",
+        runs=("train",),
     )
     asv_vocabulary: bool = setting(
         True,
@@ -118,10 +136,17 @@ class RunConfig:
     )
     # data
     token_limit: int = setting(1024, "Most ASVs read per sample.", ge=1, le=65_536)
-    max_bp: int = setting(150, "Longest ASV sequence read, in bp.", ge=1, le=10_000)
-    truncate: bool = setting(False, "Cut sequences longer than max_bp instead of refusing.")
+    max_bp: int = setting(
+        150, "Longest ASV sequence read, in bp.", ge=1, le=10_000, runs=(*TRAINING, "baseline")
+    )
+    truncate: bool = setting(
+        False, "Cut sequences longer than max_bp instead of refusing.", runs=(*TRAINING, "baseline")
+    )
     rarefaction_depth: int | None = setting(
-        None, "Reads per sample after rarefaction (unset: chosen from the depths).", ge=1
+        None,
+        "Reads per sample after rarefaction (unset: chosen from the depths).",
+        ge=1,
+        runs=(*TRAINING, "baseline"),
     )
     rerarefy: bool | None = setting(
         None,
@@ -129,9 +154,13 @@ class RunConfig:
         "where it keeps the encoder from memorising the train split's distances; not in "
         "training).",
     )
-    validation_fraction: float = setting(0.2, "Share of samples for validation.", gt=0, lt=1)
+    validation_fraction: float = setting(
+        0.2, "Share of samples for validation.", gt=0, lt=1, runs=(*TRAINING, "baseline")
+    )
     group_column: str | None = setting(
-        None, "Metadata column whose groups (e.g. subjects) never span train and validation."
+        None,
+        "Metadata column whose groups (e.g. subjects) never span train and validation.",
+        runs=(*TRAINING, "baseline"),
     )
     # optimisation
     epochs: int | None = setting(
@@ -173,13 +202,18 @@ class RunConfig:
         "Arithmetic. Training: auto (bf16 on CUDA and on CPUs with native bf16), fp32 or bf16. "
         "Prediction: auto or fp32 (same sample, same value within 1e-5 relative), or fp64 "
         "(exact: bit for bit in any company, two to three times the time on a CPU).",
+        runs=(*TRAINING, "predict"),
     )
     compile: bool = setting(False, "Compile the model with torch.compile.")
-    seed: int = setting(0, "Seed of the split, initial weights, rarefaction and order.", ge=0)
+    seed: int = setting(
+        0, "Seed of the split, initial weights, rarefaction and order.", ge=0, runs=RUNS
+    )
     gpus: int = setting(1, "GPUs (processes) for one job.", ge=1, le=64)
     num_workers: int = setting(0, "Data-loader worker processes.", ge=0, le=64)
-    baseline: bool = setting(True, "Fit a random forest on the same split (train jobs).")
-    passes: int = setting(1, "Rarefaction passes averaged per sample (prediction).", ge=1, le=100)
+    baseline: bool = setting(True, "Fit a random forest on the same split.", runs=("train",))
+    passes: int = setting(
+        1, "Rarefaction passes averaged per sample.", ge=1, le=100, runs=("predict",)
+    )
     extra: Mapping[str, Any] = setting({}, "Free-form notes, kept in the run's report.")
 
     def __post_init__(self) -> None:
@@ -363,6 +397,17 @@ def field_names() -> tuple[str, ...]:
 def settings() -> tuple[dataclasses.Field[Any], ...]:
     """The fields of :class:`RunConfig`, for the edges that generate their schema from it."""
     return fields(RunConfig)
+
+
+@cache
+def run_settings(run: Run) -> tuple[str, ...]:
+    """The settings that apply to ``run``, in field order (the fields' ``runs`` metadata)."""
+    return tuple(f.name for f in fields(RunConfig) if run in f.metadata["runs"])
+
+
+def setting_runs(name: str) -> tuple[Run, ...]:
+    """The runs the setting ``name`` applies to."""
+    return next(f.metadata["runs"] for f in fields(RunConfig) if f.name == name)
 
 
 def type_hint(name: str) -> Any:

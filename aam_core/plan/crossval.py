@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from aam_core.errors import ConfigError, UserError
+from aam_core.plan.config import run_settings
 from aam_core.plan.planner import (
-    TRAIN_ONLY_KEYS,
     DatasetFacts,
     ModelKind,
     ResolvedRun,
@@ -72,7 +72,7 @@ def check_counts(folds: int, repeats: int) -> None:
 
 def pretrain_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     """The settings of a fold's pretraining: the recipe's that apply to pretraining."""
-    return {k: v for k, v in config.items() if k not in TRAIN_ONLY_KEYS}
+    return {k: v for k, v in config.items() if k in run_settings("pretrain")}
 
 
 def _groups_at_most(cv: CrossValidation, dataset: DatasetFacts) -> int:

@@ -19,15 +19,13 @@ from typing import Any, Literal
 from aam_core.errors import ConfigError, UserError
 from aam_core.io.types import ROLES
 from aam_core.model.config import AAMConfig, TargetConfig
-from aam_core.plan.config import RunConfig, Stage
+from aam_core.plan.config import RunConfig, Stage, field_names, run_settings, setting_runs
 from aam_core.plan.targets import TargetSpec, check_target, missing_column
 
 Kind = Literal["pretrain", "train", "predict"]
 ModelKind = Literal["aam", "ensemble", "auto"]  # what a train run registers (see below)
 MODEL_KINDS: tuple[ModelKind, ...] = ("aam", "ensemble", "auto")
 DEFAULT_MODEL_KIND: ModelKind = "aam"
-PREDICT_KEYS = ("passes", "seed", "precision")  # a predict job takes the rest from its model
-TRAIN_ONLY_KEYS = ("target_loss", "class_weights", "target_pooling", "linear_head", "refit")
 # The dataset files each kind of run reads (of aam_core.io.ROLES).
 KIND_ROLES: dict[str, tuple[str, ...]] = {
     "pretrain": ROLES,  # metadata for group_column, where the dataset has it
@@ -141,14 +139,17 @@ def plan_run(
 
 
 def _check_keys(kind: Kind, config: Mapping[str, Any]) -> None:
+    """Refuse a setting that does not apply to ``kind`` (the settings' ``runs``), and the
+    precisions of the other kind of run."""
     given = sorted(k for k, v in config.items() if v is not None)
+    outside = [key for key in given if key in field_names() and key not in run_settings(kind)]
     if kind == "predict":
-        extra = [key for key in given if key not in PREDICT_KEYS]
-        if extra:
+        if outside:
+            takes = run_settings("predict")
             raise ConfigError(
-                "does not apply to a predict job; it takes only passes, seed and precision "
-                "(everything else comes from the model)",
-                field=f"config.{extra[0]}",
+                f"does not apply to a predict job; it takes only {', '.join(takes[:-1])} and "
+                f"{takes[-1]} (everything else comes from the model)",
+                field=f"config.{outside[0]}",
             )
         if config.get("precision") == "bf16":
             raise ConfigError(
@@ -162,14 +163,12 @@ def _check_keys(kind: Kind, config: Mapping[str, Any]) -> None:
             "fp64 is prediction's exact mode; training runs in auto, fp32 or bf16",
             field="config.precision",
         )
-    if "passes" in given:
-        message = "is for predict jobs (rarefaction passes per sample)"
-        raise ConfigError(message, field="config.passes")
-    if kind == "pretrain":
-        for key in TRAIN_ONLY_KEYS:
-            if key in given:
-                message = "is for train jobs; a pretrain job has no target"
-                raise ConfigError(message, field=f"config.{key}")
+    for key in outside:
+        if "predict" in setting_runs(key):
+            message = "is for predict jobs (rarefaction passes per sample)"
+        else:  # a pretrain job given what only a train job takes
+            message = "is for train jobs; a pretrain job has no target"
+        raise ConfigError(message, field=f"config.{key}")
 
 
 def _plan_predict(run: RunConfig, dataset: DatasetFacts, model: BaseModel) -> ResolvedRun:

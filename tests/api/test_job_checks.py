@@ -148,13 +148,13 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
     # keys that do not apply to the kind
     ("predict with epochs",
      {"kind": "predict", "dataset_id": "{ds}", "model_id": "{regressor}", "config": {"epochs": 2}},
-     "config.epochs: does not apply to a predict job; it takes only passes, seed and "
-     "precision (everything else comes from the model)"),
+     "config.epochs: does not apply to a predict job; it takes only precision, seed and "
+     "passes (everything else comes from the model)"),
     ("predict with a batch size",
      {"kind": "predict", "dataset_id": "{ds}", "model_id": "{regressor}",
       "config": {"batch_size": 8}},
-     "config.batch_size: does not apply to a predict job; it takes only passes, seed and "
-     "precision (everything else comes from the model)"),
+     "config.batch_size: does not apply to a predict job; it takes only precision, seed and "
+     "passes (everything else comes from the model)"),
     ("predict in bf16",
      {"kind": "predict", "dataset_id": "{ds}", "model_id": "{regressor}",
       "config": {"precision": "bf16"}},
@@ -411,5 +411,11 @@ def test_openapi_shows_every_run_setting_with_its_default_and_bounds(client: Tes
     assert fields["preset"]["default"] == "auto"
     assert (fields["patience"]["default"], fields["patience"]["anyOf"][0]["minimum"]) == (10, 0)
     assert fields["patience"]["description"] == (
-        "Epochs without improvement before stopping (0 = never)."
+        "Epochs without improvement before stopping (0 = never). Jobs: pretrain, train, "
+        "cross_validate."
     )
+    # the job kinds each setting applies to, from its runs (the planner refuses it elsewhere)
+    assert fields["passes"]["jobs"] == ["predict"]
+    assert fields["class_weights"]["jobs"] == ["train", "cross_validate"]
+    assert fields["group_column"]["jobs"] == ["pretrain", "train"]  # cv.group_column instead
+    assert fields["seed"]["jobs"] == ["pretrain", "train", "cross_validate", "predict"]

@@ -15,7 +15,7 @@ from aam_core.errors import ConfigError, UserError
 from aam_core.io.errors import TargetError
 from aam_core.model.config import AAMConfig
 from aam_core.plan import BaseModel, DatasetFacts, RunConfig, TargetSpec, plan_run
-from aam_core.plan.config import Stage, settings
+from aam_core.plan.config import Stage, run_settings, settings
 
 SUMMARY: dict[str, Any] = {
     "n_samples": 40,
@@ -65,7 +65,7 @@ def test_patience_zero_means_never_stop_early_everywhere() -> None:
         ({"batch_size": 1}, "config.batch_size",
          "batch_size must be >= 2 (UniFrac compares pairs), got 1"),
         ({"epochs": "3"}, "config.epochs", "epochs must be an integer, got '3'"),
-        ({"baseline": 1}, "config.baseline", "baseline must be true or false, got 1"),
+        ({"truncate": 1}, "config.truncate", "truncate must be true or false, got 1"),
         ({"precision": "fp16"}, "config.precision",
          "precision must be one of 'auto', 'fp32', 'bf16', 'fp64', got 'fp16'"),
         ({"embedding_dim": 30, "heads": 4}, "config.heads",
@@ -96,7 +96,7 @@ def test_keys_that_do_not_apply_to_the_kind_name_the_key() -> None:
     error = refusal(ConfigError, kind="predict", config={"epochs": 2}, base=model)
     assert error.field == "config.epochs"
     assert str(error).startswith(
-        "does not apply to a predict job; it takes only passes, seed and precision"
+        "does not apply to a predict job; it takes only precision, seed and passes"
     )
     assert refusal(ConfigError, config={"passes": 3}).field == "config.passes"
     for kind, precision in (("train", "fp64"), ("pretrain", "fp64"), ("predict", "bf16")):
@@ -111,6 +111,27 @@ def test_keys_that_do_not_apply_to_the_kind_name_the_key() -> None:
     assert run.config.precision == "fp32"  # prediction's auto
     exact = plan_run("predict", {"precision": "fp64"}, DATASET, base=model)
     assert exact.config.precision == "fp64"
+
+
+@pytest.mark.parametrize("kind", ["pretrain", "train", "predict"])
+def test_a_run_takes_exactly_the_settings_whose_runs_name_it(kind: Any) -> None:
+    """Each setting given alone, at its default: accepted where its ``runs`` name the kind,
+    refused (naming it) everywhere else; the flags and the REST schema read the same list."""
+    call: dict[str, Any] = {}
+    if kind == "train":
+        call["target"] = AGE
+    if kind == "predict":
+        call["base"] = dataclasses.replace(encoder(), kind="regressor")
+    defaults = RunConfig().to_dict()
+    takes = run_settings(kind)
+    for name, default in defaults.items():
+        if name not in takes:  # refused before its value is read
+            refused = refusal(ConfigError, kind=kind, config={name: 1}, **call)
+            assert refused.field == f"config.{name}"
+        elif default not in (None, {}):
+            plan_run(kind, {name: default}, DATASET, **call)
+    assert "passes" in takes if kind == "predict" else "passes" not in takes
+    assert ("target_loss" in takes) == (kind == "train")
 
 
 @pytest.mark.parametrize(
