@@ -14,8 +14,10 @@ ARG TORCH_SPEC=torch==2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/aam/bin:$PATH
-RUN python -m venv /opt/aam
-RUN pip install --no-cache-dir "${TORCH_SPEC}" --index-url "${TORCH_INDEX_URL}"
+# DL3013 (unpinned pip package): hadolint cannot see that TORCH_SPEC pins the version.
+# hadolint ignore=DL3013
+RUN python -m venv /opt/aam \
+ && pip install --no-cache-dir "${TORCH_SPEC}" --index-url "${TORCH_INDEX_URL}"
 WORKDIR /src
 COPY pyproject.toml README.md ./
 # The dependencies on their own layer, so that a code change does not reinstall them.
@@ -26,7 +28,9 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 # for this platform the build says so and goes on: nothing in the service needs it (jobs use
 # aam_core's exact torch UniFrac engine; Striped is a library option, backend="striped").
 ARG STRIPED_UNIFRAC=false
-ARG UNIFRAC_SPEC=unifrac
+ARG UNIFRAC_SPEC=unifrac==1.5
+# DL3013 (unpinned pip package): hadolint cannot see that UNIFRAC_SPEC pins the version.
+# hadolint ignore=DL3013
 RUN if [ "${STRIPED_UNIFRAC}" = "true" ]; then \
         pip install --no-cache-dir --only-binary=unifrac "${UNIFRAC_SPEC}" \
         || echo "Striped UniFrac: no binary wheel of ${UNIFRAC_SPEC} for this platform; not installed"; \
@@ -49,9 +53,11 @@ RUN groupadd --system --gid "${AAM_UID}" aam \
  && install -d -o aam -g aam -m 0750 /data
 COPY --from=build /opt/aam /opt/aam
 WORKDIR /data
-USER aam
+# Numeric, so that a runtime can check it is not root without reading /etc/passwd.
+USER ${AAM_UID}:${AAM_UID}
 # Asks this container's own Celery node (celery@<container hostname>) to answer a ping over the
-# broker; exit 1 (unhealthy) when it does not within 10 s.
+# broker; exit 1 (unhealthy) when it does not within 10 s. The shell expands the variables when
+# the check runs; `|| exit 1` turns any failure into 1 (Docker reserves 2).
 HEALTHCHECK --interval=60s --timeout=20s --start-period=120s --retries=3 \
-    CMD CELERY_BROKER_URL="${AAM_BROKER_URL}" celery inspect ping --destination "celery@${HOSTNAME}" --timeout 10 > /dev/null || exit 1
+    CMD ["/bin/sh", "-c", "CELERY_BROKER_URL=\"${AAM_BROKER_URL}\" celery inspect ping --destination \"celery@${HOSTNAME}\" --timeout 10 > /dev/null || exit 1"]
 CMD ["python", "-m", "worker"]

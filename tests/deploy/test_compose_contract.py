@@ -22,7 +22,7 @@ from tests.deploy.compose import (
     load,
     uncomment_gpu_snippet,
 )
-from tests.deploy.dockerfile_rules import final_cmd, healthcheck_command
+from tests.deploy.dockerfile import final_cmd, healthcheck_argv
 
 SERVICES = {
     "postgres",
@@ -98,7 +98,7 @@ def test_every_long_running_service_has_a_healthcheck(services: dict[str, Any]) 
             continue
         dockerfile = _dockerfile(service)
         assert dockerfile is not None, f"{name}: no healthcheck in compose and no Dockerfile"
-        assert healthcheck_command(dockerfile) is not None, f"{name}: no HEALTHCHECK"
+        assert healthcheck_argv(dockerfile) is not None, f"{name}: no HEALTHCHECK"
     # The one service that stops is the migration.
     assert [n for n, s in services.items() if s.get("restart") == "no"] == ["migrate"]
 

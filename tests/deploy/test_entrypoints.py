@@ -3,7 +3,7 @@ of each Dockerfile and the ``command`` of each compose service, with the environ
 container would get (the Dockerfile's ENV, then compose's ``environment`` resolved from a
 generated .env by ``docker-compose config``), the image's PATH order (the project's virtual
 environment first, as /opt/aam/bin in the image), and the Dockerfiles' HEALTHCHECK commands
-as Docker would run them (``/bin/sh -c``).
+as Docker runs them (exec form: the argument list, found on the container's PATH).
 
 Only what names a container's neighbours is replaced: the database URL (a scratch database
 on the local PostgreSQL), the broker URL (Redis database 11 at 127.0.0.1, which this module
@@ -32,7 +32,7 @@ import redis
 from aam_core.data.synthetic import SyntheticSpec, generate, write_study
 from app.store.db import head_revision
 from tests.deploy.compose import COMPOSE, ROOT, make_env, resolved
-from tests.deploy.dockerfile_rules import final_cmd, final_env, healthcheck_command
+from tests.deploy.dockerfile import final_cmd, final_env, healthcheck_argv
 from tests.services import create_database, drop_database, free_port, postgres_admin, unavailable
 
 REDIS_URL = "redis://127.0.0.1:6379/11"
@@ -74,11 +74,9 @@ class Stack:
 
 
 def healthcheck(dockerfile: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    command = healthcheck_command(dockerfile)
-    assert command is not None
-    return subprocess.run(
-        ["/bin/sh", "-c", command], env=env, capture_output=True, text=True, timeout=30
-    )
+    argv = healthcheck_argv(dockerfile)
+    assert argv is not None
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
 
 
 def wait_healthy(
