@@ -1,8 +1,9 @@
 """What the API and the workers agree on: job specs, states, task names and queues.
 
-Pydantic models, and aam_core's torch-free run configuration. A job spec is validated twice at
-submission: here for shape and types, then by aam_core's run planner against the dataset and
-models (app/api/job_checks.py).
+Pydantic models, and aam_core's torch-free run configuration and target. A job spec is
+validated twice at submission: here for shape and types alone, then by aam_core's run planner,
+which holds every rule tying its fields together (which parts go with which kind, the settings
+against the dataset and models; app/api/job_checks.py).
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import dataclasses
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from aam_core.model.config import LossWeights
+from aam_core.plan import TargetSpec
 from aam_core.plan.config import settings, type_hint
 from aam_core.plan.crossval import FIXED_KEYS, MAX_FOLDS, MAX_REPEATS, MIN_READS
 
@@ -45,11 +47,6 @@ QUEUE_GPU = "gpu"
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class TargetSpec(Strict):
-    column: str = Field(min_length=1)
-    task: Literal["regression", "classification"]
 
 
 # Loss weights given by name (aam_core's LossWeights fields); each >= 0.
@@ -166,26 +163,3 @@ class JobSpec(Strict):
         description="cross_validate: then train the final model on every sample and register "
         "it, its card citing the cross-validated figures.",
     )
-
-    @model_validator(mode="after")
-    def _consistent(self) -> JobSpec:
-        targeted = self.kind in (JobKind.train, JobKind.cross_validate)
-        if targeted and self.target is None:
-            raise ValueError(
-                f"a {self.kind.value} job needs a target: {{'column': ..., 'task': ...}}"
-            )
-        if not targeted and self.target is not None:
-            raise ValueError(f"a {self.kind.value} job takes no target")
-        if self.kind != JobKind.cross_validate and (self.cv is not None or self.refit):
-            raise ValueError("cv and refit are for cross_validate jobs")
-        if self.kind == JobKind.predict and self.model_id is None:
-            raise ValueError("a predict job needs model_id (the model to apply)")
-        if self.kind != JobKind.predict and self.model_id is not None:
-            raise ValueError(f"model_id is for predict jobs; a {self.kind.value} job registers one")
-        if self.base_model_id is not None and self.kind != JobKind.train:
-            raise ValueError("base_model_id is for train jobs (fine-tuning)")
-        if self.freeze_base and self.base_model_id is None:
-            raise ValueError("freeze_base needs base_model_id (a pretrained encoder)")
-        if self.model is not None and not targeted:
-            raise ValueError(f"model is for train jobs; a {self.kind.value} job takes none")
-        return self

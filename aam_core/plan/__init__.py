@@ -5,10 +5,12 @@ from aam_core.plan.config import RunConfig, Stage
 from aam_core.plan.planner import (
     BaseModel,
     DatasetFacts,
+    JobKind,
     Kind,
     ModelKind,
     ResolvedRun,
     architecture,
+    check_request,
     plan_run,
 )
 from aam_core.plan.targets import MAX_NUMERIC_CLASSES, TargetSpec, check_target
@@ -17,6 +19,7 @@ __all__ = [
     "MAX_NUMERIC_CLASSES",
     "BaseModel",
     "DatasetFacts",
+    "JobKind",
     "Kind",
     "ModelKind",
     "ResolvedRun",
@@ -24,6 +27,7 @@ __all__ = [
     "Stage",
     "TargetSpec",
     "architecture",
+    "check_request",
     "check_target",
     "plan_run",
 ]

@@ -22,7 +22,8 @@ from aam_core.model.config import AAMConfig, TargetConfig
 from aam_core.plan.config import RunConfig, Stage, field_names, run_settings, setting_runs
 from aam_core.plan.targets import TargetSpec, check_target, missing_column
 
-Kind = Literal["pretrain", "train", "predict"]
+Kind = Literal["pretrain", "train", "predict"]  # a run
+JobKind = Literal["pretrain", "train", "predict", "cross_validate"]  # a job runs one or several
 ModelKind = Literal["aam", "ensemble", "auto"]  # what a train run registers (see below)
 MODEL_KINDS: tuple[ModelKind, ...] = ("aam", "ensemble", "auto")
 DEFAULT_MODEL_KIND: ModelKind = "aam"
@@ -95,7 +96,7 @@ def plan_run(
     "cuda", "cuda:1"; None: not known yet, as at submission) resolves ``preset="auto"``."""
     _check_keys(kind, config)
     if model_kind is not None and kind != "train":
-        raise UserError(f"model {model_kind!r} is for train jobs", field="model")
+        raise UserError(f"model is for train jobs; a {kind} job takes none", field="model")
     if model_kind is not None and model_kind not in MODEL_KINDS:
         raise UserError(
             f"model must be one of {', '.join(repr(k) for k in MODEL_KINDS)}, got {model_kind!r}",
@@ -105,10 +106,10 @@ def plan_run(
     if kind == "predict":
         assert base is not None, "a prediction applies a model"
         return _plan_predict(run, dataset, base)
-    if kind == "train" and target is None:
-        raise UserError("a train run needs a target column and task", field="target")
+    assert kind == "pretrain" or target is not None, "check_request: a train run has a target"
     if freeze_base and base is None:
-        raise ConfigError("freeze_base needs a pretrained encoder to start from", field="base")
+        message = "freeze_base needs a pretrained encoder to start from"
+        raise ConfigError(message, field="freeze_base")
     notes: tuple[str, ...] = ()
     n_classes = None
     if target is not None:
@@ -136,6 +137,40 @@ def plan_run(
             field="config.refit",
         )
     return ResolvedRun(kind, run, model, target, base, freeze_base, notes, chosen)
+
+
+def check_request(
+    kind: JobKind,
+    *,
+    target: TargetSpec | None,
+    model_id: str | None,
+    base_model_id: str | None,
+    freeze_base: bool,
+    cross_validation: bool,
+) -> None:
+    """Which of a job request's parts go with its kind (the REST body's fields; the command
+    line's commands take them as their own arguments): a target for train and cross_validate
+    jobs alone, the model to apply for predict jobs, a base model (frozen or not) for train
+    jobs, ``cv`` and ``refit`` for cross_validate jobs. :func:`plan_run` then checks the
+    settings, the model kind and that ``freeze_base`` has a base."""
+    targeted = kind in ("train", "cross_validate")
+    if targeted and target is None:
+        raise UserError(
+            f"a {kind} job needs a target: {{'column': ..., 'task': ...}}", field="target"
+        )
+    if not targeted and target is not None:
+        raise UserError(f"a {kind} job takes no target", field="target")
+    if kind != "cross_validate" and cross_validation:
+        raise UserError("cv and refit are for cross_validate jobs", field="cv")
+    if kind == "predict" and model_id is None:
+        raise UserError("a predict job needs model_id (the model to apply)", field="model_id")
+    if kind != "predict" and model_id is not None:
+        raise UserError(
+            f"model_id is for predict jobs; a {kind} job registers one", field="model_id"
+        )
+    for name, given in (("base_model_id", base_model_id is not None), ("freeze_base", freeze_base)):
+        if given and kind != "train":
+            raise UserError(f"{name} is for train jobs (fine-tuning)", field=name)
 
 
 def _check_keys(kind: Kind, config: Mapping[str, Any]) -> None:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from aam_core.errors import UserError
 from aam_core.io import read_metadata
 from aam_core.io.metadata import describe
-from aam_core.plan import BaseModel, DatasetFacts, Kind, TargetSpec, plan_run
+from aam_core.plan import BaseModel, DatasetFacts, Kind, check_request, plan_run
 from aam_core.plan.crossval import CrossValidation, plan_cross_validation
 from app.api.errors import ApiError
 from app.contracts import JobKind, JobSpec, given_config
@@ -39,6 +39,14 @@ def check_job(
     """Everything the worker would find wrong with ``spec``, as a 422 now. ``owner`` is the
     caller's scope (None: an admin, who may use anyone's datasets and models); the caller checks
     that the dataset still exists when it inserts the job."""
+    check_request(
+        spec.kind.value,
+        target=spec.target,
+        model_id=spec.model_id,
+        base_model_id=spec.base_model_id,
+        freeze_base=spec.freeze_base,
+        cross_validation=spec.cv is not None or bool(spec.refit),
+    )
     dataset = get_dataset(session, spec.dataset_id, owner)
     if dataset is None:  # another owner's dataset reads exactly like a missing one
         raise UserError(f"dataset {spec.dataset_id!r} does not exist", field="dataset_id")
@@ -49,13 +57,13 @@ def check_job(
     )
     config = given_config(spec.config)
     if spec.kind == JobKind.predict:
-        assert spec.model_id is not None  # JobSpec's validator
+        assert spec.model_id is not None  # check_request
         model = _usable_model(session, storage, spec.model_id, owner, "model_id")
-        plan_run("predict", config, facts, base=_base(model, "model_id"))
+        plan_run("predict", config, facts, base=_base(model, "model_id"), model_kind=spec.model)
         return CheckedJob(spec=spec, dataset=dataset, model=model)
-    target = None if spec.target is None else TargetSpec(spec.target.column, spec.target.task)
+    target = spec.target
     if spec.kind == JobKind.cross_validate:
-        assert target is not None  # JobSpec's validator
+        assert target is not None  # check_request
         cv = CrossValidation.from_mapping(None if spec.cv is None else spec.cv.model_dump())
         plan_cross_validation(config, facts, cv, target=target, model_kind=spec.model)
         return CheckedJob(spec=spec, dataset=dataset)
