@@ -183,7 +183,9 @@ def training(device: str) -> None:
             "baseline": True,
         }
         start = time.perf_counter()
-        pre_run = plan_local("pretrain", config, inputs)
+        pre_run = plan_local(
+            "pretrain", {k: v for k, v in config.items() if k != "baseline"}, inputs
+        )
         pre = run_pretrain(inputs, pre_run, Path(tmp) / "pre", device=device)
         losses = [r["loss"] for r in pre.fit.history if r["split"] == "train"]
         fine_run = plan_local(

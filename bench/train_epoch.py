@@ -26,6 +26,7 @@ import torch
 from aam_core.data.synthetic import SyntheticSpec, generate, write_study
 from aam_core.io import load_inputs
 from aam_core.plan import TargetSpec
+from aam_core.plan.config import run_settings
 from aam_core.train.callbacks import Callback, EpochEvent, StepEvent
 from aam_core.train.evaluation import autocast_for
 from aam_core.train.local_plan import plan_local
@@ -132,7 +133,8 @@ def main() -> None:
         if args.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         timer = Timer()
-        pre_run = plan_local("pretrain", config, inputs)
+        pretrain = {k: v for k, v in config.items() if k in run_settings("pretrain")}
+        pre_run = plan_local("pretrain", pretrain, inputs)
         pre = run_pretrain(inputs, pre_run, Path(tmp) / "pre", callbacks=timer, device=args.device)
         results["pretrain"] = summary(timer, pre.report["n_train"], args.device)
         if args.device.startswith("cuda"):

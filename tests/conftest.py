@@ -81,7 +81,9 @@ def tiny_run(**changes: object) -> RunConfig:
 
 
 def pretrain_plan(inputs: Inputs, **changes: object) -> ResolvedRun:
-    return plan_local("pretrain", tiny_settings(**changes), inputs)
+    settings = tiny_settings(**changes)
+    settings.pop("baseline")  # a train run's (pretraining has no target)
+    return plan_local("pretrain", settings, inputs)
 
 
 def train_plan(

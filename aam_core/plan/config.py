@@ -270,19 +270,11 @@ class RunConfig:
         """The preset's model ("auto" before a device is known: the larger one)."""
         return AAMConfig.tiny() if self.preset == "tiny" else AAMConfig.default()
 
-    def for_samples(self, n_samples: int) -> RunConfig:
-        """``batch_size`` unset resolved for a dataset of ``n_samples``: an eighth of its train
-        split (at least 8 steps an epoch), from 16 to 64. Larger batches give smoother
-        training and fewer, cheaper steps; a small study still gets enough steps to learn."""
-        if self.batch_size is not None:
-            return self
-        n_train = n_samples - math.ceil(n_samples * self.validation_fraction)
-        return self.replace(batch_size=auto_batch_size(n_train))
-
     @property
     def batch(self) -> int:
-        """``batch_size``; unset (a config no planner resolved): the largest automatic one."""
-        return self.batch_size or MAX_AUTO_BATCH
+        """``batch_size``, which :meth:`resolved` decides when it is unset."""
+        assert self.batch_size is not None, "a run's batch size is decided by resolved()"
+        return self.batch_size
 
     def peak_lr(self, stage: Stage = "train") -> float:
         """``lr``, or the preset's peak learning rate in ``stage`` (small models learn

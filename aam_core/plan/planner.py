@@ -119,8 +119,9 @@ def plan_run(
     elif device is not None and run.preset == "auto":
         run = run.for_device(device.split(":")[0])
         notes = (f"preset auto: {run.preset} (a run on {device})",)
-    if run.batch_size is None:
-        run = run.for_samples(dataset.n_samples)
+    if run.batch_size is None:  # decided now, from the train split the dataset's size gives
+        n_train = dataset.n_samples - math.ceil(dataset.n_samples * run.validation_fraction)
+        run = run.replace(batch_size=run.resolved("train", n_train).batch_size)
         notes += (f"batch_size {run.batch_size} (an eighth of the train split, 16 to 64)",)
     stage: Stage = "pretrain" if kind == "pretrain" else "train"
     model = _model_config(run, stage, target, n_classes, base)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from aam_core.plan.config import run_settings
 from app.contracts import JobKind, JobSpec, JobState
 from app.dispatch import CeleryDispatcher
 from app.settings import Settings
@@ -41,6 +42,8 @@ FAST = {
     "patience": 0,
     "baseline": False,
 }
+# A pretrain job takes only the settings that apply to pretraining (no baseline: no target).
+PRETRAIN_FAST = {k: v for k, v in FAST.items() if k in run_settings("pretrain")}
 AGE = {"column": "age", "task": "regression"}
 
 

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from aam_core.cli import app as aam
 from tests.services import free_port
-from tests.worker.helpers import AGE, FAST, Process, Store, running, wait_for
+from tests.worker.helpers import AGE, FAST, PRETRAIN_FAST, Process, Store, running, wait_for
 
 KEY = "flow-test-key-0123456789"
 HEADERS = {"Authorization": f"Bearer {KEY}"}
@@ -110,7 +110,8 @@ def full_flow(
     dataset = answer.json()["id"]
 
     pretrain = wait_job(client, submit(client, {
-        "kind": "pretrain", "dataset_id": dataset, "config": {**FAST, "epochs": 2}}))  # fmt: skip
+        "kind": "pretrain", "dataset_id": dataset,
+        "config": {**PRETRAIN_FAST, "epochs": 2}}))  # fmt: skip
     encoder = client.get(f"/models/{pretrain['model_id']}").json()
     assert (encoder["kind"], encoder["job_id"]) == ("encoder", pretrain["id"])
 

@@ -12,7 +12,7 @@ import torch
 from aam_core.checkpoint import load_checkpoint
 from app.contracts import JobState
 from tests.services import fill, small_disk
-from tests.worker.helpers import FAST, Store, wait_for
+from tests.worker.helpers import PRETRAIN_FAST, Store, wait_for
 from tests.worker.test_pipeline import Depth, RecordingDispatcher
 from worker.devices import DeviceInfo
 from worker.pipeline import run_job
@@ -28,7 +28,9 @@ def test_a_full_disk_fails_the_job_by_name_and_keeps_the_last_checkpoint(
         Store.open(disk / "data", database_url=database) as store,
     ):
         dataset = store.add_dataset(study_files)
-        job_id = store.add_job("pretrain", dataset, send=False, config={**FAST, "epochs": 200})
+        job_id = store.add_job(
+            "pretrain", dataset, send=False, config={**PRETRAIN_FAST, "epochs": 200}
+        )
         runtime = WorkerRuntime(
             settings=store.settings, name="celery@test:1", device=DeviceInfo("cpu", 0),
             queues=["gpu"], engine=store.engine, sessions=store.sessions,

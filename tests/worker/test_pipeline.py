@@ -16,7 +16,7 @@ from sqlalchemy import update
 from app.contracts import JobKind, JobState
 from app.store import Job, claim_job, get_dataset, heartbeat, utcnow
 from app.store.artifacts import file_sha256
-from tests.worker.helpers import AGE, FAST, Store
+from tests.worker.helpers import AGE, FAST, PRETRAIN_FAST, Store
 from worker.devices import DeviceInfo
 from worker.pipeline import run_job
 from worker.reaper import reap
@@ -65,7 +65,7 @@ def dataset(store: Store, study_files: dict[str, Path]) -> str:
 def test_duplicate_late_and_unknown_messages_do_nothing(
     store: Store, runtime: WorkerRuntime, dataset: str
 ) -> None:
-    job_id = store.add_job("pretrain", dataset, send=False, config=FAST)
+    job_id = store.add_job("pretrain", dataset, send=False, config=PRETRAIN_FAST)
     with store.sessions() as session:
         assert claim_job(session, job_id, worker="celery@other:2", device="cpu")
     assert run_job(runtime, job_id) == "skipped"
@@ -77,7 +77,7 @@ def test_duplicate_late_and_unknown_messages_do_nothing(
 def test_a_corrupt_dataset_file_fails_the_job_with_its_name(
     store: Store, runtime: WorkerRuntime, dataset: str, study_files: dict[str, Path]
 ) -> None:
-    job_id = store.add_job("pretrain", dataset, send=False, config=FAST)
+    job_id = store.add_job("pretrain", dataset, send=False, config=PRETRAIN_FAST)
     with store.sessions() as session:
         stored = get_dataset(session, dataset, None)
         assert stored is not None
@@ -114,7 +114,7 @@ def test_a_deleted_base_model_fails_the_job(
 def test_more_gpus_than_the_worker_has_fails_at_once(
     store: Store, runtime: WorkerRuntime, dataset: str
 ) -> None:
-    job_id = store.add_job("pretrain", dataset, send=False, config={**FAST, "gpus": 2})
+    job_id = store.add_job("pretrain", dataset, send=False, config={**PRETRAIN_FAST, "gpus": 2})
     assert run_job(runtime, job_id) == "failed"
     job = store.job(job_id)
     assert job.error is not None and job.error["type"] == "ConfigError"
@@ -126,7 +126,7 @@ def test_reaper_requeues_a_dead_workers_job_and_sends_it_again(
     store: Store, runtime: WorkerRuntime, dataset: str
 ) -> None:
     dead = store.add_job("train", dataset, send=False, target=AGE, config=FAST)
-    alive = store.add_job("pretrain", dataset, send=False, config=FAST)
+    alive = store.add_job("pretrain", dataset, send=False, config=PRETRAIN_FAST)
     started = utcnow()
     with store.sessions() as session:
         assert claim_job(session, dead, worker="celery@dead:1", device="cpu", now=started)
@@ -145,7 +145,7 @@ def test_reaper_requeues_a_dead_workers_job_and_sends_it_again(
 def test_reaper_fails_a_job_whose_workers_keep_dying(
     store: Store, runtime: WorkerRuntime, dataset: str
 ) -> None:
-    job_id = store.add_job("pretrain", dataset, send=False, config=FAST)
+    job_id = store.add_job("pretrain", dataset, send=False, config=PRETRAIN_FAST)
     now = utcnow()
     for attempt in range(store.settings.max_attempts):
         with store.sessions() as session:
@@ -162,10 +162,10 @@ def test_reaper_fails_a_job_whose_workers_keep_dying(
 def test_reaper_sends_again_the_messages_a_broker_lost(
     store: Store, runtime: WorkerRuntime, dataset: str
 ) -> None:
-    old = [store.add_job("pretrain", dataset, send=False, config=FAST) for _ in range(2)]
+    old = [store.add_job("pretrain", dataset, send=False, config=PRETRAIN_FAST) for _ in range(2)]
     timeout = timedelta(seconds=store.settings.heartbeat_timeout_seconds)
     now = utcnow() + timeout + timedelta(seconds=5)
-    new = store.add_job("pretrain", dataset, send=False, config=FAST)
+    new = store.add_job("pretrain", dataset, send=False, config=PRETRAIN_FAST)
     with store.sessions() as session:  # the newest job was queued just now
         session.execute(update(Job).where(Job.id == new).values(updated_at=now))
         session.commit()
@@ -212,7 +212,7 @@ def test_a_new_kind_of_user_error_in_the_child_fails_as_the_user_s(
     (hook / "sitecustomize.py").write_text(NEW_USER_ERROR)  # loaded by the child at start-up
     paths = [str(hook), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
-    job_id = store.add_job("pretrain", dataset, send=False, config=FAST)
+    job_id = store.add_job("pretrain", dataset, send=False, config=PRETRAIN_FAST)
     assert run_job(runtime, job_id) == "failed"
     assert store.job(job_id).error == {
         "type": "SamplesNeverSequencedError",

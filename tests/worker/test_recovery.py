@@ -21,7 +21,16 @@ from app.contracts import JobState
 from app.dispatch import BrokerUnavailable
 from app.store import Model
 from tests.services import free_port, unavailable
-from tests.worker.helpers import AGE, FAST, Store, alive, descendants, running, wait_for
+from tests.worker.helpers import (
+    AGE,
+    FAST,
+    PRETRAIN_FAST,
+    Store,
+    alive,
+    descendants,
+    running,
+    wait_for,
+)
 
 # Train from scratch long enough to be killed in the middle (about 10 epochs of 5 steps).
 LONG_TRAIN = {**FAST, "epochs": 10, "seed": 7}
@@ -107,10 +116,10 @@ def test_broker_restart_loses_no_job_and_runs_none_twice(
         with Store.open(tmp_path / "data", broker_url=url) as store:
             dataset = store.add_dataset(study_files)
             with running("worker", store.env(), tmp_path / "worker.log") as worker:
-                busy = store.add_job("pretrain", dataset, config={**FAST, "epochs": 12})
+                busy = store.add_job("pretrain", dataset, config={**PRETRAIN_FAST, "epochs": 12})
                 store.wait(busy, JobState.running, timeout=60)
                 waiting = [
-                    store.add_job("pretrain", dataset, config={**FAST, "epochs": 1})
+                    store.add_job("pretrain", dataset, config={**PRETRAIN_FAST, "epochs": 1})
                     for _ in range(2)
                 ]
                 # The waiting jobs' messages are in the broker, to be lost with it. (A worker

@@ -16,7 +16,7 @@ import pytest
 from aam_core.data.synthetic import SyntheticSpec, generate, write_study
 from tests.s3 import BUCKET, CREDENTIALS, moto_server, object_keys
 from tests.services import free_port
-from tests.worker.helpers import FAST, Store, running, wait_for
+from tests.worker.helpers import PRETRAIN_FAST, Store, running, wait_for
 from tests.worker.test_flow import HEADERS, TERMINAL, full_flow, start_api, submit, wait_job
 
 
@@ -87,7 +87,9 @@ def on_second_host(
 
     gpu_env = store.env(AAM_DATA_DIR=gpu_host)
     with running("worker", gpu_env, tmp_path / "gpu-worker.log"):
-        failing = submit(client, {"kind": "pretrain", "dataset_id": broken["id"], "config": FAST})
+        failing = submit(
+            client, {"kind": "pretrain", "dataset_id": broken["id"], "config": PRETRAIN_FAST}
+        )
 
         def ended() -> dict[str, object] | None:
             job: dict[str, object] = client.get(f"/jobs/{failing}").json()

@@ -16,7 +16,7 @@ import pytest
 
 from app.store import get_job, get_logs
 from tests.services import free_port
-from tests.worker.helpers import FAST, Process, Store, alive, descendants, wait_for
+from tests.worker.helpers import PRETRAIN_FAST, Process, Store, alive, descendants, wait_for
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -62,7 +62,11 @@ def finished(client: httpx.Client, job_id: str) -> dict[str, Any]:
 
 
 def pretrain(client: httpx.Client, dataset: str, *, epochs: int) -> dict[str, Any]:
-    body = {"kind": "pretrain", "dataset_id": dataset, "config": {**FAST, "epochs": epochs}}
+    body = {
+        "kind": "pretrain",
+        "dataset_id": dataset,
+        "config": {**PRETRAIN_FAST, "epochs": epochs},
+    }
     answer = client.post("/jobs", json=body)
     assert answer.status_code == 202, answer.text
     submitted: dict[str, Any] = answer.json()

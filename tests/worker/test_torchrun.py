@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from aam_core.checkpoint import load_checkpoint
-from tests.worker.helpers import FAST
+from tests.worker.helpers import PRETRAIN_FAST
 from worker.plan import RunPlan
 from worker.supervisor import Supervisor
 
@@ -25,7 +25,7 @@ def test_two_ranks_report_once_and_stop_together(
         nproc=2,
         files={role: str(path) for role, path in study_files.items()},
         names={role: path.name for role, path in study_files.items()},
-        config={**FAST, "epochs": 50, "gpus": 2},
+        config={**PRETRAIN_FAST, "epochs": 50, "gpus": 2},
     )
     (tmp_path / "run").mkdir()
     plan.write(tmp_path / "run" / "plan.json")

@@ -13,7 +13,7 @@ from pathlib import Path
 from aam_core.checkpoint import load_checkpoint
 from app.contracts import JobState
 from app.store import live_workers, request_cancel
-from tests.worker.helpers import AGE, FAST, Store, descendants, running, wait_for
+from tests.worker.helpers import AGE, FAST, PRETRAIN_FAST, Store, descendants, running, wait_for
 
 
 def test_failure_cancel_and_next_job_on_one_worker(
@@ -38,7 +38,7 @@ def test_failure_cancel_and_next_job_on_one_worker(
             (seen,) = live_workers(session, within=timedelta(minutes=1))
             assert (seen.device, seen.queues) == ("cpu", "gpu")
 
-        long = store.add_job("pretrain", dataset, config={**FAST, "epochs": 500})
+        long = store.add_job("pretrain", dataset, config={**PRETRAIN_FAST, "epochs": 500})
         store.wait(long, JobState.running, timeout=60)
         wait_for("training steps", lambda: (store.job(long).progress.get("step") or 0) >= 8, 60)
         children = descendants(worker.pid)
