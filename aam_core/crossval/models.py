@@ -40,9 +40,16 @@ from aam_core.train.local_plan import plan_local
 from aam_core.train.stages import RunResult, run_pretrain, run_train
 
 MODELS = (
-    "forest", "linear", "linear_raw", "constant", "depth", "aam", "ensemble", "aam_pretrained",
+    "forest",
+    "linear",
+    "linear_raw",
+    "constant",
+    "depth",
+    "aam",
+    "ensemble",
+    "aam_pretrained",
     "aam_pack",
-)  # fmt: skip
+)
 # Trained by aam_core: AAM from scratch and the ensemble in one run; AAM fine-tuned from an
 # encoder pretrained on the fold's training samples; and from one pretrained on the other
 # studies of the pack first (the benchmark's --pack), then on the fold's training samples.
@@ -132,9 +139,12 @@ def fit_forest(
         trees = TREES[budget][1 if refit else 0]
         features, leaf = point
         return forest(
-            n_estimators=trees, max_features=features, min_samples_leaf=leaf, n_jobs=n_jobs,
+            n_estimators=trees,
+            max_features=features,
+            min_samples_leaf=leaf,
+            n_jobs=n_jobs,
             random_state=fold.seed,
-        )  # fmt: skip
+        )
 
     reads = study.as_aam_reads(fold.seed, fold.depth)
     x = np.asarray(relative_abundance(reads).toarray())  # [n_samples, n_features]
@@ -194,8 +204,12 @@ class AamOptions:
         """A train run's settings: the cross-validation's split, then the user's overrides.
         A fold's run fits no forest of its own beside AAM (``baseline``): the cross-validation
         compares its own, on the same folds (an ensemble still fits the one it blends)."""
-        split = {"group_column": group, "validation_fraction": VALIDATION_FRACTION, "seed": seed,
-                 "baseline": False}  # fmt: skip
+        split = {
+            "group_column": group,
+            "validation_fraction": VALIDATION_FRACTION,
+            "seed": seed,
+            "baseline": False,
+        }
         return {**split, **self.overrides}
 
     def pretrain_settings(self, group: str | None, seed: int) -> dict[str, Any]:
@@ -234,9 +248,12 @@ def run_aam(
     if variant is not None or options.pretrain:
         start = options.pack_encoder if variant == "aam_pack" else None
         plan = plan_local(
-            "pretrain", options.pretrain_settings(study.group, fold.seed), inputs,
-            base_checkpoint=start, device=options.device,
-        )  # fmt: skip
+            "pretrain",
+            options.pretrain_settings(study.group, fold.seed),
+            inputs,
+            base_checkpoint=start,
+            device=options.device,
+        )
         encoder = _finished(
             run_pretrain(inputs, plan, run_dir / "pretrain", device=options.device, callbacks=log)
         )

@@ -52,12 +52,17 @@ def cv_report(result: Result, *, estimate: dict[str, Any] | None = None) -> dict
     models: dict[str, Any] = {}
     for name, entry in results.items():
         per_fold = [
-            {"repeat": r["seed"] - options.first_seed + 1, "seed": r["seed"], "fold": r["fold"],
-             **r["per_sample"],
-             "subject_weighted": r["subject_weighted"], "n_test": r["n_test"],
-             "seconds": r["seconds"]}
+            {
+                "repeat": r["seed"] - options.first_seed + 1,
+                "seed": r["seed"],
+                "fold": r["fold"],
+                **r["per_sample"],
+                "subject_weighted": r["subject_weighted"],
+                "n_test": r["n_test"],
+                "seconds": r["seconds"],
+            }
             for r in entry["folds"]
-        ]  # fmt: skip
+        ]
         models[name] = {
             "per_sample": entry["mean"]["per_sample"],
             "subject_weighted": entry["mean"]["subject_weighted"],
@@ -75,10 +80,14 @@ def cv_report(result: Result, *, estimate: dict[str, Any] | None = None) -> dict
             paired = paired_difference(task, result.records["aam"], result.records[name])
             first = paired["per_sample"]
             differences[f"aam-{name}"] = {
-                "metric": metric, "mean": first["mean"], "low": first["low"],
-                "high": first["high"], "n": first["n"],
-                "better": _verdict(metric, first), **{v: paired[v] for v in VIEWS},
-            }  # fmt: skip
+                "metric": metric,
+                "mean": first["mean"],
+                "low": first["low"],
+                "high": first["high"],
+                "n": first["n"],
+                "better": _verdict(metric, first),
+                **{v: paired[v] for v in VIEWS},
+            }
     check = result.summary["depth_check"]
     confounds: dict[str, Any] = {}
     if check is not None:
@@ -121,10 +130,16 @@ def cv_report(result: Result, *, estimate: dict[str, Any] | None = None) -> dict
 def _fold_sizes(result: Result) -> list[dict[str, Any]]:
     first = result.options.first_seed
     return [
-        {"repeat": f.seed - first + 1, "fold": f.index, "n_train": int(f.train.size),
-         "n_test": int(f.test.size), "depth": f.depth, "n_kept": int(f.kept.size)}
+        {
+            "repeat": f.seed - first + 1,
+            "fold": f.index,
+            "n_train": int(f.train.size),
+            "n_test": int(f.test.size),
+            "depth": f.depth,
+            "n_kept": int(f.kept.size),
+        }
         for f in result.folds
-    ]  # fmt: skip
+    ]
 
 
 def _verdict(metric: str, interval: dict[str, Any]) -> str | None:

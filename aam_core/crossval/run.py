@@ -97,17 +97,26 @@ def oof_table(predictions: pd.DataFrame, first_seed: int) -> pd.DataFrame:
 class _Scaled(Callback):
     """The refit's steps as the last share of the whole job's progress."""
 
-    def __init__(self, inner: Callback | None, progress: Callable[[Progress], None] | None,
-                 total: int) -> None:  # fmt: skip
+    def __init__(
+        self, inner: Callback | None, progress: Callable[[Progress], None] | None, total: int
+    ) -> None:
         self.inner, self.progress, self.total = inner, progress, total
 
     def on_step(self, event: StepEvent) -> None:
         if self.progress is not None:
             fraction = (self.total + event.fraction) / (self.total + 1)
             self.progress(
-                Progress(self.total, self.total, self.total, fraction, None, "refit",
-                         event.epoch, event.epochs)
-            )  # fmt: skip
+                Progress(
+                    self.total,
+                    self.total,
+                    self.total,
+                    fraction,
+                    None,
+                    "refit",
+                    event.epoch,
+                    event.epochs,
+                )
+            )
 
 
 def run_request(
@@ -150,9 +159,14 @@ def run_request(
             progress(dataclasses.replace(p, fraction=p.fraction * scale, eta_seconds=eta))
 
     result = cross_validate(
-        study, options, out, callback=callback, progress=report_progress, log=log,
+        study,
+        options,
+        out,
+        callback=callback,
+        progress=report_progress,
+        log=log,
         estimate=estimate["seconds"],
-    )  # fmt: skip
+    )
     if result.stopped:
         return Outcome(True, None, files)
     files["predictions"] = out / "predictions.tsv"
@@ -176,8 +190,16 @@ def run_request(
     report = cv_report(result, estimate=estimate)
     refit = None
     if request.refit:
-        refit = _refit(study.inputs, request, options, report, out / "refit",
-                       _Scaled(callback, progress, total), callback, dataset_sha256)  # fmt: skip
+        refit = _refit(
+            study.inputs,
+            request,
+            options,
+            report,
+            out / "refit",
+            _Scaled(callback, progress, total),
+            callback,
+            dataset_sha256,
+        )
         if refit is None:
             return Outcome(True, report, files)
     files["report"] = out / "report.json"
@@ -199,13 +221,22 @@ def _refit(
     None when a stop was requested."""
     settings = {**request.config, "group_column": request.cv.group_column}
     plan = plan_local(
-        "train", settings, inputs, target=request.target, model_kind=request.model_kind,
+        "train",
+        settings,
+        inputs,
+        target=request.target,
+        model_kind=request.model_kind,
         device=request.device,
-    )  # fmt: skip
+    )
     log = CallbackList([steps, *([callback] if callback else [])])
     run = run_train(
-        inputs, plan, out, callbacks=log, device=request.device,
-        resume=(out / "checkpoints" / "last.pt").is_file(), dataset_sha256=dataset_sha256,
+        inputs,
+        plan,
+        out,
+        callbacks=log,
+        device=request.device,
+        resume=(out / "checkpoints" / "last.pt").is_file(),
+        dataset_sha256=dataset_sha256,
         cross_validation=card_summary(report),
-    )  # fmt: skip
+    )
     return None if run.fit.stopped == "requested" else run

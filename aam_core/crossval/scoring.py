@@ -174,9 +174,15 @@ def prediction_frame(
 ) -> pd.DataFrame:
     """One outer test fold's predictions, one row per sample (the rows of predictions.tsv)."""
     frame = pd.DataFrame(
-        {"model": model, "seed": seed, "fold": fold, "sample_id": list(sample_ids),
-         "group": list(groups), "true": list(true)}
-    )  # fmt: skip
+        {
+            "model": model,
+            "seed": seed,
+            "fold": fold,
+            "sample_id": list(sample_ids),
+            "group": list(groups),
+            "true": list(true),
+        }
+    )
     if values is not None:
         frame["predicted"] = values
     else:
@@ -250,11 +256,14 @@ def depth_check(
     other = results.get(against, {}).get("mean")
     verdicts = {
         view: depth_confound(
-            means[view], None if other is None else other[view], task, target=target,
+            means[view],
+            None if other is None else other[view],
+            task,
+            target=target,
             scope="cross-validated",
         )
         for view in VIEWS
-    }  # fmt: skip
+    }
     first = verdicts["per_sample"]
     return {
         "model": model,
@@ -297,8 +306,13 @@ def summarise(
             for seed, rows in predictions[predictions["model"] == model].groupby("seed")
         ]
         seconds = sum(r["seconds"] for r in folds)
-        results[model] = {"mean": means, "sd": sds, "pooled": pooled, "seconds": seconds,
-                          "folds": folds}  # fmt: skip
+        results[model] = {
+            "mean": means,
+            "sd": sds,
+            "pooled": pooled,
+            "seconds": seconds,
+            "folds": folds,
+        }
 
     def paired(model: str, other: str) -> dict[str, Any]:
         return paired_difference(task, records[model], records[other], n_resamples=n_resamples)

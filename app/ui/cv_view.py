@@ -126,32 +126,53 @@ def cross_validation_view(job: JobOut) -> CrossValidationView | None:
         subject = entry.get("subject_weighted") or {}
         sd = (entry.get("sd") or {}).get("per_sample") or {}
         cells = [
-            Cell(_number(per_sample.get(m)), _number(subject.get(m)), _number(sd.get(m)),
-                 best.get(m) == name)
+            Cell(
+                _number(per_sample.get(m)),
+                _number(subject.get(m)),
+                _number(sd.get(m)),
+                best.get(m) == name,
+            )
             for m in metrics
-        ]  # fmt: skip
+        ]
         reads = entry.get("reads")
-        rows.append(ModelRow(name, label(name), cells, _number(entry.get("seconds")),
-                             None if reads is None else str(reads)))  # fmt: skip
+        rows.append(
+            ModelRow(
+                name,
+                label(name),
+                cells,
+                _number(entry.get("seconds")),
+                None if reads is None else str(reads),
+            )
+        )
     differences = []
     for key, entry in (report.get("differences") or {}).items():
         other = key.removeprefix("aam-")
         better = entry.get("better")
         n = entry.get("n")
         differences.append(
-            Difference(other, label(other), str(entry.get("metric", "")),
-                       _number(entry.get("mean")), _number(entry.get("low")),
-                       _number(entry.get("high")), n if isinstance(n, int) else None, better,
-                       _verdict(better, label(other)))
-        )  # fmt: skip
+            Difference(
+                other,
+                label(other),
+                str(entry.get("metric", "")),
+                _number(entry.get("mean")),
+                _number(entry.get("low")),
+                _number(entry.get("high")),
+                n if isinstance(n, int) else None,
+                better,
+                _verdict(better, label(other)),
+            )
+        )
     depth = (report.get("confounds") or {}).get("depth") or {}
     flagged = bool(depth.get("flagged")) and bool(depth.get("message"))
     outputs = set(job.outputs)
     plots = sorted(o.removeprefix("plot_") for o in outputs if o.startswith("plot_"))
     refit = report.get("refit_model_id") or job.model_id
     baseline = report.get("best_baseline")
-    left_out = [(str(why), n) for why, n in (report.get("samples_left_out") or {}).items()
-                if isinstance(n, int) and n > 0]  # fmt: skip
+    left_out = [
+        (str(why), n)
+        for why, n in (report.get("samples_left_out") or {}).items()
+        if isinstance(n, int) and n > 0
+    ]
     return CrossValidationView(
         report=dict(report),
         metrics=metrics,
