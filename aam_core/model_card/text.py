@@ -259,13 +259,12 @@ def _cross_validation_limits(card: Mapping[str, Any]) -> list[str]:
         if d.get("better") == "other" and name != f"aam-{served}"
     ]
     if better:
+        aam = "AAM" if served == "aam" else "AAM alone"
+        others = "this model" if len(better) == 1 else "these models"
         text = (
-            "In cross-validation AAM" + ("" if served == "aam" else " alone")
-            + f" scored worse on {metric} than "
-            + ("this model" if len(better) == 1 else "these models")
-            + " (the 95% interval of the paired difference excludes zero): "
-            + ", ".join(better) + "."
-        )  # fmt: skip
+            f"In cross-validation {aam} scored worse on {metric} than {others} (the 95% "
+            f"interval of the paired difference excludes zero): {', '.join(better)}."
+        )
         if served == "aam":
             text += " Prefer " + ("it" if len(better) == 1 else "one")
             text += ", or more data, before relying on this model."
