@@ -291,11 +291,7 @@ def cross_validate(
     depth = RunConfig.from_mapping(options.aam.settings(study.group, 0)).rarefaction_depth
     folds = make_folds(study, options.seeds, options.folds, depth)
     keys = [fingerprint(study, options, f) for f in folds]
-    todo = [
-        (k, fold)
-        for k, fold in enumerate(folds)
-        if read_stamped(_fold_file(out, fold), keys[k]) is None
-    ]
+    todo = _unfinished(out, folds, keys)
     reused = len(folds) - len(todo)
     if reused and log is not None:
         log(f"{reused} of {len(folds)} folds were finished by an earlier run: kept, not rerun")
@@ -315,35 +311,45 @@ def cross_validate(
             except Stopped:
                 stopped = True
                 break
-        path = _fold_file(out, fold)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path) as handle:
-            handle.write(json.dumps({"fingerprint": keys[k], **output}, default=_plain))
+        _store(out, fold, keys[k], output)
         tick.finish()
     records, predictions = _collect(out, folds, keys, options.models)
-    summary = None
-    if not stopped:
-        summary = summarise(
-            study.target.task,
-            study.classes,
-            records,
-            predictions,
-            baselines=DEPTH_FREE,
-            contenders=sorted(AAM_MODELS),
-            depth_model=DEPTH_MODEL,
-            pretrained=PRETRAINED,
-            target=study.target.column,
-        )
-    return Result(
-        study,
-        options,
-        folds,
+    summary = None if stopped else _summary(study, records, predictions)
+    seconds = time.perf_counter() - started
+    return Result(study, options, folds, records, predictions, summary, stopped, reused, seconds)
+
+
+def _unfinished(out: Path, folds: Sequence[Fold], keys: Sequence[str]) -> list[tuple[int, Fold]]:
+    """The folds (with their index) that no earlier run in ``out`` finished with these inputs."""
+    return [
+        (k, fold)
+        for k, fold in enumerate(folds)
+        if read_stamped(_fold_file(out, fold), keys[k]) is None
+    ]
+
+
+def _store(out: Path, fold: Fold, key: str, output: dict[str, Any]) -> None:
+    """A finished fold's output, stamped with its fingerprint, for a later run to reuse."""
+    path = _fold_file(out, fold)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as handle:
+        handle.write(json.dumps({"fingerprint": key, **output}, default=_plain))
+
+
+def _summary(
+    study: Study, records: dict[str, list[dict[str, Any]]], predictions: pd.DataFrame
+) -> dict[str, Any]:
+    """Every model's scores over all folds, with AAM's comparisons and the depth check."""
+    return summarise(
+        study.target.task,
+        study.classes,
         records,
         predictions,
-        summary,
-        stopped,
-        reused,
-        time.perf_counter() - started,
+        baselines=DEPTH_FREE,
+        contenders=sorted(AAM_MODELS),
+        depth_model=DEPTH_MODEL,
+        pretrained=PRETRAINED,
+        target=study.target.column,
     )
 
 
@@ -394,14 +400,14 @@ class _Ticker:
             eta = None
         self.report(
             Progress(
-                self.fold,
-                self.total,
-                self.done,
-                fraction,
-                eta,
-                self.label,
-                None if event is None else event.epoch,
-                None if event is None else event.epochs,
+                fold=self.fold,
+                total=self.total,
+                done=self.done,
+                fraction=fraction,
+                eta_seconds=eta,
+                label=self.label,
+                epoch=None if event is None else event.epoch,
+                epochs=None if event is None else event.epochs,
             )
         )
 
