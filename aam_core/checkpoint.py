@@ -101,8 +101,18 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:
 def load_checkpoint(path: str | Path, *, name: str | None = None) -> Checkpoint:
     """Read and validate a checkpoint. Never unpickles code: ``weights_only=True``."""
     file = name or Path(path).name
+    payload = _read(path, file)
+    kind, version = _header(payload, file)
+    checkpoint = _parse(payload, kind, version, file)
+    _check_consistent(checkpoint, file)
+    return checkpoint
+
+
+def _read(path: str | Path, file: str) -> Any:
+    """The file's payload, read without unpickling code; a file that is no PyTorch archive,
+    or would run code, is refused with the reason."""
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc), flags=re.IGNORECASE)
         if found:  # the safe unpickler met a callable: the file would run code if trusted
@@ -120,6 +130,11 @@ def load_checkpoint(path: str | Path, *, name: str | None = None) -> Checkpoint:
         raise CheckpointError(
             f"{file}: not a readable checkpoint (truncated or corrupt file: {reason})"
         ) from None
+
+
+def _header(payload: Any, file: str) -> tuple[str, int]:
+    """The checkpoint's model kind and format version, once the payload is known to be an AAM
+    checkpoint this aam can read."""
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
             f"{file}: not an AAM checkpoint (a PyTorch file without the '{FORMAT}' header; "
@@ -137,6 +152,11 @@ def load_checkpoint(path: str | Path, *, name: str | None = None) -> Checkpoint:
     kind = payload.get("kind")
     if kind not in KINDS:
         raise CheckpointError(f"{file}: unknown model kind {kind!r}; expected one of {KINDS}")
+    return kind, version
+
+
+def _parse(payload: dict[str, Any], kind: str, version: int, file: str) -> Checkpoint:
+    """The payload's fields as a :class:`Checkpoint`; a missing or malformed one is refused."""
     try:
         config = AAMConfig.from_dict(payload["config"])
         state = payload["state_dict"]
@@ -144,7 +164,7 @@ def load_checkpoint(path: str | Path, *, name: str | None = None) -> Checkpoint:
             isinstance(v, torch.Tensor) for v in state.values()
         ):
             raise CheckpointError(f"{file}: the state dict is not a mapping of tensors")
-        checkpoint = Checkpoint(
+        return Checkpoint(
             kind=kind,
             config=config,
             state_dict=state,
@@ -171,6 +191,12 @@ def load_checkpoint(path: str | Path, *, name: str | None = None) -> Checkpoint:
         raise CheckpointError(str(exc)) from None
     except (KeyError, TypeError, ConfigError) as exc:
         raise CheckpointError(f"{file}: incomplete or inconsistent checkpoint ({exc})") from None
+
+
+def _check_consistent(checkpoint: Checkpoint, file: str) -> None:
+    """Refuse a checkpoint whose parts disagree: its kind and head, its vocabulary and model,
+    its forest and target."""
+    kind, config = checkpoint.kind, checkpoint.config
     if (kind == "encoder") != (config.target is None):
         raise CheckpointError(f"{file}: kind {kind!r} does not match its config's target head")
     known = 0 if checkpoint.vocabulary is None else len(checkpoint.vocabulary)
@@ -182,7 +208,6 @@ def load_checkpoint(path: str | Path, *, name: str | None = None) -> Checkpoint:
         kind == "encoder" or checkpoint.forest.task != config.target.task  # type: ignore[union-attr]
     ):
         raise CheckpointError(f"{file}: its forest does not predict what its model predicts")
-    return checkpoint
 
 
 def build_model(checkpoint: Checkpoint, *, name: str = "checkpoint") -> Model:

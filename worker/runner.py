@@ -125,18 +125,25 @@ class CrossValidationLink(Callback):
 
     def progress(self, p: Any) -> None:
         self.label = p.label
-        message = {"type": "progress", "phase": "refit" if p.label == "refit" else "folds",
-                   "fold": p.fold, "folds": p.total, "epoch": p.epoch,
-                   "epochs": p.epochs, "fraction": p.fraction,
-                   "eta_seconds": p.eta_seconds}  # fmt: skip
+        message = {
+            "type": "progress",
+            "phase": "refit" if p.label == "refit" else "folds",
+            "fold": p.fold,
+            "folds": p.total,
+            "epoch": p.epoch,
+            "epochs": p.epochs,
+            "fraction": p.fraction,
+            "eta_seconds": p.eta_seconds,
+        }
         self.link.send(to_jsonable(message))
 
     def on_epoch(self, event: EpochEvent) -> None:
         value = "-" if event.value is None else f"{event.value:.4g}"
-        self.link.send(
-            {"type": "log", "message": f"{self.label}: epoch {event.epoch}/{event.epochs}, "
-             f"{event.monitor} {value} (best epoch {event.best_epoch})"}
-        )  # fmt: skip
+        message = (
+            f"{self.label}: epoch {event.epoch}/{event.epochs}, "
+            f"{event.monitor} {value} (best epoch {event.best_epoch})"
+        )
+        self.link.send({"type": "log", "message": message})
 
     def on_log(self, message: str) -> None:
         self.link.send({"type": "log", "message": message})
@@ -161,10 +168,15 @@ def _cross_validate(plan: RunPlan, link: Any) -> dict[str, Any]:
     )
     events = CrossValidationLink(link)
     outcome = run_request(
-        _inputs(plan), request, Path(plan.out_dir), callback=events, progress=events.progress,
-        log=events.on_log, dataset_sha256=plan.dataset_sha256,
+        _inputs(plan),
+        request,
+        Path(plan.out_dir),
+        callback=events,
+        progress=events.progress,
+        log=events.on_log,
+        dataset_sha256=plan.dataset_sha256,
         name=plan.names.get("table", "the dataset"),
-    )  # fmt: skip
+    )
     return {
         "kind": "cross_validate",
         "stopped": "requested" if outcome.stopped else "completed",

@@ -138,15 +138,30 @@ def fingerprint(study: Study, options: Options, fold: Fold) -> str:
     digest = hashlib.sha256()
     counts = study.inputs.table.counts  # csr [n_samples, n_features]
     features = np.array(study.inputs.table.feature_ids)
-    for part in (study.sample_ids, study.y.astype(str), study.groups, fold.train, fold.test,
-                 features, counts.indptr, counts.indices, counts.data):  # fmt: skip
+    for part in (
+        study.sample_ids,
+        study.y.astype(str),
+        study.groups,
+        fold.train,
+        fold.test,
+        features,
+        counts.indptr,
+        counts.indices,
+        counts.data,
+    ):
         digest.update(np.ascontiguousarray(part).astype(str).tobytes())
         digest.update(b"\0")
     aam = dataclasses.asdict(options.aam)
     aam.pop("keep_checkpoints")
     aam["pack_encoder"] = None if options.aam.pack_encoder is None else str(aam["pack_encoder"])
-    settings = {"models": list(options.models), "budget": options.budget, "aam": aam,
-                "seed": fold.seed, "depth": fold.depth, "task": study.target.task}  # fmt: skip
+    settings = {
+        "models": list(options.models),
+        "budget": options.budget,
+        "aam": aam,
+        "seed": fold.seed,
+        "depth": fold.depth,
+        "task": study.target.task,
+    }
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     return digest.hexdigest()
 
@@ -193,16 +208,26 @@ def run_fold(
     records: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
     for model, prediction, info, seconds in fit_fold(
-        study, fold, options.models, options.aam, out, budget=options.budget,
-        forest_jobs=options.forest_jobs, callback=callback,
-    ):  # fmt: skip
+        study,
+        fold,
+        options.models,
+        options.aam,
+        out,
+        budget=options.budget,
+        forest_jobs=options.forest_jobs,
+        callback=callback,
+    ):
         given = {"classes": study.classes, **dataclasses.asdict(prediction)}
         metrics = score(task, truth, groups, **given)
         records[model] = {
-            "seed": fold.seed, "fold": fold.index, "n_test": int(test.size),
-            "n_test_groups": int(np.unique(groups).size), **metrics,
-            "seconds": seconds, "details": info,
-        }  # fmt: skip
+            "seed": fold.seed,
+            "fold": fold.index,
+            "n_test": int(test.size),
+            "n_test_groups": int(np.unique(groups).size),
+            **metrics,
+            "seconds": seconds,
+            "details": info,
+        }
         frame = prediction_frame(
             model, fold.seed, fold.index, study.sample_ids[test], groups, truth, **given
         )
@@ -266,10 +291,7 @@ def cross_validate(
     depth = RunConfig.from_mapping(options.aam.settings(study.group, 0)).rarefaction_depth
     folds = make_folds(study, options.seeds, options.folds, depth)
     keys = [fingerprint(study, options, f) for f in folds]
-    todo = [
-        (k, fold) for k, fold in enumerate(folds)
-        if read_stamped(_fold_file(out, fold), keys[k]) is None
-    ]  # fmt: skip
+    todo = _unfinished(out, folds, keys)
     reused = len(folds) - len(todo)
     if reused and log is not None:
         log(f"{reused} of {len(folds)} folds were finished by an earlier run: kept, not rerun")
@@ -289,23 +311,46 @@ def cross_validate(
             except Stopped:
                 stopped = True
                 break
-        path = _fold_file(out, fold)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path) as handle:
-            handle.write(json.dumps({"fingerprint": keys[k], **output}, default=_plain))
+        _store(out, fold, keys[k], output)
         tick.finish()
     records, predictions = _collect(out, folds, keys, options.models)
-    summary = None
-    if not stopped:
-        summary = summarise(
-            study.target.task, study.classes, records, predictions,
-            baselines=DEPTH_FREE, contenders=sorted(AAM_MODELS), depth_model=DEPTH_MODEL,
-            pretrained=PRETRAINED, target=study.target.column,
-        )  # fmt: skip
-    return Result(
-        study, options, folds, records, predictions, summary, stopped, reused,
-        time.perf_counter() - started,
-    )  # fmt: skip
+    summary = None if stopped else _summary(study, records, predictions)
+    seconds = time.perf_counter() - started
+    return Result(study, options, folds, records, predictions, summary, stopped, reused, seconds)
+
+
+def _unfinished(out: Path, folds: Sequence[Fold], keys: Sequence[str]) -> list[tuple[int, Fold]]:
+    """The folds (with their index) that no earlier run in ``out`` finished with these inputs."""
+    return [
+        (k, fold)
+        for k, fold in enumerate(folds)
+        if read_stamped(_fold_file(out, fold), keys[k]) is None
+    ]
+
+
+def _store(out: Path, fold: Fold, key: str, output: dict[str, Any]) -> None:
+    """A finished fold's output, stamped with its fingerprint, for a later run to reuse."""
+    path = _fold_file(out, fold)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as handle:
+        handle.write(json.dumps({"fingerprint": key, **output}, default=_plain))
+
+
+def _summary(
+    study: Study, records: dict[str, list[dict[str, Any]]], predictions: pd.DataFrame
+) -> dict[str, Any]:
+    """Every model's scores over all folds, with AAM's comparisons and the depth check."""
+    return summarise(
+        study.target.task,
+        study.classes,
+        records,
+        predictions,
+        baselines=DEPTH_FREE,
+        contenders=sorted(AAM_MODELS),
+        depth_model=DEPTH_MODEL,
+        pretrained=PRETRAINED,
+        target=study.target.column,
+    )
 
 
 def _collect(
@@ -330,9 +375,12 @@ class _Ticker:
     once it has made progress; before, it is ``estimate`` scaled to what is left."""
 
     def __init__(
-        self, total: int, done: int, estimate: float | None,
+        self,
+        total: int,
+        done: int,
+        estimate: float | None,
         report: Callable[[Progress], None] | None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.total, self.done, self.estimate, self.report = total, done, estimate, report
         self.first = done / total
         self.clock = time.perf_counter()
@@ -352,10 +400,16 @@ class _Ticker:
             eta = None
         self.report(
             Progress(
-                self.fold, self.total, self.done, fraction, eta, self.label,
-                None if event is None else event.epoch, None if event is None else event.epochs,
+                fold=self.fold,
+                total=self.total,
+                done=self.done,
+                fraction=fraction,
+                eta_seconds=eta,
+                label=self.label,
+                epoch=None if event is None else event.epoch,
+                epochs=None if event is None else event.epochs,
             )
-        )  # fmt: skip
+        )
 
     def start(self, fold: int, which: Fold) -> None:
         self.fold, self.label = fold, f"seed {which.seed} fold {which.index}"

@@ -57,9 +57,12 @@ def _aam_seconds(study: Study, fold: Fold, options: Any, scratch: Path) -> dict[
     aam = options.aam
     inputs = dataclasses.replace(study.inputs, table=study.inputs.table.subset_samples(fold.train))
     plan = plan_local(
-        "train", aam.settings(study.group, fold.seed), inputs, target=study.target,
+        "train",
+        aam.settings(study.group, fold.seed),
+        inputs,
+        target=study.target,
         device=aam.device,
-    )  # fmt: skip
+    )
     clock = _Clock()
     begun = time.perf_counter()
     try:
@@ -104,8 +107,9 @@ def estimate_seconds(study: Study, options: Any, scratch: Path) -> dict[str, Any
     on its first fold (``options``: an engine :class:`~aam_core.crossval.engine.Options`).
     ``scratch`` holds the probe's files and is removed."""
     depth = RunConfig.from_mapping(options.aam.settings(study.group, 0)).rarefaction_depth
-    fold = make_folds(study, range(options.first_seed, options.first_seed + 1),
-                      options.folds, depth)[0]  # fmt: skip
+    fold = make_folds(
+        study, range(options.first_seed, options.first_seed + 1), options.folds, depth
+    )[0]
     parts: dict[str, float] = {}
     if "forest" in options.models:
         parts["forest"] = _forest_seconds(study, fold, options.budget, options.forest_jobs)

@@ -31,6 +31,7 @@ from sklearn.preprocessing import StandardScaler
 
 from aam_core.crossval.folds import VALIDATION_FRACTION, Fold
 from aam_core.crossval.study import Study, clr
+from aam_core.io import Inputs
 from aam_core.plan.crossval import pretrain_settings
 from aam_core.predict import Predictor, SamplePrediction
 from aam_core.train.artifacts import read_split_tsv
@@ -40,9 +41,16 @@ from aam_core.train.local_plan import plan_local
 from aam_core.train.stages import RunResult, run_pretrain, run_train
 
 MODELS = (
-    "forest", "linear", "linear_raw", "constant", "depth", "aam", "ensemble", "aam_pretrained",
+    "forest",
+    "linear",
+    "linear_raw",
+    "constant",
+    "depth",
+    "aam",
+    "ensemble",
+    "aam_pretrained",
     "aam_pack",
-)  # fmt: skip
+)
 # Trained by aam_core: AAM from scratch and the ensemble in one run; AAM fine-tuned from an
 # encoder pretrained on the fold's training samples; and from one pretrained on the other
 # studies of the pack first (the benchmark's --pack), then on the fold's training samples.
@@ -132,9 +140,12 @@ def fit_forest(
         trees = TREES[budget][1 if refit else 0]
         features, leaf = point
         return forest(
-            n_estimators=trees, max_features=features, min_samples_leaf=leaf, n_jobs=n_jobs,
+            n_estimators=trees,
+            max_features=features,
+            min_samples_leaf=leaf,
+            n_jobs=n_jobs,
             random_state=fold.seed,
-        )  # fmt: skip
+        )
 
     reads = study.as_aam_reads(fold.seed, fold.depth)
     x = np.asarray(relative_abundance(reads).toarray())  # [n_samples, n_features]
@@ -194,8 +205,12 @@ class AamOptions:
         """A train run's settings: the cross-validation's split, then the user's overrides.
         A fold's run fits no forest of its own beside AAM (``baseline``): the cross-validation
         compares its own, on the same folds (an ensemble still fits the one it blends)."""
-        split = {"group_column": group, "validation_fraction": VALIDATION_FRACTION, "seed": seed,
-                 "baseline": False}  # fmt: skip
+        split = {
+            "group_column": group,
+            "validation_fraction": VALIDATION_FRACTION,
+            "seed": seed,
+            "baseline": False,
+        }
         return {**split, **self.overrides}
 
     def pretrain_settings(self, group: str | None, seed: int) -> dict[str, Any]:
@@ -227,26 +242,57 @@ def run_aam(
     variant = next((m for m in PRETRAINED if m in wanted), None)
     run_dir = out / (variant or "aam") / fold.name
     inputs = dataclasses.replace(study.inputs, table=study.inputs.table.subset_samples(fold.train))
-    settings = options.settings(study.group, fold.seed)
     log = CallbackList([callback] if callback else [])
     info: dict[str, Any] = {}
     base = None
     if variant is not None or options.pretrain:
         start = options.pack_encoder if variant == "aam_pack" else None
-        plan = plan_local(
-            "pretrain", options.pretrain_settings(study.group, fold.seed), inputs,
-            base_checkpoint=start, device=options.device,
-        )  # fmt: skip
-        encoder = _finished(
-            run_pretrain(inputs, plan, run_dir / "pretrain", device=options.device, callbacks=log)
-        )
+        encoder = _pretrain(inputs, study, fold, options, start, run_dir / "pretrain", log)
         info["unifrac_r2"] = encoder.validation.get("unifrac_r2")  # validation pairs only
         info["pretrain_epochs"] = encoder.fit.epochs_run
         base = encoder.best_checkpoint or encoder.last_checkpoint
-    kind: dict[str, Any] = {"model_kind": "ensemble"} if "ensemble" in wanted else {}
+    ensemble = "ensemble" in wanted
+    run = _train(inputs, study, fold, options, base, ensemble, run_dir / "train", log)
+    info.update(_train_info(run, run_dir / "train" / "split.tsv", study, fold))
+    checkpoint = run.best_checkpoint or run.last_checkpoint
+    predictions = _predict_test(study, fold, checkpoint, wanted, options.device)
+    if not options.keep_checkpoints:
+        for path in run_dir.glob("*/checkpoints"):
+            shutil.rmtree(path)
+    return predictions, info
+
+
+def _pretrain(
+    inputs: Inputs,
+    study: Study,
+    fold: Fold,
+    options: AamOptions,
+    start: Path | None,
+    out: Path,
+    log: CallbackList,
+) -> RunResult:
+    """Pretrain an encoder on the fold's training samples, from ``start`` when given."""
+    settings = options.pretrain_settings(study.group, fold.seed)
+    plan = plan_local("pretrain", settings, inputs, base_checkpoint=start, device=options.device)
+    return _finished(run_pretrain(inputs, plan, out, device=options.device, callbacks=log))
+
+
+def _train(
+    inputs: Inputs,
+    study: Study,
+    fold: Fold,
+    options: AamOptions,
+    base: Path | None,
+    ensemble: bool,
+    out: Path,
+    log: CallbackList,
+) -> RunResult:
+    """Train AAM (or the ensemble) on the fold's training samples, from the encoder ``base``
+    when pretrained."""
+    kind: dict[str, Any] = {"model_kind": "ensemble"} if ensemble else {}
     plan = plan_local(
         "train",
-        settings,
+        options.settings(study.group, fold.seed),
         inputs,
         target=study.target,
         base_checkpoint=base,
@@ -254,24 +300,32 @@ def run_aam(
         device=options.device,
         **kind,
     )
-    run = _finished(
-        run_train(inputs, plan, run_dir / "train", device=options.device, callbacks=log)
-    )
-    drawn = read_split_tsv(run_dir / "train" / "split.tsv")["validation"]
-    info.update(
-        epochs_run=run.fit.epochs_run,
-        best_epoch=run.fit.best_epoch,
-        stopped=run.fit.stopped,
-        depth=run.report.get("rarefaction", {}).get("depth"),
-        inner_validation=run.validation,
-        linear_base=(run.report.get("linear_base") or {}).get("validation"),
-        ensemble=run.report.get("ensemble"),  # aam_core's blend: weight, choice, reason
+    return _finished(run_train(inputs, plan, out, device=options.device, callbacks=log))
+
+
+def _train_info(run: RunResult, split: Path, study: Study, fold: Fold) -> dict[str, Any]:
+    """What a fold's train run reports of itself, and whether the inner validation split it
+    wrote (``split``) is the fold's own."""
+    drawn = read_split_tsv(split)["validation"]
+    inner_val = sorted(study.inputs.table.sample_ids[i] for i in fold.inner_val)
+    return {
+        "epochs_run": run.fit.epochs_run,
+        "best_epoch": run.fit.best_epoch,
+        "stopped": run.fit.stopped,
+        "depth": run.report.get("rarefaction", {}).get("depth"),
+        "inner_validation": run.validation,
+        "linear_base": (run.report.get("linear_base") or {}).get("validation"),
+        "ensemble": run.report.get("ensemble"),  # aam_core's blend: weight, choice, reason
         # the forest and the linear model chose on the same validation samples as AAM
-        inner_split_matches=sorted(drawn)
-        == sorted(study.inputs.table.sample_ids[i] for i in fold.inner_val),
-    )
-    checkpoint = run.best_checkpoint or run.last_checkpoint
-    predictor = Predictor.from_path(checkpoint, device=options.device)
+        "inner_split_matches": sorted(drawn) == inner_val,
+    }
+
+
+def _predict_test(
+    study: Study, fold: Fold, checkpoint: Path, wanted: set[str], device: str
+) -> dict[str, Prediction]:
+    """Each of ``wanted``'s predictions of the outer test fold by the trained ``checkpoint``."""
+    predictor = Predictor.from_path(checkpoint, device=device)
     test = study.inputs.table.subset_samples(fold.test)
     samples = predictor.predict(test, study.inputs.sequences).samples
     predictions = {}
@@ -285,10 +339,7 @@ def run_aam(
             predictions[model] = Prediction(labels=labels, probabilities=probabilities)
         else:
             predictions[model] = Prediction(values=np.array([value for value, _ in outputs]))
-    if not options.keep_checkpoints:
-        for path in run_dir.glob("*/checkpoints"):
-            shutil.rmtree(path)
-    return predictions, info
+    return predictions
 
 
 def _sample_output(

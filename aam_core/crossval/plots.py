@@ -94,9 +94,12 @@ def oof_predicted_vs_true(
 
 
 def roc(
-    path: Path, title: str, predictions: pd.DataFrame, classes: Sequence[str],
+    path: Path,
+    title: str,
+    predictions: pd.DataFrame,
+    classes: Sequence[str],
     models: Sequence[str],
-) -> Path:  # fmt: skip
+) -> Path:
     fig, axes = _figure(1, height=5.0)
     ax = axes[0]
     for model in models:

@@ -48,49 +48,9 @@ def cv_report(result: Result, *, estimate: dict[str, Any] | None = None) -> dict
     study, options = result.study, result.options
     task = study.target.task
     metric = PRIMARY[task]
-    results = result.summary["results"]
-    models: dict[str, Any] = {}
-    for name, entry in results.items():
-        per_fold = [
-            {"repeat": r["seed"] - options.first_seed + 1, "seed": r["seed"], "fold": r["fold"],
-             **r["per_sample"],
-             "subject_weighted": r["subject_weighted"], "n_test": r["n_test"],
-             "seconds": r["seconds"]}
-            for r in entry["folds"]
-        ]  # fmt: skip
-        models[name] = {
-            "per_sample": entry["mean"]["per_sample"],
-            "subject_weighted": entry["mean"]["subject_weighted"],
-            "sd": entry["sd"],
-            "pooled": entry["pooled"],
-            "per_fold": per_fold,
-            "seconds": entry["seconds"],
-            "reads": READS.get(name),
-        }
-    differences = {}
-    if "aam" in result.records:
-        for name in result.records:
-            if name == "aam":
-                continue
-            paired = paired_difference(task, result.records["aam"], result.records[name])
-            first = paired["per_sample"]
-            differences[f"aam-{name}"] = {
-                "metric": metric, "mean": first["mean"], "low": first["low"],
-                "high": first["high"], "n": first["n"],
-                "better": _verdict(metric, first), **{v: paired[v] for v in VIEWS},
-            }  # fmt: skip
-    check = result.summary["depth_check"]
-    confounds: dict[str, Any] = {}
-    if check is not None:
-        verdict = check["verdict"]["per_sample"]
-        confounds["depth"] = {
-            "metric": check["metric"],
-            "value": None if verdict is None else verdict["depth"],
-            "flagged": check["flagged"],
-            "message": check["message"],
-            "reason": None if verdict is None else verdict["reason"],
-            "subject_weighted": check["verdict"]["subject_weighted"],
-        }
+    models = _models(result.summary["results"], options.first_seed)
+    differences = _aam_differences(task, result.records)
+    confounds = _confounds(result.summary["depth_check"])
     best_baseline = result.summary["best_baseline"]
     report = {
         "folds": options.folds,
@@ -118,13 +78,86 @@ def cv_report(result: Result, *, estimate: dict[str, Any] | None = None) -> dict
     return to_jsonable(report)
 
 
+def _models(results: dict[str, Any], first_seed: int) -> dict[str, Any]:
+    """Per model, its mean and sd over folds, pooled scores, figures per fold and seconds."""
+    models: dict[str, Any] = {}
+    for name, entry in results.items():
+        per_fold = [
+            {
+                "repeat": r["seed"] - first_seed + 1,
+                "seed": r["seed"],
+                "fold": r["fold"],
+                **r["per_sample"],
+                "subject_weighted": r["subject_weighted"],
+                "n_test": r["n_test"],
+                "seconds": r["seconds"],
+            }
+            for r in entry["folds"]
+        ]
+        models[name] = {
+            "per_sample": entry["mean"]["per_sample"],
+            "subject_weighted": entry["mean"]["subject_weighted"],
+            "sd": entry["sd"],
+            "pooled": entry["pooled"],
+            "per_fold": per_fold,
+            "seconds": entry["seconds"],
+            "reads": READS.get(name),
+        }
+    return models
+
+
+def _aam_differences(task: str, records: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """AAM minus each other model in the primary metric, with which side of zero it lies on
+    (none when AAM did not run)."""
+    metric = PRIMARY[task]
+    differences = {}
+    if "aam" in records:
+        for name in records:
+            if name == "aam":
+                continue
+            paired = paired_difference(task, records["aam"], records[name])
+            first = paired["per_sample"]
+            differences[f"aam-{name}"] = {
+                "metric": metric,
+                "mean": first["mean"],
+                "low": first["low"],
+                "high": first["high"],
+                "n": first["n"],
+                "better": _verdict(metric, first),
+                **{v: paired[v] for v in VIEWS},
+            }
+    return differences
+
+
+def _confounds(check: dict[str, Any] | None) -> dict[str, Any]:
+    """The depth check's verdict per sample, in the report's terms (none without a check)."""
+    confounds: dict[str, Any] = {}
+    if check is not None:
+        verdict = check["verdict"]["per_sample"]
+        confounds["depth"] = {
+            "metric": check["metric"],
+            "value": None if verdict is None else verdict["depth"],
+            "flagged": check["flagged"],
+            "message": check["message"],
+            "reason": None if verdict is None else verdict["reason"],
+            "subject_weighted": check["verdict"]["subject_weighted"],
+        }
+    return confounds
+
+
 def _fold_sizes(result: Result) -> list[dict[str, Any]]:
     first = result.options.first_seed
     return [
-        {"repeat": f.seed - first + 1, "fold": f.index, "n_train": int(f.train.size),
-         "n_test": int(f.test.size), "depth": f.depth, "n_kept": int(f.kept.size)}
+        {
+            "repeat": f.seed - first + 1,
+            "fold": f.index,
+            "n_train": int(f.train.size),
+            "n_test": int(f.test.size),
+            "depth": f.depth,
+            "n_kept": int(f.kept.size),
+        }
         for f in result.folds
-    ]  # fmt: skip
+    ]
 
 
 def _verdict(metric: str, interval: dict[str, Any]) -> str | None:

@@ -23,6 +23,7 @@ import pandas as pd
 from aam_core.crossval.engine import (
     Options,
     Progress,
+    Result,
     check,
     cross_validate,
     fingerprint,
@@ -33,7 +34,7 @@ from aam_core.crossval.folds import make_folds
 from aam_core.crossval.models import AamOptions
 from aam_core.crossval.plots import fold_scores, oof_predicted_vs_true, roc
 from aam_core.crossval.report import card_summary, cv_report
-from aam_core.crossval.study import make_study
+from aam_core.crossval.study import Study, make_study
 from aam_core.io import Inputs
 from aam_core.io.files import atomic_write, write_json
 from aam_core.plan import RunConfig, TargetSpec
@@ -97,17 +98,26 @@ def oof_table(predictions: pd.DataFrame, first_seed: int) -> pd.DataFrame:
 class _Scaled(Callback):
     """The refit's steps as the last share of the whole job's progress."""
 
-    def __init__(self, inner: Callback | None, progress: Callable[[Progress], None] | None,
-                 total: int) -> None:  # fmt: skip
+    def __init__(
+        self, inner: Callback | None, progress: Callable[[Progress], None] | None, total: int
+    ) -> None:
         self.inner, self.progress, self.total = inner, progress, total
 
     def on_step(self, event: StepEvent) -> None:
         if self.progress is not None:
             fraction = (self.total + event.fraction) / (self.total + 1)
             self.progress(
-                Progress(self.total, self.total, self.total, fraction, None, "refit",
-                         event.epoch, event.epochs)
-            )  # fmt: skip
+                Progress(
+                    fold=self.total,
+                    total=self.total,
+                    done=self.total,
+                    fraction=fraction,
+                    eta_seconds=None,
+                    label="refit",
+                    epoch=event.epoch,
+                    epochs=event.epochs,
+                )
+            )
 
 
 def run_request(
@@ -129,60 +139,91 @@ def run_request(
     check(study, options)  # before any work: the samples themselves
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {"estimate": out / "estimate.json"}
-    key = fingerprint(study, options, make_folds(study, options.seeds, options.folds, None)[0])
-    estimate = read_stamped(files["estimate"], key)
-    if estimate is None:
-        say("measuring the duration on the first fold (two AAM epochs, one forest)")
-        estimate = {**estimate_seconds(study, options, out / "estimate-probe"), "fingerprint": key}
-        write_json(files["estimate"], estimate)
-    estimate = {k: v for k, v in estimate.items() if k != "fingerprint"}
+    estimate = _estimate(study, options, files["estimate"], out / "estimate-probe", say)
     say(
         f"{len(study.y)} samples in {cv.folds} folds x {cv.repeats} repeats of models "
         f"{', '.join(options.models)}: at most {_duration(estimate['seconds'])} (measured on "
         "the first fold)"
     )
     total = options.folds * options.repeats
-    scale = total / (total + 1) if request.refit else 1.0
-
-    def report_progress(p: Progress) -> None:
-        if progress is not None:
-            eta = None if p.eta_seconds is None else p.eta_seconds / scale
-            progress(dataclasses.replace(p, fraction=p.fraction * scale, eta_seconds=eta))
-
+    share = total / (total + 1) if request.refit else 1.0  # the refit takes the last share
     result = cross_validate(
-        study, options, out, callback=callback, progress=report_progress, log=log,
+        study,
+        options,
+        out,
+        callback=callback,
+        progress=_scaled(progress, share),
+        log=log,
         estimate=estimate["seconds"],
-    )  # fmt: skip
+    )
     if result.stopped:
         return Outcome(True, None, files)
     files["predictions"] = out / "predictions.tsv"
     with atomic_write(files["predictions"]) as handle:
         oof_table(result.predictions, options.first_seed).to_csv(handle, sep="\t", index=False)
-    plots = out / "plots"
-    plots.mkdir(exist_ok=True)
     title = f"{study.target.column}: {cv.folds} grouped folds x {cv.repeats} repeats"
-    shown = [m for m in PLOTTED if m in result.records]
-    files["plot_fold_scores"] = fold_scores(
-        plots / "fold_scores.png", title, study.target.task, result.records
-    )
-    if study.classes:
-        files["plot_roc"] = roc(
-            plots / "roc.png", title, result.predictions, study.classes, list(result.records)
-        )
-    else:
-        files["plot_oof_predicted_vs_true"] = oof_predicted_vs_true(
-            plots / "oof_predicted_vs_true.png", title, result.predictions, shown
-        )
+    files.update(_plots(out / "plots", title, study, result))
     report = cv_report(result, estimate=estimate)
     refit = None
     if request.refit:
-        refit = _refit(study.inputs, request, options, report, out / "refit",
-                       _Scaled(callback, progress, total), callback, dataset_sha256)  # fmt: skip
+        steps = _Scaled(callback, progress, total)
+        refit = _refit(
+            study.inputs, request, options, report, out / "refit", steps, callback, dataset_sha256
+        )
         if refit is None:
             return Outcome(True, report, files)
     files["report"] = out / "report.json"
     write_json(files["report"], report)
     return Outcome(False, report, files, refit)
+
+
+def _scaled(
+    progress: Callable[[Progress], None] | None, share: float
+) -> Callable[[Progress], None]:
+    """``progress`` told the folds' fraction of the whole job, ``share``, and the ETA that
+    fraction implies."""
+
+    def report(p: Progress) -> None:
+        if progress is not None:
+            eta = None if p.eta_seconds is None else p.eta_seconds / share
+            progress(dataclasses.replace(p, fraction=p.fraction * share, eta_seconds=eta))
+
+    return report
+
+
+def _estimate(
+    study: Study, options: Options, path: Path, scratch: Path, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """The run's expected duration: read back from ``path`` when an earlier run measured it
+    with the same inputs, else measured on the first fold (in ``scratch``) and stored there."""
+    key = fingerprint(study, options, make_folds(study, options.seeds, options.folds, None)[0])
+    estimate = read_stamped(path, key)
+    if estimate is None:
+        say("measuring the duration on the first fold (two AAM epochs, one forest)")
+        estimate = {**estimate_seconds(study, options, scratch), "fingerprint": key}
+        write_json(path, estimate)
+    return {k: v for k, v in estimate.items() if k != "fingerprint"}
+
+
+def _plots(folder: Path, title: str, study: Study, result: Result) -> dict[str, Path]:
+    """The fold scores, and the ROC curves of a classification or the out-of-fold predicted
+    versus true values of a regression, as ``plot_<name>`` -> file."""
+    folder.mkdir(exist_ok=True)
+    shown = [m for m in PLOTTED if m in result.records]
+    files = {
+        "plot_fold_scores": fold_scores(
+            folder / "fold_scores.png", title, study.target.task, result.records
+        )
+    }
+    if study.classes:
+        files["plot_roc"] = roc(
+            folder / "roc.png", title, result.predictions, study.classes, list(result.records)
+        )
+    else:
+        files["plot_oof_predicted_vs_true"] = oof_predicted_vs_true(
+            folder / "oof_predicted_vs_true.png", title, result.predictions, shown
+        )
+    return files
 
 
 def _refit(
@@ -199,13 +240,22 @@ def _refit(
     None when a stop was requested."""
     settings = {**request.config, "group_column": request.cv.group_column}
     plan = plan_local(
-        "train", settings, inputs, target=request.target, model_kind=request.model_kind,
+        "train",
+        settings,
+        inputs,
+        target=request.target,
+        model_kind=request.model_kind,
         device=request.device,
-    )  # fmt: skip
+    )
     log = CallbackList([steps, *([callback] if callback else [])])
     run = run_train(
-        inputs, plan, out, callbacks=log, device=request.device,
-        resume=(out / "checkpoints" / "last.pt").is_file(), dataset_sha256=dataset_sha256,
+        inputs,
+        plan,
+        out,
+        callbacks=log,
+        device=request.device,
+        resume=(out / "checkpoints" / "last.pt").is_file(),
+        dataset_sha256=dataset_sha256,
         cross_validation=card_summary(report),
-    )  # fmt: skip
+    )
     return None if run.fit.stopped == "requested" else run

@@ -174,9 +174,15 @@ def prediction_frame(
 ) -> pd.DataFrame:
     """One outer test fold's predictions, one row per sample (the rows of predictions.tsv)."""
     frame = pd.DataFrame(
-        {"model": model, "seed": seed, "fold": fold, "sample_id": list(sample_ids),
-         "group": list(groups), "true": list(true)}
-    )  # fmt: skip
+        {
+            "model": model,
+            "seed": seed,
+            "fold": fold,
+            "sample_id": list(sample_ids),
+            "group": list(groups),
+            "true": list(true),
+        }
+    )
     if values is not None:
         frame["predicted"] = values
     else:
@@ -250,11 +256,14 @@ def depth_check(
     other = results.get(against, {}).get("mean")
     verdicts = {
         view: depth_confound(
-            means[view], None if other is None else other[view], task, target=target,
+            means[view],
+            None if other is None else other[view],
+            task,
+            target=target,
             scope="cross-validated",
         )
         for view in VIEWS
-    }  # fmt: skip
+    }
     first = verdicts["per_sample"]
     return {
         "model": model,
@@ -289,16 +298,10 @@ def summarise(
     ``baselines`` (``best_baseline``) and against ``depth_model``, and of each of ``pretrained``
     against ``scratch`` (the same model trained without pretraining). ``depth_check``: see
     :func:`depth_check`."""
-    results: dict[str, Any] = {}
-    for model, folds in records.items():
-        means, sds = mean_sd(folds, task)
-        pooled = [
-            {"seed": int(seed), **score_frame(rows, task, classes)}
-            for seed, rows in predictions[predictions["model"] == model].groupby("seed")
-        ]
-        seconds = sum(r["seconds"] for r in folds)
-        results[model] = {"mean": means, "sd": sds, "pooled": pooled, "seconds": seconds,
-                          "folds": folds}  # fmt: skip
+    results = {
+        model: _model_result(task, classes, folds, predictions[predictions["model"] == model])
+        for model, folds in records.items()
+    }
 
     def paired(model: str, other: str) -> dict[str, Any]:
         return paired_difference(task, records[model], records[other], n_resamples=n_resamples)
@@ -316,18 +319,37 @@ def summarise(
             differences[f"{model}-{depth_model}"] = paired(model, depth_model)
     for model in (m for m in pretrained if m in records and scratch in records):
         differences[f"{model}-{scratch}"] = paired(model, scratch)
-    metric = PRIMARY[task]
-    best_baseline = None
-    if best is not None:
-        best_baseline = {
-            "model": best,
-            "among": [m for m in baselines if m in records],
-            "chosen_by": f"best per-sample mean {metric} over folds",
-            "mean": {view: results[best]["mean"][view][metric] for view in VIEWS},
-        }
+    among = [m for m in baselines if m in records]
     return {
         "results": results,
         "differences": differences,
-        "best_baseline": best_baseline,
+        "best_baseline": None if best is None else _best_baseline(task, results, best, among),
         "depth_check": depth_check(task, results, depth_model, target=target),
+    }
+
+
+def _model_result(
+    task: str, classes: Sequence[str], folds: list[dict[str, Any]], rows: pd.DataFrame
+) -> dict[str, Any]:
+    """One model's fold records, their mean and sd, its out-of-fold ``rows`` scored per seed,
+    and its seconds over all folds."""
+    means, sds = mean_sd(folds, task)
+    pooled = [
+        {"seed": int(seed), **score_frame(seed_rows, task, classes)}
+        for seed, seed_rows in rows.groupby("seed")
+    ]
+    seconds = sum(r["seconds"] for r in folds)
+    return {"mean": means, "sd": sds, "pooled": pooled, "seconds": seconds, "folds": folds}
+
+
+def _best_baseline(
+    task: str, results: Mapping[str, Any], best: str, among: list[str]
+) -> dict[str, Any]:
+    """Which baseline the contenders were compared with, and why."""
+    metric = PRIMARY[task]
+    return {
+        "model": best,
+        "among": among,
+        "chosen_by": f"best per-sample mean {metric} over folds",
+        "mean": {view: results[best]["mean"][view][metric] for view in VIEWS},
     }

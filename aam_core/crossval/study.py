@@ -28,8 +28,12 @@ from aam_core.plan.targets import Task
 from aam_core.train.prepare import target_values
 
 # A study folder's files, by role (the layout of the public data pack).
-FILES = {"table": "table.biom", "tree": "tree.nwk", "metadata": "metadata.tsv",
-         "sequences": "rep-seqs.fasta"}  # fmt: skip
+FILES = {
+    "table": "table.biom",
+    "tree": "tree.nwk",
+    "metadata": "metadata.tsv",
+    "sequences": "rep-seqs.fasta",
+}
 MIN_READS = 1000  # samples with fewer reads are left out of every model
 
 

@@ -235,13 +235,8 @@ class Collator:
         depths = np.bincount(owner, weights=all_counts, minlength=n)  # float64 [B]
         abundance = np.zeros((n, width, N_ABUNDANCE_FEATURES), dtype=np.float32)  # [B, S, 2]
         abundance[slot_row, slot_col] = abundance_features(all_counts[source], depths[slot_row])
-        lengths = self.lengths[distinct]  # [U]
-        length = max(1, int(lengths.max(initial=0)))
-        token_rows = self.tokens[distinct, :length]  # [U, L]: trimmed to the longest ASV
-        token_positions = slot_positions = None
-        if lengths.sum() < PACK_BELOW * lengths.size * length:
-            token_row, token_col = ragged_positions(lengths)
-            token_positions = token_row * length + token_col
+        token_rows, token_positions = self._token_rows(distinct)  # [U, L], [T] or None
+        slot_positions = None
         if kept.sum() < PACK_BELOW * n * width:
             slot_positions = slot_row * width + slot_col
 
@@ -250,13 +245,7 @@ class Collator:
             shape=(n, self.tokens.shape[0]),
         )  # [B, n_features]
         rows = np.fromiter((s.row for s in samples), dtype=np.int64, count=n)  # [B]
-        unifrac = faith = None
-        if self.engine is not None:
-            unifrac, faith = self.engine.unweighted_and_faith_pd(counts)
-        elif self.distances is not None:
-            unifrac = self.unifrac(counts, rows)
-            if self.faith_pd is not None:
-                faith = torch.from_numpy(self.faith_pd[rows].astype(np.float64))
+        unifrac, faith = self._phylogeny(counts, rows)
         identity = None
         if self.vocabulary is not None:
             identity = np.zeros((n, width), dtype=np.int64)  # [B, S]; 0 = none or padding
@@ -276,6 +265,33 @@ class Collator:
             token_positions=None if token_positions is None else torch.from_numpy(token_positions),
             slot_positions=None if slot_positions is None else torch.from_numpy(slot_positions),
         )
+
+    def _token_rows(self, distinct: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The tokens of the batch's ``distinct [U]`` ASVs, ``uint8 [U, L]`` trimmed to the
+        longest, and the flat positions ``[T]`` of their real tokens in it when packing them
+        pays (else None)."""
+        lengths = self.lengths[distinct]  # [U]
+        length = max(1, int(lengths.max(initial=0)))
+        token_rows = self.tokens[distinct, :length]  # [U, L]
+        positions = None
+        if lengths.sum() < PACK_BELOW * lengths.size * length:
+            token_row, token_col = ragged_positions(lengths)
+            positions = token_row * length + token_col  # [T]
+        return token_rows, positions
+
+    def _phylogeny(
+        self, counts: sp.csr_matrix, rows: np.ndarray
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The batch's UniFrac distances ``float64 [B, B]`` and Faith PD ``[B]``, from the
+        engine or the precomputed ones; None for what the collator has not."""
+        unifrac = faith = None
+        if self.engine is not None:
+            unifrac, faith = self.engine.unweighted_and_faith_pd(counts)
+        elif self.distances is not None:
+            unifrac = self.unifrac(counts, rows)
+            if self.faith_pd is not None:
+                faith = torch.from_numpy(self.faith_pd[rows].astype(np.float64))
+        return unifrac, faith
 
     def unifrac(self, counts: sp.csr_matrix, rows: np.ndarray) -> torch.Tensor | None:
         """UniFrac distances ``float64 [n, n]`` between the samples of ``counts [n,

@@ -42,34 +42,17 @@ def summarize(
             f"{len(empty)} samples have zero reads and will be dropped by rarefaction: "
             f"{preview(empty)}"
         )
-    missing: list[str] = []
-    if tree is not None:
-        missing = missing_tips(tree, table.feature_ids)
-        if missing:
-            notes.append(
-                f"{len(missing)} of {table.n_features} table features are missing from the "
-                f"tree (e.g. {preview(missing)}); UniFrac cannot use them"
-            )
+    missing = [] if tree is None else missing_tips(tree, table.feature_ids)
+    if missing:
+        notes.append(
+            f"{len(missing)} of {table.n_features} table features are missing from the "
+            f"tree (e.g. {preview(missing)}); UniFrac cannot use them"
+        )
     columns: list[dict[str, Any]] = []
     n_without = 0
     if metadata is not None:
-        frame, n_without, n_extra = align_metadata(metadata, table.sample_ids)
-        for col in metadata.columns:
-            seen = describe(col.name, col.kind, frame[col.name])
-            entry: dict[str, Any] = {
-                "name": col.name,
-                "kind": col.kind,
-                "n_missing": seen.n_missing,
-            }
-            for key in ("n_classes", "n_distinct", "integer"):
-                if getattr(seen, key) is not None:
-                    entry[key] = getattr(seen, key)
-            columns.append(entry)
-        if n_without:
-            notes.append(f"{n_without} of {table.n_samples} table samples have no metadata")
-        if n_extra:
-            notes.append(f"{n_extra} metadata rows match no table sample and are ignored")
-        notes.extend(metadata.warnings)
+        columns, n_without, metadata_notes = _describe_metadata(metadata, table)
+        notes.extend(metadata_notes)
     lengths = [len(s) for s in sequences]
     return {
         "n_samples": table.n_samples,
@@ -81,13 +64,7 @@ def summarize(
             "max": int(depths.max()),
         },
         "depth_histogram": depth_histogram(depths),
-        "default_rarefaction": None
-        if default_depth is None
-        else {
-            "depth": int(default_depth[0]),
-            "samples_kept": int((depths >= default_depth[0]).sum()),
-            "note": default_depth[1],
-        },
+        "default_rarefaction": _default_rarefaction(depths, default_depth),
         "has_tree": tree is not None,
         "features_missing_from_tree": len(missing),
         "metadata_columns": columns,
@@ -95,6 +72,39 @@ def summarize(
         "sha256": dict(sha256),
         "warnings": notes,
     }
+
+
+def _describe_metadata(
+    metadata: Metadata, table: FeatureTable
+) -> tuple[list[dict[str, Any]], int, list[str]]:
+    """Each metadata column described over the table's samples, the number of table samples
+    without metadata, and the notes on rows that do not match."""
+    frame, n_without, n_extra = align_metadata(metadata, table.sample_ids)
+    columns: list[dict[str, Any]] = []
+    for col in metadata.columns:
+        seen = describe(col.name, col.kind, frame[col.name])
+        entry: dict[str, Any] = {"name": col.name, "kind": col.kind, "n_missing": seen.n_missing}
+        for key in ("n_classes", "n_distinct", "integer"):
+            if getattr(seen, key) is not None:
+                entry[key] = getattr(seen, key)
+        columns.append(entry)
+    notes: list[str] = []
+    if n_without:
+        notes.append(f"{n_without} of {table.n_samples} table samples have no metadata")
+    if n_extra:
+        notes.append(f"{n_extra} metadata rows match no table sample and are ignored")
+    notes.extend(metadata.warnings)
+    return columns, n_without, notes
+
+
+def _default_rarefaction(
+    depths: np.ndarray, default_depth: tuple[int, str | None] | None
+) -> dict[str, Any] | None:
+    """The default rarefaction depth with its note and the number of samples it keeps."""
+    if default_depth is None:
+        return None
+    depth, note = default_depth
+    return {"depth": int(depth), "samples_kept": int((depths >= depth).sum()), "note": note}
 
 
 HISTOGRAM_BINS = 20

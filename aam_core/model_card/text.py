@@ -74,46 +74,13 @@ def intended_use(card: Mapping[str, Any]) -> list[str]:
 
 
 def limits(card: Mapping[str, Any]) -> list[str]:
-    model, data, training, metrics = card["model"], card["data"], card["training"], card["metrics"]
-    pre, samples, target = model["preprocessing"], data["samples"], model["target"]
+    model, data, training = card["model"], card["data"], card["training"]
     limits = [_sample_limit(data, training)]
-    if metrics["model"]:
-        n_validation = number(samples["validation"])
-        limits.append(
-            f"The metrics come from the validation split ({n_validation} samples), which also "
-            f"chose the best epoch (monitor {number(metrics['monitor'])})"
-            + (" and the blend" if model["type"] == "ensemble" else "")
-            + ": they are not from an independent test set, and new samples will likely score "
-            "somewhat worse."
-        )
-    elif not card.get("cross_validation"):
-        limits.append(
-            "There are no validation metrics (no validation split was recorded): how well the "
-            "model does on new samples is unknown."
-        )
+    limits.extend(_metric_limits(card))
     limits.extend(_cross_validation_limits(card))
-    below = samples["below_rarefaction_depth"]
-    limits.append(
-        f"Samples are rarefied to {number(pre['rarefaction_depth'])} reads; "
-        + (f"{below} samples with fewer reads were left out of training, and " if below else "")
-        + "a shallower sample is predicted unrarefied with a warning, less reliably."
-    )
-    limits.append(
-        f"Only the {number(pre['token_limit'])} most abundant ASVs of a sample are read; its other "
-        "reads are ignored (each prediction reports fraction_reads_used). Sequences longer "
-        f"than {number(pre['max_bp'])} bp are "
-        + ("cut to that length." if pre["truncate"] else "refused.")
-    )
-    vocabulary = model["architecture"]["asv_vocabulary"]
-    limits.append(
-        f"ASVs unseen in training are read by their sequence only: the {vocabulary} ASVs of "
-        "the train split also have a learned identity, so samples dominated by unseen ASVs "
-        "are predicted less reliably."
-        if vocabulary
-        else "Every ASV is read by its sequence alone (no ASV identities were learnt)."
-    )
-    if target is not None:
-        limits.extend(_target_limits(target, data))
+    limits.extend(_input_limits(model, data))
+    if model["target"] is not None:
+        limits.extend(_target_limits(model["target"], data))
     if model["ensemble"] is not None:
         limits.append(
             "Part of each prediction comes from a random forest over the "
@@ -126,14 +93,68 @@ def limits(card: Mapping[str, Any]) -> list[str]:
             "Pretraining metrics say how well embeddings fit UniFrac distances (and masked "
             "nucleotides), not how well they predict any property of a sample."
         )
-    if data["sha256"] is None:
-        limits.append("The training data's digests were not recorded: it cannot be traced.")
+    limits.extend(_record_limits(card))
+    return limits
+
+
+def _metric_limits(card: Mapping[str, Any]) -> list[str]:
+    """What the validation metrics can say (or that there are none)."""
+    model, metrics = card["model"], card["metrics"]
+    if metrics["model"]:
+        n_validation = number(card["data"]["samples"]["validation"])
+        return [
+            f"The metrics come from the validation split ({n_validation} samples), which also "
+            f"chose the best epoch (monitor {number(metrics['monitor'])})"
+            + (" and the blend" if model["type"] == "ensemble" else "")
+            + ": they are not from an independent test set, and new samples will likely score "
+            "somewhat worse."
+        ]
+    if not card.get("cross_validation"):
+        return [
+            "There are no validation metrics (no validation split was recorded): how well the "
+            "model does on new samples is unknown."
+        ]
+    return []
+
+
+def _input_limits(model: Mapping[str, Any], data: Mapping[str, Any]) -> list[str]:
+    """What of a sample the model reads: rarefied reads, its most abundant ASVs, sequences up
+    to a length, ASV identities where it learnt them."""
+    pre = model["preprocessing"]
+    below = data["samples"]["below_rarefaction_depth"]
+    vocabulary = model["architecture"]["asv_vocabulary"]
+    left_out = f"{below} samples with fewer reads were left out of training, and " if below else ""
+    depth = (
+        f"Samples are rarefied to {number(pre['rarefaction_depth'])} reads; {left_out}"
+        "a shallower sample is predicted unrarefied with a warning, less reliably."
+    )
+    longer = "cut to that length." if pre["truncate"] else "refused."
+    tokens = (
+        f"Only the {number(pre['token_limit'])} most abundant ASVs of a sample are read; its other "
+        "reads are ignored (each prediction reports fraction_reads_used). Sequences longer "
+        f"than {number(pre['max_bp'])} bp are {longer}"
+    )
+    identity = (
+        f"ASVs unseen in training are read by their sequence only: the {vocabulary} ASVs of "
+        "the train split also have a learned identity, so samples dominated by unseen ASVs "
+        "are predicted less reliably."
+        if vocabulary
+        else "Every ASV is read by its sequence alone (no ASV identities were learnt)."
+    )
+    return [depth, tokens, identity]
+
+
+def _record_limits(card: Mapping[str, Any]) -> list[str]:
+    """What the card could not record: the data's digests, the libraries' versions."""
+    out = []
+    if card["data"]["sha256"] is None:
+        out.append("The training data's digests were not recorded: it cannot be traced.")
     if card["library_versions"] is None:
-        limits.append(
-            f"Written by aam {model['aam_version']}; the versions of torch and the other "
+        out.append(
+            f"Written by aam {card['model']['aam_version']}; the versions of torch and the other "
             "libraries were not recorded."
         )
-    return limits
+    return out
 
 
 def _sample_limit(data: Mapping[str, Any], training: Mapping[str, Any]) -> str:
@@ -259,13 +280,12 @@ def _cross_validation_limits(card: Mapping[str, Any]) -> list[str]:
         if d.get("better") == "other" and name != f"aam-{served}"
     ]
     if better:
+        aam = "AAM" if served == "aam" else "AAM alone"
+        others = "this model" if len(better) == 1 else "these models"
         text = (
-            "In cross-validation AAM" + ("" if served == "aam" else " alone")
-            + f" scored worse on {metric} than "
-            + ("this model" if len(better) == 1 else "these models")
-            + " (the 95% interval of the paired difference excludes zero): "
-            + ", ".join(better) + "."
-        )  # fmt: skip
+            f"In cross-validation {aam} scored worse on {metric} than {others} (the 95% "
+            f"interval of the paired difference excludes zero): {', '.join(better)}."
+        )
         if served == "aam":
             text += " Prefer " + ("it" if len(better) == 1 else "one")
             text += ", or more data, before relying on this model."

@@ -129,16 +129,19 @@ async def get_caller(request: Request, services: ServicesDep) -> Caller:
     else:
         if presented is None:
             raise ApiError(
-                401, "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
-                kind="unauthorized", headers={"WWW-Authenticate": "Bearer"},
-            )  # fmt: skip
+                401,
+                "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+                kind="unauthorized",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         match = None
         for entry in settings.api_keys:  # compare every key in constant time
             if hmac.compare_digest(entry.key.get_secret_value().encode(), presented.encode()):
                 match = entry
         if match is None:
-            raise ApiError(401, "invalid API key", kind="unauthorized",
-                           headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+            raise ApiError(
+                401, "invalid API key", kind="unauthorized", headers={"WWW-Authenticate": "Bearer"}
+            )
         caller = Caller(owner=match.owner, admin=match.admin)
     request.state.owner = caller.owner
     return caller

@@ -8,6 +8,7 @@ prediction requests) become a 422 whose ``errors[0].loc`` is the request field t
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -140,68 +141,76 @@ def _document_problems(app: FastAPI) -> None:
 
 
 def install(app: FastAPI) -> None:
+    """Answer every exception as a problem document, and say so in ``/openapi.json``."""
     _document_problems(app)
+    for exception, handler in HANDLERS.items():
+        app.add_exception_handler(exception, handler)
 
-    @app.exception_handler(ApiError)
-    async def _api(_: Request, exc: ApiError) -> JSONResponse:
-        return problem(
-            exc.status, exc.detail, kind=exc.kind, errors=exc.errors, headers=exc.headers
-        )
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        detail, errors = _validation_errors(exc)
-        return problem(422, detail, kind="validation-error", errors=errors)
+async def _api(_: Request, exc: ApiError) -> JSONResponse:
+    return problem(exc.status, exc.detail, kind=exc.kind, errors=exc.errors, headers=exc.headers)
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        detail = UNPARSED if exc.detail == FASTAPI_UNPARSED else str(exc.detail)
-        return problem(exc.status_code, detail, headers=getattr(exc, "headers", None))
 
-    @app.exception_handler(UserError)
-    async def _user(_: Request, exc: UserError) -> JSONResponse:
-        return user_problem(exc)
+async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    detail, errors = _validation_errors(exc)
+    return problem(422, detail, kind="validation-error", errors=errors)
 
-    async def _storage(request: Request, exc: Exception) -> JSONResponse:
-        """A write the disk, SQLite's file on it or PostgreSQL refused for lack of space is a
-        507; other OS and database errors are the server's."""
-        if storage_full(exc):
-            log.error("storage full on %s %s: %s", request.method, request.url.path, exc)
-            return problem(507, STORAGE_FULL, kind="storage-full")
-        return await _unexpected(request, exc)
 
-    @app.exception_handler(StorageUnavailable)
-    async def _store_away(request: Request, exc: StorageUnavailable) -> JSONResponse:
-        """The object store did not answer: nothing of the request was kept (an upload's
-        dataset row is written only after its files are stored), so the client sends it
-        again later."""
-        log.error(
-            "artifact storage unavailable on %s %s: %s", request.method, request.url.path, exc
-        )
-        return problem(
-            503,
-            f"artifact storage is unavailable: {exc}; nothing of this request was kept, send it "
-            "again later",
-            kind="storage-unavailable",
-            headers={"Retry-After": "30"},
-        )
+async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    detail = UNPARSED if exc.detail == FASTAPI_UNPARSED else str(exc.detail)
+    return problem(exc.status_code, detail, headers=getattr(exc, "headers", None))
 
-    @app.exception_handler(CorruptArtifact)
-    async def _corrupt(request: Request, exc: CorruptArtifact) -> JSONResponse:
-        log.error("corrupt artifact on %s %s: %s", request.method, request.url.path, exc)
-        return problem(500, f"{exc}; tell the operator", kind="corrupt-artifact")
 
-    @app.exception_handler(CacheTooSmall)
-    async def _cache_small(request: Request, exc: CacheTooSmall) -> JSONResponse:
-        log.error("artifact cache too small on %s %s: %s", request.method, request.url.path, exc)
-        return problem(507, f"{exc}; tell the operator", kind="storage-full")
+async def _user(_: Request, exc: UserError) -> JSONResponse:
+    return user_problem(exc)
 
-    # Handlers of these classes run inside the app (Exception's run in Starlette's outermost
-    # middleware, which re-raises after answering).
-    app.add_exception_handler(OSError, _storage)
-    app.add_exception_handler(OperationalError, _storage)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem(500, "the server failed to handle the request; it has been logged")
+async def _storage(request: Request, exc: Exception) -> JSONResponse:
+    """A write the disk, SQLite's file on it or PostgreSQL refused for lack of space is a
+    507; other OS and database errors are the server's."""
+    if storage_full(exc):
+        log.error("storage full on %s %s: %s", request.method, request.url.path, exc)
+        return problem(507, STORAGE_FULL, kind="storage-full")
+    return await _unexpected(request, exc)
+
+
+async def _store_away(request: Request, exc: StorageUnavailable) -> JSONResponse:
+    """The object store did not answer: nothing of the request was kept (an upload's
+    dataset row is written only after its files are stored), so the client sends it
+    again later."""
+    log.error("artifact storage unavailable on %s %s: %s", request.method, request.url.path, exc)
+    detail = f"artifact storage is unavailable: {exc}; nothing of this request was kept, send it"
+    detail += " again later"
+    return problem(503, detail, kind="storage-unavailable", headers={"Retry-After": "30"})
+
+
+async def _corrupt(request: Request, exc: CorruptArtifact) -> JSONResponse:
+    log.error("corrupt artifact on %s %s: %s", request.method, request.url.path, exc)
+    return problem(500, f"{exc}; tell the operator", kind="corrupt-artifact")
+
+
+async def _cache_small(request: Request, exc: CacheTooSmall) -> JSONResponse:
+    log.error("artifact cache too small on %s %s: %s", request.method, request.url.path, exc)
+    return problem(507, f"{exc}; tell the operator", kind="storage-full")
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem(500, "the server failed to handle the request; it has been logged")
+
+
+Handler = Callable[[Request, Any], Awaitable[JSONResponse]]
+# Handlers of these classes run inside the app, except Exception's, which runs in Starlette's
+# outermost middleware (it re-raises after answering).
+HANDLERS: dict[type[Exception], Handler] = {
+    ApiError: _api,
+    RequestValidationError: _validation,
+    StarletteHTTPException: _http,
+    UserError: _user,
+    StorageUnavailable: _store_away,
+    CorruptArtifact: _corrupt,
+    CacheTooSmall: _cache_small,
+    OSError: _storage,
+    OperationalError: _storage,
+    Exception: _unexpected,
+}

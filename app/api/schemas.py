@@ -151,8 +151,15 @@ class DatasetOut(BaseModel):
 
     @classmethod
     def from_row(cls, row: Dataset) -> DatasetOut:
-        return cls(**{**row.summary, "id": row.id, "name": row.name,
-                      "created_at": row.created_at, "files": row.files})  # fmt: skip
+        return cls(
+            **{
+                **row.summary,
+                "id": row.id,
+                "name": row.name,
+                "created_at": row.created_at,
+                "files": row.files,
+            }
+        )
 
 
 # -- jobs -------------------------------------------------------------------------------------
@@ -216,17 +223,28 @@ class JobOut(BaseModel):
     @classmethod
     def from_row(cls, row: Job) -> JobOut:
         return cls(
-            id=row.id, kind=JobKind(row.kind), name=row.name, state=JobState(row.state),
-            created_at=row.created_at, started_at=row.started_at, finished_at=row.finished_at,
-            dataset_id=row.dataset_id, base_model_id=row.base_model_id, model_id=row.model_id,
+            id=row.id,
+            kind=JobKind(row.kind),
+            name=row.name,
+            state=JobState(row.state),
+            created_at=row.created_at,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            dataset_id=row.dataset_id,
+            base_model_id=row.base_model_id,
+            model_id=row.model_id,
             progress=Progress(**(row.progress or {})),
             metrics=JobMetrics(**(row.metrics or {})),
             best=Best(**(row.best or {})),
-            attempts=row.attempts, device=row.device, worker=row.worker,
+            attempts=row.attempts,
+            device=row.device,
+            worker=row.worker,
             error=JobError(**row.error) if row.error else None,
-            report=row.report, spec=row.spec, cancel_requested=row.cancel_requested,
+            report=row.report,
+            spec=row.spec,
+            cancel_requested=row.cancel_requested,
             outputs=sorted(row.outputs or {}),
-        )  # fmt: skip
+        )
 
 
 class MetricRecord(BaseModel):
@@ -299,13 +317,20 @@ class ModelOut(BaseModel):
     @classmethod
     def from_row(cls, row: Model) -> ModelOut:
         return cls(
-            id=row.id, name=row.name, kind=row.kind,  # type: ignore[arg-type]
-            created_at=row.created_at, job_id=row.job_id, dataset_id=row.dataset_id,
+            id=row.id,
+            name=row.name,
+            kind=row.kind,  # type: ignore[arg-type]
+            created_at=row.created_at,
+            job_id=row.job_id,
+            dataset_id=row.dataset_id,
             target=ModelTarget(**row.target) if row.target else None,
-            config=row.config, metrics=row.metrics, n_parameters=row.n_parameters,
-            checkpoint_sha256=row.checkpoint_sha256, source=row.source,
+            config=row.config,
+            metrics=row.metrics,
+            n_parameters=row.n_parameters,
+            checkpoint_sha256=row.checkpoint_sha256,
+            source=row.source,
             plots=sorted(row.plots or {}),
-        )  # fmt: skip
+        )
 
 
 # -- prediction -------------------------------------------------------------------------------

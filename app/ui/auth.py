@@ -36,9 +36,14 @@ async def login(request: Request, services: ServicesDep, form: FormDep) -> Respo
         return render(request, services, "login.html", 401, message="invalid API key")
     response = await home(request)
     response.set_cookie(
-        SESSION_COOKIE, issue(settings, entry), max_age=SESSION_SECONDS, path="/",
-        httponly=True, samesite="strict", secure=request.url.scheme == "https",
-    )  # fmt: skip
+        SESSION_COOKIE,
+        issue(settings, entry),
+        max_age=SESSION_SECONDS,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
     return response
 
 

@@ -104,15 +104,25 @@ def render(
     response = TEMPLATES.TemplateResponse(
         request,
         template,
-        {"ui": ui, "api": api, "csrf": token, "owner": owner,
-         "open_mode": settings.open_mode, **context},
+        {
+            "ui": ui,
+            "api": api,
+            "csrf": token,
+            "owner": owner,
+            "open_mode": settings.open_mode,
+            **context,
+        },
         status_code=status,
-    )  # fmt: skip
+    )
     if fresh is not None:
         response.set_cookie(
-            CSRF_COOKIE, fresh, httponly=True, samesite="strict", path=ui or "/",
+            CSRF_COOKIE,
+            fresh,
+            httponly=True,
+            samesite="strict",
+            path=ui or "/",
             secure=request.url.scheme == "https",
-        )  # fmt: skip
+        )
     return response
 
 

@@ -120,38 +120,19 @@ def cross_validation_view(job: JobOut) -> CrossValidationView | None:
     models: Mapping[str, Any] = report.get("models") or {}
     metrics = _metrics(report, models)
     best = report.get("best") or {}
-    rows = []
-    for name, entry in models.items():
-        per_sample = entry.get("per_sample") or {}
-        subject = entry.get("subject_weighted") or {}
-        sd = (entry.get("sd") or {}).get("per_sample") or {}
-        cells = [
-            Cell(_number(per_sample.get(m)), _number(subject.get(m)), _number(sd.get(m)),
-                 best.get(m) == name)
-            for m in metrics
-        ]  # fmt: skip
-        reads = entry.get("reads")
-        rows.append(ModelRow(name, label(name), cells, _number(entry.get("seconds")),
-                             None if reads is None else str(reads)))  # fmt: skip
-    differences = []
-    for key, entry in (report.get("differences") or {}).items():
-        other = key.removeprefix("aam-")
-        better = entry.get("better")
-        n = entry.get("n")
-        differences.append(
-            Difference(other, label(other), str(entry.get("metric", "")),
-                       _number(entry.get("mean")), _number(entry.get("low")),
-                       _number(entry.get("high")), n if isinstance(n, int) else None, better,
-                       _verdict(better, label(other)))
-        )  # fmt: skip
+    rows = [_model_row(name, entry, metrics, best) for name, entry in models.items()]
+    differences = [_difference(k, entry) for k, entry in (report.get("differences") or {}).items()]
     depth = (report.get("confounds") or {}).get("depth") or {}
     flagged = bool(depth.get("flagged")) and bool(depth.get("message"))
     outputs = set(job.outputs)
     plots = sorted(o.removeprefix("plot_") for o in outputs if o.startswith("plot_"))
     refit = report.get("refit_model_id") or job.model_id
     baseline = report.get("best_baseline")
-    left_out = [(str(why), n) for why, n in (report.get("samples_left_out") or {}).items()
-                if isinstance(n, int) and n > 0]  # fmt: skip
+    left_out = [
+        (str(why), n)
+        for why, n in (report.get("samples_left_out") or {}).items()
+        if isinstance(n, int) and n > 0
+    ]
     return CrossValidationView(
         report=dict(report),
         metrics=metrics,
@@ -165,4 +146,48 @@ def cross_validation_view(job: JobOut) -> CrossValidationView | None:
         plots=[(p, PLOT_CAPTIONS.get(p, p.replace("_", " "))) for p in plots],
         predictions="predictions" in outputs,
         refit_model_id=None if refit is None else str(refit),
+    )
+
+
+def _model_row(
+    name: str, entry: Mapping[str, Any], metrics: list[str], best: Mapping[str, Any]
+) -> ModelRow:
+    """One model's row: its figures per metric, marked where it is the best model."""
+    per_sample = entry.get("per_sample") or {}
+    subject = entry.get("subject_weighted") or {}
+    sd = (entry.get("sd") or {}).get("per_sample") or {}
+    cells = [
+        Cell(
+            per_sample=_number(per_sample.get(m)),
+            subject_weighted=_number(subject.get(m)),
+            sd=_number(sd.get(m)),
+            best=best.get(m) == name,
+        )
+        for m in metrics
+    ]
+    reads = entry.get("reads")
+    return ModelRow(
+        name=name,
+        label=label(name),
+        cells=cells,
+        seconds=_number(entry.get("seconds")),
+        reads=None if reads is None else str(reads),
+    )
+
+
+def _difference(key: str, entry: Mapping[str, Any]) -> Difference:
+    """AAM's paired difference from the model ``key`` names (``aam-<model>``)."""
+    other = key.removeprefix("aam-")
+    better = entry.get("better")
+    n = entry.get("n")
+    return Difference(
+        other=other,
+        label=label(other),
+        metric=str(entry.get("metric", "")),
+        mean=_number(entry.get("mean")),
+        low=_number(entry.get("low")),
+        high=_number(entry.get("high")),
+        n=n if isinstance(n, int) else None,
+        better=better,
+        verdict=_verdict(better, label(other)),
     )

@@ -28,9 +28,13 @@ PAGE = 100
 
 
 def _list(
-    request: Request, services: ServicesDep, session: SessionDep, caller: Caller,
-    status: int = 200, message: str | None = None,
-) -> Response:  # fmt: skip
+    request: Request,
+    services: ServicesDep,
+    session: SessionDep,
+    caller: Caller,
+    status: int = 200,
+    message: str | None = None,
+) -> Response:
     rows, _next = list_datasets(session, caller.scope, limit=PAGE)
     datasets = [DatasetOut.from_row(row) for row in rows]
     return render(request, services, "datasets.html", status, datasets=datasets, message=message)
@@ -58,9 +62,11 @@ async def upload(
     settings = services.settings
     try:
         form = await read_multipart(
-            request, temp_dir=settings.uploads_dir, limit=settings.upload_limit_bytes,
+            request,
+            temp_dir=settings.uploads_dir,
+            limit=settings.upload_limit_bytes,
             files=set(DATASET_FILES),
-        )  # fmt: skip
+        )
     except ApiError as exc:
         return _list(request, services, session, caller, exc.status, exc.detail)
     try:
@@ -130,40 +136,53 @@ def histogram_svg(histogram: DepthHistogram | None, depth: int | None) -> Histog
     ]
     decades = range(math.ceil(math.log10(low)), math.floor(math.log10(high)) + 1)
     ticks = [(x(10**k), f"{10**k:,}") for k in decades]
-    return HistogramSvg(WIDTH, HEIGHT, bottom, bars, ticks, tallest,
-                        None if depth is None else x(depth))  # fmt: skip
+    return HistogramSvg(
+        WIDTH, HEIGHT, bottom, bars, ticks, tallest, None if depth is None else x(depth)
+    )
 
 
 def _page(
-    request: Request, services: ServicesDep, dataset: Dataset, status: int = 200,
+    request: Request,
+    services: ServicesDep,
+    dataset: Dataset,
+    status: int = 200,
     message: str | None = None,
-) -> Response:  # fmt: skip
+) -> Response:
     out = DatasetOut.from_row(dataset)
     default = out.default_rarefaction
     svg = histogram_svg(out.depth_histogram, default.depth if default else None)
-    return render(request, services, "dataset.html", status, dataset=out, histogram=svg,
-                  message=message)  # fmt: skip
+    return render(
+        request, services, "dataset.html", status, dataset=out, histogram=svg, message=message
+    )
 
 
 @router.get("/datasets/{dataset_id}", response_class=HTMLResponse)
 def dataset_page(
-    dataset_id: str, request: Request, services: ServicesDep, session: SessionDep,
+    dataset_id: str,
+    request: Request,
+    services: ServicesDep,
+    session: SessionDep,
     caller: UiCallerDep,
-) -> Response:  # fmt: skip
+) -> Response:
     return _page(request, services, dataset_or_404(dataset_id, session, caller))
 
 
 @router.post("/datasets/{dataset_id}/delete", response_class=HTMLResponse)
 def delete(
-    dataset_id: str, request: Request, services: ServicesDep, session: SessionDep,
-    caller: UiCallerDep, _: FormDep,
-) -> Response:  # fmt: skip
+    dataset_id: str,
+    request: Request,
+    services: ServicesDep,
+    session: SessionDep,
+    caller: UiCallerDep,
+    _: FormDep,
+) -> Response:
     dataset = dataset_or_404(dataset_id, session, caller)
     try:
         dataset_service.remove(dataset, session, services)
     except ApiError as exc:
         session.rollback()
-        return _page(request, services, dataset_or_404(dataset_id, session, caller), exc.status,
-                     exc.detail)  # fmt: skip
+        return _page(
+            request, services, dataset_or_404(dataset_id, session, caller), exc.status, exc.detail
+        )
     root, _api = base_paths(request)
     return RedirectResponse(f"{root}/datasets", status_code=303)

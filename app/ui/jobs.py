@@ -42,9 +42,13 @@ LIVE_ROWS = 5  # streams followed at once: Chromium allows 6 HTTP/1.1 connection
 
 @router.get("/jobs", response_class=HTMLResponse)
 def jobs_page(
-    request: Request, services: ServicesDep, session: SessionDep, caller: UiCallerDep,
-    state: str = "", kind: str = "",
-) -> Response:  # fmt: skip
+    request: Request,
+    services: ServicesDep,
+    session: SessionDep,
+    caller: UiCallerDep,
+    state: str = "",
+    kind: str = "",
+) -> Response:
     states = [s.value for s in JobState]
     kinds = [k.value for k in JobKind]
     wanted = JobState(state) if state in states else None
@@ -52,8 +56,17 @@ def jobs_page(
     rows, _next = list_jobs(session, caller.scope, state=wanted, kind=of_kind, limit=PAGE)
     jobs = [JobOut.from_row(row) for row in rows]
     live = [j.id for j in jobs if j.state not in TERMINAL_STATES][:LIVE_ROWS]
-    return render(request, services, "jobs.html", jobs=jobs, states=states, state=state,
-                  kinds=kinds, kind=kind, live=live)  # fmt: skip
+    return render(
+        request,
+        services,
+        "jobs.html",
+        jobs=jobs,
+        states=states,
+        state=state,
+        kinds=kinds,
+        kind=kind,
+        live=live,
+    )
 
 
 def _choices(session: SessionDep, caller: Caller) -> dict[str, Any]:
@@ -74,43 +87,69 @@ def _choices(session: SessionDep, caller: Caller) -> dict[str, Any]:
 
 @router.get("/jobs/new", response_class=HTMLResponse)
 def new_job_page(
-    request: Request, services: ServicesDep, session: SessionDep, caller: UiCallerDep,
-    dataset: str = "", kind: str = "pretrain",
-) -> Response:  # fmt: skip
+    request: Request,
+    services: ServicesDep,
+    session: SessionDep,
+    caller: UiCallerDep,
+    dataset: str = "",
+    kind: str = "pretrain",
+) -> Response:
     values = {"kind": kind, "dataset_id": dataset, "config": "{}"}
     return render(request, services, "job_new.html", values=values, **_choices(session, caller))
 
 
 def _cv_form(
-    request: Request, services: ServicesDep, session: SessionDep, caller: Caller,
-    values: Mapping[str, Any], status: int = 200, **context: Any,
-) -> Response:  # fmt: skip
+    request: Request,
+    services: ServicesDep,
+    session: SessionDep,
+    caller: Caller,
+    values: Mapping[str, Any],
+    status: int = 200,
+    **context: Any,
+) -> Response:
     return render(
-        request, services, "job_cross_validate.html", status, values=values,
-        cv_models=[(m, label(m)) for m in CV_MODELS], max_folds=MAX_FOLDS,
-        max_repeats=MAX_REPEATS, **context, **_choices(session, caller),
-    )  # fmt: skip
+        request,
+        services,
+        "job_cross_validate.html",
+        status,
+        values=values,
+        cv_models=[(m, label(m)) for m in CV_MODELS],
+        max_folds=MAX_FOLDS,
+        max_repeats=MAX_REPEATS,
+        **context,
+        **_choices(session, caller),
+    )
 
 
 @router.get("/jobs/cross-validate", response_class=HTMLResponse)
 def cross_validate_page(
-    request: Request, services: ServicesDep, session: SessionDep, caller: UiCallerDep,
+    request: Request,
+    services: ServicesDep,
+    session: SessionDep,
+    caller: UiCallerDep,
     dataset: str = "",
-) -> Response:  # fmt: skip
+) -> Response:
     """The form of a cross_validate job: the new-job form's dataset, target and config fields,
     and the folds, groups and models compared (the API's defaults, every model ticked)."""
     defaults = CrossValidationSpec()
-    values = {"kind": JobKind.cross_validate.value, "dataset_id": dataset, "config": "{}",
-              "folds": str(defaults.folds), "repeats": str(defaults.repeats),
-              "min_reads": str(defaults.min_reads), "models": list(CV_MODELS)}  # fmt: skip
+    values = {
+        "kind": JobKind.cross_validate.value,
+        "dataset_id": dataset,
+        "config": "{}",
+        "folds": str(defaults.folds),
+        "repeats": str(defaults.repeats),
+        "min_reads": str(defaults.min_reads),
+        "models": list(CV_MODELS),
+    }
     return _cv_form(request, services, session, caller, values)
 
 
 def _cv_design(form: Mapping[str, Any]) -> dict[str, Any]:
     """``cv`` of a cross_validate job's body: numbers as typed (the API's validation reads
     them, and names the field it refuses), blank ones left to the API's defaults."""
-    cv: dict[str, Any] = {key: str(form.get(key, "")).strip() for key in
-                          ("folds", "repeats", "min_reads")}  # fmt: skip
+    cv: dict[str, Any] = {
+        key: str(form.get(key, "")).strip() for key in ("folds", "repeats", "min_reads")
+    }
     cv = {key: value for key, value in cv.items() if value}
     if form.get("group_column"):
         cv["group_column"] = form["group_column"]
@@ -154,9 +193,12 @@ def spec_body(form: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _submit(
-    request: Request, services: ServicesDep, session: SessionDep, caller: Caller,
+    request: Request,
+    services: ServicesDep,
+    session: SessionDep,
+    caller: Caller,
     values: Mapping[str, Any],
-) -> Response | tuple[int, str, str | None]:  # fmt: skip
+) -> Response | tuple[int, str, str | None]:
     """The job submitted as ``POST /jobs`` would (a redirect to its page), or the API's
     problem: (status, message, field)."""
     try:
@@ -172,25 +214,37 @@ def _submit(
 
 @router.post("/jobs/new", response_class=HTMLResponse)
 def submit(
-    request: Request, services: ServicesDep, session: SessionDep, caller: UiCallerDep,
+    request: Request,
+    services: ServicesDep,
+    session: SessionDep,
+    caller: UiCallerDep,
     form: FormDep,
-) -> Response:  # fmt: skip
+) -> Response:
     values = {k: v for k, v in form.items() if isinstance(v, str)}
     answer = _submit(request, services, session, caller, values)
     if isinstance(answer, Response):
         return answer
     status, message, field = answer
     return render(
-        request, services, "job_new.html", status, values=values, message=message,
-        field=field, **_choices(session, caller),
-    )  # fmt: skip
+        request,
+        services,
+        "job_new.html",
+        status,
+        values=values,
+        message=message,
+        field=field,
+        **_choices(session, caller),
+    )
 
 
 @router.post("/jobs/cross-validate", response_class=HTMLResponse)
 def submit_cross_validation(
-    request: Request, services: ServicesDep, session: SessionDep, caller: UiCallerDep,
+    request: Request,
+    services: ServicesDep,
+    session: SessionDep,
+    caller: UiCallerDep,
     form: FormDep,
-) -> Response:  # fmt: skip
+) -> Response:
     values: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
     values["kind"] = JobKind.cross_validate.value
     values["models"] = [m for m in form.getlist("models") if isinstance(m, str)]
@@ -198,22 +252,34 @@ def submit_cross_validation(
     if isinstance(answer, Response):
         return answer
     status, message, field = answer
-    return _cv_form(request, services, session, caller, values, status, message=message,
-                    field=field)  # fmt: skip
+    return _cv_form(
+        request, services, session, caller, values, status, message=message, field=field
+    )
 
 
 def _job_page(
-    request: Request, services: ServicesDep, session: SessionDep, job: Job, status: int = 200,
+    request: Request,
+    services: ServicesDep,
+    session: SessionDep,
+    job: Job,
+    status: int = 200,
     message: str | None = None,
-) -> Response:  # fmt: skip
+) -> Response:
     lines = get_logs(session, job.id, 0, MAX_LOG_PAGE)[-LOG_TAIL:]
     document = JobOut.from_row(job)
     return render(
-        request, services, "job.html", status, job=document, logs=lines, message=message,
+        request,
+        services,
+        "job.html",
+        status,
+        job=document,
+        logs=lines,
+        message=message,
         terminal=job.state in {s.value for s in TERMINAL_STATES},
         monitor=monitor_of(document),
-        fold_label=fold_label, **_results(session, document, job.owner),
-    )  # fmt: skip
+        fold_label=fold_label,
+        **_results(session, document, job.owner),
+    )
 
 
 def monitor_of(job: JobOut) -> str:
@@ -247,10 +313,15 @@ def baseline_rows(job: JobOut, model_metrics: dict[str, Any] | None) -> list[dic
     monitor = monitor_of(job)
     names.sort(key=lambda n: n != monitor)  # stable: the monitored metric first
     return [
-        {"metric": n, "model": model.get(n), "random_forest": forest.get(n),
-         "constant": constant.get(n), "depth": depth.get(n)}
+        {
+            "metric": n,
+            "model": model.get(n),
+            "random_forest": forest.get(n),
+            "constant": constant.get(n),
+            "depth": depth.get(n),
+        }
         for n in names
-    ]  # fmt: skip
+    ]
 
 
 def _results(session: SessionDep, job: JobOut, owner: str | None) -> dict[str, Any]:
@@ -275,39 +346,56 @@ def _results(session: SessionDep, job: JobOut, owner: str | None) -> dict[str, A
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
 def job_page(
-    job_id: str, request: Request, services: ServicesDep, session: SessionDep,
+    job_id: str,
+    request: Request,
+    services: ServicesDep,
+    session: SessionDep,
     caller: UiCallerDep,
-) -> Response:  # fmt: skip
+) -> Response:
     return _job_page(request, services, session, job_or_404(job_id, session, caller))
 
 
 @router.get("/jobs/{job_id}/baselines", response_class=HTMLResponse)
 def baselines_fragment(
-    job_id: str, request: Request, services: ServicesDep, session: SessionDep,
+    job_id: str,
+    request: Request,
+    services: ServicesDep,
+    session: SessionDep,
     caller: UiCallerDep,
-) -> Response:  # fmt: skip
+) -> Response:
     """The job page's baseline table alone, which job.js swaps in when the job's state changes."""
     job = JobOut.from_row(job_or_404(job_id, session, caller))
-    return render(request, services, "job_baselines.html",
-                  **_results(session, job, caller.scope))  # fmt: skip
+    return render(request, services, "job_baselines.html", **_results(session, job, caller.scope))
 
 
 @router.get("/jobs/{job_id}/cross-validation", response_class=HTMLResponse)
 def cross_validation_fragment(
-    job_id: str, request: Request, services: ServicesDep, session: SessionDep,
+    job_id: str,
+    request: Request,
+    services: ServicesDep,
+    session: SessionDep,
     caller: UiCallerDep,
-) -> Response:  # fmt: skip
+) -> Response:
     """A cross_validate job's results alone, which job.js swaps in once the job has finished."""
     job = JobOut.from_row(job_or_404(job_id, session, caller))
-    return render(request, services, "job_cross_validation.html", job=job,
-                  **_results(session, job, caller.scope))  # fmt: skip
+    return render(
+        request,
+        services,
+        "job_cross_validation.html",
+        job=job,
+        **_results(session, job, caller.scope),
+    )
 
 
 @router.post("/jobs/{job_id}/cancel", response_class=HTMLResponse)
 def cancel(
-    job_id: str, request: Request, services: ServicesDep, session: SessionDep,
-    caller: UiCallerDep, _: FormDep,
-) -> Response:  # fmt: skip
+    job_id: str,
+    request: Request,
+    services: ServicesDep,
+    session: SessionDep,
+    caller: UiCallerDep,
+    _: FormDep,
+) -> Response:
     job = job_or_404(job_id, session, caller)
     try:
         job_service.cancel(job, session)

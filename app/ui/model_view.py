@@ -50,8 +50,9 @@ def headline(metrics: dict[str, Any]) -> Headline | None:
     ensemble = (metrics.get("ensemble") or {}).get("validation") or {}
     served = ensemble.get("ensemble") or best.get("validation") or {}
     baselines = metrics.get("baselines") or {}
-    forest = ((baselines.get("random_forest") or {}).get("validation") or ensemble.get("forest")
-              or {})  # fmt: skip
+    forest = (
+        (baselines.get("random_forest") or {}).get("validation") or ensemble.get("forest") or {}
+    )
     return Headline(monitor, served.get(monitor), forest.get(monitor))
 
 

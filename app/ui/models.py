@@ -32,14 +32,25 @@ PAGE = 100
 
 
 def _list(
-    request: Request, services: ServicesDep, session: SessionDep, caller: Caller,
-    status: int = 200, message: str | None = None,
-) -> Response:  # fmt: skip
+    request: Request,
+    services: ServicesDep,
+    session: SessionDep,
+    caller: Caller,
+    status: int = 200,
+    message: str | None = None,
+) -> Response:
     rows, _next = list_models(session, caller.scope, limit=PAGE)
     models = [ModelOut.from_row(row) for row in rows]
     headlines = {m.id: headline(m.metrics) for m in models}
-    return render(request, services, "models.html", status, models=models, headlines=headlines,
-                  message=message)  # fmt: skip
+    return render(
+        request,
+        services,
+        "models.html",
+        status,
+        models=models,
+        headlines=headlines,
+        message=message,
+    )
 
 
 @router.get("/models", response_class=HTMLResponse)
@@ -51,9 +62,12 @@ def models_page(
 
 @router.get("/models/{model_id}", response_class=HTMLResponse)
 def model_page(
-    model_id: str, request: Request, services: ServicesDep, session: SessionDep,
+    model_id: str,
+    request: Request,
+    services: ServicesDep,
+    session: SessionDep,
     caller: UiCallerDep,
-) -> Response:  # fmt: skip
+) -> Response:
     model = model_or_404(model_id, session, caller)
     message = None
     card: dict[str, Any] = {}
@@ -65,18 +79,28 @@ def model_page(
     except (ApiError, UserError) as exc:
         message, _field = problem_of(exc)
     return render(
-        request, services, "model.html", model=ModelOut.from_row(model), card=card,
-        card_html=card_html(card_markdown(card)) if card else None, rows=metric_rows(card),
+        request,
+        services,
+        "model.html",
+        model=ModelOut.from_row(model),
+        card=card,
+        card_html=card_html(card_markdown(card)) if card else None,
+        rows=metric_rows(card),
         depth_warning=depth_warning(model.metrics),
-        lineage=lineage(session, model, caller.scope, card), message=message,
-    )  # fmt: skip
+        lineage=lineage(session, model, caller.scope, card),
+        message=message,
+    )
 
 
 @router.post("/models/{model_id}/delete", response_class=HTMLResponse)
 def delete(
-    model_id: str, request: Request, services: ServicesDep, session: SessionDep,
-    caller: UiCallerDep, _: FormDep,
-) -> Response:  # fmt: skip
+    model_id: str,
+    request: Request,
+    services: ServicesDep,
+    session: SessionDep,
+    caller: UiCallerDep,
+    _: FormDep,
+) -> Response:
     model = model_or_404(model_id, session, caller)
     try:
         model_service.remove(model, session, services)
@@ -88,9 +112,13 @@ def delete(
 
 
 def _predict_page(
-    request: Request, services: ServicesDep, session: SessionDep, caller: Caller,
-    status: int = 200, **context: Any,
-) -> Response:  # fmt: skip
+    request: Request,
+    services: ServicesDep,
+    session: SessionDep,
+    caller: Caller,
+    status: int = 200,
+    **context: Any,
+) -> Response:
     rows, _next = list_models(session, caller.scope, limit=PAGE)
     models = [m for m in rows if m.kind != "encoder"]
     return render(request, services, "predict.html", status, models=models, **context)
@@ -98,17 +126,27 @@ def _predict_page(
 
 @router.get("/predict", response_class=HTMLResponse)
 def predict_page(
-    request: Request, services: ServicesDep, session: SessionDep, caller: UiCallerDep,
+    request: Request,
+    services: ServicesDep,
+    session: SessionDep,
+    caller: UiCallerDep,
     model: str = "",
-) -> Response:  # fmt: skip
+) -> Response:
     return _predict_page(request, services, session, caller, selected=model)
 
 
 def as_tsv(predictions: list[SamplePredictionOut]) -> str:
     """The predictions as TSV: sample_id, prediction or label and prob_<class>, reads used."""
     classes = sorted({c for p in predictions for c in (p.probabilities or {})})
-    header = ["sample_id", "prediction", "label", *(f"prob_{c}" for c in classes),
-              "n_features_used", "fraction_reads_used", "warnings"]  # fmt: skip
+    header = [
+        "sample_id",
+        "prediction",
+        "label",
+        *(f"prob_{c}" for c in classes),
+        "n_features_used",
+        "fraction_reads_used",
+        "warnings",
+    ]
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
     writer.writerow(header)
@@ -116,9 +154,17 @@ def as_tsv(predictions: list[SamplePredictionOut]) -> str:
         value = p.prediction
         shown = ",".join(map(str, value)) if isinstance(value, list) else value
         probabilities = p.probabilities or {}
-        writer.writerow([p.sample_id, "" if shown is None else shown, p.label or "",
-                         *(probabilities.get(c, "") for c in classes), p.n_features_used,
-                         p.fraction_reads_used, "; ".join(p.warnings)])  # fmt: skip
+        writer.writerow(
+            [
+                p.sample_id,
+                "" if shown is None else shown,
+                p.label or "",
+                *(probabilities.get(c, "") for c in classes),
+                p.n_features_used,
+                p.fraction_reads_used,
+                "; ".join(p.warnings),
+            ]
+        )
     return buffer.getvalue()
 
 
@@ -130,9 +176,11 @@ async def predict(
     model_id = ""
     try:
         upload = await read_multipart(
-            request, temp_dir=settings.uploads_dir, limit=settings.upload_limit_bytes,
+            request,
+            temp_dir=settings.uploads_dir,
+            limit=settings.upload_limit_bytes,
             files={"table"},
-        )  # fmt: skip
+        )
         try:
             check_token(request, services, upload.fields.get(CSRF_FIELD))
             model_id = upload.fields.get("model_id", "").strip()
@@ -152,11 +200,17 @@ async def predict(
     except (ApiError, UserError) as exc:
         message, _field = problem_of(exc)
         status = exc.status if isinstance(exc, ApiError) else 422
-        return _predict_page(request, services, session, caller, status, selected=model_id,
-                             message=message)  # fmt: skip
+        return _predict_page(
+            request, services, session, caller, status, selected=model_id, message=message
+        )
     tsv = as_tsv(predictions)
     return _predict_page(
-        request, services, session, caller, selected=model_id, predictions=predictions,
+        request,
+        services,
+        session,
+        caller,
+        selected=model_id,
+        predictions=predictions,
         tsv_href="data:text/tab-separated-values;charset=utf-8," + quote(tsv),
         rows=[line.split("\t") for line in tsv.splitlines()],
-    )  # fmt: skip
+    )

@@ -280,5 +280,11 @@ def job_plot(job: JobDep, plot: str, request: Request, services: ServicesDep) ->
         available = f"its plots are {', '.join(plots)}" if plots else "it has no plots"
         raise ApiError(404, f"job {job.id!r} has no plot {plot!r}; {available}", kind="not-found")
     what = f"plot {plot!r} of job {job.id!r}"
-    return send_blob(request, services.storage, outputs[f"plot_{plot}"], what, "image/png",
-                     f"{job.id}_{plot}.png")  # fmt: skip
+    return send_blob(
+        request,
+        services.storage,
+        outputs[f"plot_{plot}"],
+        what,
+        "image/png",
+        f"{job.id}_{plot}.png",
+    )

@@ -115,8 +115,12 @@ async def _parse(request: Request, services: Services) -> _Asked:
             errors = [{"loc": ["body", *e["loc"]], "msg": e["msg"]} for e in exc.errors()]
             first = errors[0]
             where = ".".join(str(p) for p in first["loc"][1:]) or "body"
-            raise ApiError(422, f"invalid prediction request: {where}: {first['msg']}",
-                           kind="validation-error", errors=errors) from None  # fmt: skip
+            raise ApiError(
+                422,
+                f"invalid prediction request: {where}: {first['msg']}",
+                kind="validation-error",
+                errors=errors,
+            ) from None
         build = functools.partial(table_from_samples, body)
         return _Asked(body.model_id, body.output, body.precision, len(body.samples), build, None)
     if content_type != "multipart/form-data":
@@ -125,14 +129,16 @@ async def _parse(request: Request, services: Services) -> _Asked:
         )
     settings = services.settings
     upload = await read_multipart(
-        request, temp_dir=settings.uploads_dir, limit=settings.upload_limit_bytes,
+        request,
+        temp_dir=settings.uploads_dir,
+        limit=settings.upload_limit_bytes,
         files={"table", "sequences"},
-    )  # fmt: skip
+    )
     try:
         unknown = sorted(set(upload.fields) - {"model_id", "output", "precision"})
         if unknown:
-            raise ApiError(422, f"unknown form field(s) {', '.join(unknown)}: expected model_id, "
-                                "output, precision, and files table and sequences")  # fmt: skip
+            expected = "expected model_id, output, precision, and files table and sequences"
+            raise ApiError(422, f"unknown form field(s) {', '.join(unknown)}: {expected}")
         model_id = upload.fields.get("model_id", "").strip()
         if not model_id:
             raise ApiError(422, "model_id is required (the model to apply)")
