@@ -70,11 +70,13 @@ def test_a_vocabulary_model_round_trips_and_maps_sequences_at_prediction(
     assert checkpoint.vocabulary is not None
     assert checkpoint.config.sample.vocabulary == len(checkpoint.vocabulary) > 0
     predictor = Predictor.from_path(result.best_checkpoint)
-    rows = predictor._vocabulary_rows(["acgt", checkpoint.vocabulary[2].lower()])
-    assert rows is not None and rows.tolist() == [0, 3]  # any case; unknown -> 0
-    table = study_inputs.table
-    values = predictor.predict(table, study_inputs.sequences).samples
+    table, sequences = study_inputs.table, list(study_inputs.sequences)
+    values = predictor.predict(table, sequences).samples
     assert all(s.prediction is not None and np.isfinite(s.prediction[0]) for s in values)
+    # A sequence finds its vocabulary row in any case (were it case-sensitive, lower case
+    # would read every ASV as unseen, by sequence alone, and move every prediction).
+    lower = predictor.predict(table, [s.lower() for s in sequences]).samples
+    assert [s.prediction for s in lower] == [s.prediction for s in values]
     broken = dataclasses.replace(checkpoint, vocabulary=checkpoint.vocabulary[:-1])
     path = save_checkpoint(broken, tmp_path / "broken.pt")
     with pytest.raises(CheckpointError, match="its ASV vocabulary lists"):
