@@ -19,7 +19,7 @@ from app.contracts import JobSpec, JobState
 from app.registration import register_checkpoint
 from app.store import ArtifactStore, begin_write, finish_job
 from app.store.tables import Job, Model
-from worker.plan import RunPlan
+from worker.order import JobOrder
 from worker.reporting import JobReporter
 
 log = logging.getLogger("aam.worker")
@@ -116,14 +116,14 @@ def finish_training(
     storage: ArtifactStore,
     job: Job,
     spec: JobSpec,
-    plan: RunPlan,
+    order: JobOrder,
     summary: dict[str, Any],
     reporter: JobReporter,
     *,
     worker: str,
 ) -> bool:
     """Register the run's best checkpoint as a model and mark the job succeeded."""
-    run_dir = Path(plan.out_dir)
+    run_dir = Path(order.out_dir)
     reporter.set_baseline(summary.get("baseline"))
     reporter.set_progress(fraction=1.0, eta_seconds=0.0)
     reporter.flush(force=True)
@@ -152,7 +152,7 @@ def finish_cross_validation(
     storage: ArtifactStore,
     job: Job,
     spec: JobSpec,
-    plan: RunPlan,
+    order: JobOrder,
     summary: dict[str, Any],
     reporter: JobReporter,
     *,
@@ -170,7 +170,7 @@ def finish_cross_validation(
     model_id = None
     registered = None
     if refit is not None:
-        run_dir = Path(plan.out_dir) / "refit"
+        run_dir = Path(order.out_dir) / "refit"
         model, checkpoint = register_run(session, storage, job, refit, run_dir, outputs)
         model_id, registered = model.id, (model.kind, checkpoint.name)
         report["refit_model_id"] = model_id
@@ -190,7 +190,7 @@ def finish_cross_validation(
         if registered is not None:
             kind, name = registered
             reporter.log(f"registered {kind} model {model_id} from {name} (every sample)")
-            shutil.rmtree(Path(plan.out_dir) / "refit" / "checkpoints", ignore_errors=True)
+            shutil.rmtree(Path(order.out_dir) / "refit" / "checkpoints", ignore_errors=True)
         reporter.flush(force=True)
     return finished
 
@@ -200,7 +200,7 @@ def finish_prediction(
     storage: ArtifactStore,
     job: Job,
     spec: JobSpec,
-    plan: RunPlan,
+    order: JobOrder,
     summary: dict[str, Any],
     reporter: JobReporter,
     *,
@@ -240,7 +240,7 @@ def finish_cancelled(
     storage: ArtifactStore,
     job: Job,
     spec: JobSpec,
-    plan: RunPlan,
+    order: JobOrder,
     summary: dict[str, Any] | None,
     reporter: JobReporter,
     *,
@@ -248,7 +248,7 @@ def finish_cancelled(
 ) -> bool:
     """Mark the job cancelled, keeping its last checkpoint (``outputs["checkpoint"]``) and
     whatever the run wrote."""
-    run_dir = Path(plan.out_dir)
+    run_dir = Path(order.out_dir)
     outputs = store_outputs(storage, run_dir)
     last = run_dir / "checkpoints" / "last.pt"
     if last.is_file():

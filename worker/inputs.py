@@ -1,5 +1,5 @@
 """A job's inputs, from the database and artifact storage, checked and turned into a
-:class:`~worker.plan.RunPlan`.
+:class:`~worker.order.JobOrder`.
 
 Every stored file is re-hashed before use: a blob changed on disk (a bad disk, a hand edit)
 fails the job with a message naming the file, instead of an obscure parse error later.
@@ -21,7 +21,7 @@ from app.store.objects import CorruptArtifact, StorageUnavailable
 from app.store.tables import Job
 from worker.devices import Placement
 from worker.errors import JobFailure
-from worker.plan import RunPlan
+from worker.order import JobOrder
 
 
 def stored_file(storage: ArtifactStore, sha256: str, what: str) -> Path:
@@ -77,14 +77,14 @@ def _model_checkpoint(session: Session, storage: ArtifactStore, model_id: str) -
     return str(stored_file(storage, model.checkpoint_sha256, f"the checkpoint of model {model_id}"))
 
 
-def build_plan(
+def build_order(
     session: Session,
     storage: ArtifactStore,
     job: Job,
     spec: JobSpec,
     placement: Placement,
     run_dir: Path,
-) -> RunPlan:
+) -> JobOrder:
     files, names, digests = _dataset_files(session, storage, job, spec.kind)
     values: dict[str, Any] = {
         "job_id": job.id,
@@ -101,7 +101,7 @@ def build_plan(
         assert spec.model_id is not None  # JobSpec's rule
         values["model_checkpoint"] = _model_checkpoint(session, storage, spec.model_id)
         values["model_name"] = spec.model_id
-        return RunPlan(**values)
+        return JobOrder(**values)
     if spec.target is not None:
         values["target"] = {"column": spec.target.column, "task": spec.target.task}
     if spec.base_model_id is not None:
@@ -112,7 +112,7 @@ def build_plan(
     if spec.kind == JobKind.cross_validate:  # it resumes from the folds it finished
         values["cv"] = None if spec.cv is None else spec.cv.model_dump()
         values["refit"] = bool(spec.refit)
-        return RunPlan(**values)
+        return JobOrder(**values)
     # A requeued job continues from the checkpoint its earlier attempt left.
     values["resume"] = (run_dir / "checkpoints" / "last.pt").is_file()
-    return RunPlan(**values)
+    return JobOrder(**values)

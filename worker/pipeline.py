@@ -1,4 +1,4 @@
-"""One job, start to end: claim it, build its plan, run its child process while writing
+"""One job, start to end: claim it, build its order, run its child process while writing
 progress and heartbeats, and finish it (succeeded, failed or cancelled).
 
 The job row is the only record. Claiming is a conditional update, so a duplicate or
@@ -24,8 +24,8 @@ from app.store.tables import Job
 from worker import finish
 from worker.devices import Placement, place
 from worker.errors import JobFailure, child_died, one_line
-from worker.inputs import build_plan
-from worker.plan import PLAN_FILE, RunPlan
+from worker.inputs import build_order
+from worker.order import ORDER_FILE, JobOrder
 from worker.reporting import JobReporter
 from worker.runtime import WorkerRuntime
 from worker.supervisor import ChildOutcome, Supervisor
@@ -132,27 +132,27 @@ def _execute(
 ) -> str:
     run_dir = runtime.run_dir(job.id)
     run_dir.mkdir(parents=True, exist_ok=True)
-    plan = build_plan(session, runtime.storage, job, spec, placement, run_dir)
+    order = build_order(session, runtime.storage, job, spec, placement, run_dir)
     _end_reads(session)
-    plan_path = run_dir / PLAN_FILE
-    plan.write(plan_path)
+    order_path = run_dir / ORDER_FILE
+    order.write(order_path)
     reporter = JobReporter(session, job.id, runtime.name)
     reporter.log(
         f"attempt {job.attempts} of {job.max_attempts} on {runtime.name} ({placement.label})"
-        + ("; resuming from the last checkpoint" if plan.resume else "")
+        + ("; resuming from the last checkpoint" if order.resume else "")
     )
     reporter.set_progress(fraction=0.0)
     reporter.flush(force=True)
     supervisor = Supervisor(
-        plan_path,
-        nproc=plan.nproc,
+        order_path,
+        nproc=order.nproc,
         output=run_dir / "runner.log",
         grace=runtime.settings.cancel_grace_seconds,
     )
     watch = Watch(runtime, session, job.id, reporter)
     outcome = supervisor.run(reporter.handle, watch.tick)
     reporter.flush(force=True)
-    return _settle(runtime, session, job, spec, plan, outcome, reporter)
+    return _settle(runtime, session, job, spec, order, outcome, reporter)
 
 
 def _release(runtime: WorkerRuntime, session: Session, job: Job, reporter: JobReporter) -> str:
@@ -176,7 +176,7 @@ def _settle(
     session: Session,
     job: Job,
     spec: JobSpec,
-    plan: RunPlan,
+    order: JobOrder,
     outcome: ChildOutcome,
     reporter: JobReporter,
 ) -> str:
@@ -191,7 +191,7 @@ def _settle(
     common = {"worker": runtime.name}
     if signal.cancel_requested:
         done = finish.finish_cancelled(
-            session, runtime.storage, job, spec, plan, summary, reporter, **common
+            session, runtime.storage, job, spec, order, summary, reporter, **common
         )
         return "cancelled" if done else "lost"
     if final is None:
@@ -207,7 +207,7 @@ def _settle(
         JobKind.predict: finish.finish_prediction,
         JobKind.cross_validate: finish.finish_cross_validation,
     }.get(spec.kind, finish.finish_training)
-    done = finisher(session, runtime.storage, job, spec, plan, summary, reporter, **common)
+    done = finisher(session, runtime.storage, job, spec, order, summary, reporter, **common)
     return "succeeded" if done else "lost"
 
 

@@ -1,8 +1,8 @@
-"""``python -m worker.runner PLAN``: the child process that runs one job's training or
+"""``python -m worker.runner ORDER``: the child process that runs one job's training or
 prediction with aam_core, launched by the worker (alone, or per rank under ``torchrun``).
 
 A process of its own gives each job a fresh CUDA context and returns all its memory at exit.
-It reads no database: the plan names its files, and everything it learns goes to the worker
+It reads no database: the order names its files, and everything it learns goes to the worker
 over :mod:`worker.link` (rank 0 only), ending with ``done`` and the run's summary, or
 ``error`` and the exception. A stop request from the worker, or the worker's death, makes the
 training loop save a checkpoint and end at its next step.
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from aam_core.io.files import to_jsonable
 from aam_core.train.callbacks import Callback, EpochEvent, StepEvent
-from worker.plan import RunPlan
+from worker.order import JobOrder
 
 if TYPE_CHECKING:  # the heavy modules load in execute()
     from aam_core.io import Inputs
@@ -55,10 +55,12 @@ class NoLink:
         return False
 
 
-def _inputs(plan: RunPlan) -> Inputs:
+def _inputs(order: JobOrder) -> Inputs:
     from aam_core.io import load_files
 
-    return load_files(plan.files, names={role: plan.names.get(role, role) for role in plan.files})
+    return load_files(
+        order.files, names={role: order.names.get(role, role) for role in order.files}
+    )
 
 
 def _summary(result: Any) -> dict[str, Any]:
@@ -79,7 +81,7 @@ def _summary(result: Any) -> dict[str, Any]:
     }
 
 
-def _predict(plan: RunPlan) -> dict[str, Any]:
+def _predict(order: JobOrder) -> dict[str, Any]:
     from aam_core.checkpoint import load_checkpoint
     from aam_core.plan import plan_run
     from aam_core.predict import Predictor, write_predictions
@@ -87,25 +89,25 @@ def _predict(plan: RunPlan) -> dict[str, Any]:
     from aam_core.train.distributed import resolve_device
     from aam_core.train.local_plan import checkpoint_facts, dataset_facts
 
-    assert plan.model_checkpoint is not None
-    name = plan.model_name or plan.model_checkpoint
-    checkpoint = load_checkpoint(plan.model_checkpoint, name=name)
-    inputs = _inputs(plan)
+    assert order.model_checkpoint is not None
+    name = order.model_name or order.model_checkpoint
+    checkpoint = load_checkpoint(order.model_checkpoint, name=name)
+    inputs = _inputs(order)
     model = checkpoint_facts(checkpoint, name=name, field="model_id")
-    run = plan_run("predict", plan.config, dataset_facts(inputs), base=model)
+    run = plan_run("predict", order.config, dataset_facts(inputs), base=model)
     predictor = Predictor(
-        checkpoint, device=resolve_device(plan.device), precision=run.config.precision
+        checkpoint, device=resolve_device(order.device), precision=run.config.precision
     )
     result = predictor.predict(
         inputs.table, inputs.sequences, passes=run.config.passes, seed=run.config.seed
     )
-    write_predictions(result, plan.predictions_path)
+    write_predictions(result, order.predictions_path)
     warned = [s for s in result.samples if s.warnings]
     return {
         "kind": result.kind,
-        "predictions": str(plan.predictions_path),
+        "predictions": str(order.predictions_path),
         # q2-sample-classifier's layouts: predictions.tsv, class_probabilities.tsv
-        "q2_files": sorted(str(f) for f in q2_dir(plan.predictions_path).glob("*.tsv")),
+        "q2_files": sorted(str(f) for f in q2_dir(order.predictions_path).glob("*.tsv")),
         "n_samples": len(result.samples),
         "samples_with_warnings": len(warned),
         "warnings": sorted({w for s in warned for w in s.warnings})[:20],
@@ -152,30 +154,30 @@ class CrossValidationLink(Callback):
         return bool(self.link.should_stop())
 
 
-def _cross_validate(plan: RunPlan, link: Any) -> dict[str, Any]:
+def _cross_validate(order: JobOrder, link: Any) -> dict[str, Any]:
     from aam_core.crossval.run import Request, run_request
     from aam_core.plan import TargetSpec
     from aam_core.plan.crossval import CrossValidation
 
-    assert plan.target is not None
+    assert order.target is not None
     request = Request(
-        target=TargetSpec(**plan.target),  # type: ignore[arg-type]
-        cv=CrossValidation.from_mapping(plan.cv),
-        config=plan.config,
-        model_kind=plan.model_kind,  # type: ignore[arg-type]
-        refit=plan.refit,
-        device=plan.device,
+        target=TargetSpec(**order.target),  # type: ignore[arg-type]
+        cv=CrossValidation.from_mapping(order.cv),
+        config=order.config,
+        model_kind=order.model_kind,  # type: ignore[arg-type]
+        refit=order.refit,
+        device=order.device,
     )
     events = CrossValidationLink(link)
     outcome = run_request(
-        _inputs(plan),
+        _inputs(order),
         request,
-        Path(plan.out_dir),
+        Path(order.out_dir),
         callback=events,
         progress=events.progress,
         log=events.on_log,
-        dataset_sha256=plan.dataset_sha256,
-        name=plan.names.get("table", "the dataset"),
+        dataset_sha256=order.dataset_sha256,
+        name=order.names.get("table", "the dataset"),
     )
     return {
         "kind": "cross_validate",
@@ -186,39 +188,39 @@ def _cross_validate(plan: RunPlan, link: Any) -> dict[str, Any]:
     }
 
 
-def execute(plan: RunPlan, callback: Callback) -> dict[str, Any]:
-    """Run the plan; the summary the worker records. The run is planned again here, from the
+def execute(order: JobOrder, callback: Callback) -> dict[str, Any]:
+    """Run the order; the summary the worker records. The run is planned again here, from the
     files themselves, by the planner that checked the job at submission."""
-    if plan.kind == "predict":
-        return _predict(plan)
-    if plan.kind == "cross_validate":
+    if order.kind == "predict":
+        return _predict(order)
+    if order.kind == "cross_validate":
         assert isinstance(callback, LinkCallback)
-        return _cross_validate(plan, callback.link)
+        return _cross_validate(order, callback.link)
     from aam_core.plan import TargetSpec
     from aam_core.train.local_plan import plan_local
     from aam_core.train.stages import run_pretrain, run_train
 
-    inputs = _inputs(plan)
-    target = None if plan.target is None else TargetSpec(**plan.target)  # type: ignore[arg-type]
+    inputs = _inputs(order)
+    target = None if order.target is None else TargetSpec(**order.target)  # type: ignore[arg-type]
     run = plan_local(
-        plan.kind,  # type: ignore[arg-type]
-        plan.config,
+        order.kind,  # type: ignore[arg-type]
+        order.config,
         inputs,
         target=target,
-        base_checkpoint=plan.base_checkpoint,
-        base_name=plan.model_name,
-        freeze_base=plan.freeze_base,
-        model_kind=plan.model_kind,  # type: ignore[arg-type]
-        device=plan.device,
+        base_checkpoint=order.base_checkpoint,
+        base_name=order.model_name,
+        freeze_base=order.freeze_base,
+        model_kind=order.model_kind,  # type: ignore[arg-type]
+        device=order.device,
     )
-    stage = run_pretrain if plan.kind == "pretrain" else run_train
+    stage = run_pretrain if order.kind == "pretrain" else run_train
     common: dict[str, Any] = {
         "callbacks": callback,
-        "resume": plan.resume,
-        "device": plan.device,
-        "dataset_sha256": plan.dataset_sha256,
+        "resume": order.resume,
+        "device": order.device,
+        "dataset_sha256": order.dataset_sha256,
     }
-    return _summary(stage(inputs, run, plan.out_dir, **common))
+    return _summary(stage(inputs, run, order.out_dir, **common))
 
 
 def error_message(exc: BaseException) -> dict[str, Any]:
@@ -245,17 +247,17 @@ def error_message(exc: BaseException) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m worker.runner PLAN.json", file=sys.stderr)
+        print("usage: python -m worker.runner ORDER.json", file=sys.stderr)
         return 2
     warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-    plan = RunPlan.read(Path(args[0]))
+    order = JobOrder.read(Path(args[0]))
     link: Any = NoLink()
     if int(os.environ.get("RANK", "0")) == 0:
         from worker.link import ParentLink
 
         link = ParentLink.connect()
     try:
-        summary = execute(plan, LinkCallback(link))
+        summary = execute(order, LinkCallback(link))
     except Exception as exc:
         link.send(error_message(exc))
         traceback.print_exc(file=sys.stderr)

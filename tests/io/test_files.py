@@ -29,13 +29,13 @@ def test_text_and_binary_writes_replace_the_file(tmp_path: Path) -> None:
 
 
 def test_an_error_mid_write_keeps_the_old_file_and_no_temporary_file(tmp_path: Path) -> None:
-    path = tmp_path / "plan.json"
+    path = tmp_path / "order.json"
     path.write_text('{"epoch": 1}')
     with pytest.raises(RuntimeError, match="crash"), atomic_write(path) as fh:
         fh.write('{"epoch": 2, "par')
         raise RuntimeError("crash")
     assert path.read_text() == '{"epoch": 1}'
-    assert [p.name for p in tmp_path.iterdir()] == ["plan.json"]
+    assert [p.name for p in tmp_path.iterdir()] == ["order.json"]
 
 
 def test_a_new_file_gets_the_permissions_of_a_plain_open(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """A finished training job stores its model's card (``card_markdown``, ``card_json``) among its
 outputs: the very card ``GET /models/{id}/card`` serves. The job runs in this process (the
-plan from the store, the child's ``execute``, the worker's finish) on a real SQLite store."""
+order from the store, the child's ``execute``, the worker's finish) on a real SQLite store."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from app.store import LocalArtifactStore, claim_job
 from tests.worker.helpers import AGE, FAST, Store
 from worker import finish
 from worker.devices import Placement
-from worker.inputs import build_plan
+from worker.inputs import build_order
 from worker.reporting import JobReporter
 from worker.runner import execute
 
@@ -35,11 +35,11 @@ def test_a_train_job_stores_the_card_the_api_serves(
         assert claim_job(session, job_id, worker=WORKER, device="cpu")
         job = store.job(job_id)
         spec = JobSpec.model_validate(job.spec)
-        plan = build_plan(session, store.storage, job, spec, Placement("cpu", 1, "cpu"), tmp_path)
-        summary = execute(plan, Callback())
+        order = build_order(session, store.storage, job, spec, Placement("cpu", 1, "cpu"), tmp_path)
+        summary = execute(order, Callback())
         reporter = JobReporter(session, job_id, WORKER)
         assert finish.finish_training(
-            session, store.storage, job, spec, plan, summary, reporter, worker=WORKER
+            session, store.storage, job, spec, order, summary, reporter, worker=WORKER
         )
     job = store.job(job_id)
     assert job.state == "succeeded" and job.model_id is not None

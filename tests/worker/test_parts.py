@@ -92,12 +92,12 @@ def test_error_messages() -> None:
 
 
 def test_child_commands() -> None:
-    plan = Path("/runs/job_1/plan.json")
-    assert command(plan, 1) == [sys.executable, "-m", "worker.runner", str(plan)]
-    assert command(plan, 4) == [
+    order = Path("/runs/job_1/order.json")
+    assert command(order, 1) == [sys.executable, "-m", "worker.runner", str(order)]
+    assert command(order, 4) == [
         sys.executable,
         *("-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4"),
-        *("-m", "worker.runner", str(plan)),
+        *("-m", "worker.runner", str(order)),
     ]
 
 
@@ -191,7 +191,7 @@ link.send({"type": "done", "result": {"stopped": "requested"}})
 def _supervise(tmp_path: Path, behaviour: str, grace: float) -> tuple[Any, list[Any], float]:
     seen: list[dict[str, Any]] = []
     supervisor = Supervisor(
-        tmp_path / "plan.json",
+        tmp_path / "order.json",
         nproc=1,
         output=tmp_path / f"{behaviour}.log",
         grace=grace,

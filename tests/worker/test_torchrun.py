@@ -10,14 +10,14 @@ from typing import Any
 
 from aam_core.checkpoint import load_checkpoint
 from tests.worker.helpers import PRETRAIN_FAST
-from worker.plan import RunPlan
+from worker.order import JobOrder
 from worker.supervisor import Supervisor
 
 
 def test_two_ranks_report_once_and_stop_together(
     tmp_path: Path, study_files: dict[str, Path]
 ) -> None:
-    plan = RunPlan(
+    order = JobOrder(
         job_id="job_torchrun",
         kind="pretrain",
         out_dir=str(tmp_path / "run"),
@@ -28,14 +28,14 @@ def test_two_ranks_report_once_and_stop_together(
         config={**PRETRAIN_FAST, "epochs": 50, "gpus": 2},
     )
     (tmp_path / "run").mkdir()
-    plan.write(tmp_path / "run" / "plan.json")
+    order.write(tmp_path / "run" / "order.json")
     seen: list[dict[str, Any]] = []
 
     def stop_after_two_steps() -> str | None:
         return "cancel" if sum(m["type"] == "step" for m in seen) >= 2 else None
 
     outcome = Supervisor(
-        tmp_path / "run" / "plan.json", nproc=2, output=tmp_path / "runner.log", grace=30
+        tmp_path / "run" / "order.json", nproc=2, output=tmp_path / "runner.log", grace=30
     ).run(seen.append, stop_after_two_steps)
     assert outcome.returncode == 0, outcome.output_tail
     assert outcome.final is not None and outcome.final["type"] == "done"

@@ -1,4 +1,4 @@
-"""What the child process runs: a plain, JSON-serialisable plan written by the worker (which
+"""What the child process runs: a plain, JSON-serialisable order written by the worker (which
 reads the database and storage) and read by :mod:`worker.runner` (which reads neither)."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from typing import Any
 
 from aam_core.io.files import atomic_write
 
-PLAN_FILE = "plan.json"
+ORDER_FILE = "order.json"
 
 
 @dataclass(frozen=True, kw_only=True)
-class RunPlan:
+class JobOrder:
     job_id: str
     kind: str  # pretrain | train | predict | cross_validate
     out_dir: str  # the run directory: checkpoints, metrics, plots (predict: predictions.tsv)
@@ -45,5 +45,5 @@ class RunPlan:
             json.dump(dataclasses.asdict(self), fh, indent=2)
 
     @classmethod
-    def read(cls, path: Path) -> RunPlan:
+    def read(cls, path: Path) -> JobOrder:
         return cls(**json.loads(path.read_text(encoding="utf-8")))
