@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 serve: $(STAMP)
-	$(BIN)/python -m worker.serve
+	$(BIN)/python -m aam_service
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

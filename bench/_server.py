@@ -62,7 +62,7 @@ def children(pid: int) -> list[int]:
 
 
 def child_running(parent: int, module: str) -> int | None:
-    """The child of ``parent`` that runs ``python -m module`` (``worker.serve`` starts the API
+    """The child of ``parent`` that runs ``python -m module`` (``aam_service`` starts the API
     as ``-m app`` and the worker as ``-m worker``), None when there is none."""
     for child in children(parent):
         try:
@@ -101,7 +101,7 @@ def start(
     deadline = time.monotonic() + 180
     while True:
         if server.poll() is not None or time.monotonic() > deadline:
-            server.terminate()  # worker.serve stops its children on SIGTERM
+            server.terminate()  # aam_service stops its children on SIGTERM
             server.wait(timeout=60)
             raise SystemExit(f"the server did not start:\n{log.read_text()[-3000:]}")
         try:

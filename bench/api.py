@@ -18,7 +18,7 @@ Two layouts (``--layout``):
   SQLite), a Redis broker on a dedicated database number with no worker consuming;
   ``--api-workers`` and ``--predict-concurrency`` set ``AAM_API_WORKERS`` and
   ``AAM_PREDICT_CONCURRENCY``.
-- ``serve``: ``make serve`` (``python -m worker.serve``): the API and a real CPU worker on one
+- ``serve``: ``make serve`` (``python -m aam_service``): the API and a real CPU worker on one
   SQLite file and the embedded broker. The worker consumes the submitted jobs (1-epoch tiny
   pretraining on a small study) while the measurements run, and for ``--drain`` seconds
   after; the report adds the jobs by state and the failed ones' errors.
@@ -164,7 +164,7 @@ def _start(layout: str, settings: Settings, args: argparse.Namespace, log: Path)
         env["AAM_BROKER_URL"] = f"redis://127.0.0.1:6379/{REDIS_DB}"
         return start("app", env, log)
     env["AAM_DEVICE"] = "cpu"
-    return start("worker.serve", env, log, ready="/ready", probe_timeout=5)  # the worker too
+    return start("aam_service", env, log, ready="/ready", probe_timeout=5)  # the worker too
 
 
 def _jobs_report(base: str) -> dict[str, Any]:

@@ -4,10 +4,10 @@ folder of the data pack; prints one JSON object.
     python bench/cv_job.py DATASET_DIR --target COL --task regression|classification \
         [--group COL] [--folds 5] [--kill-at-fold K] [--compare]
 
-Starts ``python -m worker.serve`` (SQLite, local files, the embedded broker, one worker) on a
+Starts ``python -m aam_service`` (SQLite, local files, the embedded broker, one worker) on a
 fresh data directory, uploads the study, submits the job with the default recipe, and waits.
 ``--kill-at-fold K`` sends SIGKILL to the worker and its job's process once fold K has begun:
-``worker.serve`` starts a new worker, the reaper requeues the job, and the new attempt must
+``aam_service`` starts a new worker, the reaper requeues the job, and the new attempt must
 keep the folds already finished (their files are compared before and after). ``--compare``
 then runs the same cross-validation with ``bench/quality.py``'s engine in this process (same
 models, seed, folds and one fold at a time) and reports the largest difference of any fold's
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     data_dir = Path(tempfile.mkdtemp(prefix="cv-job-"))
     env = {"AAM_DATA_DIR": str(data_dir), "AAM_API_KEYS": f"bench:{KEY}", "AAM_DEVICE": "cpu"}
-    server, base = start("worker.serve", env, data_dir / "serve.log", ready="/health")
+    server, base = start("aam_service", env, data_dir / "serve.log", ready="/health")
     out: dict[str, Any] = {"dataset": args.dataset.name, "target": args.target}
     try:
         with httpx.Client(base_url=base, headers=HEADERS, timeout=120) as client:
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 fold = job["progress"].get("fold") or 0
                 if args.kill_at_fold and killed_at is None and fold >= args.kill_at_fold:
                     worker = child_running(server.pid, "worker")
-                    assert worker is not None, "worker.serve runs no worker"
+                    assert worker is not None, "aam_service runs no worker"
                     before = _fold_files(run_dir)
                     for pid in _descendants(worker):
                         os.kill(pid, signal.SIGKILL)

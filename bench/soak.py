@@ -1,6 +1,6 @@
 """Soak benchmark: the whole service under mixed traffic for minutes; prints one JSON object.
 
-It starts the service as ``make serve`` does (``python -m worker.serve``: the API and a real CPU
+It starts the service as ``make serve`` does (``python -m aam_service``: the API and a real CPU
 worker on one SQLite file and the embedded broker, in a temporary data directory, on a free
 loopback port, with an API key) and drives it for ``--minutes`` (``--seconds`` for a quick
 run) from ``--clients`` concurrent clients: coroutines of one aiohttp session, each sending its
@@ -73,7 +73,7 @@ from aam_core.model import AAMConfig, SequenceRegressor, TargetConfig
 # removes its files (uploads of the same files share them).
 UPLOAD_STUDIES = [SyntheticSpec(n_samples=24, n_asvs=40, asvs_per_sample=10, seed=100 + k)
                   for k in range(4)]  # fmt: skip
-PROCESSES = {"api": "app", "worker": "worker"}  # worker.serve's children
+PROCESSES = {"api": "app", "worker": "worker"}  # aam_service's children
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -281,13 +281,13 @@ def main(argv: list[str] | None = None) -> int:
            "AAM_LOG_LEVEL": "WARNING", "AAM_DEVICE": "cpu",
            # a job still running at the end stops at its checkpoint within this
            "AAM_CANCEL_GRACE_SECONDS": "10"}  # fmt: skip
-    server, base = start("worker.serve", env, log, ready="/ready", probe_timeout=5)
+    server, base = start("aam_service", env, log, ready="/ready", probe_timeout=5)
     pids: dict[str, int] = {}
     try:
         for name, module in PROCESSES.items():
             pid = child_running(server.pid, module)
             if pid is None:
-                raise SystemExit(f"worker.serve has no `python -m {module}` child")
+                raise SystemExit(f"aam_service has no `python -m {module}` child")
             pids[name] = pid
         jobs_study = generate(SMALL_STUDY)
         model_id, dataset_id = set_up(base, jobs_study, work)

@@ -1,4 +1,4 @@
-"""bench/soak.py end to end for 20 seconds: the real service (``python -m worker.serve``: the
+"""bench/soak.py end to end for 20 seconds: the real service (``python -m aam_service``: the
 API and a CPU worker on SQLite and the embedded broker) under every kind of request, with no
 error, every deliberate mistake answered as problem details, and the memory figures read."""
 

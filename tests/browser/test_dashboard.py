@@ -1,7 +1,7 @@
 """The dashboard (/ui) in a real browser against real processes: sign in with a key (a wrong
 one refused with a message), upload a study, another owner's dataset not shown, and a tiny
 pretrain job submitted from the form whose progress reaches 100% on its page without a reload
-(``python -m worker.serve``: the API and a CPU worker on the embedded broker). Each page's
+(``python -m aam_service``: the API and a CPU worker on the embedded broker). Each page's
 screenshot goes to test-artifacts/screenshots/dashboard-*.png."""
 
 from __future__ import annotations
@@ -96,9 +96,9 @@ def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``python -m worker.serve`` (open, on loopback): the API and one CPU worker."""
+    """``python -m aam_service`` (open, on loopback): the API and one CPU worker."""
     process, base = start(
-        tmp_path_factory.mktemp("serve"), "worker.serve", "aam serve: AAM service at",
+        tmp_path_factory.mktemp("serve"), "aam_service", "aam serve: AAM service at",
         AAM_DEVICE="cpu", AAM_HEARTBEAT_TIMEOUT_SECONDS="4",
     )  # fmt: skip
     yield base

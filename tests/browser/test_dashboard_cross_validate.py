@@ -1,5 +1,5 @@
 """The cross-validate form and a cross_validate job's page in a real browser against
-``python -m worker.serve`` (the API and a CPU worker): the form's 422 shown by its field, then a
+``python -m aam_service`` (the API and a CPU worker): the form's 422 shown by its field, then a
 tiny two-fold run with a refit whose results (models x metrics with the best marked, AAM's
 differences, the plots, the refitted model's link) appear on the job's page without a reload.
 The synthetic study's depths are drawn apart from its ages, so no depth warning is shown.

@@ -1,4 +1,4 @@
-"""The dashboard's jobs pages in a real browser against ``python -m worker.serve`` (the API and a
+"""The dashboard's jobs pages in a real browser against ``python -m aam_service`` (the API and a
 CPU worker): a tiny train job's page draws its loss and metric curves from the metrics history
 as epochs arrive and shows the random forest and constant baselines, and the jobs list follows
 the unfinished job to 100%, both without a reload. Screenshots go to

@@ -1,5 +1,5 @@
 """Helpers of the worker tests: the store a test shares with worker processes, and those
-processes (``python -m worker``, ``python -m app``, ``python -m worker.serve``)."""
+processes (``python -m worker``, ``python -m app``, ``python -m aam_service``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``python -m worker.serve`` (``make serve``): the API and a worker on the embedded defaults
+"""``python -m aam_service`` (``make serve``): the API and a worker on the embedded defaults
 from one command. Ctrl-C in the middle of a training stops both cleanly; after a restart the
 finished job and its model are intact and the interrupted training resumes from its
 checkpoint. A worker killed in the middle of a training is replaced, and its job resumes."""
@@ -33,7 +33,7 @@ def started() -> Iterator[list[Process]]:
 
 
 def start_serve(store: Store, port: int, log: Path, started: list[Process]) -> Process:
-    serve = Process("worker.serve", store.env(AAM_PORT=port), log)
+    serve = Process("aam_service", store.env(AAM_PORT=port), log)
     started.append(serve)
     url = f"http://127.0.0.1:{port}"
     banner = f"aam serve: AAM service at {url}  (API docs: {url}/docs)"

@@ -1,4 +1,4 @@
-"""``python -m worker.serve`` (``make serve``): the whole service on one machine, in one command.
+"""``python -m aam_service`` (``make serve``): the whole service on one machine, in one command.
 
 It migrates the database once, then starts the API (``python -m app``) and a worker
 (``python -m worker``) as child processes with the same ``AAM_*`` settings: by default SQLite,
@@ -141,7 +141,7 @@ class Children:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m worker.serve", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m aam_service", description=__doc__)
     parser.parse_args(argv)
     try:
         settings = Settings()
