@@ -30,14 +30,13 @@ from aam_core.train.baseline import (
 from aam_core.train.baseline import to_dict as baseline_dict
 from aam_core.train.callbacks import Callback
 from aam_core.train.confound import Task, depth_confound, fit_depth_baseline
-from aam_core.train.evaluation import pair_rows
 from aam_core.train.importance import (
     IMPORTANCE_FILE,
     importance_frame,
     linear_importance,
     write_importance,
 )
-from aam_core.train.loop import FitResult, RunData, evaluate_rows
+from aam_core.train.loop import FitResult, RunData, evaluate_rows, pair_rows
 from aam_core.train.prepare import PreparedData, prepare_data
 from aam_core.train.splits import Split
 

@@ -28,7 +28,7 @@ from aam_core.train.linear_base import (
     install,
     linear_features,
 )
-from aam_core.train.progress import Progress
+from aam_core.train.loop import Progress
 from aam_core.train.stages import run_train
 from tests.conftest import train_plan
 

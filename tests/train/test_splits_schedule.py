@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from aam_core.errors import ConfigError
-from aam_core.train.schedule import lr_factor
+from aam_core.train.loop import lr_factor
 from aam_core.train.splits import split_rows
 
 
