@@ -10,7 +10,7 @@ classification). In each outer training fold AAM's rarefaction depth is chosen o
 training samples' reads (``aam_core.data.rarefy.choose_depth``), and every model trains on the
 samples at or above it; the forest and the linear model read counts rarefied to it (a shallower
 test sample as it is), as AAM does, since AAM cannot read sequencing depth. One grouped inner
-validation split of those samples (20% of groups, ``aam_core.train.splits.split_rows``: the
+validation split of those samples (20% of groups, ``aam_core.train.prepare.split_rows``: the
 split AAM's own training draws) makes every choice: the baselines' hyperparameters and AAM's
 early stopping. The outer test fold is only scored. Two models that read depth measure how far
 it alone predicts the target: ``depth`` (log reads) and ``linear_raw`` (CLR of raw counts,

@@ -1,5 +1,5 @@
-"""Files a training run writes: predictions, the split and plots. JSON and the metrics log
-are written with :mod:`aam_core.io.files`.
+"""Files a training run writes: predictions and plots. The split is written with
+:mod:`aam_core.train.prepare`, JSON and the metrics log with :mod:`aam_core.io.files`.
 
 Plots use matplotlib's object-oriented ``Figure`` with an Agg canvas and never pyplot:
 pyplot keeps global state (the current backend, a registry of open figures) that is neither
@@ -19,6 +19,7 @@ import pandas as pd
 
 from aam_core.io.files import atomic_write
 from aam_core.train.metrics import RegressionMetrics
+from aam_core.train.prepare import SPLITS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 DPI = 100
 LOSS_SIZE = (7.0, 4.5)  # inches; 700 x 450 pixels at DPI
 SCATTER_SIZE = (6.0, 6.0)  # 600 x 600 pixels
-SPLITS = ("train", "validation")
 
 
 def _column(values: Any, n: int, name: str) -> np.ndarray:
@@ -94,32 +94,6 @@ def write_predictions_tsv(
                     frame[f"{name}_{k}"] = array[:, k]
     with atomic_write(path) as fh:
         frame.to_csv(fh, sep="\t", index=False)
-
-
-def write_split_tsv(
-    path: str | Path, train_ids: Sequence[str], validation_ids: Sequence[str]
-) -> None:
-    """``sample_id, split`` with split ``train`` or ``validation``, in that order."""
-    both = sorted(set(map(str, train_ids)) & set(map(str, validation_ids)))
-    if both:
-        raise ValueError(f"{len(both)} sample IDs are in both splits, e.g. {both[:5]}")
-    frame = pd.DataFrame(
-        {
-            "sample_id": [str(s) for s in (*train_ids, *validation_ids)],
-            "split": ["train"] * len(train_ids) + ["validation"] * len(validation_ids),
-        }
-    )
-    with atomic_write(path) as fh:
-        frame.to_csv(fh, sep="\t", index=False)
-
-
-def read_split_tsv(path: str | Path) -> dict[str, list[str]]:
-    # Sample IDs stay strings: "NA" or "001" must not turn into NaN or 1.
-    frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-    unknown = sorted(set(frame["split"]) - set(SPLITS))
-    if unknown:
-        raise ValueError(f"{path}: split must be one of {SPLITS}, got {unknown}")
-    return {s: frame.loc[frame["split"] == s, "sample_id"].tolist() for s in SPLITS}
 
 
 def _new_figure(size: tuple[float, float]) -> Figure:

@@ -37,8 +37,13 @@ from aam_core.train.importance import (
     write_importance,
 )
 from aam_core.train.loop import FitResult, RunData, evaluate_rows, pair_rows
-from aam_core.train.prepare import PreparedData, prepare_data
-from aam_core.train.splits import Split
+from aam_core.train.prepare import (
+    PreparedData,
+    Split,
+    prepare_data,
+    read_split_tsv,
+    write_split_tsv,
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,7 +77,7 @@ def write_outputs(
     ``need_forest``) and plots."""
     split = prepared.split
     table = prepared.table
-    artifacts.write_split_tsv(
+    write_split_tsv(
         out_dir / "split.tsv",
         [table.sample_ids[i] for i in split.train],
         [table.sample_ids[i] for i in split.validation],
@@ -341,7 +346,7 @@ def run_baseline(
     prepared = prepare_data(inputs, config, target=target)
     split = prepared.split
     if split_file is not None:
-        given = artifacts.read_split_tsv(split_file)
+        given = read_split_tsv(split_file)
         index = {sid: i for i, sid in enumerate(prepared.table.sample_ids)}
         wanted = [*given.get("train", []), *given.get("validation", [])]
         unknown = [sid for sid in wanted if sid not in index]

@@ -5,9 +5,7 @@ target's distribution on each side, where the run trained, and the library versi
 
 from __future__ import annotations
 
-import hashlib
 import platform
-from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -15,7 +13,7 @@ import numpy as np
 import torch
 
 from aam_core import __version__
-from aam_core.train.prepare import PreparedData
+from aam_core.train.prepare import PreparedData, split_sha256
 
 # Distributions whose versions change what a run computes or reads (by their PyPI names).
 LIBRARIES = (
@@ -45,18 +43,6 @@ def library_versions() -> dict[str, str | None]:
         except PackageNotFoundError:
             versions[name] = None
     return versions
-
-
-def split_sha256(train_ids: Sequence[str], validation_ids: Sequence[str]) -> str:
-    """SHA-256 of the split as ``split.tsv`` lists it: the UTF-8 text ``sample_id\\tsplit\\n``,
-    then ``<id>\\ttrain\\n`` per train sample and ``<id>\\tvalidation\\n`` per validation
-    sample, in the file's order. It equals the digest of the ``split.tsv`` a run writes
-    whenever no sample ID needs quoting (one holding a tab, quote or line break)."""
-    digest = hashlib.sha256(b"sample_id\tsplit\n")
-    for name, ids in (("train", train_ids), ("validation", validation_ids)):
-        for sample_id in ids:
-            digest.update(f"{sample_id}\t{name}\n".encode())
-    return digest.hexdigest()
 
 
 def target_summary(prepared: PreparedData) -> dict[str, Any] | None:

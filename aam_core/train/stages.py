@@ -54,9 +54,8 @@ from aam_core.train.ensemble import attach_ensemble
 from aam_core.train.linear_base import fit_model_base
 from aam_core.train.loop import FitResult, RunData, Trainer
 from aam_core.train.outputs import brief_metrics, record_baselines, write_outputs, write_report
-from aam_core.train.prepare import PreparedData, prepare_data
+from aam_core.train.prepare import PreparedData, Split, prepare_data
 from aam_core.train.provenance import training_facts
-from aam_core.train.splits import Split
 from aam_core.train.start import Vocabulary, encoder_for, fit_statistics, regressor_for
 
 Model = SequenceEncoder | SequenceRegressor

@@ -18,9 +18,7 @@ from aam_core.train.artifacts import (
     plot_loss,
     plot_predicted_vs_true,
     predicted_vs_true_figure,
-    read_split_tsv,
     write_predictions_tsv,
-    write_split_tsv,
 )
 from aam_core.train.metrics import RegressionMetrics
 
@@ -122,19 +120,6 @@ def test_predictions_tsv_rejects_mismatched_inputs(
     with pytest.raises(ValueError) as caught:
         write_predictions_tsv(tmp_path / "p.tsv", ["x", "y", "z"], **kwargs)
     assert str(caught.value).startswith(message)
-
-
-def test_split_tsv_round_trip(tmp_path: Path) -> None:
-    path = tmp_path / "split.tsv"
-    write_split_tsv(path, ["007", "NA", "b"], ["c", "1e3"])
-    frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-    assert frame.to_dict("list") == {
-        "sample_id": ["007", "NA", "b", "c", "1e3"],
-        "split": ["train", "train", "train", "validation", "validation"],
-    }
-    assert read_split_tsv(path) == {"train": ["007", "NA", "b"], "validation": ["c", "1e3"]}
-    with pytest.raises(ValueError, match=r"1 sample IDs are in both splits, e.g. \['b'\]"):
-        write_split_tsv(path, ["a", "b"], ["b"])
 
 
 HISTORY = [
