@@ -473,7 +473,7 @@ def baseline(
     from aam_core.io import load_files
     from aam_core.plan import TargetSpec
     from aam_core.plan.files import build_config
-    from aam_core.train.outputs import run_baseline
+    from aam_core.train.baselines import run_baseline
 
     run_config = build_config(config, settings)
     inputs = load_files({"table": table, "metadata": metadata, "sequences": sequences})

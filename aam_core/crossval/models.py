@@ -33,7 +33,7 @@ from aam_core.crossval.folds import VALIDATION_FRACTION, Fold
 from aam_core.crossval.study import Study, clr
 from aam_core.plan.crossval import pretrain_settings
 from aam_core.predict import Predictor, SamplePrediction
-from aam_core.train.baseline import relative_abundance
+from aam_core.train.baselines import relative_abundance
 from aam_core.train.callbacks import Callback, CallbackList
 from aam_core.train.local_plan import plan_local
 from aam_core.train.prepare import read_split_tsv

@@ -1,7 +1,6 @@
 """What a finished run writes from its best checkpoint: the split, validation predictions,
 plots, the baselines on the same split (random forest, constant, sequencing depth alone, with
-the depth-confound verdict), per-ASV importances (``importance.tsv``) and the report; and the
-forest alone (``aam baseline``)."""
+the depth-confound verdict), per-ASV importances (``importance.tsv``) and the report."""
 
 from __future__ import annotations
 
@@ -15,21 +14,20 @@ import scipy.sparse as sp
 import torch
 
 from aam_core.checkpoint import Checkpoint, build_model, load_checkpoint, save_checkpoint
-from aam_core.io import Inputs
-from aam_core.io.errors import InputError
 from aam_core.io.files import write_json
 from aam_core.plan.config import RunConfig, Stage
-from aam_core.plan.targets import TargetSpec
 from aam_core.train import artifacts
-from aam_core.train.baseline import (
+from aam_core.train.baselines import (
     BaselineResult,
+    Task,
     constant_baseline,
+    depth_confound,
     fit_baseline,
+    fit_depth_baseline,
     relative_abundance,
 )
-from aam_core.train.baseline import to_dict as baseline_dict
+from aam_core.train.baselines import to_dict as baseline_dict
 from aam_core.train.callbacks import Callback
-from aam_core.train.confound import Task, depth_confound, fit_depth_baseline
 from aam_core.train.importance import (
     IMPORTANCE_FILE,
     importance_frame,
@@ -39,9 +37,6 @@ from aam_core.train.importance import (
 from aam_core.train.loop import FitResult, RunData, evaluate_rows, pair_rows
 from aam_core.train.prepare import (
     PreparedData,
-    Split,
-    prepare_data,
-    read_split_tsv,
     write_split_tsv,
 )
 
@@ -55,7 +50,7 @@ class RunOutputs:
     predictions: np.ndarray | None  # the model's validation predictions, split order
     constant: dict[str, Any] | None = None  # the constant baseline (train runs)
     depth: dict[str, Any] | None = None  # the depth-only model's summary (train runs)
-    depth_confound: dict[str, Any] | None = None  # its verdict (aam_core.train.confound)
+    depth_confound: dict[str, Any] | None = None  # its verdict (aam_core.train.baselines)
     # the best checkpoint on (up to PAIR_SAMPLES of) its train split, in eval mode
     train: dict[str, float] = dataclasses.field(default_factory=dict)
 
@@ -332,49 +327,3 @@ def brief_metrics(metrics: dict[str, Any]) -> str:
         for k, v in metrics.items()
         if isinstance(v, float) and not k.startswith("loss_")
     )
-
-
-def run_baseline(
-    inputs: Inputs,
-    target: TargetSpec,
-    config: RunConfig,
-    *,
-    split_file: str | Path | None = None,
-) -> dict[str, Any]:
-    """The random forest alone, on the run's preprocessing and split: the seeded split of
-    ``config`` or the one a training run wrote (``split.tsv``)."""
-    prepared = prepare_data(inputs, config, target=target)
-    split = prepared.split
-    if split_file is not None:
-        given = read_split_tsv(split_file)
-        index = {sid: i for i, sid in enumerate(prepared.table.sample_ids)}
-        wanted = [*given.get("train", []), *given.get("validation", [])]
-        unknown = [sid for sid in wanted if sid not in index]
-        if unknown:
-            raise InputError(
-                f"{len(unknown)} samples of the split are not usable in this table (missing, "
-                f"below the rarefaction depth or without a target): {unknown[:5]}",
-                file=Path(split_file).name,
-            )
-        split = Split(
-            np.sort([index[s] for s in given.get("train", [])]).astype(np.int64),
-            np.sort([index[s] for s in given.get("validation", [])]).astype(np.int64),
-        )
-    assert prepared.targets is not None
-    result = fit_baseline(
-        relative_abundance(prepared.rarefied),
-        prepared.targets,
-        split.train,
-        split.validation,
-        task=target.task,
-        n_classes=None if prepared.classes is None else len(prepared.classes),
-        seed=config.seed,
-        tune=True,
-    )
-    return {
-        **baseline_dict(result),
-        "n_train": int(split.train.size),
-        "n_validation": int(split.validation.size),
-        "rarefaction_depth": prepared.depth,
-        "warnings": prepared.report.get("warnings", []),
-    }
