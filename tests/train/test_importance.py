@@ -15,7 +15,7 @@ from aam_core.io import Inputs
 from aam_core.plan import TargetSpec
 from aam_core.train import outputs
 from aam_core.train.baselines import BaselineResult
-from aam_core.train.importance import importance_frame, write_importance
+from aam_core.train.outputs import importance_frame, write_importance
 from aam_core.train.stages import run_train
 from app.store import LocalArtifactStore
 from tests.conftest import train_plan

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aam_core.train import artifacts
-from aam_core.train.artifacts import (
+from aam_core.train import outputs
+from aam_core.train.metrics import RegressionMetrics
+from aam_core.train.outputs import (
     confusion_figure,
     identity_limits,
     loss_figure,
@@ -20,7 +21,6 @@ from aam_core.train.artifacts import (
     predicted_vs_true_figure,
     write_predictions_tsv,
 )
-from aam_core.train.metrics import RegressionMetrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -40,7 +40,7 @@ def _read_tsv(path: Path) -> pd.DataFrame:
 
 
 def test_importing_the_module_does_not_import_matplotlib() -> None:
-    code = "import sys, aam_core.train.artifacts; print('matplotlib' in sys.modules)"
+    code = "import sys, aam_core.train.outputs; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -183,7 +183,7 @@ def test_confusion_figure_annotates_counts(tmp_path: Path) -> None:
     assert cells == {(i, j): str(confusion[i, j]) for i in range(3) for j in range(3)}
     assert [t.get_text() for t in ax.get_xticklabels()] == ["gut", "oral", "skin"]
     out = plot_confusion(confusion, ["gut", "oral", "skin"], tmp_path / "c.png", title="Site")
-    assert artifacts.confusion_size(3) == (5.0, 4.0)
+    assert outputs.confusion_size(3) == (5.0, 4.0)
     assert _png_size(out) == (500, 400)
     with pytest.raises(ValueError, match=r"confusion must be \[2, 2\] for 2 class names"):
         confusion_figure(confusion, ["a", "b"], title="x")
