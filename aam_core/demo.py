@@ -18,7 +18,7 @@ from aam_core.train.callbacks import Callback
 from aam_core.train.distributed import resolve_device
 from aam_core.train.local_plan import plan_local
 from aam_core.train.prepare import read_split_tsv
-from aam_core.train.stages import RunResult, run_pretrain, run_train
+from aam_core.train.run import RunResult, run_pretrain, run_train
 
 
 def mean_predictor_mae(split_tsv: Path, values: Mapping[str, float]) -> float:

@@ -66,7 +66,7 @@ from aam_core.plan import RunConfig
 from aam_core.plan.targets import Task
 from aam_core.train.callbacks import Callback, EpochEvent
 from aam_core.train.local_plan import plan_local
-from aam_core.train.stages import run_pretrain
+from aam_core.train.run import run_pretrain
 
 
 class UsageError(ValueError):

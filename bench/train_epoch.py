@@ -29,7 +29,7 @@ from aam_core.plan import TargetSpec
 from aam_core.train.callbacks import Callback, EpochEvent, StepEvent
 from aam_core.train.local_plan import plan_local
 from aam_core.train.loop import autocast_for
-from aam_core.train.stages import run_pretrain, run_train
+from aam_core.train.run import run_pretrain, run_train
 
 
 class Timer(Callback):

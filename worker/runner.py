@@ -184,7 +184,7 @@ def execute(plan: RunPlan, callback: Callback) -> dict[str, Any]:
         return _cross_validate(plan, callback.link)
     from aam_core.plan import TargetSpec
     from aam_core.train.local_plan import plan_local
-    from aam_core.train.stages import run_pretrain, run_train
+    from aam_core.train.run import run_pretrain, run_train
 
     inputs = _inputs(plan)
     target = None if plan.target is None else TargetSpec(**plan.target)  # type: ignore[arg-type]

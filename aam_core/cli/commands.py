@@ -171,7 +171,7 @@ def pretrain(
     from aam_core.io import file_hashes, load_files
     from aam_core.plan.files import given_settings
     from aam_core.train.local_plan import plan_local
-    from aam_core.train.stages import run_pretrain
+    from aam_core.train.run import run_pretrain
 
     dist_ctx = _join(device)
     values = given_settings(config, settings)  # before any input file is read
@@ -227,7 +227,7 @@ def train(
     from aam_core.plan import TargetSpec
     from aam_core.plan.files import given_settings
     from aam_core.train.local_plan import plan_local
-    from aam_core.train.stages import run_train
+    from aam_core.train.run import run_train
 
     dist_ctx = _join(device)
     values = given_settings(config, settings)

@@ -37,7 +37,7 @@ from aam_core.train.baselines import relative_abundance
 from aam_core.train.callbacks import Callback, CallbackList
 from aam_core.train.local_plan import plan_local
 from aam_core.train.prepare import read_split_tsv
-from aam_core.train.stages import RunResult, run_pretrain, run_train
+from aam_core.train.run import RunResult, run_pretrain, run_train
 
 MODELS = (
     "forest", "linear", "linear_raw", "constant", "depth", "aam", "ensemble", "aam_pretrained",

@@ -38,6 +38,7 @@ WHERE = "the dataset"  # how messages name the inputs of a run
 # A split of up to this many samples gets its UniFrac matrix computed once (float64: 128 MiB
 # at the limit) when its rarefaction is drawn once; larger ones compute each batch's.
 PRECOMPUTED_UNIFRAC_MAX = 4096
+Vocabulary = tuple[tuple[str, ...], np.ndarray]  # the ASVs, and each feature's 1-based row
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,7 +71,7 @@ class PreparedData:
             self.rarefied.subset_samples(rows), targets=targets, sequences=self.sequences
         )
 
-    def asv_vocabulary(self) -> tuple[tuple[str, ...], np.ndarray]:
+    def asv_vocabulary(self) -> Vocabulary:
         """The ASVs with reads in the train split, sorted by sequence (identity embeddings
         learn from them alone), and each feature's row among them, 1-based (0: not one)."""
         train = self.rarefied.subset_samples(self.split.train).counts

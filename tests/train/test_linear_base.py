@@ -29,7 +29,7 @@ from aam_core.train.linear_base import (
     linear_features,
 )
 from aam_core.train.loop import Progress
-from aam_core.train.stages import run_train
+from aam_core.train.run import run_train
 from tests.conftest import train_plan
 
 TOKEN_LIMIT = 12  # below the samples' ~20 ASVs: the features must truncate as the head does

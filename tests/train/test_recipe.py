@@ -14,7 +14,7 @@ from aam_core.plan import TargetSpec
 from aam_core.predict import Predictor
 from aam_core.train.local_plan import plan_local
 from aam_core.train.prepare import read_split_tsv
-from aam_core.train.stages import run_train
+from aam_core.train.run import run_train
 
 EPOCHS = 10  # the only change to the recipe besides the data's size: a fast test
 
