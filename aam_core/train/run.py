@@ -226,19 +226,42 @@ def _run(
         class_weights=_class_weights(config, prepared),
     )
     if ctx.is_main:
-        split = prepared.split
-        log.on_log(
-            f"{stage}: {split.train.size} train / {split.validation.size} validation samples, "
-            f"depth {prepared.depth}, {trainer.epochs} epochs of {trainer.steps_per_epoch} "
-            f"optimiser steps ({trainer.total_steps}) on {ctx.device}"
-            + (f" x {ctx.world_size} processes" if ctx.enabled else "")
-        )
+        log.on_log(_plan_line(stage, prepared, trainer, ctx))
     fit = _fit(trainer, resume_state)
     kind = model.kind if isinstance(model, SequenceRegressor) else "encoder"
     if not ctx.is_main:
         return RunResult(
             out_dir, kind, fit.best_checkpoint, fit.last_checkpoint, fit, {}, None, report
         )
+    return _finish(stage, kind, fit, prepared, config, out_dir, data, report, log, ctx, model_kind)
+
+
+def _plan_line(stage: Stage, prepared: PreparedData, trainer: Trainer, ctx: DistContext) -> str:
+    """The log line that opens the training: samples, depth, epochs and steps, device."""
+    split = prepared.split
+    return (
+        f"{stage}: {split.train.size} train / {split.validation.size} validation samples, "
+        f"depth {prepared.depth}, {trainer.epochs} epochs of {trainer.steps_per_epoch} "
+        f"optimiser steps ({trainer.total_steps}) on {ctx.device}"
+        + (f" x {ctx.world_size} processes" if ctx.enabled else "")
+    )
+
+
+def _finish(
+    stage: Stage,
+    kind: str,
+    fit: FitResult,
+    prepared: PreparedData,
+    config: RunConfig,
+    out_dir: Path,
+    data: RunData,
+    report: dict[str, Any],
+    log: Callback,
+    ctx: DistContext,
+    model_kind: ModelKind,
+) -> RunResult:
+    """Rank 0, after training: the outputs, the baselines written into the best checkpoint,
+    the ensemble's forest (model kinds other than ``aam``) and the report."""
     outputs = write_outputs(
         stage,
         fit,
@@ -541,18 +564,7 @@ def _refit(
         f"refit: {whole.size} train + validation samples, {epochs} epochs (the best epoch of "
         "the first run)"
     )
-    model, vocabulary, extra = regressor_for(
-        dataclasses.replace(run, config=config), everything, log
-    )
-    assert vocabulary is not None or model.target_head.fitted_base is None
-    fit_statistics(model, everything, config.seed)
-    rows = None if vocabulary is None else vocabulary[1]
-    data = RunData(
-        everything.dataset(whole, config), None, everything.collator(config, whole, rows), None
-    )
-    if model.target_head.fitted_base is not None:
-        assert rows is not None
-        fit_model_base(model, data, everything, config, rows, penalty=_chosen_penalty(first))
+    model, vocabulary, extra, data = _refit_start(run, config, everything, first, log)
     fields = functools.partial(
         checkpoint_fields,
         "train",
@@ -580,20 +592,48 @@ def _refit(
         weights = trainer.weights
     path = out_dir / "checkpoints" / "refit.pt"
     if ctx.is_main:
-        assert first.best_checkpoint is not None
-        chosen = load_checkpoint(first.best_checkpoint).metrics
         refit = {
             "what": "all",
             "epochs": epochs,
             "n_train": int(whole.size),
             "selected_on": "validation",
         }
-        save_checkpoint(
-            checkpoint_from_model(weights, metrics={**chosen, "refit": refit}, **fields()), path
-        )
+        _save_refit(weights, first, refit, fields(), path)
         log.on_log(f"refit: saved {path}")
     barrier(ctx)
     return path
+
+
+def _save_refit(
+    weights: Model, first: RunResult, refit: dict[str, Any], fields: dict[str, Any], path: Path
+) -> None:
+    """The refit's weights, with the first (selected) model's metrics and ``refit``'s facts."""
+    assert first.best_checkpoint is not None
+    chosen = load_checkpoint(first.best_checkpoint).metrics
+    save_checkpoint(
+        checkpoint_from_model(weights, metrics={**chosen, "refit": refit}, **fields), path
+    )
+
+
+def _refit_start(
+    run: ResolvedRun, config: RunConfig, everything: PreparedData, first: RunResult, log: Callback
+) -> tuple[SequenceRegressor, Vocabulary | None, dict[str, Any], RunData]:
+    """The refit's model as a train run starts it on all of ``everything``'s samples (its
+    linear base at the L2 the first run chose), its vocabulary, report and data."""
+    model, vocabulary, extra = regressor_for(
+        dataclasses.replace(run, config=config), everything, log
+    )
+    assert vocabulary is not None or model.target_head.fitted_base is None
+    fit_statistics(model, everything, config.seed)
+    rows = None if vocabulary is None else vocabulary[1]
+    whole = everything.split.train
+    data = RunData(
+        everything.dataset(whole, config), None, everything.collator(config, whole, rows), None
+    )
+    if model.target_head.fitted_base is not None:
+        assert rows is not None
+        fit_model_base(model, data, everything, config, rows, penalty=_chosen_penalty(first))
+    return model, vocabulary, extra, data
 
 
 def _chosen_penalty(first: RunResult) -> float:
