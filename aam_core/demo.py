@@ -14,11 +14,11 @@ from aam_core.data.synthetic import SyntheticSpec, generate, write_study
 from aam_core.io import file_hashes, load_files
 from aam_core.plan import TargetSpec
 from aam_core.predict import Predictor, write_predictions
-from aam_core.train.artifacts import read_split_tsv
 from aam_core.train.callbacks import Callback
 from aam_core.train.distributed import resolve_device
 from aam_core.train.local_plan import plan_local
-from aam_core.train.stages import RunResult, run_pretrain, run_train
+from aam_core.train.prepare import read_split_tsv
+from aam_core.train.run import RunResult, run_pretrain, run_train
 
 
 def mean_predictor_mae(split_tsv: Path, values: Mapping[str, float]) -> float:

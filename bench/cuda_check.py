@@ -32,7 +32,7 @@ from aam_core.plan import TargetSpec
 from aam_core.predict import Predictor
 from aam_core.train.local_plan import plan_local
 from aam_core.train.losses import compute_losses
-from aam_core.train.stages import run_pretrain, run_train
+from aam_core.train.run import run_pretrain, run_train
 
 CHECKS: dict[str, Any] = {}
 FAILED: list[str] = []

@@ -10,7 +10,7 @@ classification). In each outer training fold AAM's rarefaction depth is chosen o
 training samples' reads (``aam_core.data.rarefy.choose_depth``), and every model trains on the
 samples at or above it; the forest and the linear model read counts rarefied to it (a shallower
 test sample as it is), as AAM does, since AAM cannot read sequencing depth. One grouped inner
-validation split of those samples (20% of groups, ``aam_core.train.splits.split_rows``: the
+validation split of those samples (20% of groups, ``aam_core.train.prepare.split_rows``: the
 split AAM's own training draws) makes every choice: the baselines' hyperparameters and AAM's
 early stopping. The outer test fold is only scored. Two models that read depth measure how far
 it alone predicts the target: ``depth`` (log reads) and ``linear_raw`` (CLR of raw counts,
@@ -66,7 +66,7 @@ from aam_core.plan import RunConfig
 from aam_core.plan.targets import Task
 from aam_core.train.callbacks import Callback, EpochEvent
 from aam_core.train.local_plan import plan_local
-from aam_core.train.stages import run_pretrain
+from aam_core.train.run import run_pretrain
 
 
 class UsageError(ValueError):

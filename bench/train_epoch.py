@@ -28,9 +28,9 @@ from aam_core.io import load_inputs
 from aam_core.plan import TargetSpec
 from aam_core.plan.config import run_settings
 from aam_core.train.callbacks import Callback, EpochEvent, StepEvent
-from aam_core.train.evaluation import autocast_for
 from aam_core.train.local_plan import plan_local
-from aam_core.train.stages import run_pretrain, run_train
+from aam_core.train.loop import autocast_for
+from aam_core.train.run import run_pretrain, run_train
 
 
 class Timer(Callback):

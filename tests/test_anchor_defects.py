@@ -19,7 +19,7 @@ from aam_core.model import SequenceRegressor
 from aam_core.plan import TargetSpec
 from aam_core.predict import Predictor
 from aam_core.train import loop
-from aam_core.train.stages import run_pretrain, run_train
+from aam_core.train.run import run_pretrain, run_train
 from tests.callbacks import History
 from tests.conftest import pretrain_plan, train_plan
 

@@ -32,7 +32,7 @@ from aam_core.io import Inputs, read_table
 from aam_core.io.types import FeatureTable
 from aam_core.plan import TargetSpec
 from aam_core.predict import Predictor
-from aam_core.train.stages import run_train
+from aam_core.train.run import run_train
 from app.contracts import JobState
 from app.main import create_app
 from app.registration import register_checkpoint

@@ -21,7 +21,7 @@ from aam_core.forest import ForestPart
 from aam_core.io import Inputs, file_hashes
 from aam_core.model_card import CARD_VERSION, NOT_RECORDED, card_markdown, model_card
 from aam_core.plan import TargetSpec
-from aam_core.train.stages import run_pretrain, run_train
+from aam_core.train.run import run_pretrain, run_train
 from tests.api.models import tiny_checkpoint
 from tests.conftest import pretrain_plan, train_plan
 

@@ -16,7 +16,7 @@ from aam_core.io import Inputs
 from aam_core.io.types import FeatureTable
 from aam_core.plan import TargetSpec
 from aam_core.predict import PredictionError, Predictor
-from aam_core.train.stages import run_pretrain, run_train
+from aam_core.train.run import run_pretrain, run_train
 from tests.conftest import assert_within_contract, pretrain_plan, train_plan
 
 

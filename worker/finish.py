@@ -24,7 +24,7 @@ from worker.reporting import JobReporter
 
 log = logging.getLogger("aam.worker")
 
-# job output name -> file of the run directory (aam_core.train.stages writes them)
+# job output name -> file of the run directory (aam_core.train.run writes them)
 RUN_OUTPUTS = {
     "validation_predictions": "validation_predictions.tsv",
     "metrics": "metrics.jsonl",

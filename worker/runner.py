@@ -198,7 +198,7 @@ def execute(order: JobOrder, callback: Callback) -> dict[str, Any]:
         return _cross_validate(order, callback.link)
     from aam_core.plan import TargetSpec
     from aam_core.train.local_plan import plan_local
-    from aam_core.train.stages import run_pretrain, run_train
+    from aam_core.train.run import run_pretrain, run_train
 
     inputs = _inputs(order)
     target = None if order.target is None else TargetSpec(**order.target)  # type: ignore[arg-type]

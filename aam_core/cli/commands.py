@@ -161,7 +161,7 @@ def pretrain(
     from aam_core.io import file_hashes, load_files
     from aam_core.plan.files import given_settings
     from aam_core.train.local_plan import plan_local
-    from aam_core.train.stages import run_pretrain
+    from aam_core.train.run import run_pretrain
 
     dist_ctx = _join(device)
     values = given_settings(config, settings)  # before any input file is read
@@ -217,7 +217,7 @@ def train(
     from aam_core.plan import TargetSpec
     from aam_core.plan.files import given_settings
     from aam_core.train.local_plan import plan_local
-    from aam_core.train.stages import run_train
+    from aam_core.train.run import run_train
 
     dist_ctx = _join(device)
     values = given_settings(config, settings)
@@ -458,7 +458,7 @@ def baseline(
     from aam_core.io import load_files
     from aam_core.plan import TargetSpec
     from aam_core.plan.files import build_config
-    from aam_core.train.outputs import run_baseline
+    from aam_core.train.baselines import run_baseline
 
     run_config = build_config(config, settings)
     inputs = load_files({"table": table, "metadata": metadata, "sequences": sequences})

@@ -11,7 +11,7 @@ from aam_core.io.files import atomic_write, json_text
 if TYPE_CHECKING:  # the heavy modules load when a command runs, so that --help is quick
     from aam_core.checkpoint import Checkpoint
     from aam_core.predict import PredictionResult, Predictor
-    from aam_core.train.stages import RunResult
+    from aam_core.train.run import RunResult
 
 
 def one_line(exc: BaseException) -> str:

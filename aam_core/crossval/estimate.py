@@ -24,10 +24,10 @@ from aam_core.crossval.folds import Fold, make_folds
 from aam_core.crossval.models import FOREST_GRID, PRETRAINED, TREES
 from aam_core.crossval.study import Study
 from aam_core.plan import RunConfig
-from aam_core.train.baseline import relative_abundance
+from aam_core.train.baselines import relative_abundance
 from aam_core.train.callbacks import Callback, EpochEvent, StepEvent
 from aam_core.train.local_plan import plan_local
-from aam_core.train.stages import run_train
+from aam_core.train.run import run_train
 
 PROBE_EPOCHS = 2  # the second epoch's time is the pace: the first carries warm-up work
 PROBE_LIMIT_S = 90.0  # a larger study: stop sooner and take the pace of its later steps

@@ -4,7 +4,7 @@
 own seed (stratified by class for classification): no subject is ever in its own test fold's
 training rows. Inside an outer training fold, ``inner_split`` chooses AAM's rarefaction depth
 over the training samples' reads and draws the validation split AAM's own training draws
-(:func:`aam_core.train.splits.split_rows`, 20% of the groups): every choice of every model
+(:func:`aam_core.train.prepare.split_rows`, 20% of the groups): every choice of every model
 (a baseline's hyperparameters, AAM's early stopping) is made there. The outer test fold is
 only scored.
 """
@@ -19,7 +19,7 @@ from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
 from aam_core.crossval.study import Study
 from aam_core.data.rarefy import choose_depth
-from aam_core.train.splits import split_rows
+from aam_core.train.prepare import split_rows
 
 VALIDATION_FRACTION = 0.2
 

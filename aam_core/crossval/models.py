@@ -34,11 +34,11 @@ from aam_core.crossval.study import Study, clr
 from aam_core.io import Inputs
 from aam_core.plan.crossval import pretrain_settings
 from aam_core.predict import Predictor, SamplePrediction
-from aam_core.train.artifacts import read_split_tsv
-from aam_core.train.baseline import relative_abundance
+from aam_core.train.baselines import relative_abundance
 from aam_core.train.callbacks import Callback, CallbackList
 from aam_core.train.local_plan import plan_local
-from aam_core.train.stages import RunResult, run_pretrain, run_train
+from aam_core.train.prepare import read_split_tsv
+from aam_core.train.run import RunResult, run_pretrain, run_train
 
 MODELS = (
     "forest",

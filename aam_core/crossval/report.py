@@ -5,7 +5,7 @@ cross_validate job, ``report.json`` of ``aam cross-validate``).
 weighted once, their standard deviations, and the per-fold figures; ``best``: the best model
 per metric (the mean per sample); ``differences``: AAM minus each other model in the primary
 metric, fold by fold, with a bootstrap 95% interval; ``confounds.depth``: whether sequencing
-depth alone predicts the target (:func:`aam_core.train.confound.depth_confound` on the
+depth alone predicts the target (:func:`aam_core.train.baselines.depth_confound` on the
 cross-validated figures).
 """
 

@@ -41,7 +41,7 @@ from aam_core.plan import RunConfig, TargetSpec
 from aam_core.plan.crossval import CrossValidation
 from aam_core.train.callbacks import Callback, CallbackList, StepEvent
 from aam_core.train.local_plan import plan_local
-from aam_core.train.stages import RunResult, run_train
+from aam_core.train.run import RunResult, run_train
 
 PLOTTED = ("aam", "forest")  # the models the out-of-fold figures show, where they ran
 

@@ -2,7 +2,7 @@
 once, summaries over folds, paired bootstrap intervals, the best baseline and the depth check.
 
 Pure functions of arrays and fold records, so that every number a report holds can be checked
-by hand. The depth verdict is the product's one rule (:func:`aam_core.train.confound.
+by hand. The depth verdict is the product's one rule (:func:`aam_core.train.baselines.
 depth_confound`), applied to the cross-validated figures of the depth-only model and AAM.
 """
 
@@ -18,7 +18,7 @@ import pandas as pd
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import f1_score, roc_auc_score
 
-from aam_core.train.confound import depth_confound
+from aam_core.train.baselines import depth_confound
 
 PRIMARY = {"regression": "mae", "classification": "roc_auc"}
 LOWER_IS_BETTER = frozenset({"mae", "rmse"})

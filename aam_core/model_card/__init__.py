@@ -29,7 +29,7 @@ Schema, ``card_version`` 1 (fields may be added; none is renamed or dropped):
   metrics on the validation split), ``aam_alone`` (an ensemble's AAM part), ``baselines``
   ``{random_forest, constant, depth}`` (the same split; ``depth``: log reads per sample
   alone), ``train`` (the model on its train split), ``depth_confound`` ``{confounded, metric,
-  depth, model, reason, message}`` (:func:`aam_core.train.confound.depth_confound`; the
+  depth, model, reason, message}`` (:func:`aam_core.train.baselines.depth_confound`; the
   Markdown opens with a warning when ``confounded``). ``depth`` and ``depth_confound`` were
   added in card_version 1 and are null for checkpoints written before them.
 - ``cross_validation``: null unless the model is the refit of a cross_validate job (the

@@ -155,7 +155,7 @@ def _metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
             "depth": validation("depth"),
         },
         "train": best.get("train") or None,
-        # None in checkpoints written before the depth check (aam_core.train.confound)
+        # None in checkpoints written before the depth check (aam_core.train.baselines)
         "depth_confound": metrics.get("depth_confound"),
     }
 

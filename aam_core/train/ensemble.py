@@ -31,7 +31,7 @@ from aam_core.errors import ConfigError
 from aam_core.forest import ForestPart
 from aam_core.plan import ModelKind
 from aam_core.plan.config import RunConfig
-from aam_core.train.baseline import BaselineResult, forest_class
+from aam_core.train.baselines import BaselineResult, forest_class
 from aam_core.train.callbacks import Callback
 from aam_core.train.loop import FitResult
 from aam_core.train.metrics import ClassificationMetrics, RegressionMetrics

@@ -116,63 +116,90 @@ def fit_linear_base(
         # a weakly penalised logistic regression on separable data never converges: its
         # larger C values then only lose the search
         warnings.simplefilter("ignore", ConvergenceWarning)
-        return _fit(
-            train_x, train_y, validation_x, validation_y, n_classes, target_mean, target_std,
-            balanced, penalty,
-        )  # fmt: skip
+        if n_classes is None:
+            assert target_mean is not None and target_std is not None
+            alphas = RIDGE_ALPHAS if penalty is None else [penalty]
+            mean, std = np.asarray(target_mean), np.asarray(target_std)
+            return _fit_ridge(train_x, train_y, validation_x, validation_y, mean, std, alphas)
+        cs = LOGISTIC_CS if penalty is None else [penalty]
+        return _fit_logistic(train_x, train_y, validation_x, validation_y, n_classes, balanced, cs)
 
 
-def _fit(
+def _fit_ridge(
     train_x: sp.csr_matrix,
     train_y: np.ndarray,
     validation_x: sp.csr_matrix,
     validation_y: np.ndarray,
-    n_classes: int | None,
-    target_mean: np.ndarray | None,
-    target_std: np.ndarray | None,
-    balanced: bool,
-    penalty: float | None,
+    mean: np.ndarray,
+    std: np.ndarray,
+    grid: Sequence[float],
 ) -> LinearFit:
-    grid: Sequence[float] = (
-        [penalty] if penalty is not None else (RIDGE_ALPHAS if n_classes is None else LOGISTIC_CS)
+    """Ridge on the standardised target, alpha chosen by validation MAE."""
+    y = (np.asarray(train_y, np.float64).reshape(len(train_y), -1) - mean) / std
+    fits = [Ridge(alpha=a, tol=RIDGE_TOL).fit(train_x, y) for a in grid]
+    scores = [
+        _mae(validation_x, validation_y, f, mean, std) if validation_x.shape[0] else 0.0
+        for f in fits
+    ]
+    best = int(np.argmin(scores))
+    model = fits[best]
+    coef = np.asarray(model.coef_, dtype=np.float64).reshape(y.shape[1], -1).T  # [2V, k]
+    intercept = np.atleast_1d(np.asarray(model.intercept_, dtype=np.float64))  # [k]
+    regression = RegressionMetrics()
+    if validation_x.shape[0]:
+        predicted = (validation_x @ coef + intercept) * std + mean
+        regression.update(predicted, np.asarray(validation_y, np.float64))
+    return _linear_fit(
+        coef,
+        intercept,
+        {"alpha": float(grid[best])},
+        [{"alpha": a, "mae": s} for a, s in zip(grid, scores, strict=True)],
+        regression.compute(),
     )
-    if n_classes is None:
-        assert target_mean is not None and target_std is not None
-        mean, std = np.asarray(target_mean), np.asarray(target_std)
-        y = (np.asarray(train_y, np.float64).reshape(len(train_y), -1) - mean) / std
-        fits = [Ridge(alpha=a, tol=RIDGE_TOL).fit(train_x, y) for a in grid]
-        scores = [
-            _mae(validation_x, validation_y, f, mean, std) if validation_x.shape[0] else 0.0
-            for f in fits
-        ]
-        best = int(np.argmin(scores))
-        model = fits[best]
-        coef = np.asarray(model.coef_, dtype=np.float64).reshape(y.shape[1], -1).T  # [2V, k]
-        intercept = np.atleast_1d(np.asarray(model.intercept_, dtype=np.float64))  # [k]
-        search = [{"alpha": a, "mae": s} for a, s in zip(grid, scores, strict=True)]
-        regression = RegressionMetrics()
-        if validation_x.shape[0]:
-            predicted = (validation_x @ coef + intercept) * std + mean
-            regression.update(predicted, np.asarray(validation_y, np.float64))
-        chosen, validation = {"alpha": float(grid[best])}, regression.compute()
-    else:
-        labels = np.asarray(train_y, dtype=np.int64)
-        fits = [_logistic(c, balanced).fit(train_x, labels) for c in grid]
-        scores = [_classification_loss(validation_x, validation_y, f, n_classes) for f in fits]
-        best = int(np.argmin(scores))
-        model = fits[best]
-        coef, intercept = _logits(model, n_classes)  # [2V, K], [K]
-        search = [{"C": c, "loss": s} for c, s in zip(grid, scores, strict=True)]
-        classification = ClassificationMetrics(n_classes)
-        if validation_x.shape[0]:
-            classification.update(_softmax(validation_x @ coef + intercept), validation_y)
-        chosen, validation = {"C": float(grid[best])}, classification.compute()
+
+
+def _fit_logistic(
+    train_x: sp.csr_matrix,
+    train_y: np.ndarray,
+    validation_x: sp.csr_matrix,
+    validation_y: np.ndarray,
+    n_classes: int,
+    balanced: bool,
+    grid: Sequence[float],
+) -> LinearFit:
+    """Multinomial logistic regression on class indices, C chosen by
+    :func:`_classification_loss` on the validation rows."""
+    labels = np.asarray(train_y, dtype=np.int64)
+    fits = [_logistic(c, balanced).fit(train_x, labels) for c in grid]
+    scores = [_classification_loss(validation_x, validation_y, f, n_classes) for f in fits]
+    best = int(np.argmin(scores))
+    coef, intercept = _logits(fits[best], n_classes)  # [2V, K], [K]
+    classification = ClassificationMetrics(n_classes)
+    if validation_x.shape[0]:
+        classification.update(_softmax(validation_x @ coef + intercept), validation_y)
+    return _linear_fit(
+        coef,
+        intercept,
+        {"C": float(grid[best])},
+        [{"C": c, "loss": s} for c, s in zip(grid, scores, strict=True)],
+        classification.compute(),
+    )
+
+
+def _linear_fit(
+    coef: np.ndarray,
+    intercept: np.ndarray,
+    penalty: dict[str, float],
+    search: list[dict[str, float]],
+    validation: dict[str, float],
+) -> LinearFit:
+    """``coef [2V, out_dim]`` (presence rows, then log-abundance rows) in the head's layout."""
     size = coef.shape[0] // 2
     return LinearFit(
         presence=coef[:size],
         weight=coef[size:],
         intercept=intercept,
-        penalty=chosen,
+        penalty=penalty,
         search=search,
         validation=validation,
     )

@@ -1,24 +1,38 @@
-"""The training loop: AdamW, warmup + cosine, clipping, accumulation, bf16 autocast (CUDA, and
-CPUs with native bf16), optional torch.compile, DDP, early stopping, best/last checkpoints and
-exact resume."""
+"""The training loop and how it judges a model, in the order a run meets them:
+
+- :class:`Trainer`: AdamW, warmup + cosine (:func:`warmup_cosine`), clipping, accumulation, bf16
+  autocast (CUDA, and CPUs with native bf16), optional torch.compile and EMA weights, DDP,
+  early stopping, best/last checkpoints and exact resume;
+- :class:`Progress`: where a run stands, and the resume state its last checkpoint carries
+  (:func:`resume_state` builds it and :func:`restore` reads it back; nothing else touches its
+  keys);
+- :func:`evaluate_rows`: a model over a dataset's rows in eval mode (summed up, as each epoch
+  is, by :class:`aam_core.train.metrics.Tracker`), which validation and the final scoring of a
+  run's best checkpoint share.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
 from aam_core.checkpoint import Checkpoint, checkpoint_from_model, save_checkpoint
 from aam_core.data.batching import Batch, Collator, SampleDataset
+from aam_core.errors import ConfigError
 from aam_core.io.files import write_jsonl
 from aam_core.model import SequenceEncoder, SequenceRegressor
 from aam_core.plan.config import RunConfig, Stage
@@ -32,11 +46,8 @@ from aam_core.train.distributed import (
     gather_rows_with_grad,
     shard,
 )
-from aam_core.train.evaluation import autocast_for, evaluate_rows, make_loader
 from aam_core.train.losses import compute_losses
-from aam_core.train.progress import Progress, restore, resume_state
-from aam_core.train.schedule import warmup_cosine
-from aam_core.train.tracking import Tracker
+from aam_core.train.metrics import Tracker, base_of
 
 Model = SequenceEncoder | SequenceRegressor
 BEST, LAST = "best.pt", "last.pt"
@@ -81,8 +92,8 @@ class Trainer:
         self.device = self.ctx.device
         self.model = model.to(self.device)  # the plain module: configs, checkpoints
         self.data = data
-        # the batch size and epochs left unset: from the train split (stages._run resolves
-        # them the same way first, for the run's record)
+        # the batch size and epochs left unset: from the train split (run._run resolves them
+        # the same way first, for the run's record)
         self.config = config = config.resolved(stage, len(data.train), self.ctx.world_size)
         self.stage = stage
         self.out_dir = Path(out_dir)
@@ -97,35 +108,20 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        trainable = (
+        self.parameters = (
             model.trainable_parameters()
             if isinstance(model, SequenceRegressor)
             else [p for p in model.parameters() if p.requires_grad]
         )
-        self.parameters = trainable
         self.optimiser = torch.optim.AdamW(
-            trainable,
+            self.parameters,
             lr=config.peak_lr(stage),
             weight_decay=config.weight_decay,
             fused=self.device.type == "cuda",  # one kernel for all parameters on GPUs
         )
-        self.batches_per_epoch = math.ceil(
-            len(shard(np.arange(len(data.train)), self.ctx, pad=True)) / config.batch
-        )
-        self.steps_per_epoch = math.ceil(self.batches_per_epoch / config.grad_accumulation)
-        assert config.epochs is not None
-        self.epochs = config.epochs
-        self.total_steps = self.steps_per_epoch * self.epochs
+        self._plan_steps()
         self.scheduler = warmup_cosine(self.optimiser, self.total_steps, config.warmup_fraction)
-        self.forward: torch.nn.Module = self.model
-        if self.ctx.enabled:
-            self.forward = DistributedDataParallel(
-                self.model,
-                device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=True,  # heads with a zero loss weight never run
-            )
-        if config.compile:
-            self.forward = torch.compile(self.forward)  # type: ignore[assignment]
+        self.forward = self._wrapped_forward()
         # An exponential moving average of the weights: what validation, early stopping and
         # the checkpoints see (the optimiser keeps stepping the raw weights).
         self.ema: AveragedModel | None = None
@@ -133,6 +129,30 @@ class Trainer:
             self.ema = AveragedModel(
                 self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True
             )
+
+    def _plan_steps(self) -> None:
+        """Batches and optimiser steps per epoch (this rank's padded shard), and in all."""
+        config = self.config
+        rows = shard(np.arange(len(self.data.train)), self.ctx, pad=True)
+        self.batches_per_epoch = math.ceil(len(rows) / config.batch)
+        self.steps_per_epoch = math.ceil(self.batches_per_epoch / config.grad_accumulation)
+        assert config.epochs is not None
+        self.epochs = config.epochs
+        self.total_steps = self.steps_per_epoch * self.epochs
+
+    def _wrapped_forward(self) -> torch.nn.Module:
+        """The module each training step calls: the model, under DDP with several processes,
+        compiled with ``config.compile``."""
+        forward: torch.nn.Module = self.model
+        if self.ctx.enabled:
+            forward = DistributedDataParallel(
+                self.model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True,  # heads with a zero loss weight never run
+            )
+        if self.config.compile:
+            forward = torch.compile(forward)  # type: ignore[assignment]
+        return forward
 
     @property
     def weights(self) -> Model:
@@ -399,3 +419,236 @@ def _zero_touch(output: Any) -> torch.Tensor:
         if isinstance(value, torch.Tensor) and value.requires_grad
     ]
     return sum((t.float().sum() * 0.0 for t in tensors), torch.zeros(()))
+
+
+# -- the learning-rate schedule ---------------------------------------------------------
+
+
+def lr_factor(step: int, total_steps: int, warmup_fraction: float, min_lr_ratio: float) -> float:
+    """Multiplier of the peak learning rate at optimiser step ``step`` (0-based)."""
+    total_steps = max(total_steps, 1)
+    warmup = min(max(round(warmup_fraction * total_steps), 0), total_steps)
+    if step < warmup:
+        return (step + 1) / warmup  # reaches 1 at the last warmup step, on any data size
+    decay_steps = max(total_steps - warmup, 1)
+    progress = min((step - warmup) / decay_steps, 1.0)
+    return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def warmup_cosine(
+    optimiser: torch.optim.Optimizer,
+    total_steps: int,
+    warmup_fraction: float = 0.05,
+    min_lr_ratio: float = 0.01,
+) -> LambdaLR:
+    return LambdaLR(
+        optimiser, lambda step: lr_factor(step, total_steps, warmup_fraction, min_lr_ratio)
+    )
+
+
+# -- progress and resume state ----------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class Progress:
+    """Where a run stands: ``epoch`` epochs are finished, and ``batches_done`` batches of the
+    next one (non-zero only when a stop request ended the run in the middle of an epoch)."""
+
+    epoch: int = 0
+    batches_done: int = 0
+    step: int = 0  # optimiser steps
+    best_value: float | None = None  # of the monitored metric
+    best_epoch: int = 0
+    bad_epochs: int = 0  # epochs since the best one
+    history: list[dict[str, Any]] = field(default_factory=list)  # one record per epoch and split
+
+    def finish_epoch(
+        self, records: list[dict[str, Any]], value: float | None, mode: str, *, count: bool = True
+    ) -> bool:
+        """Count the epoch whose ``records`` and monitored ``value`` are given; True when the
+        value beats the best so far (``mode`` "min" or "max"; a missing or NaN value never
+        does, and counts as an epoch without gain for early stopping). ``count=False``: judge
+        the model before training (epoch 0) without counting an epoch."""
+        if count:
+            self.epoch, self.batches_done = self.epoch + 1, 0
+        self.history.extend(records)
+        best = self.best_value
+        improved = (
+            value is not None
+            and not math.isnan(value)
+            and (best is None or bool(value < best if mode == "min" else value > best))
+        )
+        if improved:
+            self.best_value, self.best_epoch, self.bad_epochs = value, self.epoch, 0
+        elif count:
+            self.bad_epochs += 1
+        return improved
+
+    def metrics(self, monitor: str) -> dict[str, Any]:
+        """The last and the best epoch's records by split, as checkpoints store them."""
+
+        def at(epoch: int | None) -> dict[str, Any]:
+            return {
+                r["split"]: {k: v for k, v in r.items() if k not in ("epoch", "split")}
+                for r in self.history
+                if r["epoch"] == epoch
+            }
+
+        last = self.history[-1]["epoch"] if self.history else None
+        return {
+            "final": {"epoch": last, **at(last)},
+            "best": {"epoch": self.best_epoch, "monitor": monitor, **at(self.best_epoch)},
+        }
+
+
+def resume_state(
+    progress: Progress,
+    optimiser: torch.optim.Optimizer,
+    scheduler: LRScheduler,
+    world_size: int,
+) -> dict[str, Any]:
+    """The plain dictionary a last checkpoint stores (``torch.load(weights_only=True)`` reads
+    it back)."""
+    return {
+        **dataclasses.asdict(progress),
+        "optimizer": optimiser.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": _rng_state(),
+        "world_size": world_size,
+    }
+
+
+def restore(
+    resume: dict[str, Any],
+    optimiser: torch.optim.Optimizer,
+    scheduler: LRScheduler,
+    world_size: int,
+) -> Progress:
+    """Load the optimiser, scheduler and RNG states of ``resume`` in place; its progress."""
+    if resume.get("world_size", 1) != world_size:
+        # The batches of an epoch are sharded by rank: another world size would train
+        # different samples from the ones the saved step counts assume.
+        raise ConfigError(
+            f"this run was checkpointed with {resume.get('world_size')} processes; "
+            f"resume it with the same number, not {world_size}",
+            field="config.gpus",
+        )
+    optimiser.load_state_dict(resume["optimizer"])
+    scheduler.load_state_dict(resume["scheduler"])
+    _set_rng_state(resume["rng"])
+    progress = Progress(**{f.name: resume[f.name] for f in dataclasses.fields(Progress)})
+    progress.history = list(progress.history)
+    return progress
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# -- evaluation in eval mode ------------------------------------------------------------
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices natively (AVX-512 BF16 or AMX): there bf16
+    matrix products run two to three times faster than fp32 ones; elsewhere they are emulated."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast for "bf16", and for "auto" on CUDA and on CPUs with native bf16
+    (:func:`cpu_has_bf16`); fp32 otherwise."""
+    if device.type not in ("cuda", "cpu") or precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "bf16" or device.type == "cuda" or cpu_has_bf16():
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def make_loader(
+    dataset: SampleDataset,
+    collate: Collator,
+    batches: list[list[int]],
+    num_workers: int,
+    device: torch.device,
+) -> DataLoader[Batch]:
+    """Batches in the given order (seeded by the caller), collated in worker processes.
+
+    The loader gets its own generator: drawing its worker seed from torch's global generator
+    would shift the dropout and masking draws of a run resumed in the middle of an epoch.
+    """
+    return DataLoader(
+        dataset,  # type: ignore[arg-type]
+        batch_sampler=batches,
+        collate_fn=collate,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
+def evaluate_rows(
+    model: Model,
+    dataset: SampleDataset,
+    collate: Collator,
+    rows: np.ndarray,
+    *,
+    batch_size: int,
+    device: torch.device,
+    precision: str = "auto",
+    class_weights: torch.Tensor | None = None,
+    keep: bool = False,
+    num_workers: int = 0,
+) -> Tracker:
+    """Losses, metrics (and with ``keep`` predictions) of ``rows`` of ``dataset``, in eval
+    mode (no dropout, no masking) without gradients."""
+    batches = [rows[i : i + batch_size].tolist() for i in range(0, len(rows), batch_size)]
+    tracker = Tracker(model, keep_predictions=keep)
+    scored = set(pair_rows(rows).tolist())  # the samples whose pairs UniFrac is scored on
+    z: list[torch.Tensor] = []  # [b, D] each: their UniFrac embeddings
+    counts: list[sp.csr_matrix] = []  # [b, n_features] each: their rarefied reads
+    scored_rows: list[np.ndarray] = []  # [b] each: their rows
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), autocast_for(device, precision):
+        for batch in make_loader(dataset, collate, batches, num_workers, device):
+            batch = batch.to(device, non_blocking=True)
+            output = model(batch)
+            loss = compute_losses(model, output, batch, class_weights)
+            tracker.update(batch, output, loss, pairs=False)
+            if output.unifrac_z is not None:
+                batch_rows = batch.rows.cpu().numpy()
+                chosen = np.flatnonzero([int(r) in scored for r in batch_rows])
+                z.append(output.unifrac_z.float()[torch.from_numpy(chosen).to(device)])
+                counts.append(batch.counts[chosen])
+                scored_rows.append(batch_rows[chosen])
+        if z:
+            head = base_of(model).unifrac_head
+            predicted = head.distances(torch.cat(z))  # [P, P]
+            true = collate.unifrac(sp.vstack(counts), np.concatenate(scored_rows))  # [P, P]
+            pairs = tracker.pretrain.update_unifrac(predicted, true)
+            if keep:
+                tracker.distance_pairs = pairs
+    model.train(was_training)
+    return tracker
+
+
+# Validation scores UniFrac on every pair of up to this many samples (2 million pairs): the
+# pairs of consecutive rows that share a batch would over-represent neighbours in the table
+# (often one subject's samples), and all pairs of a large split would not fit in memory.
+PAIR_SAMPLES = 2048
+
+
+def pair_rows(rows: np.ndarray) -> np.ndarray:
+    """The evaluated rows whose pairs are scored: all, or ``PAIR_SAMPLES`` spread evenly."""
+    if rows.size <= PAIR_SAMPLES:
+        return rows
+    return rows[np.linspace(0, rows.size - 1, PAIR_SAMPLES).round().astype(np.int64)]

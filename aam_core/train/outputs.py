@@ -1,45 +1,65 @@
 """What a finished run writes from its best checkpoint: the split, validation predictions,
 plots, the baselines on the same split (random forest, constant, sequencing depth alone, with
-the depth-confound verdict), per-ASV importances (``importance.tsv``) and the report; and the
-forest alone (``aam baseline``)."""
+the depth-confound verdict), per-ASV importances and the report (JSON and the metrics log are
+written with :mod:`aam_core.io.files`).
+
+Plots use matplotlib's object-oriented ``Figure`` with an Agg canvas and never pyplot:
+pyplot keeps global state (the current backend, a registry of open figures) that is neither
+thread-safe nor ours to change inside a worker or a user's notebook. matplotlib is imported
+inside the plotting functions so that importing this module stays cheap.
+
+``importance.tsv`` holds per-ASV importances of a trained model in q2-sample-classifier's
+ImportanceFormat: a header line, then ``feature<TAB>value[<TAB>value...]`` per ASV, every value
+a number. Columns, after ``feature`` (the feature table's ID of the ASV):
+
+- ``importance``: the L2 norm of the ASV's weights in the target head's linear base
+  (``linear_head``): its weight on log1p(count) / log1p(depth) and its weight on presence
+  (absent from checkpoints written before that term), over every output (class). These are on
+  the head's output scale (standardised targets for regression, logits for classification), not
+  an attribution of the transformer's prediction: an ASV the network relies on may still have
+  small linear weights.
+- ``random_forest``: the baseline forest's ``feature_importances_`` (mean decrease in
+  impurity), when the forest ran.
+
+Rows are the ASVs with reads in the train split (the model's vocabulary), sorted by the first
+column descending (ties keep the table's order). A column that does not exist is left out; with
+neither, there is no file.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 import torch
 
 from aam_core.checkpoint import Checkpoint, build_model, load_checkpoint, save_checkpoint
-from aam_core.io import Inputs
-from aam_core.io.errors import InputError
-from aam_core.io.files import write_json
+from aam_core.io.files import atomic_write, write_json
 from aam_core.plan.config import RunConfig, Stage
-from aam_core.plan.targets import TargetSpec
-from aam_core.train import artifacts
-from aam_core.train.baseline import (
+from aam_core.train.baselines import (
     BaselineResult,
+    Task,
     constant_baseline,
+    depth_confound,
     fit_baseline,
+    fit_depth_baseline,
     relative_abundance,
 )
-from aam_core.train.baseline import to_dict as baseline_dict
+from aam_core.train.baselines import to_dict as baseline_dict
 from aam_core.train.callbacks import Callback
-from aam_core.train.confound import Task, depth_confound, fit_depth_baseline
-from aam_core.train.evaluation import pair_rows
-from aam_core.train.importance import (
-    IMPORTANCE_FILE,
-    importance_frame,
-    linear_importance,
-    write_importance,
-)
-from aam_core.train.loop import FitResult, RunData, evaluate_rows
-from aam_core.train.prepare import PreparedData, prepare_data
-from aam_core.train.splits import Split
+from aam_core.train.loop import FitResult, RunData, evaluate_rows, pair_rows
+from aam_core.train.metrics import RegressionMetrics
+from aam_core.train.prepare import SPLITS, PreparedData, write_split_tsv
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,7 +71,7 @@ class RunOutputs:
     predictions: np.ndarray | None  # the model's validation predictions, split order
     constant: dict[str, Any] | None = None  # the constant baseline (train runs)
     depth: dict[str, Any] | None = None  # the depth-only model's summary (train runs)
-    depth_confound: dict[str, Any] | None = None  # its verdict (aam_core.train.confound)
+    depth_confound: dict[str, Any] | None = None  # its verdict (aam_core.train.baselines)
     # the best checkpoint on (up to PAIR_SAMPLES of) its train split, in eval mode
     train: dict[str, float] = dataclasses.field(default_factory=dict)
 
@@ -73,7 +93,7 @@ def write_outputs(
     ``need_forest``) and plots."""
     split = prepared.split
     table = prepared.table
-    artifacts.write_split_tsv(
+    write_split_tsv(
         out_dir / "split.tsv",
         [table.sample_ids[i] for i in split.train],
         [table.sample_ids[i] for i in split.validation],
@@ -81,64 +101,103 @@ def write_outputs(
     plots = out_dir / "plots"
     plots.mkdir(exist_ok=True)
     if any(r.get("loss") is not None for r in fit.history):
-        artifacts.plot_loss(fit.history, plots / "loss.png", title=f"{stage} loss")
-    validation: dict[str, float] = {}
-    train: dict[str, float] = {}
-    predictions = None
+        plot_loss(fit.history, plots / "loss.png", title=f"{stage} loss")
     best = fit.best_checkpoint if fit.best_checkpoint and fit.best_checkpoint.exists() else None
     # read once: the validation predictions and the importances both come from it
     best_checkpoint = load_checkpoint(best) if best is not None else None
+    outputs = RunOutputs({}, None, None, None, None)
     if (
         best_checkpoint is not None
         and data.validation is not None
         and data.validation_collate is not None
     ):
-        model = build_model(best_checkpoint).to(device)
-        tracker = evaluate_rows(
-            model,
-            data.validation,
-            data.validation_collate,
-            np.arange(len(data.validation)),
-            batch_size=config.batch,
-            device=device,
-            precision=config.precision,
-            keep=True,
+        outputs = _score_best(
+            best_checkpoint, stage, fit, prepared, config, out_dir, device, data, log
         )
-        validation = tracker.summary()
-        _write_validation_outputs(tracker, prepared, stage, out_dir, plots)
-        # the same model on (a share of) its own train split, in eval mode as validation
-        # is: the gap between the two is what it memorised
-        sample = pair_rows(np.arange(len(data.train)))
-        train = evaluate_rows(
-            model,
-            data.train,
-            data.train_collate,
-            sample,
-            batch_size=config.batch,
-            device=device,
-            precision=config.precision,
-        ).summary()
-        log.on_log(
-            f"best checkpoint (epoch {fit.best_epoch}) on {sample.size} train samples: "
-            f"{brief_metrics(train)}"
-        )
-        if tracker.predictions:
-            predictions = np.concatenate(tracker.predictions)
-            if prepared.classes is None and predictions.ndim == 2 and predictions.shape[1] == 1:
-                predictions = predictions[:, 0]
-    if validation:
-        brief = brief_metrics(validation)
+    if outputs.validation:
+        brief = brief_metrics(outputs.validation)
         log.on_log(f"best checkpoint (epoch {fit.best_epoch}) validation: {brief}")
-    baseline = forest = features = constant = None
+    if stage != "train":
+        return outputs
+    outputs = _with_baselines(outputs, best_checkpoint, prepared, config, out_dir, log, need_forest)
+    kept = best_checkpoint
+    if kept is None and fit.last_checkpoint.exists():
+        kept = load_checkpoint(fit.last_checkpoint)
+    _write_importance(kept, prepared, outputs.forest, out_dir / IMPORTANCE_FILE, log)
+    return outputs
+
+
+def _score_best(
+    checkpoint: Checkpoint,
+    stage: Stage,
+    fit: FitResult,
+    prepared: PreparedData,
+    config: RunConfig,
+    out_dir: Path,
+    device: torch.device,
+    data: RunData,
+    log: Callback,
+) -> RunOutputs:
+    """The best checkpoint on the validation split (its predictions written and plotted) and
+    on a share of its own train split, in eval mode both: the gap is what it memorised."""
+    assert data.validation is not None and data.validation_collate is not None
+    model = build_model(checkpoint).to(device)
+    tracker = evaluate_rows(
+        model,
+        data.validation,
+        data.validation_collate,
+        np.arange(len(data.validation)),
+        batch_size=config.batch,
+        device=device,
+        precision=config.precision,
+        keep=True,
+    )
+    validation = tracker.summary()
+    _write_validation_outputs(tracker, prepared, stage, out_dir, out_dir / "plots")
+    sample = pair_rows(np.arange(len(data.train)))
+    train = evaluate_rows(
+        model,
+        data.train,
+        data.train_collate,
+        sample,
+        batch_size=config.batch,
+        device=device,
+        precision=config.precision,
+    ).summary()
+    log.on_log(
+        f"best checkpoint (epoch {fit.best_epoch}) on {sample.size} train samples: "
+        f"{brief_metrics(train)}"
+    )
+    predictions = None
+    if tracker.predictions:
+        predictions = np.concatenate(tracker.predictions)
+        if prepared.classes is None and predictions.ndim == 2 and predictions.shape[1] == 1:
+            predictions = predictions[:, 0]
+    return RunOutputs(validation, None, None, None, predictions, train=train)
+
+
+def _with_baselines(
+    outputs: RunOutputs,
+    best: Checkpoint | None,
+    prepared: PreparedData,
+    config: RunConfig,
+    out_dir: Path,
+    log: Callback,
+    need_forest: bool,
+) -> RunOutputs:
+    """``outputs`` with the baselines of a train run on its split: the constant and the
+    depth-only model (with a validation split), the random forest (``baseline.json``)."""
+    split = prepared.split
     n_classes = None if prepared.classes is None else len(prepared.classes)
-    depth = confound = None
-    if stage == "train" and prepared.targets is not None and split.validation.size:
+    constant = depth = confound = None
+    if prepared.targets is not None and split.validation.size:
         constant = constant_baseline(
             prepared.targets, split.train, split.validation, n_classes=n_classes
         )
-        target = (best_checkpoint.target or {}) if best_checkpoint is not None else {}
-        depth, confound = _depth_baseline(prepared, validation, target.get("column"), log)
-    if stage == "train" and (config.baseline or need_forest) and prepared.targets is not None:
+        target = (best.target or {}) if best is not None else {}
+        depth, confound = _depth_baseline(prepared, outputs.validation, target.get("column"), log)
+    baseline = forest = features = None
+    if (config.baseline or need_forest) and prepared.targets is not None:
         features = relative_abundance(prepared.rarefied)
         forest = fit_baseline(
             features,
@@ -155,13 +214,14 @@ def write_outputs(
         log.on_log(
             f"baseline (random forest, {forest.params}) validation: {brief_metrics(forest.metrics)}"
         )
-    if stage == "train":
-        kept = best_checkpoint
-        if kept is None and fit.last_checkpoint.exists():
-            kept = load_checkpoint(fit.last_checkpoint)
-        _write_importance(kept, prepared, forest, out_dir / IMPORTANCE_FILE, log)
-    return RunOutputs(
-        validation, baseline, forest, features, predictions, constant, depth, confound, train
+    return dataclasses.replace(
+        outputs,
+        baseline=baseline,
+        forest=forest,
+        features=features,
+        constant=constant,
+        depth=depth,
+        depth_confound=confound,
     )
 
 
@@ -199,7 +259,7 @@ def _write_importance(
     log: Callback,
 ) -> None:
     """``importance.tsv`` over the train split's ASVs: the kept checkpoint's linear-term weights
-    and the forest's importances, whichever exist (see :mod:`aam_core.train.importance`)."""
+    and the forest's importances, whichever exist (the module docstring describes the file)."""
     vocabulary, rows = prepared.asv_vocabulary()  # rows: [n_features], 1-based, 0 = not seen
     seen = np.flatnonzero(rows)  # [V] feature indices, table order
     model = None
@@ -286,7 +346,7 @@ def _write_validation_outputs(
     if tracker.distance_pairs is not None:
         predicted_pairs, true_pairs = tracker.distance_pairs
         chosen = np.random.default_rng(0).permutation(true_pairs.size)[:PLOTTED_PAIRS]
-        artifacts.plot_predicted_vs_true(
+        plot_predicted_vs_true(
             true_pairs[chosen],
             predicted_pairs[chosen],
             plots / "unifrac_distances.png",
@@ -298,7 +358,7 @@ def _write_validation_outputs(
     true = np.concatenate(tracker.truths)
     if prepared.classes is not None:
         classes = list(prepared.classes)
-        artifacts.write_predictions_tsv(
+        write_predictions_tsv(
             out_dir / "validation_predictions.tsv",
             ids,
             true=true,
@@ -309,15 +369,15 @@ def _write_validation_outputs(
         k = len(classes)
         confusion = np.zeros((k, k), dtype=np.int64)
         np.add.at(confusion, (true.astype(np.int64), predicted.argmax(1)), 1)
-        artifacts.plot_confusion(
+        plot_confusion(
             confusion, classes, plots / "confusion.png", title="Validation confusion matrix"
         )
     else:
         values = predicted[:, 0] if predicted.ndim == 2 and predicted.shape[1] == 1 else predicted
-        artifacts.write_predictions_tsv(
+        write_predictions_tsv(
             out_dir / "validation_predictions.tsv", ids, true=true, predicted=values
         )
-        artifacts.plot_predicted_vs_true(
+        plot_predicted_vs_true(
             true, values, plots / "predicted_vs_true.png", title="Validation: predicted vs true"
         )
 
@@ -330,47 +390,277 @@ def brief_metrics(metrics: dict[str, Any]) -> str:
     )
 
 
-def run_baseline(
-    inputs: Inputs,
-    target: TargetSpec,
-    config: RunConfig,
-    *,
-    split_file: str | Path | None = None,
-) -> dict[str, Any]:
-    """The random forest alone, on the run's preprocessing and split: the seeded split of
-    ``config`` or the one a training run wrote (``split.tsv``)."""
-    prepared = prepare_data(inputs, config, target=target)
-    split = prepared.split
-    if split_file is not None:
-        given = artifacts.read_split_tsv(split_file)
-        index = {sid: i for i, sid in enumerate(prepared.table.sample_ids)}
-        wanted = [*given.get("train", []), *given.get("validation", [])]
-        unknown = [sid for sid in wanted if sid not in index]
-        if unknown:
-            raise InputError(
-                f"{len(unknown)} samples of the split are not usable in this table (missing, "
-                f"below the rarefaction depth or without a target): {unknown[:5]}",
-                file=Path(split_file).name,
-            )
-        split = Split(
-            np.sort([index[s] for s in given.get("train", [])]).astype(np.int64),
-            np.sort([index[s] for s in given.get("validation", [])]).astype(np.int64),
+# -- importance.tsv ----------------------------------------------------------------------
+
+IMPORTANCE_FILE = "importance.tsv"
+# [V + 1, out_dim] each; row 0: ASVs outside the vocabulary. The presence term is absent from
+# checkpoints written before it.
+LINEAR_WEIGHTS = ("target_head.linear.weight", "target_head.linear.presence")
+
+
+def linear_importance(checkpoint: Checkpoint) -> np.ndarray | None:
+    """``float64 [V]``: per ASV of ``checkpoint.vocabulary`` (in its order), the L2 norm of its
+    linear-term weights (log abundance and presence) over the outputs; None for a model
+    without the linear term (no vocabulary, or a checkpoint older than the term)."""
+    found = [checkpoint.state_dict.get(key) for key in LINEAR_WEIGHTS]
+    weights = [w.detach().cpu().double().numpy()[1:] for w in found if w is not None]
+    if not weights or checkpoint.vocabulary is None:
+        return None
+    rows = np.concatenate(weights, axis=1)  # [V, terms * out_dim]
+    if rows.shape[0] != len(checkpoint.vocabulary):
+        raise ValueError(
+            f"the linear term has {rows.shape[0]} ASV rows, the vocabulary lists "
+            f"{len(checkpoint.vocabulary)} ASVs"
         )
-    assert prepared.targets is not None
-    result = fit_baseline(
-        relative_abundance(prepared.rarefied),
-        prepared.targets,
-        split.train,
-        split.validation,
-        task=target.task,
-        n_classes=None if prepared.classes is None else len(prepared.classes),
-        seed=config.seed,
-        tune=True,
-    )
-    return {
-        **baseline_dict(result),
-        "n_train": int(split.train.size),
-        "n_validation": int(split.validation.size),
-        "rarefaction_depth": prepared.depth,
-        "warnings": prepared.report.get("warnings", []),
+    return np.linalg.norm(rows, axis=1)  # [V]
+
+
+def importance_frame(
+    features: Sequence[str],
+    *,
+    importance: np.ndarray | None = None,
+    random_forest: np.ndarray | None = None,
+) -> pd.DataFrame | None:
+    """The table ``importance.tsv`` holds, indexed by ``feature``; None without a column or
+    without features. Each column is ``[len(features)]``, finite."""
+    columns = {
+        name: np.asarray(values, dtype=np.float64)
+        for name, values in (("importance", importance), ("random_forest", random_forest))
+        if values is not None
     }
+    if not columns or not features:
+        return None
+    for name, values in columns.items():
+        if values.shape != (len(features),):
+            raise ValueError(
+                f"{name} holds {values.shape} values, expected one per feature ({len(features)})"
+            )
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"{name} holds non-finite values")
+    bad = [f for f in features if "\t" in f or "\n" in f or "\r" in f]
+    if bad:
+        raise ValueError(f"feature IDs may not hold tabs or line breaks, got {bad[:3]!r}")
+    frame = pd.DataFrame(columns, index=pd.Index(list(features), name="feature"))
+    first = next(iter(columns))
+    return frame.sort_values(first, ascending=False, kind="mergesort")
+
+
+def write_importance(path: str | Path, frame: pd.DataFrame) -> None:
+    """``frame`` (from :func:`importance_frame`) as TSV; values written as the shortest text
+    that reads back as the same float64."""
+    with atomic_write(path) as fh:
+        fh.write("\t".join([str(frame.index.name), *map(str, frame.columns)]) + "\n")
+        for feature, values in zip(frame.index, frame.to_numpy(), strict=True):
+            fh.write("\t".join([str(feature), *(repr(float(v)) for v in values)]) + "\n")
+
+
+# -- files and plots ---------------------------------------------------------------------
+
+DPI = 100
+LOSS_SIZE = (7.0, 4.5)  # inches; 700 x 450 pixels at DPI
+SCATTER_SIZE = (6.0, 6.0)  # 600 x 600 pixels
+
+
+def _column(values: Any, n: int, name: str) -> np.ndarray:
+    array = np.asarray(values)
+    if array.shape[0] != n:
+        raise ValueError(f"{name} has {array.shape[0]} rows, expected {n} (one per sample ID)")
+    return array
+
+
+def _names(values: np.ndarray, classes: Sequence[str], name: str) -> list[str]:
+    """Class indices -> names; names pass through after a check."""
+    if np.issubdtype(values.dtype, np.integer):
+        bad = values[(values < 0) | (values >= len(classes))]
+        if bad.size:
+            raise ValueError(f"{name} holds class indices {bad[:5].tolist()} outside classes")
+        return [classes[i] for i in values]
+    unknown = sorted(set(map(str, values)) - set(classes))
+    if unknown:
+        raise ValueError(f"{name} holds unknown class names {unknown[:5]}")
+    return [str(v) for v in values]
+
+
+def write_predictions_tsv(
+    path: str | Path,
+    sample_ids: Sequence[str],
+    *,
+    true: Any = None,
+    predicted: Any = None,
+    classes: Sequence[str] | None = None,
+    probabilities: Any = None,
+) -> None:
+    """Per-sample predictions. Regression: ``sample_id, true, predicted`` (``true_0..`` and
+    ``predicted_0..`` for several outputs). Classification (``classes`` given): class names in
+    ``true`` and ``predicted`` (indices are mapped), then ``prob_<class>`` per class. Columns
+    whose values are not given are left out (prediction on unlabelled samples has no ``true``)."""
+    n = len(sample_ids)
+    frame = pd.DataFrame({"sample_id": [str(s) for s in sample_ids]})
+    if classes is not None:
+        classes = [str(c) for c in classes]
+        if len(set(classes)) != len(classes):
+            raise ValueError(f"class names must be unique, got {classes}")
+        for name, values in (("true", true), ("predicted", predicted)):
+            if values is not None:
+                frame[name] = _names(_column(values, n, name).ravel(), classes, name)
+        if probabilities is not None:
+            prob = _column(probabilities, n, "probabilities").astype(np.float64)
+            if prob.ndim != 2 or prob.shape[1] != len(classes):
+                raise ValueError(
+                    f"probabilities must be [n, {len(classes)}] (one column per class), "
+                    f"got shape {prob.shape}"
+                )
+            for k, name in enumerate(classes):
+                frame[f"prob_{name}"] = prob[:, k]
+    else:
+        if probabilities is not None:
+            raise ValueError("probabilities need class names (classes=...)")
+        for name, values in (("true", true), ("predicted", predicted)):
+            if values is None:
+                continue
+            array = _column(values, n, name).astype(np.float64).reshape(n, -1)  # [n, k]
+            if array.shape[1] == 1:
+                frame[name] = array[:, 0]
+            else:
+                for k in range(array.shape[1]):
+                    frame[f"{name}_{k}"] = array[:, k]
+    with atomic_write(path) as fh:
+        frame.to_csv(fh, sep="\t", index=False)
+
+
+def _new_figure(size: tuple[float, float]) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """PNG at a fixed pixel size (figsize x DPI; no tight bbox, which would change it)."""
+    fig.savefig(path, dpi=DPI, format="png")
+    fig.clear()  # the figure is not registered anywhere; clearing frees its artists now
+    return Path(path)
+
+
+def loss_figure(
+    history: Sequence[Mapping[str, Any]], *, title: str = "Loss", key: str = "loss"
+) -> Figure:
+    """One line per split of ``record[key]`` against epoch; records without a finite value
+    (an epoch that skipped validation) are left out."""
+    series: dict[str, list[tuple[float, float]]] = {}
+    for record in history:
+        value = record.get(key)
+        if value is None or not math.isfinite(float(value)) or "epoch" not in record:
+            continue
+        series.setdefault(str(record.get("split", "train")), []).append(
+            (float(record["epoch"]), float(value))
+        )
+    if not series:
+        raise ValueError(f"history has no finite {key!r} values to plot")
+    fig = _new_figure(LOSS_SIZE)
+    ax = fig.add_subplot()
+    order = [s for s in SPLITS if s in series] + sorted(set(series) - set(SPLITS))
+    for split in order:
+        epochs, values = zip(*sorted(series[split]), strict=True)
+        ax.plot(epochs, values, marker="o", markersize=3, label=split)
+    ax.set(xlabel="epoch", ylabel=key, title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_loss(
+    history: Sequence[Mapping[str, Any]],
+    path: str | Path,
+    *,
+    title: str = "Loss",
+    key: str = "loss",
+) -> Path:
+    return save_figure(loss_figure(history, title=title, key=key), path)
+
+
+def identity_limits(true: np.ndarray, predicted: np.ndarray) -> tuple[float, float]:
+    """Ends of the y = x line: the joint range of both axes, widened when it is a point."""
+    lo = float(min(np.min(true), np.min(predicted)))
+    hi = float(max(np.max(true), np.max(predicted)))
+    if lo == hi:
+        lo, hi = lo - 0.5, hi + 0.5
+    return lo, hi
+
+
+def predicted_vs_true_figure(
+    true: Any, predicted: Any, *, title: str, units: str | None = None
+) -> Figure:
+    """Scatter of one output with the identity line; MAE and R² (via RegressionMetrics, the
+    same numbers the run reports) in the title."""
+    t = np.asarray(true, dtype=np.float64).ravel()
+    p = np.asarray(predicted, dtype=np.float64).ravel()
+    if t.shape != p.shape:
+        raise ValueError(f"true ({t.size}) and predicted ({p.size}) must have equal lengths")
+    keep = np.isfinite(t) & np.isfinite(p)
+    t, p = t[keep], p[keep]
+    if t.size == 0:
+        raise ValueError("no finite (true, predicted) pairs to plot")
+    metrics = RegressionMetrics()
+    metrics.update(p, t)
+    scores = metrics.compute()
+    suffix = f" {units}" if units else ""
+    fig = _new_figure(SCATTER_SIZE)
+    ax = fig.add_subplot()
+    ax.scatter(t, p, s=12, alpha=0.6, edgecolors="none")
+    lo, hi = identity_limits(t, p)
+    ax.plot([lo, hi], [lo, hi], color="0.3", linestyle="--", linewidth=1, label="y = x")
+    pad = 0.03 * (hi - lo)
+    ax.set_xlim(lo - pad, hi + pad)
+    ax.set_ylim(lo - pad, hi + pad)
+    ax.set_aspect("equal")
+    unit_label = f" ({units})" if units else ""
+    ax.set(xlabel=f"true{unit_label}", ylabel=f"predicted{unit_label}")
+    ax.set_title(f"{title}\nMAE {scores['mae']:.3g}{suffix}, R² {scores['r2']:.3f}, n = {t.size}")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_predicted_vs_true(
+    true: Any, predicted: Any, path: str | Path, *, title: str, units: str | None = None
+) -> Path:
+    return save_figure(predicted_vs_true_figure(true, predicted, title=title, units=units), path)
+
+
+def confusion_size(n_classes: int) -> tuple[float, float]:
+    """Inches: grows with the class count so that cell labels stay readable, within limits."""
+    side = min(max(4.0, 1.5 + 0.6 * n_classes), 16.0)
+    return side + 1.0, side  # the extra width holds the colour bar
+
+
+def confusion_figure(confusion: Any, class_names: Sequence[str], *, title: str) -> Figure:
+    """Counts, rows = true class, columns = predicted class, each cell annotated."""
+    counts = np.asarray(confusion)
+    k = len(class_names)
+    if counts.shape != (k, k):
+        raise ValueError(f"confusion must be [{k}, {k}] for {k} class names, got {counts.shape}")
+    fig = _new_figure(confusion_size(k))
+    ax = fig.add_subplot()
+    image = ax.imshow(counts, cmap="Blues", vmin=0)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    ticks = np.arange(k)
+    ax.set_xticks(ticks, labels=list(class_names), rotation=45, ha="right")
+    ax.set_yticks(ticks, labels=list(class_names))
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    threshold = counts.max() / 2 if counts.size else 0
+    for i in range(k):
+        for j in range(k):
+            colour = "white" if counts[i, j] > threshold else "black"
+            ax.text(j, i, f"{counts[i, j]:g}", ha="center", va="center", color=colour)
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion(
+    confusion: Any, class_names: Sequence[str], path: str | Path, *, title: str
+) -> Path:
+    return save_figure(confusion_figure(confusion, class_names, title=title), path)

@@ -1,13 +1,12 @@
 """What a checkpoint records about how its model was made, beyond its settings, so that its
 model card (:mod:`aam_core.model_card`) can be written from the file alone: the samples used
 and left out, the split (how it was drawn, its groups and a digest of its sample IDs), the
-target's distribution on each side, where the run trained, and the library versions."""
+target's distribution on each side, where the run trained, and the library versions; and
+the rest a run's checkpoints hold beside the weights and metrics (:func:`checkpoint_fields`)."""
 
 from __future__ import annotations
 
-import hashlib
 import platform
-from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -15,7 +14,10 @@ import numpy as np
 import torch
 
 from aam_core import __version__
-from aam_core.train.prepare import PreparedData
+from aam_core.plan import TargetSpec
+from aam_core.plan.config import RunConfig, Stage
+from aam_core.train.distributed import DistContext
+from aam_core.train.prepare import PreparedData, Vocabulary, split_sha256
 
 # Distributions whose versions change what a run computes or reads (by their PyPI names).
 LIBRARIES = (
@@ -47,18 +49,6 @@ def library_versions() -> dict[str, str | None]:
     return versions
 
 
-def split_sha256(train_ids: Sequence[str], validation_ids: Sequence[str]) -> str:
-    """SHA-256 of the split as ``split.tsv`` lists it: the UTF-8 text ``sample_id\\tsplit\\n``,
-    then ``<id>\\ttrain\\n`` per train sample and ``<id>\\tvalidation\\n`` per validation
-    sample, in the file's order. It equals the digest of the ``split.tsv`` a run writes
-    whenever no sample ID needs quoting (one holding a tab, quote or line break)."""
-    digest = hashlib.sha256(b"sample_id\tsplit\n")
-    for name, ids in (("train", train_ids), ("validation", validation_ids)):
-        for sample_id in ids:
-            digest.update(f"{sample_id}\t{name}\n".encode())
-    return digest.hexdigest()
-
-
 def target_summary(prepared: PreparedData) -> dict[str, Any] | None:
     """The target on each side of the split: ``n, mean, std, min, max`` (regression, original
     units) or ``class -> count`` (classification); None for pretraining."""
@@ -82,6 +72,55 @@ def target_summary(prepared: PreparedData) -> dict[str, Any] | None:
                 "max": float(array.max()),
             }
     return out
+
+
+def checkpoint_fields(
+    stage: Stage,
+    config: RunConfig,
+    prepared: PreparedData,
+    target: TargetSpec | None,
+    vocabulary: Vocabulary | None,
+    dataset_sha256: dict[str, str] | None,
+    facts: dict[str, Any],
+) -> dict[str, Any]:
+    """What a run's checkpoints hold beside the weights and metrics."""
+    target_info = None
+    if target is not None:
+        classes = None if prepared.classes is None else list(prepared.classes)
+        target_info = {"column": target.column, "task": target.task, "classes": classes}
+    return {
+        "preprocessing": {
+            "max_bp": config.max_bp,
+            "token_limit": config.token_limit,
+            "truncate": config.truncate,
+            "rarefaction_depth": prepared.depth,
+        },
+        "target": target_info,
+        "vocabulary": None if vocabulary is None else vocabulary[0],
+        "training": {
+            "stage": stage,
+            "n_train": int(prepared.split.train.size),
+            "n_validation": int(prepared.split.validation.size),
+            "dataset_sha256": dict(dataset_sha256 or {}),
+            "run_config": config.to_dict(),
+            "library_version": __version__,
+            **facts,
+        },
+    }
+
+
+def run_facts(
+    prepared: PreparedData, ctx: DistContext, extra_report: dict[str, Any]
+) -> dict[str, Any]:
+    """:func:`training_facts`, with the encoder a fine-tuning run started from (by its file's
+    digest) and the cross-validation a run cites, from its report."""
+    facts = training_facts(prepared, ctx.device, ctx.world_size)
+    if "base_checkpoint" in extra_report:  # fine-tuning: which encoder, by its file's digest
+        base = extra_report["base_checkpoint"]
+        facts["base_model"] = {k: base[k] for k in ("kind", "sha256", "freeze_base")}
+    if "cross_validation" in extra_report:
+        facts["cross_validation"] = extra_report["cross_validation"]
+    return facts
 
 
 def training_facts(prepared: PreparedData, device: torch.device, world_size: int) -> dict[str, Any]:

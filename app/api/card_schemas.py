@@ -121,7 +121,7 @@ class CardBaselines(BaseModel):
 
 
 class CardDepthConfound(BaseModel):
-    """Whether sequencing depth alone predicts the target (aam_core.train.confound)."""
+    """Whether sequencing depth alone predicts the target (aam_core.train.baselines)."""
 
     confounded: bool
     metric: Literal["roc_auc", "r2"] = Field(description="the metric judged")

@@ -70,7 +70,7 @@ def metric_rows(card: dict[str, Any]) -> list[tuple[str, Any, Any, Any, Any]]:
 
 
 def depth_warning(*sources: Mapping[str, Any] | None) -> str | None:
-    """The depth-confound warning (aam_core.train.confound) of the first source that holds a
+    """The depth-confound warning (aam_core.train.baselines) of the first source that holds a
     verdict, ``depth_confound`` (a model row's metrics, a job's report): its message when the
     labels follow sequencing depth, else None (also for models trained before the check)."""
     for source in sources:

@@ -10,7 +10,7 @@ import torch
 
 from aam_core.checkpoint import checkpoint_from_model, save_checkpoint
 from aam_core.model import AAMConfig, SequenceEncoder, SequenceRegressor, TargetConfig
-from aam_core.train.confound import depth_confound
+from aam_core.train.baselines import depth_confound
 from app.api.deps import Services
 from app.registration import register_checkpoint
 from app.store import Model

@@ -15,7 +15,7 @@ from aam_core.checkpoint import load_checkpoint
 from aam_core.io import Inputs, file_hashes
 from aam_core.model_card import card_markdown, model_card
 from aam_core.plan import TargetSpec
-from aam_core.train.stages import run_train
+from aam_core.train.run import run_train
 from app.api.card_schemas import ModelCard
 from app.main import create_app
 from tests.api.conftest import ADMIN, ALICE, BOB, MakeSettings, RecordingDispatcher

@@ -37,7 +37,7 @@ from aam_core.data.rarefy import choose_depth, rarefy
 from aam_core.data.synthetic import SyntheticSpec, generate, write_study
 from aam_core.errors import UserError
 from aam_core.predict import SamplePrediction
-from aam_core.train.confound import depth_confound
+from aam_core.train.baselines import depth_confound
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 

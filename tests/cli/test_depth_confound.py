@@ -18,7 +18,7 @@ from aam_core.checkpoint import load_checkpoint
 from aam_core.data.synthetic import SyntheticSpec, generate, write_study
 from aam_core.io import read_table
 from aam_core.model_card import card_markdown
-from aam_core.train.confound import CONFOUNDED_R2, fit_depth_baseline
+from aam_core.train.baselines import CONFOUNDED_R2, fit_depth_baseline
 from tests.cli.conftest import FAST, Study, aam, read_split
 
 

@@ -15,7 +15,7 @@ from aam_core.data.tokens import tokenize
 from aam_core.data.unifrac import UniFracEngine, index_branches
 from aam_core.model import AAMConfig, SequenceEncoder
 from aam_core.model.heads import UniFracHead
-from aam_core.train.evaluation import evaluate_rows
+from aam_core.train.loop import evaluate_rows
 
 
 def test_the_affine_head_scales_and_offsets_euclidean_distances() -> None:

@@ -21,7 +21,7 @@ from aam_core.plan import TargetSpec
 from aam_core.predict import Predictor
 from aam_core.train.callbacks import Callback
 from aam_core.train.prepare import prepare_data
-from aam_core.train.stages import run_pretrain, run_train
+from aam_core.train.run import run_pretrain, run_train
 from tests.conftest import BatchFactory, pretrain_plan, tiny_run, train_plan
 
 AGE = TargetSpec("age", "regression")

@@ -40,7 +40,7 @@ from aam_core.train.distributed import (
     shutdown,
 )
 from aam_core.train.losses import unifrac_loss
-from aam_core.train.stages import run_pretrain
+from aam_core.train.run import run_pretrain
 from tests.conftest import pretrain_plan
 
 

@@ -9,7 +9,7 @@ import scipy.sparse as sp
 from aam_core.data.rarefy import rarefy
 from aam_core.data.synthetic import SyntheticSpec, generate
 from aam_core.io.types import FeatureTable
-from aam_core.train.baseline import fit_baseline, relative_abundance, to_dict
+from aam_core.train.baselines import fit_baseline, relative_abundance, to_dict
 from aam_core.train.metrics import ClassificationMetrics, RegressionMetrics
 
 N_TREES = 50

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from aam_core.train.confound import (
+from aam_core.train.baselines import (
     ABOVE_CHANCE_R2,
     ABOVE_CHANCE_ROC_AUC,
     CONFOUNDED_R2,

@@ -15,9 +15,9 @@ from aam_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoin
 from aam_core.forest import ForestPart, forest_inputs
 from aam_core.io import Inputs
 from aam_core.plan import TargetSpec
-from aam_core.train.baseline import GRID, TUNING_TREES, fit_baseline, forest_class
+from aam_core.train.baselines import GRID, TUNING_TREES, fit_baseline, forest_class
 from aam_core.train.ensemble import choose_blend
-from aam_core.train.stages import run_train
+from aam_core.train.run import run_train
 from tests.conftest import train_plan
 
 AGE = TargetSpec("age", "regression")

@@ -14,9 +14,9 @@ from aam_core.checkpoint import load_checkpoint
 from aam_core.io import Inputs
 from aam_core.plan import TargetSpec
 from aam_core.train import outputs
-from aam_core.train.baseline import BaselineResult
-from aam_core.train.importance import importance_frame, write_importance
-from aam_core.train.stages import run_train
+from aam_core.train.baselines import BaselineResult
+from aam_core.train.outputs import importance_frame, write_importance
+from aam_core.train.run import run_train
 from app.store import LocalArtifactStore
 from tests.conftest import train_plan
 from worker.finish import store_outputs

@@ -28,8 +28,8 @@ from aam_core.train.linear_base import (
     install,
     linear_features,
 )
-from aam_core.train.progress import Progress
-from aam_core.train.stages import run_train
+from aam_core.train.loop import Progress
+from aam_core.train.run import run_train
 from tests.conftest import train_plan
 
 TOKEN_LIMIT = 12  # below the samples' ~20 ASVs: the features must truncate as the head does

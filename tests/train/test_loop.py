@@ -11,9 +11,8 @@ from aam_core.checkpoint import load_checkpoint
 from aam_core.io import Inputs
 from aam_core.plan import TargetSpec
 from aam_core.train.callbacks import Callback, EpochEvent
-from aam_core.train.progress import Progress, restore, resume_state
-from aam_core.train.schedule import warmup_cosine
-from aam_core.train.stages import run_pretrain, run_train
+from aam_core.train.loop import Progress, restore, resume_state, warmup_cosine
+from aam_core.train.run import run_pretrain, run_train
 from tests.callbacks import History, StopAfter
 from tests.conftest import pretrain_plan, train_plan
 

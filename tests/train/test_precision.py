@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from aam_core.model.blocks import SelfAttention
-from aam_core.train import evaluation
-from aam_core.train.evaluation import autocast_for, cpu_has_bf16
+from aam_core.train import loop
+from aam_core.train.loop import autocast_for, cpu_has_bf16
 
 CPU = torch.device("cpu")
 
@@ -19,7 +19,7 @@ CPU = torch.device("cpu")
 def test_auto_picks_bf16_on_cpus_with_native_bf16(
     native: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(evaluation, "cpu_has_bf16", lambda: native)
+    monkeypatch.setattr(loop, "cpu_has_bf16", lambda: native)
     auto = autocast_for(CPU, "auto")
     assert isinstance(auto, torch.autocast) is native
     assert isinstance(autocast_for(CPU, "bf16"), torch.autocast)  # asked for: emulated if need be

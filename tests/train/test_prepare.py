@@ -4,12 +4,13 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from aam_core.io import InputError, Inputs, TreeError, read_metadata
 from aam_core.io.errors import TargetError
 from aam_core.plan import TargetSpec
-from aam_core.train.prepare import prepare_data
+from aam_core.train.prepare import prepare_data, read_split_tsv, write_split_tsv
 from tests.conftest import tiny_run
 
 
@@ -108,3 +109,16 @@ def test_unifrac_needs_a_tree_or_a_matrix(study_inputs: Inputs) -> None:
 def test_too_few_samples(study_inputs: Inputs) -> None:
     with pytest.raises(InputError, match=r"only 0 samples are usable .* at least 4 are needed"):
         prepare_data(study_inputs, tiny_run(rarefaction_depth=10**9))
+
+
+def test_split_tsv_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "split.tsv"
+    write_split_tsv(path, ["007", "NA", "b"], ["c", "1e3"])
+    frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    assert frame.to_dict("list") == {
+        "sample_id": ["007", "NA", "b", "c", "1e3"],
+        "split": ["train", "train", "train", "validation", "validation"],
+    }
+    assert read_split_tsv(path) == {"train": ["007", "NA", "b"], "validation": ["c", "1e3"]}
+    with pytest.raises(ValueError, match=r"1 sample IDs are in both splits, e.g. \['b'\]"):
+        write_split_tsv(path, ["a", "b"], ["b"])

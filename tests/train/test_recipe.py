@@ -12,9 +12,9 @@ from aam_core.data.synthetic import SyntheticSpec, generate, write_study
 from aam_core.io import load_files
 from aam_core.plan import TargetSpec
 from aam_core.predict import Predictor
-from aam_core.train.artifacts import read_split_tsv
 from aam_core.train.local_plan import plan_local
-from aam_core.train.stages import run_train
+from aam_core.train.prepare import read_split_tsv
+from aam_core.train.run import run_train
 
 EPOCHS = 10  # the only change to the recipe besides the data's size: a fast test
 

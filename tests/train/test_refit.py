@@ -19,7 +19,7 @@ from aam_core.predict import Predictor
 from aam_core.train.linear_base import linear_features
 from aam_core.train.local_plan import plan_local
 from aam_core.train.prepare import prepare_data
-from aam_core.train.stages import RunResult, run_train
+from aam_core.train.run import RunResult, run_train
 from tests.conftest import tiny_settings, train_plan
 
 AGE = TargetSpec("age", "regression")

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from aam_core.errors import ConfigError
-from aam_core.train.schedule import lr_factor
-from aam_core.train.splits import split_rows
+from aam_core.train.loop import lr_factor
+from aam_core.train.prepare import split_rows
 
 
 def test_random_split_is_seeded_and_sized() -> None:

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from markupsafe import escape
 
 from aam_core.plan.crossval import CV_MODELS
-from aam_core.train.confound import depth_confound
+from aam_core.train.baselines import depth_confound
 from app.api.deps import OPEN_OWNER
 from app.api.schemas import Progress
 from app.contracts import JobKind, JobState

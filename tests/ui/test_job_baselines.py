@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from aam_core.train.confound import depth_confound
+from aam_core.train.baselines import depth_confound
 from app.api.schemas import JobOut
 from app.ui.jobs import baseline_rows, monitor_of
 from app.ui.model_view import depth_warning

@@ -183,7 +183,7 @@ def test_reaper_sends_again_the_messages_a_broker_lost(
 
 NEW_USER_ERROR = '''
 from aam_core.errors import UserError
-import aam_core.train.stages as stages
+import aam_core.train.run as run
 
 
 class SamplesNeverSequencedError(UserError):
@@ -194,7 +194,7 @@ def refuse(*args, **kwargs):
     raise SamplesNeverSequencedError("the samples were never sequenced", field="config.seed")
 
 
-stages.prepare_data = refuse
+run.prepare_data = refuse
 '''
 
 

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aam_core.train import artifacts
-from aam_core.train.artifacts import (
+from aam_core.train import outputs
+from aam_core.train.metrics import RegressionMetrics
+from aam_core.train.outputs import (
     confusion_figure,
     identity_limits,
     loss_figure,
@@ -18,11 +19,8 @@ from aam_core.train.artifacts import (
     plot_loss,
     plot_predicted_vs_true,
     predicted_vs_true_figure,
-    read_split_tsv,
     write_predictions_tsv,
-    write_split_tsv,
 )
-from aam_core.train.metrics import RegressionMetrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -42,7 +40,7 @@ def _read_tsv(path: Path) -> pd.DataFrame:
 
 
 def test_importing_the_module_does_not_import_matplotlib() -> None:
-    code = "import sys, aam_core.train.artifacts; print('matplotlib' in sys.modules)"
+    code = "import sys, aam_core.train.outputs; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -124,19 +122,6 @@ def test_predictions_tsv_rejects_mismatched_inputs(
     assert str(caught.value).startswith(message)
 
 
-def test_split_tsv_round_trip(tmp_path: Path) -> None:
-    path = tmp_path / "split.tsv"
-    write_split_tsv(path, ["007", "NA", "b"], ["c", "1e3"])
-    frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-    assert frame.to_dict("list") == {
-        "sample_id": ["007", "NA", "b", "c", "1e3"],
-        "split": ["train", "train", "train", "validation", "validation"],
-    }
-    assert read_split_tsv(path) == {"train": ["007", "NA", "b"], "validation": ["c", "1e3"]}
-    with pytest.raises(ValueError, match=r"1 sample IDs are in both splits, e.g. \['b'\]"):
-        write_split_tsv(path, ["a", "b"], ["b"])
-
-
 HISTORY = [
     {"epoch": 2, "split": "train", "loss": 0.4},
     {"epoch": 1, "split": "train", "loss": 0.9},
@@ -198,7 +183,7 @@ def test_confusion_figure_annotates_counts(tmp_path: Path) -> None:
     assert cells == {(i, j): str(confusion[i, j]) for i in range(3) for j in range(3)}
     assert [t.get_text() for t in ax.get_xticklabels()] == ["gut", "oral", "skin"]
     out = plot_confusion(confusion, ["gut", "oral", "skin"], tmp_path / "c.png", title="Site")
-    assert artifacts.confusion_size(3) == (5.0, 4.0)
+    assert outputs.confusion_size(3) == (5.0, 4.0)
     assert _png_size(out) == (500, 400)
     with pytest.raises(ValueError, match=r"confusion must be \[2, 2\] for 2 class names"):
         confusion_figure(confusion, ["a", "b"], title="x")
