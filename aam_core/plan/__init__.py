@@ -3,10 +3,10 @@ rule for targets, config files, and the planner that resolves a run or names wha
 
 from aam_core.plan.config import RunConfig, Stage
 from aam_core.plan.planner import (
-    BaseModel,
     DatasetFacts,
     JobKind,
     Kind,
+    ModelFacts,
     ModelKind,
     ResolvedRun,
     architecture,
@@ -17,10 +17,10 @@ from aam_core.plan.targets import MAX_NUMERIC_CLASSES, TargetSpec, check_target
 
 __all__ = [
     "MAX_NUMERIC_CLASSES",
-    "BaseModel",
     "DatasetFacts",
     "JobKind",
     "Kind",
+    "ModelFacts",
     "ModelKind",
     "ResolvedRun",
     "RunConfig",

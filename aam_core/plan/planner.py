@@ -55,7 +55,7 @@ class DatasetFacts:
 
 
 @dataclass(frozen=True)
-class BaseModel:
+class ModelFacts:
     """A checkpoint a run starts from (train) or applies (predict), as its stored config."""
 
     where: str  # "model 'mdl_1'", "encoder 'runs/enc/best.pt'"
@@ -72,7 +72,7 @@ class ResolvedRun:
     config: RunConfig  # with a base model's preprocessing adopted
     model: AAMConfig | None  # what pretrain/train builds (classes counted from the summary)
     target: TargetSpec | None = None
-    base: BaseModel | None = None
+    base: ModelFacts | None = None
     freeze_base: bool = False
     notes: tuple[str, ...] = ()  # what the planner decided for the user, for the run's log
     # train: AAM alone, AAM blended with a random forest, or the better of AAM, the forest and
@@ -86,7 +86,7 @@ def plan_run(
     dataset: DatasetFacts,
     *,
     target: TargetSpec | None = None,
-    base: BaseModel | None = None,
+    base: ModelFacts | None = None,
     freeze_base: bool = False,
     model_kind: ModelKind | None = None,
     device: str | None = None,
@@ -207,7 +207,7 @@ def _check_keys(kind: Kind, config: Mapping[str, Any]) -> None:
         raise ConfigError(message, field=f"config.{key}")
 
 
-def _plan_predict(run: RunConfig, dataset: DatasetFacts, model: BaseModel) -> ResolvedRun:
+def _plan_predict(run: RunConfig, dataset: DatasetFacts, model: ModelFacts) -> ResolvedRun:
     if model.kind == "encoder":
         raise UserError(
             f"{model.where} is an encoder (from pretraining) and predicts no target; a "
@@ -223,7 +223,7 @@ def _plan_predict(run: RunConfig, dataset: DatasetFacts, model: BaseModel) -> Re
     return ResolvedRun("predict", run, None, base=model)
 
 
-def architecture(base: BaseModel) -> AAMConfig:
+def architecture(base: ModelFacts) -> AAMConfig:
     """The stored architecture of a base model; a UserError when it no longer rebuilds."""
     try:
         return AAMConfig.from_dict(dict(base.model))
@@ -236,7 +236,7 @@ def architecture(base: BaseModel) -> AAMConfig:
 
 
 def _adopt_base(
-    run: RunConfig, given: Mapping[str, Any], base: BaseModel
+    run: RunConfig, given: Mapping[str, Any], base: ModelFacts
 ) -> tuple[RunConfig, tuple[str, ...]]:
     """A fine-tuned model reads ASVs as its encoder was trained to (its max_bp, token limit,
     truncation, and rarefaction depth unless the run sets one); settings given that differ
@@ -286,7 +286,7 @@ def _model_config(
     stage: Stage,
     target: TargetSpec | None,
     n_classes: int | None,
-    base: BaseModel | None,
+    base: ModelFacts | None,
 ) -> AAMConfig:
     """The model the run builds; a rule it breaks is a ConfigError on ``config``."""
     try:
@@ -341,7 +341,7 @@ def _check_phylogeny(run: RunConfig, stage: Stage, dataset: DatasetFacts) -> Non
 
 
 def _check_depth(
-    run: RunConfig, dataset: DatasetFacts, base: BaseModel | None, *, explicit: bool
+    run: RunConfig, dataset: DatasetFacts, base: ModelFacts | None, *, explicit: bool
 ) -> None:
     deepest = (dataset.summary.get("sample_depth") or {}).get("max")
     depth = run.rarefaction_depth
@@ -361,7 +361,7 @@ def _check_depth(
 
 
 def _check_lengths(
-    max_bp: int, truncate: bool, dataset: DatasetFacts, model: BaseModel | None
+    max_bp: int, truncate: bool, dataset: DatasetFacts, model: ModelFacts | None
 ) -> None:
     """Sequences longer than max_bp fail tokenisation unless truncation is on."""
     longest = int((dataset.summary.get("sequence_length") or {}).get("max", 0))

@@ -11,9 +11,9 @@ from typing import Any
 from aam_core.checkpoint import Checkpoint, load_checkpoint
 from aam_core.io import Inputs, summarize
 from aam_core.plan import (
-    BaseModel,
     DatasetFacts,
     Kind,
+    ModelFacts,
     ModelKind,
     ResolvedRun,
     TargetSpec,
@@ -32,9 +32,9 @@ def dataset_facts(inputs: Inputs) -> DatasetFacts:
 
 def checkpoint_facts(
     checkpoint: Checkpoint, *, name: str, field: str, path: str | Path | None = None
-) -> BaseModel:
+) -> ModelFacts:
     """The planner's view of a loaded checkpoint: its stored config and preprocessing."""
-    return BaseModel(
+    return ModelFacts(
         where=f"{'encoder' if checkpoint.kind == 'encoder' else 'model'} {name!r}",
         kind=checkpoint.kind,
         model=checkpoint.config.to_dict(),

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from aam_core.errors import UserError
 from aam_core.io import read_metadata
 from aam_core.io.metadata import describe
-from aam_core.plan import BaseModel, DatasetFacts, Kind, check_request, plan_run
+from aam_core.plan import DatasetFacts, Kind, ModelFacts, check_request, plan_run
 from aam_core.plan.crossval import CrossValidation, plan_cross_validation
 from app.api.errors import ApiError
 from app.contracts import JobKind, JobSpec, given_config
@@ -111,9 +111,9 @@ def _usable_model(
     return model
 
 
-def _base(model: Model, field: str) -> BaseModel:
+def _base(model: Model, field: str) -> ModelFacts:
     config = model.config or {}
-    return BaseModel(
+    return ModelFacts(
         where=f"model {model.id!r}",
         kind=model.kind,
         model=config.get("model") or {},

@@ -14,7 +14,7 @@ import pytest
 from aam_core.errors import ConfigError, UserError
 from aam_core.io.errors import TargetError
 from aam_core.model.config import AAMConfig
-from aam_core.plan import BaseModel, DatasetFacts, RunConfig, TargetSpec, plan_run
+from aam_core.plan import DatasetFacts, ModelFacts, RunConfig, TargetSpec, plan_run
 from aam_core.plan.config import Stage, run_settings, settings
 
 SUMMARY: dict[str, Any] = {
@@ -33,9 +33,9 @@ DATASET = DatasetFacts("dataset 'ds_1'", SUMMARY)
 AGE = TargetSpec("age", "regression")
 
 
-def encoder(**preprocessing: Any) -> BaseModel:
+def encoder(**preprocessing: Any) -> ModelFacts:
     model = AAMConfig.tiny(nucleotide_mask_fraction=0.25, count_mask_fraction=0.3)
-    return BaseModel(
+    return ModelFacts(
         where="model 'mdl_1'",
         kind="encoder",
         model=model.to_dict(),
