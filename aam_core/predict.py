@@ -23,9 +23,9 @@ from aam_core.data.selection import select_asvs, sequence_ranks
 from aam_core.data.tokens import PAD, tokenize
 from aam_core.errors import UserError
 from aam_core.io.errors import preview
+from aam_core.io.predictions import PredictionResult, SamplePrediction, write_predictions
 from aam_core.io.types import FeatureTable
 from aam_core.model import SequenceEncoder, SequenceRegressor
-from aam_core.predictions import PredictionResult, SamplePrediction, write_predictions
 from aam_core.vector_cache import DEFAULT_CAPACITY, AsvVectorCache
 
 __all__ = [

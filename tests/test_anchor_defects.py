@@ -55,7 +55,7 @@ def test_prediction_loads_what_training_wrote_in_original_units(
         # standardised outputs would sit near 0 with spread ~1; these are years
         assert abs(values.mean() - ages.mean()) < ages.std()
     saved = pd.read_csv(tmp_path / "validation_predictions.tsv", sep="\t")
-    assert abs(saved["predicted"].mean() - saved["true"].mean()) < saved["true"].std()
+    assert abs(saved["prediction"].mean() - saved["true"].mean()) < saved["true"].std()
 
 
 def test_prediction_rarefies_to_the_training_depth(study_inputs: Inputs, tmp_path: Path) -> None:

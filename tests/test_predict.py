@@ -129,7 +129,7 @@ def test_classifier_names_classes_with_probabilities(
     frame = result.to_frame()
     assert list(frame.columns[:5]) == [
         "sample_id",
-        "label",
+        "prediction",
         "prob_site_A",
         "prob_site_B",
         "prob_site_C",
@@ -220,8 +220,8 @@ def test_q2_sample_classifier_files_of_real_predictions(
 ) -> None:
     """The classifier's and regressor's predictions in q2-sample-classifier's layouts hold the
     same labels, probabilities and values as the AAM TSV."""
+    from aam_core.io.predictions import q2_dir
     from aam_core.predict import write_predictions
-    from aam_core.predictions import q2_dir
     from tests.test_q2_predictions import read_q2_predictions, read_q2_probabilities
 
     table, seqs = study_inputs.table, study_inputs.sequences

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from aam_core.predictions import (
+from aam_core.io.predictions import (
     PredictionResult,
     SamplePrediction,
     q2_dir,

@@ -83,9 +83,9 @@ def _summary(result: Any) -> dict[str, Any]:
 
 def _predict(order: JobOrder) -> dict[str, Any]:
     from aam_core.checkpoint import load_checkpoint
+    from aam_core.io.predictions import q2_dir
     from aam_core.plan import plan_run
     from aam_core.predict import Predictor, write_predictions
-    from aam_core.predictions import q2_dir
     from aam_core.train.distributed import resolve_device
     from aam_core.train.local_plan import checkpoint_facts, dataset_facts
 

@@ -39,10 +39,11 @@ from aam_core.crossval.models import (
     Stopped,
     fit_fold,
 )
-from aam_core.crossval.scoring import PRIMARY, prediction_frame, score, summarise
+from aam_core.crossval.scoring import PRIMARY, fold_predictions, score, summarise
 from aam_core.crossval.study import Study
 from aam_core.errors import ConfigError
 from aam_core.io.files import atomic_write
+from aam_core.io.predictions import PREDICTION, SAMPLE_ID, TRUE
 from aam_core.plan import RunConfig
 from aam_core.plan.crossval import check_counts
 from aam_core.train.callbacks import Callback, EpochEvent, StepEvent
@@ -161,6 +162,7 @@ def fingerprint(study: Study, options: Options, fold: Fold) -> str:
         "seed": fold.seed,
         "depth": fold.depth,
         "task": study.target.task,
+        "rows": [SAMPLE_ID, TRUE, PREDICTION],  # the prediction table's columns
     }
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     return digest.hexdigest()
@@ -228,7 +230,7 @@ def run_fold(
             "seconds": seconds,
             "details": info,
         }
-        frame = prediction_frame(
+        frame = fold_predictions(
             model, fold.seed, fold.index, study.sample_ids[test], groups, truth, **given
         )
         rows.extend(frame.to_dict("records"))

@@ -21,6 +21,7 @@ import pandas as pd
 from sklearn.metrics import auc, roc_curve
 
 from aam_core.crossval.scoring import PRIMARY, VIEWS, bootstrap_interval
+from aam_core.io.predictions import PREDICTION
 
 Records = Mapping[str, Sequence[Mapping[str, Any]]]
 
@@ -66,7 +67,7 @@ def draw_fold_scores(axes: Sequence[Any], task: str, records: Records) -> None:
 
 
 def draw_predicted_vs_true(ax: Any, model: str, rows: pd.DataFrame) -> None:
-    true, predicted = rows["true"].to_numpy(float), rows["predicted"].to_numpy(float)
+    true, predicted = rows["true"].to_numpy(float), rows[PREDICTION].to_numpy(float)
     ax.scatter(true, predicted, s=8, alpha=0.5)
     low = float(min(true.min(), predicted.min()))
     high = float(max(true.max(), predicted.max()))

@@ -85,14 +85,11 @@ def options_for(request: Request) -> Options:
 
 
 def oof_table(predictions: pd.DataFrame, first_seed: int) -> pd.DataFrame:
-    """The engine's prediction rows in the job's layout."""
-    frame = predictions.rename(columns={"predicted": "prediction"})
-    if any(c.startswith("prob_") for c in frame.columns):
-        frame = frame.rename(columns={"prediction": "label"})
-    frame["repeat"] = frame["seed"] - first_seed + 1
+    """The engine's prediction rows as the job's table: ``sample_id``, the repeat (from 1),
+    fold and model, then the prediction table's columns and the sample's group."""
+    frame = predictions.assign(repeat=predictions["seed"] - first_seed + 1)
     head = ["sample_id", "repeat", "fold", "model"]
-    middle = [c for c in frame.columns if c in ("prediction", "label") or c.startswith("prob_")]
-    return frame[head + middle + ["true", "group"]]
+    return frame[head + [c for c in frame.columns if c not in (*head, "seed")]]
 
 
 class _Scaled(Callback):

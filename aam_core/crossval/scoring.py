@@ -18,6 +18,7 @@ import pandas as pd
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import f1_score, roc_auc_score
 
+from aam_core.io.predictions import PREDICTION, prediction_frame
 from aam_core.train.baselines import depth_confound
 
 PRIMARY = {"regression": "mae", "classification": "roc_auc"}
@@ -159,7 +160,7 @@ def bootstrap_interval(
     }
 
 
-def prediction_frame(
+def fold_predictions(
     model: str,
     seed: int,
     fold: int,
@@ -172,24 +173,21 @@ def prediction_frame(
     probabilities: np.ndarray | None = None,
     classes: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """One outer test fold's predictions, one row per sample (the rows of predictions.tsv)."""
-    frame = pd.DataFrame(
-        {
-            "model": model,
-            "seed": seed,
-            "fold": fold,
-            "sample_id": list(sample_ids),
-            "group": list(groups),
-            "true": list(true),
-        }
+    """One outer test fold's predictions, one row per sample: the model, seed and fold, then
+    the prediction table's columns (:func:`aam_core.io.predictions.prediction_frame`) and
+    the sample's group."""
+    frame = prediction_frame(
+        sample_ids,
+        true=true,
+        values=values,
+        labels=labels,
+        probabilities=probabilities,
+        classes=classes,
     )
-    if values is not None:
-        frame["predicted"] = values
-    else:
-        assert probabilities is not None
-        frame["predicted"] = labels
-        for k, name in enumerate(classes):
-            frame[f"prob_{name}"] = probabilities[:, k]
+    frame.insert(0, "fold", fold)
+    frame.insert(0, "seed", seed)
+    frame.insert(0, "model", model)
+    frame["group"] = list(groups)
     return frame
 
 
@@ -198,10 +196,10 @@ def score_frame(frame: pd.DataFrame, task: str, classes: Sequence[str]) -> dict:
     groups = frame["group"].to_numpy()
     if task == "regression":
         return score(
-            task, frame["true"].to_numpy(float), groups, values=frame["predicted"].to_numpy(float)
+            task, frame["true"].to_numpy(float), groups, values=frame[PREDICTION].to_numpy(float)
         )
     prob = frame[[f"prob_{c}" for c in classes]].to_numpy(np.float64)
-    true, labels = frame["true"].astype(str).to_numpy(), frame["predicted"].astype(str).to_numpy()
+    true, labels = frame["true"].astype(str).to_numpy(), frame[PREDICTION].astype(str).to_numpy()
     return score(task, true, groups, labels=labels, probabilities=prob, classes=classes)
 
 

@@ -1,5 +1,6 @@
 """Readers and validation for a dataset's files: BIOM/.qza tables, trees, metadata,
-representative sequences and distance matrices. No torch here (import-linter enforces it).
+representative sequences and distance matrices; the prediction tables runs write
+(``aam_core.io.predictions``). No torch here (import-linter enforces it).
 
 The names below load from their modules on first use: ``aam_core.io.errors`` alone does not
 import scikit-bio (and through it PyTorch)."""

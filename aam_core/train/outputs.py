@@ -42,6 +42,7 @@ import torch
 
 from aam_core.checkpoint import Checkpoint, build_model, load_checkpoint, save_checkpoint
 from aam_core.io.files import atomic_write, write_json
+from aam_core.io.predictions import prediction_frame
 from aam_core.plan.config import RunConfig, Stage
 from aam_core.train.baselines import (
     BaselineResult,
@@ -490,19 +491,29 @@ def write_predictions_tsv(
     classes: Sequence[str] | None = None,
     probabilities: Any = None,
 ) -> None:
-    """Per-sample predictions. Regression: ``sample_id, true, predicted`` (``true_0..`` and
-    ``predicted_0..`` for several outputs). Classification (``classes`` given): class names in
-    ``true`` and ``predicted`` (indices are mapped), then ``prob_<class>`` per class. Columns
-    whose values are not given are left out (prediction on unlabelled samples has no ``true``)."""
+    """Per-sample predictions in the one prediction table layout
+    (:func:`aam_core.io.predictions.prediction_frame`): ``sample_id, true, prediction``
+    (``true_0..``, ``prediction_0..`` for several outputs); with ``classes``, class names in
+    ``true`` and ``prediction`` (indices are mapped), then ``prob_<class>`` per class. Columns
+    whose values are not given are left out (unlabelled samples have no ``true``)."""
     n = len(sample_ids)
-    frame = pd.DataFrame({"sample_id": [str(s) for s in sample_ids]})
-    if classes is not None:
+    if classes is None:
+        if probabilities is not None:
+            raise ValueError("probabilities need class names (classes=...)")
+        values = {
+            name: None if v is None else _column(v, n, name).astype(np.float64)
+            for name, v in (("true", true), ("predicted", predicted))
+        }
+        frame = prediction_frame(sample_ids, true=values["true"], values=values["predicted"])
+    else:
         classes = [str(c) for c in classes]
         if len(set(classes)) != len(classes):
             raise ValueError(f"class names must be unique, got {classes}")
-        for name, values in (("true", true), ("predicted", predicted)):
-            if values is not None:
-                frame[name] = _names(_column(values, n, name).ravel(), classes, name)
+        names = {
+            name: None if v is None else _names(_column(v, n, name).ravel(), classes, name)
+            for name, v in (("true", true), ("predicted", predicted))
+        }
+        prob = None
         if probabilities is not None:
             prob = _column(probabilities, n, "probabilities").astype(np.float64)
             if prob.ndim != 2 or prob.shape[1] != len(classes):
@@ -510,20 +521,13 @@ def write_predictions_tsv(
                     f"probabilities must be [n, {len(classes)}] (one column per class), "
                     f"got shape {prob.shape}"
                 )
-            for k, name in enumerate(classes):
-                frame[f"prob_{name}"] = prob[:, k]
-    else:
-        if probabilities is not None:
-            raise ValueError("probabilities need class names (classes=...)")
-        for name, values in (("true", true), ("predicted", predicted)):
-            if values is None:
-                continue
-            array = _column(values, n, name).astype(np.float64).reshape(n, -1)  # [n, k]
-            if array.shape[1] == 1:
-                frame[name] = array[:, 0]
-            else:
-                for k in range(array.shape[1]):
-                    frame[f"{name}_{k}"] = array[:, k]
+        frame = prediction_frame(
+            sample_ids,
+            true=names["true"],
+            labels=names["predicted"],
+            probabilities=prob,
+            classes=classes,
+        )
     with atomic_write(path) as fh:
         frame.to_csv(fh, sep="\t", index=False)
 

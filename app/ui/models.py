@@ -4,8 +4,6 @@ prediction: a table uploaded for a model, its predictions shown and offered as T
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import Any
 from urllib.parse import quote
 
@@ -14,6 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from aam_core.errors import UserError
 from aam_core.io import read_table
+from aam_core.io.predictions import prediction_frame
 from aam_core.model_card import card_markdown
 from app.api.deps import Caller, ServicesDep, SessionDep, model_or_404
 from app.api.errors import ApiError
@@ -136,36 +135,24 @@ def predict_page(
 
 
 def as_tsv(predictions: list[SamplePredictionOut]) -> str:
-    """The predictions as TSV: sample_id, prediction or label and prob_<class>, reads used."""
+    """The predictions in the one prediction table layout (sample_id, prediction,
+    prob_<class>; aam_core.io.predictions), then the reads each sample used."""
     classes = sorted({c for p in predictions for c in (p.probabilities or {})})
-    header = [
-        "sample_id",
-        "prediction",
-        "label",
-        *(f"prob_{c}" for c in classes),
-        "n_features_used",
-        "fraction_reads_used",
-        "warnings",
-    ]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
-    writer.writerow(header)
-    for p in predictions:
-        value = p.prediction
-        shown = ",".join(map(str, value)) if isinstance(value, list) else value
-        probabilities = p.probabilities or {}
-        writer.writerow(
-            [
-                p.sample_id,
-                "" if shown is None else shown,
-                p.label or "",
-                *(probabilities.get(c, "") for c in classes),
-                p.n_features_used,
-                p.fraction_reads_used,
-                "; ".join(p.warnings),
-            ]
-        )
-    return buffer.getvalue()
+    labelled = bool(predictions) and all(p.label is not None for p in predictions)
+    valued = bool(predictions) and all(p.prediction is not None for p in predictions)
+    frame = prediction_frame(
+        [p.sample_id for p in predictions],
+        values=[p.prediction for p in predictions] if valued and not labelled else None,
+        labels=[p.label for p in predictions] if labelled else None,
+        probabilities=[[(p.probabilities or {})[c] for c in classes] for p in predictions]
+        if labelled
+        else None,
+        classes=classes,
+    )
+    frame["n_features_used"] = [p.n_features_used for p in predictions]
+    frame["fraction_reads_used"] = [p.fraction_reads_used for p in predictions]
+    frame["warnings"] = ["; ".join(p.warnings) for p in predictions]
+    return frame.to_csv(sep="\t", index=False, lineterminator="\n")
 
 
 @router.post("/predict", response_class=HTMLResponse)

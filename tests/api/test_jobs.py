@@ -567,7 +567,7 @@ def test_predictions_in_q2_sample_classifier_layouts(
 ) -> None:
     """The worker stores q2-sample-classifier's files beside the AAM TSV; the route serves them
     by ``layout``, and says which is absent."""
-    from aam_core.predictions import PredictionResult, SamplePrediction, q2_tables
+    from aam_core.io.predictions import PredictionResult, SamplePrediction, q2_tables
 
     samples = [
         SamplePrediction("S1", label="C", probabilities={"C": 0.25, "D": 0.75}),

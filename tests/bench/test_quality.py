@@ -238,7 +238,7 @@ def _recomputed(rows: pd.DataFrame) -> dict[str, dict[str, float]]:
     out = {}
     sizes = rows.groupby("group")["group"].transform("size").to_numpy()
     for view, weights in (("per_sample", None), ("subject_weighted", 1.0 / sizes)):
-        true, predicted = rows["true"], rows["predicted"]
+        true, predicted = rows["true"], rows["prediction"]
         out[view] = {
             "mae": mean_absolute_error(true, predicted, sample_weight=weights),
             "rmse": math.sqrt(mean_squared_error(true, predicted, sample_weight=weights)),
@@ -358,7 +358,7 @@ def test_end_to_end_classification_with_three_classes(study_dir: Path, tmp_path:
             rows = predictions[chosen]
             sizes = rows.groupby("group")["group"].transform("size").to_numpy()
             for view, weights in (("per_sample", None), ("subject_weighted", 1.0 / sizes)):
-                true, labels = rows["true"], rows["predicted"]
+                true, labels = rows["true"], rows["prediction"]
                 prob = rows[[f"prob_{c}" for c in classes]].to_numpy()
                 expected = {
                     "accuracy": accuracy_score(true, labels, sample_weight=weights),

@@ -93,8 +93,14 @@ def test_predictions_cover_every_usable_sample_once_per_repeat_and_model(run: Ru
     }  # fmt: skip
     frame = run.predictions
     assert list(frame.columns) == [
-        "sample_id", "repeat", "fold", "model", "prediction", "true", "group"
-    ]  # fmt: skip
+        "sample_id",
+        "repeat",
+        "fold",
+        "model",
+        "true",
+        "prediction",
+        "group",
+    ]
     assert len(frame) == len(usable) * REPEATS * len(MODELS)
     for (repeat, model), rows in frame.groupby(["repeat", "model"]):
         assert sorted(rows["sample_id"]) == usable, (repeat, model)

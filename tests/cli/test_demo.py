@@ -32,4 +32,4 @@ def test_demo_beats_the_mean_and_shows_the_baseline(tmp_path: Path) -> None:
     assert (out / "train" / "checkpoints" / "best.pt").exists()
     # the printed MAE is that of the run's best checkpoint on its validation split
     truth = pd.read_csv(out / "train" / "validation_predictions.tsv", sep="\t")
-    assert model == pytest.approx((truth["true"] - truth["predicted"]).abs().mean(), abs=0.006)
+    assert model == pytest.approx((truth["true"] - truth["prediction"]).abs().mean(), abs=0.006)

@@ -139,12 +139,12 @@ def test_site_classifier_outputs_and_evaluation(study: Study, tmp_path: Path) ->
     probabilities = pd.DataFrame(as_json["probabilities"].tolist())
     assert list(probabilities.columns) == classes
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
-    # TSV: label and one prob_<class> column per class, the same values
+    # TSV: the label in prediction and one prob_<class> column per class, the same values
     as_tsv = _predict(model, study, tmp_path / "site.tsv")
     assert [c for c in as_tsv.columns if c.startswith("prob_")] == [f"prob_{c}" for c in classes]
-    assert as_tsv["label"].tolist() == as_json["label"].tolist()
+    assert as_tsv["prediction"].tolist() == as_json["label"].tolist()
     np.testing.assert_allclose(as_tsv[[f"prob_{c}" for c in classes]], probabilities, rtol=1e-6)
-    accuracy = float((as_tsv["label"].to_numpy() == study.frame["site"].to_numpy()).mean())
+    accuracy = float((as_tsv["prediction"].to_numpy() == study.frame["site"].to_numpy()).mean())
     printed = json.loads(aam("evaluate", "--checkpoint", model, "--table", study.table,
                              "--metadata", study.metadata).stdout)  # fmt: skip
     assert printed["column"] == "site" and printed["n_samples"] == len(study.frame)

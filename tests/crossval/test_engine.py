@@ -59,8 +59,14 @@ def test_every_sample_once_per_repeat_and_never_beside_its_subject(
         assert set(fold.kept) <= set(fold.train)
     table = oof_table(frame, first_seed=3)
     assert list(table.columns) == [
-        "sample_id", "repeat", "fold", "model", "prediction", "true", "group"
-    ]  # fmt: skip
+        "sample_id",
+        "repeat",
+        "fold",
+        "model",
+        "true",
+        "prediction",
+        "group",
+    ]
     assert sorted(set(table["repeat"])) == [1, 2]
 
 

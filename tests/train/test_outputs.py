@@ -53,11 +53,11 @@ def test_regression_predictions_tsv_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "predictions.tsv"
     write_predictions_tsv(path, ids, true=true, predicted=predicted)
     frame = _read_tsv(path)
-    assert list(frame.columns) == ["sample_id", "true", "predicted"]
+    assert list(frame.columns) == ["sample_id", "true", "prediction"]
     assert frame["sample_id"].tolist() == ids
     # Full precision is written; 1e-15 allows for pandas 2's default parser (last-digit rounding).
     np.testing.assert_allclose(frame["true"].to_numpy(), true, rtol=1e-15)  # NaN stays NaN
-    np.testing.assert_allclose(frame["predicted"].to_numpy(), predicted, rtol=1e-15)
+    np.testing.assert_allclose(frame["prediction"].to_numpy(), predicted, rtol=1e-15)
 
 
 def test_multi_output_predictions_tsv(tmp_path: Path) -> None:
@@ -65,9 +65,9 @@ def test_multi_output_predictions_tsv(tmp_path: Path) -> None:
     path = tmp_path / "predictions.tsv"
     write_predictions_tsv(path, ["a", "b", "c"], true=true, predicted=true + 0.25)
     frame = _read_tsv(path)
-    assert list(frame.columns) == ["sample_id", "true_0", "true_1", "predicted_0", "predicted_1"]
+    assert list(frame.columns) == ["sample_id", "true_0", "true_1", "prediction_0", "prediction_1"]
     np.testing.assert_array_equal(frame[["true_0", "true_1"]].to_numpy(), true)
-    np.testing.assert_array_equal(frame[["predicted_0", "predicted_1"]].to_numpy(), true + 0.25)
+    np.testing.assert_array_equal(frame[["prediction_0", "prediction_1"]].to_numpy(), true + 0.25)
 
 
 def test_classification_predictions_tsv_uses_class_names(tmp_path: Path) -> None:
@@ -86,19 +86,19 @@ def test_classification_predictions_tsv_uses_class_names(tmp_path: Path) -> None
     assert list(frame.columns) == [
         "sample_id",
         "true",
-        "predicted",
+        "prediction",
         "prob_gut",
         "prob_oral",
         "prob_skin",
     ]
     assert frame["true"].tolist() == ["gut", "oral"]
-    assert frame["predicted"].tolist() == ["gut", "skin"]
+    assert frame["prediction"].tolist() == ["gut", "skin"]
     np.testing.assert_array_equal(frame[["prob_gut", "prob_oral", "prob_skin"]].to_numpy(), prob)
     # Names are accepted as they are; no true column when labels are unknown.
     write_predictions_tsv(path, ["a", "b"], predicted=["skin", "gut"], classes=classes)
     frame = _read_tsv(path)
-    assert list(frame.columns) == ["sample_id", "predicted"]
-    assert frame["predicted"].tolist() == ["skin", "gut"]
+    assert list(frame.columns) == ["sample_id", "prediction"]
+    assert frame["prediction"].tolist() == ["skin", "gut"]
 
 
 @pytest.mark.parametrize(

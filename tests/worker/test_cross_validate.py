@@ -94,7 +94,7 @@ def test_cross_validate_job_and_a_worker_killed_in_a_fold(
     for name in ("plot_fold_scores", "plot_oof_predicted_vs_true"):
         assert _stored(store, done.outputs[name]).read_bytes()[:4] == b"\x89PNG"
     oof = pd.read_csv(_stored(store, done.outputs["predictions"]), sep="\t")
-    assert list(oof.columns[:5]) == ["sample_id", "repeat", "fold", "model", "prediction"]
+    assert list(oof.columns[:6]) == ["sample_id", "repeat", "fold", "model", "true", "prediction"]
     _check_folds(report, oof, subjects)
     # the refitted model: registered, trained on every sample, citing the figures
     assert report["refit_model_id"] == done.model_id is not None

@@ -58,7 +58,7 @@ router.include_router(events.router)
 
 NOT_FOUND = problem_responses(401, 404)
 TSV = "text/tab-separated-values"
-TEXT_COLUMNS = frozenset({"sample_id", "label", "warnings", "model", "group"})
+TEXT_COLUMNS = frozenset({"sample_id", "warnings", "model", "group"})
 INTEGER_COLUMNS = frozenset({"n_features", "n_features_used", "repeat", "fold"})
 PREDICTING = frozenset({JobKind.predict.value, JobKind.cross_validate.value})
 
@@ -147,8 +147,8 @@ def job_logs(
     return Logs(job_id=job.id, lines=lines, next_since=lines[-1].line if lines else since)
 
 
-def _typed(column: str, value: str) -> Any:
-    if column in TEXT_COLUMNS:
+def _typed(column: str, value: str, text: frozenset[str]) -> Any:
+    if column in text:
         return value
     if value == "":
         return None
@@ -255,9 +255,13 @@ def _q2_file(job_id: str, outputs: dict[str, str], services: ServicesDep, layout
 
 def _read_predictions(path: Path) -> list[dict[str, Any]]:
     with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle, delimiter="\t")
+        columns = reader.fieldnames or []
+        text = TEXT_COLUMNS
+        if any(c.startswith("prob_") for c in columns):  # a classifier's: labels are text
+            text = text | {"prediction", "true"}
         return [
-            {column: _typed(column, value) for column, value in row.items()}
-            for row in csv.DictReader(handle, delimiter="\t")
+            {column: _typed(column, value, text) for column, value in row.items()} for row in reader
         ]
 
 

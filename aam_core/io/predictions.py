@@ -1,16 +1,66 @@
-"""What a prediction returns, per sample, and how it is written (TSV or JSON)."""
+"""What a prediction returns, per sample, and how it is written (TSV or JSON).
+
+Every prediction table has one layout, :func:`prediction_frame`'s: a predict job's
+``predictions.tsv``, a training run's ``validation_predictions.tsv`` and a cross-validation's
+out-of-fold ``predictions.tsv``. Its columns are ``sample_id``, the truth where it is known
+(``true``), the prediction in q2-sample-classifier's column (``prediction``: a regressor's
+value or a classifier's label; ``prediction_<k>`` for a model of several outputs) and each
+class's probability (``prob_<class>``). The q2-sample-classifier files themselves
+(:func:`q2_tables`) are written beside a predict job's table.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from aam_core.io.files import atomic_write, json_text
+
+SAMPLE_ID, TRUE, PREDICTION = "sample_id", "true", "prediction"
+
+
+def probability_column(name: str) -> str:
+    return f"prob_{name}"
+
+
+def prediction_frame(
+    sample_ids: Sequence[str],
+    *,
+    true: Any = None,
+    values: Any = None,
+    labels: Iterable[Any] | None = None,
+    probabilities: Any = None,
+    classes: Sequence[str] = (),
+) -> pd.DataFrame:
+    """The prediction table of ``sample_ids``: a regressor's ``values`` ([n] or [n, k]) or a
+    classifier's ``labels`` with ``probabilities`` ([n, len(classes)]), and ``true`` (values or
+    labels, as the prediction) where known. Columns not given are left out."""
+    frame = pd.DataFrame({SAMPLE_ID: [str(s) for s in sample_ids]})
+    if labels is not None or classes:
+        for name, given in ((TRUE, true), (PREDICTION, labels)):
+            if given is not None:
+                frame[name] = [str(v) for v in given]
+        if probabilities is not None:
+            prob = np.asarray(probabilities, dtype=np.float64)
+            for k, name in enumerate(classes):
+                frame[probability_column(name)] = prob[:, k]
+        return frame
+    for name, given in ((TRUE, true), (PREDICTION, values)):
+        if given is None:
+            continue
+        array = np.asarray(given, dtype=np.float64).reshape(len(frame), -1)  # [n, k]
+        if array.shape[1] == 1:
+            frame[name] = array[:, 0]
+        else:
+            for k in range(array.shape[1]):
+                frame[f"{name}_{k}"] = array[:, k]
+    return frame
 
 
 @dataclass(frozen=True)
@@ -37,39 +87,47 @@ class PredictionResult:
     samples: list[SamplePrediction]
 
     def to_frame(self) -> pd.DataFrame:
-        rows = []
-        for s in self.samples:
-            row: dict[str, Any] = {"sample_id": s.sample_id}
-            if s.prediction is not None:
-                many = len(s.prediction) > 1
-                for i, v in enumerate(s.prediction):
-                    row[f"prediction_{i}" if many else "prediction"] = v
-                for i, v in enumerate(s.prediction_std or []):
-                    row[f"prediction_std_{i}" if many else "prediction_std"] = v
-            if s.label is not None:
-                row["label"] = s.label
-                for name, p in (s.probabilities or {}).items():
-                    row[f"prob_{name}"] = p
-                for name, p in (s.probabilities_std or {}).items():
-                    row[f"prob_std_{name}"] = p
-            if s.embedding is not None:
-                for i, v in enumerate(s.embedding):
-                    row[f"embedding_{i}"] = v
-            for part, value in (s.components or {}).items():  # an ensemble's parts
-                if isinstance(value, dict):
-                    row.update({f"{part}_prob_{name}": p for name, p in value.items()})
-                else:
-                    many = len(value) > 1
-                    row.update({f"{part}_prediction" + (f"_{i}" if many else ""): v
-                                for i, v in enumerate(value)})  # fmt: skip
-            row.update(
-                n_features=s.n_features,
-                n_features_used=s.n_features_used,
-                fraction_reads_used=s.fraction_reads_used,
-                warnings="; ".join(s.warnings),
-            )
-            rows.append(row)
-        return pd.DataFrame(rows)
+        """The prediction table (:func:`prediction_frame`), then per sample the spread over
+        rarefaction passes, the embedding, an ensemble's parts and what the model read."""
+        samples = self.samples
+        classes = list(samples[0].probabilities or {}) if samples else []
+        labelled = bool(samples) and all(s.label is not None for s in samples)
+        valued = bool(samples) and all(s.prediction is not None for s in samples)
+        frame = prediction_frame(
+            [s.sample_id for s in samples],
+            values=[s.prediction for s in samples] if valued and not labelled else None,
+            labels=[str(s.label) for s in samples] if labelled else None,
+            probabilities=[[(s.probabilities or {})[c] for c in classes] for s in samples]
+            if labelled and classes
+            else None,
+            classes=classes,
+        )
+        extra = pd.DataFrame([_extra_columns(s) for s in samples], index=frame.index)
+        return pd.concat([frame, extra], axis=1)
+
+
+def _extra_columns(s: SamplePrediction) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    many = s.prediction is not None and len(s.prediction) > 1
+    for i, v in enumerate(s.prediction_std or []):
+        row[f"prediction_std_{i}" if many else "prediction_std"] = v
+    for name, p in (s.probabilities_std or {}).items():
+        row[f"prob_std_{name}"] = p
+    for i, v in enumerate(s.embedding or []):
+        row[f"embedding_{i}"] = v
+    for part, value in (s.components or {}).items():  # an ensemble's parts
+        if isinstance(value, dict):
+            row.update({f"{part}_prob_{name}": p for name, p in value.items()})
+        else:
+            suffix = [f"_{i}" if len(value) > 1 else "" for i in range(len(value))]
+            row.update({f"{part}_prediction{end}": v for end, v in zip(suffix, value, strict=True)})
+    row.update(
+        n_features=s.n_features,
+        n_features_used=s.n_features_used,
+        fraction_reads_used=s.fraction_reads_used,
+        warnings="; ".join(s.warnings),
+    )
+    return row
 
 
 # q2-sample-classifier's file layouts, which ``qiime tools import`` takes: PredictionsFormat
