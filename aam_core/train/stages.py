@@ -15,7 +15,6 @@ A run writes into ``out_dir``: ``checkpoints/best.pt`` and ``last.pt`` (and ``re
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 from dataclasses import dataclass
@@ -34,7 +33,6 @@ from aam_core.checkpoint import (
     save_checkpoint,
 )
 from aam_core.io import Inputs
-from aam_core.memory import reuse_freed_memory
 from aam_core.model.aam import SequenceEncoder, SequenceRegressor
 from aam_core.plan import (
     ModelKind,
@@ -316,8 +314,7 @@ def _refit(
             checkpoint_fields=fields, callbacks=log, ctx=ctx,
             class_weights=_class_weights(config, everything),
         )  # fmt: skip
-        with reuse_freed_memory() if ctx.device.type == "cpu" else contextlib.nullcontext():
-            trainer.fit()
+        trainer.fit()
         weights = trainer.weights
     path = out_dir / "checkpoints" / "refit.pt"
     if ctx.is_main:
@@ -436,8 +433,7 @@ def _run(
             f"optimiser steps ({trainer.total_steps}) on {ctx.device}"
             + (f" x {ctx.world_size} processes" if ctx.enabled else "")
         )
-    with reuse_freed_memory() if ctx.device.type == "cpu" else contextlib.nullcontext():
-        fit = trainer.fit(resume_state)
+    fit = trainer.fit(resume_state)
     kind = model.kind if isinstance(model, SequenceRegressor) else "encoder"
     if not ctx.is_main:
         return RunResult(
