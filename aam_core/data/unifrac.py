@@ -13,9 +13,6 @@ branch abundances are X·A [n, b] and presence is P = (X·A > 0). Then, with bra
 Branches that lie above no table ASV are left out (never present), zero-length branches are
 left out (they add nothing), and a chain of branches above the same set of ASVs is merged into
 one branch of the summed length: all three leave every value unchanged.
-
-A training batch (up to 64 samples, on the CPU) finds P without a sparse product: the samples
-holding a branch are one 64-bit mask, the OR of the masks of the features below it.
 """
 
 from __future__ import annotations
@@ -111,43 +108,6 @@ CountsLike: TypeAlias = "torch.Tensor | np.ndarray | sp.spmatrix | sp.sparray"
 
 # A branch held by fewer than this fraction of the samples goes through the sparse product.
 SPARSE_FRACTION = 0.1
-# Up to this many samples (one 64-bit mask per branch), "auto" on the CPU takes "bitmask".
-BITMASK_MAX_SAMPLES = 64
-
-
-def _popcount(words: np.ndarray) -> np.ndarray:
-    """Set bits of each uint64 word, int64, same shape (the SWAR bit count: numpy 1.26, which
-    the project supports, has no ``np.bitwise_count``)."""
-    m1, m2, m4 = (
-        np.uint64(0x5555555555555555),
-        np.uint64(0x3333333333333333),
-        np.uint64(0x0F0F0F0F0F0F0F0F),
-    )
-    x = words - ((words >> np.uint64(1)) & m1)
-    x = (x & m2) + ((x >> np.uint64(2)) & m2)
-    x = (x + (x >> np.uint64(4))) & m4
-    return ((x * np.uint64(0x0101010101010101)) >> np.uint64(56)).astype(np.int64)
-
-
-def _rare_pairs(masks: np.ndarray, k: np.ndarray, lengths: np.ndarray, n: int) -> torch.Tensor:
-    """Shared branch length ``[n, n]`` from branches held by few samples each, added to every
-    ordered pair of their samples (both orders, and each sample with itself): ``masks`` uint64
-    ``[r]`` (bit s set: sample s holds the branch), ``k [r]`` their set bits, ``lengths [r]``."""
-    width = int(k.max(initial=0))
-    holder = np.empty((width, masks.size), dtype=np.int64)  # [width, r]: j-th sample of each
-    masks = masks.copy()
-    for j in range(width):
-        lowest = masks & (~masks + np.uint64(1))  # [r]: the lowest set bit alone (0 if none)
-        holder[j] = np.frexp(lowest.astype(np.float64))[1] - 1  # 2**s = 0.5 * 2**(s + 1)
-        masks ^= lowest
-    keys, weights = [np.empty(0, dtype=np.int64)], [np.empty(0)]
-    for size in range(1, width + 1):
-        group = np.flatnonzero(k == size)  # [c]
-        block = holder[:size, group]  # [size, c]
-        keys.append((block[:, None, :] * n + block[None, :, :]).ravel())  # [size² * c]
-        weights.append(np.tile(lengths[group], size * size))  # [size² * c]
-    flat = np.bincount(np.concatenate(keys), weights=np.concatenate(weights), minlength=n * n)
-    return torch.from_numpy(flat.reshape(n, n).astype(np.float64))  # (int64 if no branches)
 
 
 def _as_scipy(counts: CountsLike) -> sp.csr_matrix:
@@ -190,9 +150,6 @@ class UniFracEngine:
                 .to_sparse_csr()
                 .to(self.device)
             )  # [b, f]
-        by_branch = index.membership.tocsc()  # [f, b]
-        self._branch_features = by_branch.indices.astype(np.int64)  # [nnz]: grouped by branch
-        self._branch_starts = by_branch.indptr[:-1].astype(np.int64)  # [b]: never empty
         self._lengths = torch.as_tensor(index.lengths, dtype=dtype, device=self.device)  # [b]
         self._tip_to_root = torch.as_tensor(index.tip_to_root, dtype=dtype, device=self.device)
 
@@ -238,27 +195,16 @@ class UniFracEngine:
 
         ``method``: ``"dense"`` (one matrix product, used on GPUs), ``"hybrid"`` (sparse
         products for rarely-present branches, dense for the rest: several times faster on
-        CPUs), ``"bitmask"`` (as hybrid, faster for batches of up to ~100 samples), or
-        ``"auto"`` (on the CPU bitmask up to ``BITMASK_MAX_SAMPLES`` samples and hybrid above,
-        dense elsewhere).
+        CPUs), or ``"auto"`` (hybrid on the CPU, dense elsewhere).
         """
         if method == "auto":
-            if self.device.type != "cpu":
-                method = "dense"
-            elif counts.shape[0] <= BITMASK_MAX_SAMPLES:
-                method = "bitmask"
-            else:
-                method = "hybrid"
+            method = "hybrid" if self.device.type == "cpu" else "dense"
         if method == "hybrid":
             shared, tot = self._shared_hybrid(counts)
-        elif method == "bitmask":
-            shared, tot = self._shared_bitmask(counts)
         elif method == "dense":
             shared, tot = self._shared_dense(counts)
         else:
-            raise ValueError(
-                f"method must be 'auto', 'dense', 'hybrid' or 'bitmask', got {method!r}"
-            )
+            raise ValueError(f"method must be 'auto', 'dense' or 'hybrid', got {method!r}")
         shared, tot = shared.double(), tot.double()
         total = tot[:, None] + tot[None, :]  # [n, n]
         union = total - shared  # [n, n]
@@ -318,42 +264,6 @@ class UniFracEngine:
             shared += (weighted @ p_common.T).numpy()  # [n, n]
         tot = np.asarray(presence @ lengths).ravel()  # [n]
         return torch.from_numpy(shared), torch.from_numpy(tot)
-
-    def _shared_bitmask(self, counts: CountsLike) -> tuple[torch.Tensor, torch.Tensor]:
-        """As :meth:`_shared_hybrid`, for a batch of up to 64 samples, without sparse products:
-        the samples holding a branch are one 64-bit mask (bit s: sample s), the OR of the masks
-        of the features below it, in one pass over the branch index. A branch held by few
-        samples (``k``) adds its length to its ``k²`` pairs of samples; the rest go through one
-        dense product. Faith PD is the diagonal: a sample shares all its branches with itself.
-        """
-        x = _as_scipy(counts)
-        if x.shape[1] != self.index.n_features:
-            raise ValueError(f"counts must be [n_samples, {self.index.n_features}], got {x.shape}")
-        n = x.shape[0]
-        if n > 64:
-            raise ValueError(f"method 'bitmask' takes at most 64 samples, got {n}")
-        held = x.data > 0
-        sample = np.repeat(np.arange(n, dtype=np.uint64), np.diff(x.indptr))[held]  # [nnz]
-        feature_masks = np.zeros(self.index.n_features, dtype=np.uint64)  # [f]
-        np.bitwise_or.at(feature_masks, x.indices[held], np.uint64(1) << sample)
-        masks = np.bitwise_or.reduceat(
-            feature_masks[self._branch_features], self._branch_starts
-        )  # [b]: each branch's features are a non-empty run of _branch_features
-        present = np.flatnonzero(masks != 0)  # [b']
-        masks, lengths = masks[present], self.index.lengths[present]  # [b'] each
-        k = _popcount(masks)  # [b']: samples holding each branch
-        rare = k < SPARSE_FRACTION * n  # [b']
-        shared = _rare_pairs(masks[rare], k[rare], lengths[rare], n)  # [n, n]
-        bits = np.unpackbits(
-            masks[~rare].astype("<u8").view(np.uint8).reshape(-1, 8),
-            axis=1,
-            count=n,
-            bitorder="little",
-        )  # [b_common, n]: little-endian words, so bit s of a mask is column s
-        p = torch.from_numpy(bits.astype(np.float64))  # [b_common, n]
-        weighted = p * torch.from_numpy(lengths[~rare])[:, None]  # [b_common, n]
-        shared += weighted.T @ p  # [n, n]
-        return shared, shared.diagonal().clone()
 
     def weighted_normalized(
         self, counts: CountsLike, *, block: int = 256, branch_chunk: int = 256

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -40,57 +39,6 @@ class Packing:
         """``[K, C]`` -> ``[N, T, C]``, zeros at padding."""
         out = x.new_zeros(self.n * self.t, x.shape[-1])
         return out.index_copy(0, self.positions, x).view(self.n, self.t, x.shape[-1])
-
-
-# CPU dropout masks: 15 random bits an element, cut from 63-bit draws. torch's CPU bernoulli
-# draws one Mersenne-twister number an element, about seven times slower; on a CPU training
-# step it cost a tenth of the time.
-MASK_BITS = 15
-
-
-class _MaskedScale(torch.autograd.Function):
-    """``x * keep * scale`` that saves the bool mask (a byte an element) for backward."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
-        ctx.save_for_backward(keep)
-        ctx.scale = scale
-        return x * keep * scale
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        (keep,) = ctx.saved_tensors
-        return grad * keep * ctx.scale, None, None
-
-
-def cpu_keep_mask(shape: torch.Size, p: float) -> tuple[torch.Tensor, float]:
-    """A dropout mask for the CPU: ``bool keep`` of ``shape`` (False with probability ``p``
-    rounded to a multiple of 2^-15) and the scale ``1 / (1 - that probability)``."""
-    levels = 2**MASK_BITS
-    threshold = round(p * levels)
-    n = math.prod(shape)
-    words = torch.empty((n + 3) // 4, dtype=torch.int64).random_()  # 63 random bits each
-    bits = words.view(torch.int16)[:n] & (levels - 1)  # [n]: 15 random bits each
-    return (bits >= threshold).view(shape), levels / (levels - threshold)
-
-
-class Dropout(nn.Module):
-    """``nn.Dropout`` (no parameters, same state dict); on the CPU the mask comes from
-    :func:`cpu_keep_mask`."""
-
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        self.p = p
-        # a rate that rounds to none or to all of the 2^15 levels keeps torch's own mask
-        self.cpu_masks = 0 < round(p * 2**MASK_BITS) < 2**MASK_BITS
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0:
-            return x
-        if x.device.type != "cpu" or not self.cpu_masks:
-            return F.dropout(x, self.p, training=True)
-        keep, scale = cpu_keep_mask(x.shape, self.p)
-        return _MaskedScale.apply(x, keep, scale)
 
 
 class SelfAttention(nn.Module):
@@ -141,7 +89,7 @@ class TransformerBlock(nn.Module):
             nn.GELU(),
             nn.Linear(ffn_mult * dim, dim),
         )
-        self.drop = Dropout(dropout)
+        self.drop = nn.Dropout(dropout)
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None, packing: Packing | None = None

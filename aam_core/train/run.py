@@ -22,7 +22,6 @@ A run writes into ``out_dir``: ``checkpoints/best.pt`` and ``last.pt`` (and ``re
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 from dataclasses import dataclass
@@ -42,7 +41,6 @@ from aam_core.checkpoint import (
     save_checkpoint,
 )
 from aam_core.io import Inputs, sha256_file
-from aam_core.memory import reuse_freed_memory
 from aam_core.model.aam import SequenceEncoder, SequenceRegressor
 from aam_core.plan import ModelKind, ResolvedRun, TargetSpec
 from aam_core.plan.config import RunConfig, Stage
@@ -227,7 +225,7 @@ def _run(
     )
     if ctx.is_main:
         log.on_log(_plan_line(stage, prepared, trainer, ctx))
-    fit = _fit(trainer, resume_state)
+    fit = trainer.fit(resume_state)
     kind = model.kind if isinstance(model, SequenceRegressor) else "encoder"
     if not ctx.is_main:
         return RunResult(
@@ -356,12 +354,6 @@ def _resume_state(
         raise CheckpointError(f"{last}: a {checkpoint.kind} checkpoint cannot resume this run")
     model.load_state_dict(checkpoint.state_dict)
     return checkpoint.resume
-
-
-def _fit(trainer: Trainer, resume: dict[str, Any] | None = None) -> FitResult:
-    """``trainer.fit``; on the CPU, with freed memory handed back for reuse."""
-    with reuse_freed_memory() if trainer.device.type == "cpu" else contextlib.nullcontext():
-        return trainer.fit(resume)
 
 
 # -- the model a run starts from ------------------------------------------------------------
@@ -588,7 +580,7 @@ def _refit(
             ctx=ctx,
             class_weights=_class_weights(config, everything),
         )
-        _fit(trainer)
+        trainer.fit()
         weights = trainer.weights
     path = out_dir / "checkpoints" / "refit.pt"
     if ctx.is_main:

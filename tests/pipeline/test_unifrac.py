@@ -35,10 +35,9 @@ TINY_FAITH = np.array([4.0, 4.5, 4.5, 5.5])
 TINY_WEIGHTED_S1_S2 = 149 / 257
 
 METHODS = ["hybrid", "dense"]
-BATCH_METHODS = [*METHODS, "bitmask"]  # bitmask: up to 64 samples
 
 
-@pytest.mark.parametrize("method", BATCH_METHODS)
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize(("dtype", "tol"), [(torch.float64, 1e-12), (torch.float32, 1e-6)])
 def test_tiny_values_by_hand(
     tiny_table: FeatureTable, tiny_tree: TreeNode, method: str, dtype: torch.dtype, tol: float
@@ -108,7 +107,7 @@ def test_batch_equals_scikit_bio_on_the_same_samples(study: SyntheticStudy) -> N
     assert torch.allclose(dist_dense, dist, atol=1e-12, rtol=0)
 
 
-@pytest.mark.parametrize("method", BATCH_METHODS)
+@pytest.mark.parametrize("method", METHODS)
 def test_extra_tips_single_child_chains_and_root_length_change_nothing(method: str) -> None:
     # Tip Q is not in the table: pruning it leaves X2 with one child, so X2 and CCCC merge
     # into one branch chain. The root has an explicit length, which scikit-bio counts.
@@ -147,7 +146,7 @@ def test_counts_of_the_wrong_width_are_refused(
     engine = UniFracEngine(index_branches(tiny_tree, tiny_table.feature_ids))
     with pytest.raises(ValueError, match=r"counts must be \[n_samples, 5\], got \(2, 4\)"):
         engine.unweighted(np.ones((2, 4)))
-    with pytest.raises(ValueError, match=r"method must be 'auto', 'dense', 'hybrid' or 'bitmask'"):
+    with pytest.raises(ValueError, match=r"method must be 'auto', 'dense' or 'hybrid', got 'fast'"):
         engine.unweighted(tiny_table.counts, method="fast")
 
 
