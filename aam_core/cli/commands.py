@@ -18,11 +18,42 @@ import typer
 
 from aam_core.cli import output
 from aam_core.cli.options import RUN_SETTINGS, error_line, run_options
+from aam_core.cli.params import (
+    Checkpoint,
+    ConfigFile,
+    CvModel,
+    CvOut,
+    Device,
+    Events,
+    Folds,
+    Group,
+    Metadata,
+    MinReads,
+    Models,
+    Opt,
+    Out,
+    PredictPrecision,
+    PretrainFolds,
+    Quiet,
+    Refit,
+    Repeats,
+    Resume,
+    Sequences,
+    StopPath,
+    Table,
+    TargetColumn,
+    Task,
+    Tree,
+)
 from aam_core.errors import ConfigError, UserError
 from aam_core.io.files import atomic_write, json_text
+from aam_core.plan import TargetSpec
 from aam_core.plan.crossval import CV_MODELS, FIXED_KEYS, MIN_READS
 
 if TYPE_CHECKING:  # torch loads when a command runs, so that --help is quick
+    from aam_core.crossval.run import Request
+    from aam_core.io import Inputs
+    from aam_core.plan.crossval import CrossValidation
     from aam_core.train.distributed import DistContext
 
 P = ParamSpec("P")
@@ -38,38 +69,6 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-Opt = typer.Option
-Table = Annotated[Path, Opt("--table", help="Feature table: BIOM (HDF5 or JSON) or .qza.")]
-Tree = Annotated[Path | None, Opt("--tree", help="Rooted Newick tree or .qza phylogeny.")]
-Metadata = Annotated[Path, Opt("--metadata", help="QIIME-style sample metadata TSV.")]
-Sequences = Annotated[
-    Path | None, Opt("--sequences", help="Representative sequences (FASTA or .qza).")
-]
-# A checkpoint file. --model is its old name (it now names a model kind in aam train and aam
-# cross-validate), still accepted for one release.
-Checkpoint = Annotated[
-    Path,
-    Opt("--checkpoint", "--model", help="A checkpoint written by aam train (--model: old name)."),
-]
-Task = Annotated[Literal["regression", "classification"], Opt("--task")]
-TargetColumn = Annotated[str, Opt("--target", help="Metadata column to predict.")]
-ConfigFile = Annotated[
-    Path | None, Opt("--config", help="TOML, YAML or JSON file of run settings.")
-]
-Device = Annotated[str, Opt("--device", help="auto, cpu, cuda or cuda:N.")]
-PredictPrecision = Annotated[
-    Literal["fp32", "fp64"],
-    Opt(
-        "--precision",
-        help="fp32: the same sample gives the same value within 1e-5 relative in any table; "
-        "fp64: exact, bit for bit, two to three times the time on a CPU.",
-    ),
-]
-Resume = Annotated[bool, Opt("--resume", help="Continue from OUT/checkpoints/last.pt.")]
-Events = Annotated[Path | None, Opt("--events", help="Append every event as a JSON line.")]
-StopPath = Annotated[Path | None, Opt("--stop-file", help="Stop cleanly once this file exists.")]
-Quiet = Annotated[bool, Opt("--quiet", help="No progress bar or log lines.")]
-Out = Annotated[Path, Opt("--out", help="Run directory.")]
 Settings = Mapping[str, Any]
 
 
@@ -214,7 +213,6 @@ def train(
 ) -> None:
     """Train a regressor or classifier on a metadata column, from scratch or from an encoder."""
     from aam_core.io import file_hashes, load_files
-    from aam_core.plan import TargetSpec
     from aam_core.plan.files import given_settings
     from aam_core.train.local_plan import plan_local
     from aam_core.train.run import run_train
@@ -247,6 +245,7 @@ def parse_models(text: str) -> tuple[str, ...]:
 # The recipe's settings that are no flags of aam cross-validate: the cross-validation sets the
 # split (FIXED_KEYS), and --refit is its own (the recipe's refit setting is a --config key).
 CV_NOT_FLAGS = ("refit", *FIXED_KEYS)
+ALL_MODELS = ",".join(CV_MODELS)
 
 
 @app.command("cross-validate", epilog=RUN_SETTINGS)
@@ -258,54 +257,17 @@ def cross_validate(
     metadata: Metadata,
     target: TargetColumn,
     task: Task,
-    out: Annotated[
-        Path,
-        Opt(
-            "--out",
-            help="Run directory. The folds finished there are kept: the same command "
-            "continues a stopped run.",
-        ),
-    ],
+    out: CvOut,
     tree: Tree = None,
     sequences: Sequences = None,
-    group: Annotated[
-        str | None,
-        Opt(
-            "--group",
-            help="Metadata column of subjects: a subject's samples stay in one fold. "
-            "Default: every sample is its own subject.",
-        ),
-    ] = None,
-    folds: Annotated[int, Opt("--folds", help="Outer folds (2 to 20).")] = 5,
-    repeats: Annotated[
-        int, Opt("--repeats", help="Repeats, each with its own shuffle (1 to 10).")
-    ] = 1,
-    models: Annotated[
-        str, Opt("--models", help="Models to compare, separated by commas.")
-    ] = ",".join(CV_MODELS),
-    pretrain: Annotated[
-        bool,
-        Opt("--pretrain", help="AAM starts from an encoder pretrained on each training fold."),
-    ] = False,
-    min_reads: Annotated[
-        int, Opt("--min-reads", help="Leave out the samples with fewer reads.")
-    ] = MIN_READS,
-    model: Annotated[
-        Literal["aam", "ensemble"] | None,
-        Opt(
-            "--model",
-            help="aam (default); ensemble: AAM blended with a random forest on each fold's "
-            "validation split is compared too (and refitted with --refit).",
-        ),
-    ] = None,
-    refit: Annotated[
-        bool,
-        Opt(
-            "--refit",
-            help="Then train the final model on every sample, in OUT/refit; its checkpoint "
-            "cites the cross-validated figures. (The recipe's refit setting is a --config key.)",
-        ),
-    ] = False,
+    group: Group = None,
+    folds: Folds = 5,
+    repeats: Repeats = 1,
+    models: Models = ALL_MODELS,
+    pretrain: PretrainFolds = False,
+    min_reads: MinReads = MIN_READS,
+    model: CvModel = None,
+    refit: Refit = False,
     config: ConfigFile = None,
     device: Device = "auto",
     events: Events = None,
@@ -318,17 +280,12 @@ def cross_validate(
     depth alone, on grouped folds: out-of-fold predictions, figures per fold, AAM's paired
     differences and plots."""
     from aam_core.cli.console import FoldLines, run_callbacks
-    from aam_core.crossval.run import Request, run_request
+    from aam_core.crossval.run import run_request
     from aam_core.io import file_hashes, load_files
-    from aam_core.plan import TargetSpec
-    from aam_core.plan.crossval import CrossValidation, plan_cross_validation
-    from aam_core.plan.files import given_settings
-    from aam_core.train.distributed import resolve_device
-    from aam_core.train.local_plan import dataset_facts
+    from aam_core.plan.crossval import CrossValidation
 
     # Every check comes before any work: the settings and the request's counts before any
     # input file is read, then the request against the dataset's summary and its samples.
-    values = given_settings(config, settings)
     cv = CrossValidation(
         folds=folds,
         repeats=repeats,
@@ -337,23 +294,18 @@ def cross_validate(
         pretrain=pretrain,
         min_reads=min_reads,
     )
-    where = str(resolve_device(device))
     files = {"table": table, "tree": tree, "metadata": metadata, "sequences": sequences}
     inputs = load_files(files)
-    request = Request(
-        TargetSpec(target, task), cv, values, model_kind=model, refit=refit, device=where
+    request = _cv_request(
+        inputs,
+        cv,
+        TargetSpec(target, task),
+        config,
+        settings,
+        model=model,
+        refit=refit,
+        device=device,
     )
-    facts = dataset_facts(inputs)
-    try:
-        plan_cross_validation(
-            values, facts, cv, target=request.target, model_kind=model, device=where
-        )
-    except ConfigError as exc:
-        if config is None or exc.field not in {f"config.{key}" for key in FIXED_KEYS}:
-            raise
-        # The split's settings are no flags of this command: the config file gave this one.
-        key = exc.field.removeprefix("config.")
-        raise ConfigError(f"{key} {exc.message}", field=exc.field, file=str(config)) from None
     hashes = file_hashes(files)
     with run_callbacks(quiet, events, stop_file) as callbacks:
         outcome = run_request(
@@ -373,6 +325,41 @@ def cross_validate(
         return
     assert outcome.report is not None
     typer.echo(output.cv_summary(outcome.report, outcome.files, outcome.refit))
+
+
+def _cv_request(
+    inputs: Inputs,
+    cv: CrossValidation,
+    target: TargetSpec,
+    config: Path | None,
+    settings: Settings,
+    *,
+    model: Literal["aam", "ensemble"] | None,
+    refit: bool,
+    device: str,
+) -> Request:
+    """The request, checked against the dataset (a split setting the config file gave is
+    named with the file)."""
+    from aam_core.crossval.run import Request
+    from aam_core.plan.crossval import plan_cross_validation
+    from aam_core.plan.files import given_settings
+    from aam_core.train.distributed import resolve_device
+    from aam_core.train.local_plan import dataset_facts
+
+    values = given_settings(config, settings)
+    where = str(resolve_device(device))
+    request = Request(target, cv, values, model_kind=model, refit=refit, device=where)
+    try:
+        plan_cross_validation(
+            values, dataset_facts(inputs), cv, target=target, model_kind=model, device=where
+        )
+    except ConfigError as exc:
+        if config is None or exc.field not in {f"config.{key}" for key in FIXED_KEYS}:
+            raise
+        # The split's settings are no flags of this command: the config file gave this one.
+        key = exc.field.removeprefix("config.")
+        raise ConfigError(f"{key} {exc.message}", field=exc.field, file=str(config)) from None
+    return request
 
 
 @app.command()
@@ -456,7 +443,6 @@ def baseline(
 ) -> None:
     """A random forest alone on the same preprocessing and split, as JSON."""
     from aam_core.io import load_files
-    from aam_core.plan import TargetSpec
     from aam_core.plan.files import build_config
     from aam_core.train.baselines import run_baseline
 
