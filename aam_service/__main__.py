@@ -115,8 +115,8 @@ class Children:
             while child.exits and child.exits[0] < now - EXITS_WINDOW_S:
                 child.exits.popleft()
             if len(child.exits) >= MAX_EXITS:
-                _say(f"the {child.name} process ended {len(child.exits)} times within "
-                     f"{EXITS_WINDOW_S:.0f} s ({how}); stopping")  # fmt: skip
+                times = f"{len(child.exits)} times within {EXITS_WINDOW_S:.0f} s"
+                _say(f"the {child.name} process ended {times} ({how}); stopping")
                 self.failed = child.name
                 return
             _say(f"the {child.name} process ended unexpectedly ({how}); starting a new one")

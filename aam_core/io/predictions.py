@@ -156,8 +156,8 @@ def q2_tables(result: PredictionResult) -> dict[str, str]:
     if not all(_plain(n) for n in names):
         return tables  # a tab, line break or leading '#' that q2's plain TSV cannot hold
     if samples and all(s.label is not None for s in samples):
-        tables[Q2_PREDICTIONS] = _tsv(["id", "prediction"], ([s.sample_id, str(s.label)]
-                                                           for s in samples))  # fmt: skip
+        labels = ([s.sample_id, str(s.label)] for s in samples)
+        tables[Q2_PREDICTIONS] = _tsv(["id", "prediction"], labels)
         classes = list(samples[0].probabilities or {})
         if classes:
             rows = (

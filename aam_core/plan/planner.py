@@ -174,6 +174,11 @@ def check_request(
             raise UserError(f"{name} is for train jobs (fine-tuning)", field=name)
 
 
+def _differing(given: Mapping[str, Any], has: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The settings ``given`` that differ from the base model's (``has``): (name, its value)."""
+    return [(k, v) for k, v in has.items() if given.get(k) is not None and given[k] != v]
+
+
 def _check_keys(kind: Kind, config: Mapping[str, Any]) -> None:
     """Refuse a setting that does not apply to ``kind`` (the settings' ``runs``), and the
     precisions of the other kind of run."""
@@ -249,16 +254,14 @@ def _adopt_base(
         "heads": encoder.sample.heads,
         "dropout": encoder.sample.dropout,
     }
-    clash = [f"{k}={given[k]} (encoder has {v})" for k, v in has.items()
-             if given.get(k) is not None and given[k] != v]  # fmt: skip
+    clash = [f"{k}={given[k]} (encoder has {v})" for k, v in _differing(given, has)]
     if clash:
         raise ConfigError(
             f"architecture settings differ from the pretrained encoder: {', '.join(clash)}",
             field=f"config.{next(k for k in has if given.get(k) not in (None, has[k]))}",
         )
     reads = {"max_bp": encoder.nucleotide.max_bp, "token_limit": encoder.sample.token_limit}
-    clash = [f"{k}={given[k]} (model has {v})" for k, v in reads.items()
-             if given.get(k) is not None and given[k] != v]  # fmt: skip
+    clash = [f"{k}={given[k]} (model has {v})" for k, v in _differing(given, reads)]
     if clash:
         raise ConfigError(
             f"preprocessing differs from base {base.where}: {', '.join(clash)}; a fine-tuned "
