@@ -149,25 +149,8 @@ class Predictor:
         only samples deeper than the training depth differ between passes. ``batch_size``:
         samples per model call (the exact mode runs each sample alone)."""
         passes = 1 if passes is None else passes
-        if passes < 1:
-            raise PredictionError(f"passes must be >= 1, got {passes}")
-        if self.kind == "encoder" and not embeddings:
-            raise PredictionError(
-                "this model is a pretrained encoder: it predicts no target; ask for embeddings "
-                "or use a regressor/classifier"
-            )
-        if len(sequences) != table.n_features:
-            raise PredictionError(
-                f"number of sequences ({len(sequences)}) must match number of features "
-                f"({table.n_features})"
-            )
+        self._check_request(table, sequences, passes, embeddings)
         depths = table.depths()  # [n_samples]
-        empty = [table.sample_ids[i] for i in np.flatnonzero(depths == 0)]
-        if empty:
-            raise PredictionError(
-                f"{len(empty)} samples have no reads ({preview(empty)}): nothing can be "
-                "predicted from them; remove them from the table"
-            )
         tokens = tokenize(sequences, max_bp=self.max_bp, truncate=self.truncate)
         collate = Collator(
             tokens, token_limit=self.token_limit, vocabulary=self._vocabulary_rows(sequences)
@@ -207,6 +190,28 @@ class Predictor:
                     for store in outputs.values():
                         store[p, chunk[~deep[chunk]]] = store[0, chunk[~deep[chunk]]]
         return self._assemble(table, outputs, coverage)
+
+    def _check_request(
+        self, table: FeatureTable, sequences: Sequence[str], passes: int, embeddings: bool
+    ) -> None:
+        if passes < 1:
+            raise PredictionError(f"passes must be >= 1, got {passes}")
+        if self.kind == "encoder" and not embeddings:
+            raise PredictionError(
+                "this model is a pretrained encoder: it predicts no target; ask for embeddings "
+                "or use a regressor/classifier"
+            )
+        if len(sequences) != table.n_features:
+            raise PredictionError(
+                f"number of sequences ({len(sequences)}) must match number of features "
+                f"({table.n_features})"
+            )
+        empty = [table.sample_ids[i] for i in np.flatnonzero(table.depths() == 0)]
+        if empty:
+            raise PredictionError(
+                f"{len(empty)} samples have no reads ({preview(empty)}): nothing can be "
+                "predicted from them; remove them from the table"
+            )
 
     def samples(
         self,
