@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from aam_core.model.config import LossWeights
 from aam_core.plan import TargetSpec
-from aam_core.plan.config import settings, type_hint
+from aam_core.plan.config import setting_fields, type_hint
 from aam_core.plan.crossval import FIXED_KEYS, MAX_FOLDS, MAX_REPEATS, MIN_READS
 
 
@@ -103,7 +103,7 @@ else:
         __base__=Strict,
         __doc__="Optional overrides of a run's settings: the fields of aam_core's RunConfig "
         "(the keys, meanings and bounds of the aam tool's flags and config files).",
-        **{f.name: _setting(f) for f in settings()},
+        **{f.name: _setting(f) for f in setting_fields()},
     )
 
 

@@ -18,7 +18,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from aam_core.errors import ConfigError, UserError
-from aam_core.plan.config import Run, settings, type_hint
+from aam_core.plan.config import Run, setting_fields, type_hint
 
 F = TypeVar("F", bound=Callable[..., Any])
 # the help's last paragraph in commands with run settings (click's plain help has no panels)
@@ -69,7 +69,7 @@ def run_options(run: Run, *, exclude: Iterable[str] = ()) -> Callable[[F], F]:
     command whose last parameter is ``settings: Mapping[str, Any]``; it receives the options
     that were given."""
     skipped = FILE_ONLY | set(exclude)
-    fields = [f for f in settings() if run in f.metadata["runs"] and f.name not in skipped]
+    fields = [f for f in setting_fields() if run in f.metadata["runs"] and f.name not in skipped]
 
     def decorate(command: F) -> F:
         hints = typing.get_type_hints(command, include_extras=True)

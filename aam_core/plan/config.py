@@ -386,7 +386,7 @@ def field_names() -> tuple[str, ...]:
     return tuple(f.name for f in fields(RunConfig))
 
 
-def settings() -> tuple[dataclasses.Field[Any], ...]:
+def setting_fields() -> tuple[dataclasses.Field[Any], ...]:
     """The fields of :class:`RunConfig`, for the edges that generate their schema from it."""
     return fields(RunConfig)
 

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from aam_core.model import AAMConfig
-from aam_core.plan.config import settings
+from aam_core.plan.config import setting_fields
 from app.main import create_app
 from app.settings import Settings
 from app.store import Job, create_model
@@ -402,7 +402,7 @@ def test_a_refusal_locates_its_field(client: TestClient, world: World) -> None:
 def test_openapi_shows_every_run_setting_with_its_default_and_bounds(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()["components"]["schemas"]["JobConfig"]
     fields = schema["properties"]
-    assert set(fields) == {f.name for f in settings()}
+    assert set(fields) == {f.name for f in setting_fields()}
     assert schema["additionalProperties"] is False
     lr = fields["lr"]
     assert lr["anyOf"][0] == {"type": "number", "exclusiveMinimum": 0, "maximum": 1}

@@ -15,7 +15,7 @@ from aam_core.errors import ConfigError, UserError
 from aam_core.io.errors import TargetError
 from aam_core.model.config import AAMConfig
 from aam_core.plan import DatasetFacts, ModelFacts, RunConfig, TargetSpec, plan_run
-from aam_core.plan.config import Stage, run_settings, settings
+from aam_core.plan.config import Stage, run_settings, setting_fields
 
 SUMMARY: dict[str, Any] = {
     "n_samples": 40,
@@ -82,7 +82,7 @@ def test_settings_are_checked_against_their_bounds(
 
 
 def test_each_bound_is_declared_once_on_the_field() -> None:
-    bounds = {f.name: f.metadata["bounds"] for f in settings() if f.metadata["bounds"]}
+    bounds = {f.name: f.metadata["bounds"] for f in setting_fields() if f.metadata["bounds"]}
     assert bounds["lr"] == {"gt": 0, "le": 1} and bounds["patience"] == {"ge": 0}
     for name, rule in bounds.items():  # the default of every bounded setting keeps its rule
         default = getattr(RunConfig(), name)
