@@ -53,6 +53,10 @@ class DatasetFacts:
     def n_samples(self) -> int:
         return int(self.summary.get("n_samples", 0))
 
+    def n_train(self, validation_fraction: float) -> int:
+        """The samples a random split leaves for training."""
+        return self.n_samples - math.ceil(self.n_samples * validation_fraction)
+
 
 @dataclass(frozen=True)
 class ModelFacts:
@@ -120,7 +124,7 @@ def plan_run(
         run = run.for_device(device.split(":")[0])
         notes = (f"preset auto: {run.preset} (a run on {device})",)
     if run.batch_size is None:  # decided now, from the train split the dataset's size gives
-        n_train = dataset.n_samples - math.ceil(dataset.n_samples * run.validation_fraction)
+        n_train = dataset.n_train(run.validation_fraction)
         run = run.replace(batch_size=run.resolved("train", n_train).batch_size)
         notes += (f"batch_size {run.batch_size} (an eighth of the train split, 16 to 64)",)
     stage: Stage = "pretrain" if kind == "pretrain" else "train"
@@ -387,8 +391,7 @@ def _check_lengths(
 def _check_gpus(run: RunConfig, dataset: DatasetFacts) -> None:
     if run.gpus == 1:
         return
-    n_samples = dataset.n_samples
-    n_train = n_samples - math.ceil(n_samples * run.validation_fraction)
+    n_samples, n_train = dataset.n_samples, dataset.n_train(run.validation_fraction)
     if run.gpus * run.batch > n_train:
         raise ConfigError(
             f"{run.gpus} GPUs x batch_size {run.batch} = {run.gpus * run.batch} "
