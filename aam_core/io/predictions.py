@@ -12,10 +12,10 @@ class's probability (``prob_<class>``). The q2-sample-classifier files themselve
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -63,6 +63,37 @@ def prediction_frame(
     return frame
 
 
+class Predicted(Protocol):
+    """A sample's prediction as any layer holds it (this module's SamplePrediction, the REST
+    answer's entry): a regressor's value(s), or a classifier's label and class probabilities."""
+
+    @property
+    def sample_id(self) -> str: ...
+    @property
+    def prediction(self) -> Any: ...
+    @property
+    def label(self) -> str | None: ...
+    @property
+    def probabilities(self) -> Mapping[str, float] | None: ...
+
+
+def samples_frame(samples: Sequence[Predicted]) -> pd.DataFrame:
+    """:func:`prediction_frame` of per-sample predictions: labels and probabilities when every
+    sample has a label, values when every sample has one; otherwise the IDs alone."""
+    labelled = bool(samples) and all(s.label is not None for s in samples)
+    valued = bool(samples) and all(s.prediction is not None for s in samples)
+    classes = list(samples[0].probabilities or {}) if labelled else []
+    return prediction_frame(
+        [s.sample_id for s in samples],
+        values=[s.prediction for s in samples] if valued and not labelled else None,
+        labels=[str(s.label) for s in samples] if labelled else None,
+        probabilities=[[(s.probabilities or {})[c] for c in classes] for s in samples]
+        if classes
+        else None,
+        classes=classes,
+    )
+
+
 @dataclass(frozen=True)
 class SamplePrediction:
     sample_id: str
@@ -89,20 +120,8 @@ class PredictionResult:
     def to_frame(self) -> pd.DataFrame:
         """The prediction table (:func:`prediction_frame`), then per sample the spread over
         rarefaction passes, the embedding, an ensemble's parts and what the model read."""
-        samples = self.samples
-        classes = list(samples[0].probabilities or {}) if samples else []
-        labelled = bool(samples) and all(s.label is not None for s in samples)
-        valued = bool(samples) and all(s.prediction is not None for s in samples)
-        frame = prediction_frame(
-            [s.sample_id for s in samples],
-            values=[s.prediction for s in samples] if valued and not labelled else None,
-            labels=[str(s.label) for s in samples] if labelled else None,
-            probabilities=[[(s.probabilities or {})[c] for c in classes] for s in samples]
-            if labelled and classes
-            else None,
-            classes=classes,
-        )
-        extra = pd.DataFrame([_extra_columns(s) for s in samples], index=frame.index)
+        frame = samples_frame(self.samples)
+        extra = pd.DataFrame([_extra_columns(s) for s in self.samples], index=frame.index)
         return pd.concat([frame, extra], axis=1)
 
 

@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from aam_core.errors import UserError
 from aam_core.io import read_table
-from aam_core.io.predictions import prediction_frame
+from aam_core.io.predictions import samples_frame
 from aam_core.model_card import card_markdown
 from app.api.deps import Caller, ServicesDep, SessionDep, model_or_404
 from app.api.errors import ApiError
@@ -137,18 +137,7 @@ def predict_page(
 def as_tsv(predictions: list[SamplePredictionOut]) -> str:
     """The predictions in the one prediction table layout (sample_id, prediction,
     prob_<class>; aam_core.io.predictions), then the reads each sample used."""
-    classes = sorted({c for p in predictions for c in (p.probabilities or {})})
-    labelled = bool(predictions) and all(p.label is not None for p in predictions)
-    valued = bool(predictions) and all(p.prediction is not None for p in predictions)
-    frame = prediction_frame(
-        [p.sample_id for p in predictions],
-        values=[p.prediction for p in predictions] if valued and not labelled else None,
-        labels=[p.label for p in predictions] if labelled else None,
-        probabilities=[[(p.probabilities or {})[c] for c in classes] for p in predictions]
-        if labelled
-        else None,
-        classes=classes,
-    )
+    frame = samples_frame(predictions)
     frame["n_features_used"] = [p.n_features_used for p in predictions]
     frame["fraction_reads_used"] = [p.fraction_reads_used for p in predictions]
     frame["warnings"] = ["; ".join(p.warnings) for p in predictions]
