@@ -29,6 +29,7 @@ from aam_core.data.unifrac import UniFracEngine, index_branches
 from aam_core.io import load_inputs
 from aam_core.model import AAMConfig, LossWeights, SequenceEncoder, SequenceRegressor, TargetConfig
 from aam_core.plan import TargetSpec
+from aam_core.plan.config import run_settings
 from aam_core.predict import Predictor
 from aam_core.train.local_plan import plan_local
 from aam_core.train.losses import compute_losses
@@ -184,7 +185,7 @@ def training(device: str) -> None:
         }
         start = time.perf_counter()
         pre_run = plan_local(
-            "pretrain", {k: v for k, v in config.items() if k != "baseline"}, inputs
+            "pretrain", {k: v for k, v in config.items() if k in run_settings("pretrain")}, inputs
         )
         pre = run_pretrain(inputs, pre_run, Path(tmp) / "pre", device=device)
         losses = [r["loss"] for r in pre.fit.history if r["split"] == "train"]

@@ -19,6 +19,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from aam_core.data.synthetic import SyntheticSpec, generate, write_study
+from aam_core.plan.config import run_settings
 from tests.services import free_port
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
@@ -27,7 +28,8 @@ BOB_KEY = "bob-browser-key-01234567890a"
 # Small enough that a tiny-preset epoch takes a second on two CPU cores (tests/worker/helpers)
 FAST = {"preset": "tiny", "epochs": 1, "batch_size": 8, "lr": 3e-3, "rarefaction_depth": 1000,
         "token_limit": 32, "patience": 0, "baseline": False}  # fmt: skip
-PRETRAIN_FAST = {k: v for k, v in FAST.items() if k != "baseline"}  # no target, no baseline
+# A pretrain job takes only the settings that apply to pretraining (no baseline: no target).
+PRETRAIN_FAST = {k: v for k, v in FAST.items() if k in run_settings("pretrain")}
 
 
 def shot(page: Page, name: str) -> None:
